@@ -1,0 +1,77 @@
+# websockify.py — build, test, demo and benchmark.
+#   make          build rebind.so (the LD_PRELOAD shim for wrapping programs)
+#   make test     install the test dependencies once, then run every test
+#   make demo     run a demo a browser can open (needs nothing but Python)
+#   make bench    compare against upstream websockify with ../shared/bench
+PYTHON  ?= python3
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -Wall -Wextra
+BUILD   := build
+VENV    := $(BUILD)/venv
+NODEDIR := $(BUILD)/node
+BENCH   ?= ../shared/bench
+DEMO_PORT ?= 6080
+PIP_PACKAGES := websockets websocket-client trustme playwright vermin
+APT_PACKAGES := chromium telnetd-ssl socat openssl
+
+.PHONY: all test test-deps unit node-test floor lint demo bench clean
+
+all:
+
+# -- test dependencies, each behind a stamp so that they install once --------
+$(VENV)/.stamp:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+	touch $@
+
+$(NODEDIR)/.stamp:
+	mkdir -p $(NODEDIR)
+	cd $(NODEDIR) && npm install --no-audit --no-fund --silent ws@8
+	touch $@
+
+$(BUILD)/.apt-stamp:
+	@mkdir -p $(BUILD)
+	@if ! command -v chromium >/dev/null || ! command -v in.telnetd >/dev/null \
+	    || ! command -v socat >/dev/null || ! command -v openssl >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
+	fi
+	touch $@
+
+test-deps: $(VENV)/.stamp $(NODEDIR)/.stamp $(BUILD)/.apt-stamp
+
+# -- the tests ----------------------------------------------------------------
+test: all test-deps lint unit node-test floor
+
+lint:
+	$(VENV)/bin/vermin -q --no-tips --violations -t=3.8- websockify.py
+
+unit:
+	WEBSOCKIFY_REQUIRE_ALL=1 NODE_PATH=$(CURDIR)/$(NODEDIR)/node_modules \
+	  $(VENV)/bin/python -m unittest -v test_websockify
+
+node-test:
+	node --test web/tests/
+
+# The 3.8 floor: the stdlib-only tests under pyenv's oldest supported Python.
+floor:
+	@ver=$$(pyenv versions --bare 2>/dev/null | grep -m1 '^3\.8\.' || true); \
+	if [ -n "$$ver" ]; then \
+	  echo "== Python $$ver (3.8 floor), stdlib-only tests"; \
+	  PYENV_VERSION=$$ver python3 -m unittest test_websockify; \
+	else \
+	  echo "== no Python 3.8 under pyenv: floor check skipped"; \
+	fi
+
+# -- demo and benchmark ---------------------------------------------------------
+demo: all
+	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)
+
+bench: all
+	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh --out $(BUILD)/bench/results \
+	  ours='$(PYTHON) $(CURDIR)/websockify.py {listen} {target}' \
+	  upstream-numpy upstream node socat-tcp
+	@cat $(BUILD)/bench/results/results.md
+
+clean:
+	rm -rf $(BUILD) rebind.so __pycache__
