@@ -1644,5 +1644,41 @@ class TestOptionsOfLaterIssues(unittest.TestCase):
                 self.assertNotIn('Traceback', result.stderr)
 
 
+def demo(argv):
+    """`make demo`: an echo service behind websockify.py, and web/ served by
+    http.server (until --web lands), on loopback; Ctrl-C stops everything."""
+    import argparse
+    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
+    parser.add_argument('--port', type=int, default=6080)
+    port = parser.parse_args(argv).port
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(16)
+
+    def accept_loop():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept_loop, daemon=True).start()
+    procs = [subprocess.Popen([sys.executable, SCRIPT, '127.0.0.1:%d' % port,
+                               '127.0.0.1:%d' % listener.getsockname()[1]]),
+             subprocess.Popen([sys.executable, '-m', 'http.server', '--bind', '127.0.0.1',
+                               str(port + 1)], cwd=os.path.join(HERE, 'web'),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    print('Open http://127.0.0.1:%d/wsecho.html?host=127.0.0.1&port=%d&autoconnect=1'
+          ' (Ctrl-C stops)' % (port + 1, port), flush=True)
+    try:
+        procs[0].wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(TIMEOUT)
+
+
 if __name__ == '__main__':
-    unittest.main()
+    if sys.argv[1:2] == ['demo']:
+        demo(sys.argv[2:])
+    else:
+        unittest.main()
