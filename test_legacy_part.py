@@ -547,6 +547,7 @@ class LegacyWireTest(unittest.TestCase):
         self.assertEqual(reader.until(b'\xff'), b'\x00' + base64.b64encode(b'ping me') + b'\xff')
         sock.sendall(b'\xff\x00')
         self.assertEqual(reader.rest(), b'\xff\x00')
+        sock.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_for('session open', 'hixie-76/base64',
                                           'protocol sample'))
         self.assertTrue(self.log.wait_for('session closed', 'close 1005'))
@@ -705,6 +706,7 @@ class LegacyWireTest(unittest.TestCase):
         self.assertIn(b'base64', payload[2:])
         sock.sendall(hybi_frame(8, payload[:2]))
         self.assertEqual(reader.rest(), b'')
+        sock.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_for('session closed', 'close 1007', 'base64'))
 
     def test_hixie_groups_split_across_frames_and_invalid_base64(self):
@@ -718,6 +720,7 @@ class LegacyWireTest(unittest.TestCase):
         client.sock.sendall(b'\x00QQ=*\xff')
         self.assertIsNone(client.recv_frame())
         self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_for('session closed', 'invalid base64'))
 
     def test_hixie_length_prefixed_frame_ends_session(self):
@@ -726,6 +729,7 @@ class LegacyWireTest(unittest.TestCase):
         client.sock.sendall(b'\x80\x05hello')
         self.assertIsNone(client.recv_frame())
         self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_for('session closed', 'length-prefixed'))
 
     def test_hixie_target_close_sends_closing_handshake(self):
@@ -737,6 +741,7 @@ class LegacyWireTest(unittest.TestCase):
         self.assertIsNone(client.recv_frame())
         client.sock.sendall(b'\xff\x00')
         self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
         self.assertTrue(log.wait_for('session closed', 'target closed'))
 
     def test_hixie_heartbeat_sends_nothing_invalid(self):
