@@ -206,21 +206,21 @@ _KEY_NOISE = [chr(c) for c in list(range(0x21, 0x30)) + list(range(0x3A, 0x7F))]
 
 
 def hixie76_client_key(rng):
-    """(key, number) following draft-76 §4.1 steps 17-22 for one key."""
-    spaces = rng.randint(1, 12)                          # step 17
-    maximum = 4294967295 // spaces                       # step 18
-    number = rng.randint(0, maximum)                     # step 19
-    key = list(str(number * spaces))                     # steps 20-21
-    for _ in range(rng.randint(1, 12)):                  # step 22: random characters
+    """(key, number) for one key, as the client's handshake in draft-76 §4.1 makes it."""
+    spaces = rng.randint(1, 12)                          # 1 to 12 spaces
+    maximum = 4294967295 // spaces                       # so that number * spaces < 2**32
+    number = rng.randint(0, maximum)
+    key = list(str(number * spaces))                     # the product in decimal
+    for _ in range(rng.randint(1, 12)):                  # 1 to 12 non-digit characters
         key.insert(rng.randint(0, len(key)), rng.choice(_KEY_NOISE))
-    for _ in range(spaces):                              # step 23: spaces, not at the ends
+    for _ in range(spaces):                              # the spaces, not at either end
         key.insert(rng.randint(1, len(key) - 1), ' ')
     return ''.join(key), number
 
 
 def hixie_request(draft, host='example.com', path='/demo', origin='http://example.com',
                   protocol=None, keys=None):
-    """The client's handshake lines (draft-76 §4.1 step 12 onwards), ending in CRLF CRLF."""
+    """The client's handshake lines (draft-76 §4.1), ending in CRLF CRLF."""
     lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
              'Host: ' + host]
     if origin is not None:
@@ -248,7 +248,7 @@ class HixieClient:
         if draft == 76:
             key1, number1 = hixie76_client_key(rng)
             key2, number2 = hixie76_client_key(rng)
-            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # step 26
+            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
             keys = (key1, key2)
             expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
         self.sock.sendall(hixie_request(draft, keys=keys, **request) + key3)

@@ -325,7 +325,7 @@ def check_hixie_request(request):
 
 
 def hixie76_key_number(key, name='key'):
-    """The 32-bit number a draft-76 key encodes (draft-76 §5.2 step 4); 400 if invalid.
+    """The 32-bit number a draft-76 key encodes (draft-76 §5.2); 400 if invalid.
 
     Its digits read as a decimal number, divided by its number of spaces."""
     digits = ''.join(c for c in key if '0' <= c <= '9')
@@ -346,7 +346,7 @@ def hixie76_key_number(key, name='key'):
 
 def hixie76_answer(key1, key2, key3):
     """The 16-byte draft-76 challenge response: MD5 of both numbers (big-endian, 32 bits)
-    and the 8 bytes of key3 (draft-76 §5.2 step 6)."""
+    and the 8 bytes of key3 (draft-76 §5.2)."""
     challenge = struct.pack('!II', hixie76_key_number(key1, 'Sec-WebSocket-Key1'),
                             hixie76_key_number(key2, 'Sec-WebSocket-Key2')) + bytes(key3)
     return hashlib.md5(challenge).digest()
