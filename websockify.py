@@ -13,10 +13,15 @@ Specifications:
     RFC 6455 (HyBi 13; drafts 07/08 frame the same way)
         https://www.rfc-editor.org/rfc/rfc6455
     RFC 9110 / RFC 9112 (HTTP semantics and message syntax)
+    draft-hixie-thewebsocketprotocol-75 and -76 (old browsers, Flash fallbacks)
+        https://datatracker.ietf.org/doc/html/draft-hixie-thewebsocketprotocol-76
+    RFC 4648 §4 (base64, for Hixie frames and the HyBi "base64" subprotocol)
+    Adobe, "Setting up a socket policy file server" (Flash cross-domain policy)
 """
 
 import argparse
 import base64
+import binascii
 import codecs
 import dataclasses
 import hashlib
@@ -74,6 +79,11 @@ THREAD_STACK_SIZE = 512 * 1024
 LISTEN_BACKLOG = 1024
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
+#: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
+#: frame has no length header, only 0xFF ends it; payload is streamed, so memory
+#: does not depend on this, but a client that never ends its frame is cut off.
+#: websock.js sends one frame per send() call, far below this.
+HIXIE_MAX_FRAME = 1 << 22
 
 #: Received close codes that are valid on the wire (RFC 6455 §7.4).
 VALID_CLOSE_CODES = frozenset(itertools.chain(
@@ -265,6 +275,121 @@ def hybi_response(key, protocol):
     if protocol is not None:
         lines.append('Sec-WebSocket-Protocol: ' + protocol)
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def handshake_kind(request):
+    """Which handshake an upgrade request uses: 'hybi', 'hixie-76' or 'hixie-75'.
+
+    Sec-WebSocket-Key (or -Version) means HyBi; Sec-WebSocket-Key1 and -Key2 mean
+    draft-76; otherwise Connection: Upgrade means draft-75. Anything else is
+    checked as HyBi, which answers 400 or 426."""
+    if request.header('sec-websocket-key') is not None:
+        return 'hybi'
+    key1 = request.header('sec-websocket-key1')
+    key2 = request.header('sec-websocket-key2')
+    if key1 is not None and key2 is not None:
+        return 'hixie-76'
+    if key1 is not None or key2 is not None:
+        # Deliberately stricter than "else draft-75": a half draft-76 request is broken.
+        raise HTTPError(400, 'draft-76 handshake needs both Sec-WebSocket-Key1 and -Key2')
+    if request.header('sec-websocket-version') is not None:
+        return 'hybi'
+    if 'upgrade' in request.tokens('connection'):
+        return 'hixie-75'
+    return 'hybi'
+
+
+def _echoable(value, what):
+    """A client value we repeat in our reply: refuse control characters (no injection)."""
+    if any(c < ' ' or c == '\x7f' for c in value):
+        raise HTTPError(400, '%s contains control characters' % what)
+    return value
+
+
+def check_hixie_request(request):
+    """Validate a draft-75/76 upgrade request (draft-76 §5.1); raise HTTPError."""
+    if request.method != 'GET':
+        raise HTTPError(405, 'a WebSocket handshake must use GET', [('Allow', 'GET')])
+    if request.version < (1, 1):
+        raise HTTPError(400, 'a WebSocket handshake needs HTTP/1.1')
+    if not request.header('host'):
+        raise HTTPError(400, 'missing Host header')
+    if 'upgrade' not in request.tokens('connection'):
+        raise HTTPError(400, 'Connection header lacks the "upgrade" token')
+    _echoable(request.header('host'), 'Host')
+    _echoable(request.target, 'request path')
+    for name in ('origin', 'sec-websocket-protocol', 'websocket-protocol'):
+        value = request.header(name)
+        if value is not None:
+            _echoable(value, name)
+
+
+def hixie76_key_number(key, name='key'):
+    """The 32-bit number a draft-76 key encodes (draft-76 §5.2); 400 if invalid.
+
+    Its digits read as a decimal number, divided by its number of spaces."""
+    digits = ''.join(c for c in key if '0' <= c <= '9')
+    spaces = key.count(' ')
+    if not digits:
+        raise HTTPError(400, '%s has no digits' % name)
+    if len(digits) > 20:               # a valid key has at most 11 (2**32 * 12)
+        raise HTTPError(400, '%s has too many digits' % name)
+    if not spaces:
+        raise HTTPError(400, '%s has no spaces' % name)
+    number, rest = divmod(int(digits), spaces)
+    if rest:
+        raise HTTPError(400, '%s is not a multiple of its %d spaces' % (name, spaces))
+    if number > 0xFFFFFFFF:
+        raise HTTPError(400, '%s does not fit in 32 bits' % name)
+    return number
+
+
+def hixie76_answer(key1, key2, key3):
+    """The 16-byte draft-76 challenge response: MD5 of both numbers (big-endian, 32 bits)
+    and the 8 bytes of key3 (draft-76 §5.2)."""
+    challenge = struct.pack('!II', hixie76_key_number(key1, 'Sec-WebSocket-Key1'),
+                            hixie76_key_number(key2, 'Sec-WebSocket-Key2')) + bytes(key3)
+    return hashlib.md5(challenge).digest()
+
+
+#: Start of every Hixie reply. Draft-75 clients compare these 85 bytes literally;
+#: draft-76 clients require exactly "WebSocket" and "Upgrade" in the next two lines.
+HIXIE_REPLY_PREFIX = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                      b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n')
+
+
+def hixie_response(kind, request, secure, answer=b''):
+    """The reply accepting a draft-75 or draft-76 handshake (answer: the 16-byte response).
+
+    Origin and protocol are echoed as sent; the location is ws:// or wss:// by the
+    connection, with the requested Host and path."""
+    location = '%s://%s%s' % ('wss' if secure else 'ws', request.header('host'),
+                              request.target)
+    origin = request.header('origin')
+    if kind == 'hixie-76':
+        prefix, protocol = 'Sec-WebSocket-', request.header('sec-websocket-protocol')
+    else:
+        prefix, protocol = 'WebSocket-', request.header('websocket-protocol')
+    lines = []
+    if origin is not None:
+        lines.append(prefix + 'Origin: ' + origin)
+    lines.append(prefix + 'Location: ' + location)
+    if protocol is not None:
+        lines.append(prefix + 'Protocol: ' + protocol)
+    return (HIXIE_REPLY_PREFIX + ''.join(line + '\r\n' for line in lines).encode('latin-1')
+            + b'\r\n' + answer)
+
+
+#: What a Flash player sends first to ask for the socket policy, and our answer:
+#: every domain may connect to every port (Adobe's policy file format; the reply
+#: ends with a NUL byte as the Flash player requires).
+FLASH_POLICY_REQUEST = b'<policy-file-request/>\x00'
+FLASH_POLICY = (b'<?xml version="1.0"?>\n'
+                b'<!DOCTYPE cross-domain-policy SYSTEM '
+                b'"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">\n'
+                b'<cross-domain-policy>\n'
+                b'<allow-access-from domain="*" to-ports="*" />\n'
+                b'</cross-domain-policy>\n\x00')
 
 
 def http_response(status, body='', headers=(), content_type='text/plain; charset=utf-8'):
@@ -528,6 +653,148 @@ class HybiCodec:
         return self.control(OP_CLOSE, close_payload(code, reason))
 
 
+_B64_ALPHABET = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+
+
+class Base64Stream:
+    """Decodes base64 that arrives cut anywhere (RFC 4648 §4).
+
+    Whole 4-character groups are decoded at once; up to 3 characters wait for the
+    next piece. A padded group may be followed by more groups, so messages that are
+    each padded decode back to back."""
+
+    __slots__ = ('_carry',)
+
+    def __init__(self):
+        self._carry = b''
+
+    def feed(self, piece):
+        """The bytes decoded from piece (bytes-like); raises ValueError if invalid."""
+        data = self._carry + bytes(piece) if self._carry else bytes(piece)
+        whole = len(data) & ~3
+        self._carry = data[whole:]
+        parts = []
+        start = 0
+        while start < whole:
+            eq = data.find(b'=', start, whole)
+            stop = whole if eq < 0 else (eq | 3) + 1    # end of the padded group
+            group = data if start == 0 and stop == len(data) else data[start:stop]
+            extra = group.translate(None, _B64_ALPHABET)
+            if extra and (extra not in (b'=', b'==') or not group.endswith(extra)):
+                raise ValueError('invalid base64')
+            parts.append(binascii.a2b_base64(group))
+            start = stop
+        return parts[0] if len(parts) == 1 else b''.join(parts)
+
+
+class HybiBase64Codec(HybiCodec):
+    """The HyBi "base64" subprotocol: relayed bytes travel as base64 text both ways.
+
+    Client data frames form one base64 stream (groups may straddle frames and
+    reads); each read from the target becomes one text frame of padded base64,
+    decodable on its own (websock.js decodes each message by itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mode = 'base64'
+        self._b64 = Base64Stream()
+
+    def decode(self, buf, pos, end, out, events):
+        pieces = []
+        try:
+            pos = super().decode(buf, pos, end, pieces, events)
+        except ProtocolError:
+            self._decode_pieces(pieces, out)      # what came before the error still goes
+            raise
+        self._decode_pieces(pieces, out)
+        return pos
+
+    def _decode_pieces(self, pieces, out):
+        for piece in pieces:
+            try:
+                data = self._b64.feed(piece)
+            except ValueError:
+                raise ProtocolError(1007, 'invalid base64 in a message') from None
+            if data:
+                out.append(data)
+
+    def encode(self, data):
+        text = binascii.b2a_base64(data, newline=False)
+        return [frame_header(OP_TEXT, len(text)), text]
+
+
+class HixieCodec:
+    """Draft-75/76 framing (draft-76 §4.2, §5.3): 0x00, base64 text, 0xFF, both ways.
+
+    Client frames are streamed through Base64Stream like HybiBase64Codec; each read
+    from the target goes out as one frame of padded base64. The drafts have no ping
+    or pong, so control() returns nothing. The closing handshake is 0xFF 0x00
+    (draft-76 §4.2); draft-75 clients read it as an empty length-prefixed frame and
+    ignore it. Length-prefixed frames from the client (type 0x80-0xFF other than
+    that) are not supported: nothing sends them."""
+
+    mode = 'base64'
+
+    def __init__(self, family):
+        #: 'hixie-75' or 'hixie-76', for the log.
+        self.family = family
+        self._in_frame = False
+        #: Characters received in the frame in progress.
+        self._frame_length = 0
+        self._b64 = Base64Stream()
+
+    def decode(self, buf, pos, end, out, events):
+        """Same contract as HybiCodec.decode; emits only ('close', 1005, '')."""
+        while pos < end:
+            if self._in_frame:
+                stop = buf.find(b'\xff', pos, end)
+                last = end if stop < 0 else stop
+                self._frame_length += last - pos
+                if self._frame_length > HIXIE_MAX_FRAME:
+                    raise ProtocolError(1009, 'Hixie frame longer than %d bytes'
+                                        % HIXIE_MAX_FRAME)
+                if last > pos:
+                    try:
+                        data = self._b64.feed(memoryview(buf)[pos:last])
+                    except ValueError:
+                        raise ProtocolError(1007, 'invalid base64 in a Hixie frame') from None
+                    if data:
+                        out.append(data)
+                if stop < 0:
+                    return end
+                pos = stop + 1
+                self._in_frame = False
+                continue
+            b0 = buf[pos]
+            if b0 == 0x00:
+                self._in_frame = True
+                self._frame_length = 0
+                pos += 1
+            elif b0 & 0x80:
+                if b0 == 0xFF:
+                    if end - pos < 2:
+                        break
+                    if buf[pos + 1] == 0x00:
+                        events.append(('close', 1005, ''))
+                        return pos + 2
+                raise ProtocolError(1002, 'length-prefixed Hixie frame (type 0x%02X) '
+                                          'is not supported' % b0)
+            else:
+                raise ProtocolError(1002, 'Hixie frame of unknown type 0x%02X' % b0)
+        return pos
+
+    def encode(self, data):
+        return [b'\x00', binascii.b2a_base64(data, newline=False), b'\xff']
+
+    def control(self, opcode, payload=b''):
+        """Nothing: the drafts have no ping or pong."""
+        return b''
+
+    def close_frame(self, code, reason=''):
+        """The draft-76 closing handshake; the drafts carry no code or reason."""
+        return b'\xff\x00'
+
+
 ################################################################################
 # Connection: first byte, request head, blocking I/O before the upgrade
 ################################################################################
@@ -578,6 +845,45 @@ class Connection:
             if not chunk:
                 return None
             data += chunk
+
+    def read_extra(self, n, deadline):
+        """The first n bytes after the request head (the draft-76 key3), which may
+        already be in `extra` or still be on the way; the rest stays in `extra`.
+        Raises HTTPError 408 at the deadline; returns None on EOF."""
+        data = self.extra
+        while len(data) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HTTPError(408, 'the %d bytes after the headers did not arrive in time'
+                                % n)
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return None
+            data += chunk
+        self.extra = data[n:]
+        return data[:n]
+
+    def read_policy_request(self, deadline):
+        """Read up to len(FLASH_POLICY_REQUEST) bytes, stopping at a NUL; b'' on
+        EOF or timeout (nothing to answer then)."""
+        data = b''
+        while len(data) < len(FLASH_POLICY_REQUEST) and not data.endswith(b'\x00'):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(len(FLASH_POLICY_REQUEST) - len(data))
+            except (socket.timeout, OSError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
 
     def send_all(self, data, timeout=CONNECT_TIMEOUT):
         self.sock.settimeout(timeout)
@@ -771,8 +1077,9 @@ class Pump:
                 self._abort_all('closing handshake timed out')
             if next_ping is not None and now >= next_ping:
                 next_ping = now + self.heartbeat
-                if not self.close_sent and not client.shut:
-                    self._send_client([self.codec.control(OP_PING, b'')])
+                ping = self.codec.control(OP_PING, b'')
+                if ping and not self.close_sent and not client.shut:
+                    self._send_client([ping])
             if not events and now - last_activity >= BUFFER_RELEASE_IDLE:
                 client.release_buffer()
                 target.release_buffer()
@@ -855,8 +1162,9 @@ class Pump:
         client.end = rest
         for event in events:
             if event[0] == 'ping':
-                if not self.close_sent:
-                    self._send_client([self.codec.control(OP_PONG, event[1])])
+                pong = self.codec.control(OP_PONG, event[1])
+                if pong and not self.close_sent:
+                    self._send_client([pong])
             elif event[0] == 'close':
                 self._client_closed(event[1], event[2])
 
@@ -1130,11 +1438,15 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             logger.info('%s: TLS handshake refused: TLS (wss://) is not supported yet',
                         self.log_prefix)
             return
+        self.deadline = start + settings.handshake_timeout
+        if first == FLASH_POLICY_REQUEST[:1]:
+            self._serve_flash_policy()
+            return
         if self.server.is_tcp:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         request = None
         try:
-            head = self.conn.read_head(start + settings.handshake_timeout)
+            head = self.conn.read_head(self.deadline)
             if head is None:
                 logger.debug('%s: closed during the request head', self.log_prefix)
                 return
@@ -1157,17 +1469,63 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             raise HTTPError(426, 'this port serves WebSocket connections only '
                                  '(websockify.py %s)' % __version__,
                             [('Upgrade', 'websocket')])
+        kind = handshake_kind(request)
+        if kind != 'hybi':
+            self._serve_hixie(request, kind)
+            return
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
-        if protocol == 'base64':
-            raise HTTPError(400, 'the base64 subprotocol is not supported yet')
         target, where = connect_target(settings)
         try:
             self.conn.send_all(hybi_response(key, protocol))
-            codec = HybiCodec(text_frames=settings.text_frames)
+            if protocol == 'base64':
+                codec = HybiBase64Codec()
+            else:
+                codec = HybiCodec(text_frames=settings.text_frames)
             self._relay(request, target, where, codec, protocol)
         finally:
             target.close()
+
+    def _serve_hixie(self, request, kind):
+        """Draft-75/76: check, read key3 (76) within the handshake deadline, connect, reply."""
+        check_hixie_request(request)
+        answer = b''
+        if kind == 'hixie-76':
+            key1 = request.header('sec-websocket-key1')
+            key2 = request.header('sec-websocket-key2')
+            hixie76_key_number(key1, 'Sec-WebSocket-Key1')   # 400 before waiting for key3
+            hixie76_key_number(key2, 'Sec-WebSocket-Key2')
+            key3 = self.conn.read_extra(8, self.deadline)
+            if key3 is None:
+                logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
+                return
+            answer = hixie76_answer(key1, key2, key3)
+        protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
+                                  else 'websocket-protocol')
+        target, where = connect_target(self.server.settings)
+        try:
+            self.conn.send_all(hixie_response(kind, request, self.conn.secure, answer))
+            self._relay(request, target, where, HixieCodec(kind), protocol)
+        finally:
+            target.close()
+
+    def _serve_flash_policy(self):
+        """Answer a Flash socket policy request on this port, then close."""
+        data = self.conn.read_policy_request(self.deadline)
+        if data != FLASH_POLICY_REQUEST:
+            logger.info('%s: closed: %r is neither HTTP nor a Flash policy request',
+                        self.log_prefix, data[:32])
+            return
+        logger.info('%s: Flash socket policy served', self.log_prefix)
+        try:
+            self.conn.send_all(FLASH_POLICY, 2.0)
+            self.request.shutdown(socket.SHUT_WR)
+            self.request.settimeout(1.0)      # await the player's close: no reset
+            for _ in range(16):
+                if not self.request.recv(4096):
+                    break
+        except OSError:
+            pass
 
     def _relay(self, request, target, where, codec, protocol):
         server = self.server
