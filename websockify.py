@@ -70,6 +70,13 @@ SHUTDOWN_GRACE = 2.0
 BUFFER_RELEASE_IDLE = 1.0
 #: Seconds allowed to connect to a target.
 CONNECT_TIMEOUT = 10.0
+#: Bytes of a --web file read and sent per step when sendfile cannot be used
+#: (TLS sockets): the memory a file download costs, whatever the file's size.
+WEB_CHUNK = 65536
+#: Seconds a --web client may take to accept more of a file before it is dropped.
+WEB_SEND_TIMEOUT = 30.0
+#: Most entries shown in a --web-listing page: its HTML is built in memory.
+WEB_LISTING_MAX = 10000
 #: Stack size of connection threads: deep enough for ssl and logging, small
 #: enough that ten thousand idle sessions cost little address space.
 THREAD_STACK_SIZE = 512 * 1024
@@ -1057,12 +1064,6 @@ _TEXT_TYPES = frozenset(('application/json', 'application/xml', 'image/svg+xml',
                          'application/manifest+json'))
 #: Type of files whose extension is not in MIME_TYPES: never rendered or run.
 DEFAULT_MIME_TYPE = 'application/octet-stream'
-#: Bytes read and sent per step when sendfile cannot be used (TLS sockets).
-WEB_CHUNK = 65536
-#: Seconds a client may take to accept more of a file before it is dropped.
-WEB_SEND_TIMEOUT = 30.0
-#: Most entries shown in a --web-listing page.
-WEB_LISTING_MAX = 10000
 #: Methods served from --web DIR.
 WEB_METHODS = ('GET', 'HEAD')
 #: Cache policy: browsers and appliances may keep a copy but revalidate it
@@ -1143,16 +1144,18 @@ def _redirect_location(segments, target):
     return location
 
 
+def _http_date(timestamp):
+    """An IMF-fixdate (RFC 9110 §5.6.7)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
 def web_response_head(status, headers):
     """Status line and headers (no body) of a --web response that closes the connection."""
     lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status, 'OK'))]
     lines.extend('%s: %s' % h for h in headers)
-    lines.extend(('Connection: close', 'Server: websockify.py/' + __version__))
+    lines.extend(('Date: ' + _http_date(time.time()), 'Connection: close',
+                  'Server: websockify.py/' + __version__))
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
-
-
-def _http_date(timestamp):
-    return email.utils.formatdate(timestamp, usegmt=True)
 
 
 def _not_modified_since(request, mtime):
