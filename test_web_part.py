@@ -596,6 +596,8 @@ class WebServerTest(unittest.TestCase):
         self.assertEqual(r.header('location'), '/sub/')
         r = self.get('/sub?host=x&port=1')
         self.assertEqual(r.header('location'), '/sub/?host=x&port=1')
+        r = self.get('/sub', 'HEAD')
+        self.assertEqual((r.status, r.header('location'), r.body), (301, '/sub/', b''))
         r = self.get('/a%252e')
         self.assertEqual(r.header('location'), '/a%252e/')
         self.assertEqual(self.get('/a%252e/f.txt').body, b'literal percent\n')

@@ -1253,10 +1253,12 @@ def serve_web(conn, request, root, listing):
     if stat.S_ISDIR(st.st_mode):
         if not path.endswith('/'):
             location = _redirect_location(segments, request.target)
-            conn.send_all(http_response(301, 'moved to %s\n' % location,
-                                        [('Location', location)]))
+            body = ('moved to %s\n' % location).encode('utf-8')
+            conn.send_all(web_response_head(301, [
+                ('Location', location), ('Content-Type', 'text/plain; charset=utf-8'),
+                ('Content-Length', str(len(body)))]) + (b'' if head_only else body))
             _close_gently(conn.sock)
-            return 301, 0, ''
+            return 301, 0 if head_only else len(body), ''
         try:
             real, st = _resolve(root, segments + ['index.html'])
         except HTTPError:
