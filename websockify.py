@@ -445,6 +445,23 @@ class HybiCodec:
                 if length >> 63:
                     raise ProtocolError(1002, 'frame length has its top bit set')
             fin = b0 & 0x80
+            start = pos + head
+            stop = start + length
+            if opcode == OP_BINARY and fin and stop <= end and self._message is None:
+                # The common case, kept short: a whole unfragmented binary message.
+                mask = buf[start - 4:start]
+                if length < 16:
+                    for i in range(start, stop):
+                        buf[i] ^= mask[(i - start) & 3]
+                else:
+                    xor = _XOR
+                    buf[start:stop:4] = buf[start:stop:4].translate(xor[mask[0]])
+                    buf[start + 1:stop:4] = buf[start + 1:stop:4].translate(xor[mask[1]])
+                    buf[start + 2:stop:4] = buf[start + 2:stop:4].translate(xor[mask[2]])
+                    buf[start + 3:stop:4] = buf[start + 3:stop:4].translate(xor[mask[3]])
+                out.append(view[start:stop])
+                pos = stop
+                continue
             if opcode in _CONTROL_OPCODES:
                 if not fin:
                     raise ProtocolError(1002, 'fragmented control frame')
