@@ -422,48 +422,66 @@ class EchoServer:
 
 
 def demo(argv):
-    """`make demo`: the line service behind websockify --web web; Ctrl-C stops both."""
+    """`make demo`: the line service behind websockify --web web on --port, and
+    an echo server (for latency.html) behind a second websockify; Ctrl-C stops all."""
     parser = argparse.ArgumentParser(prog='test_websockify.py demo')
     parser.add_argument('--port', type=int, default=6080,
-                        help='port for websockify (default 6080; 0 picks a free one)')
+                        help='port for the pages and the line service (default 6080; '
+                             '0 picks a free one)')
+    parser.add_argument('--echo-port', type=int, default=None,
+                        help='port for the echo server (default: --port + 1, or a free one)')
     opts = parser.parse_args(argv)
+    if opts.echo_port is None:
+        opts.echo_port = opts.port + 1 if opts.port else 0
     # Ctrl-C must reach us even when started with SIGINT ignored (from a
     # background job, for instance); websockify.py sets its own handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    service = LineService()
-    cmd = [sys.executable, SCRIPT, '--web', WEB_DIR, str(opts.port),
-           '127.0.0.1:%d' % service.port]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, universal_newlines=True)
+    service, echo = LineService(), EchoServer()
+    procs, copiers = [], []
     try:
-        try:
-            port = read_listening_port(proc, echo=sys.stderr)
-        except AssertionError:
-            proc.wait(WAIT)
-            return proc.returncode or 1
-        drain(proc.stderr, sys.stderr)
+        ports = []
+        for listen, target in ((opts.port, service.port), (opts.echo_port, echo.port)):
+            proc = subprocess.Popen([sys.executable, SCRIPT, '--web', WEB_DIR, str(listen),
+                                     '127.0.0.1:%d' % target],
+                                    stderr=subprocess.PIPE, universal_newlines=True)
+            procs.append(proc)
+            try:
+                ports.append(read_listening_port(proc, echo=sys.stderr))
+            except AssertionError:
+                proc.wait(WAIT)
+                return proc.returncode or 1
+            copiers.append(drain(proc.stderr, sys.stderr))
+        port, echo_port = ports
         base = 'http://localhost:%d/' % port
-        print('Line service on 127.0.0.1:%d behind websockify on port %d. Open:' % (
-            service.port, port))
+        print('websockify.py on port %d relays to the line service (127.0.0.1:%d), '
+              'on port %d to an echo server (127.0.0.1:%d). Open:'
+              % (port, service.port, echo_port, echo.port))
         print('  %swstelnet.html?autoconnect=1' % base)
         print('  %swsecho.html?autoconnect=1' % base)
+        print('  %slatency.html?port=%d&autoconnect=1' % (base, echo_port))
         print('  %s   (all the demo pages)' % base)
         print('In the terminal type help, color or cursor. Ctrl-C stops the demo.')
         sys.stdout.flush()
         try:
-            proc.wait()
+            procs[0].wait()
         except KeyboardInterrupt:
             pass
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
             try:
                 proc.wait(WAIT)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for copier in copiers:      # their last log lines
+            copier.join(WAIT)
         service.stop()
-    status = proc.returncode
-    return 0 if status in (0, -signal.SIGINT) else status
+        echo.stop()
+    bad = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGINT)]
+    return bad[0] if bad else 0
 
 
 ################################################################################
@@ -981,16 +999,20 @@ class DemoTest(unittest.TestCase):
         self.addCleanup(proc.stderr.close)
         self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
         errors = []
-        drain(proc.stderr, errors)
+        copier = drain(proc.stderr, errors)
         url = None
+        printed = []
         deadline = time.monotonic() + WAIT
-        while url is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
+            printed.append(line)
             m = re.search(r'(http://localhost:(\d+)/\S*)', line)
-            if m:
+            if m and url is None:
                 url, port = m.group(1), int(m.group(2))
+            if 'Ctrl-C' in line:
+                break
         self.assertIsNotNone(url, 'no URL printed; stderr %r' % ''.join(errors))
         self.assertIn('wstelnet.html?autoconnect=1', url)
         path = url.split('localhost:%d' % port, 1)[1]
@@ -1002,14 +1024,22 @@ class DemoTest(unittest.TestCase):
         ws.send(b'hello demo\n')
         ws.recv_until(b'echo: hello demo')
         ws.close()
+        latency = [line for line in printed if 'latency.html' in line]
+        self.assertTrue(latency, printed)
+        echo_port = int(re.search(r'latency\.html\?port=(\d+)', latency[0]).group(1))
+        ws = RawWebSocket(echo_port)
+        ws.send(bytes(range(256)))
+        self.assertEqual(ws.recv_until(b'\xfe\xff'), bytes(range(256)))
+        ws.close()
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(WAIT)
         except subprocess.TimeoutExpired:
             self.fail('the demo did not stop on SIGINT')
+        copier.join(WAIT)
         self.assertEqual(proc.returncode, 0)
         self.assertNotIn('Traceback', ''.join(errors))
-        self.assertTrue(any('stopped' in line for line in errors), errors)
+        self.assertEqual(sum('stopped' in line for line in errors), 2, errors)
 
 
 ################################################################################
@@ -1188,6 +1218,24 @@ class BrowserTest(unittest.TestCase):
             setTimeout(function () { reject(new Error('timeout')); }, 8000);
         })''', 'ws://127.0.0.1:%d/' % port)
         self.assertEqual(result, {'mode': 'binary', 'same': True})
+
+    def test_latency_page(self):
+        """latency.html against an echo server, the demo's second proxy."""
+        echo = EchoServer()
+        self.addCleanup(echo.stop)
+        port = start_proxy(self, ['--web', WEB_DIR, '127.0.0.1:0', '127.0.0.1:%d' % echo.port])
+        page = self.new_page()
+        page.goto('http://127.0.0.1:%d/latency.html?n=200&size=64&bulk=4194304&autoconnect=1'
+                  % port)
+        page.wait_for_function('window.latencyResults', timeout=WAIT * 3000)
+        results = page.evaluate('window.latencyResults')
+        self.assertTrue(results.get('done'), results)
+        self.assertEqual((results['count'], results['bulkBytes'], results['badBytes']),
+                         (200, 4194304, 0))
+        self.assertEqual(results['mode'], 'binary')
+        self.screenshot(page, 'latency')
+        sys.stderr.write('\n  latency.html: median %s us, p99 %s us, bulk %s MB/s '
+                         % (results['medianUs'], results['p99Us'], results['mbps']))
 
     # -- needing other issues: run once wrapping / TLS have landed ------------------
 
