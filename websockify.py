@@ -187,7 +187,7 @@ def check_head_size(data):
     eol = data.find(b'\n')
     if (eol < 0 and len(data) > MAX_REQUEST_LINE) or eol > MAX_REQUEST_LINE:
         raise HTTPError(414, 'request line longer than %d bytes' % MAX_REQUEST_LINE)
-    if len(data) > MAX_REQUEST_LINE + MAX_HEADER_BYTES:
+    if eol >= 0 and len(data) - eol - 1 > MAX_HEADER_BYTES:
         raise HTTPError(431, 'request headers larger than %d bytes' % MAX_HEADER_BYTES)
 
 
@@ -425,6 +425,10 @@ class HybiCodec:
                 break
             b0 = buf[pos]
             b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise ProtocolError(1002, 'reserved bits set without an extension')
+            if not b1 & 0x80:
+                raise ProtocolError(1002, 'client frame is not masked')
             opcode = b0 & 0x0F
             length = b1 & 0x7F
             head = 6
@@ -434,10 +438,6 @@ class HybiCodec:
                 head = 14
             if avail < head:
                 break
-            if b0 & 0x70:
-                raise ProtocolError(1002, 'reserved bits set without an extension')
-            if not b1 & 0x80:
-                raise ProtocolError(1002, 'client frame is not masked')
             if length == 126:
                 length = _unpack_short(buf, pos + 2)[0]
             elif length == 127:
@@ -1459,8 +1459,11 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         settings = self.server.settings
         if not is_upgrade(request):
             if settings.web:
+                # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
                 self._serve_file(request)
                 return
+            if request.header('upgrade') is not None:
+                raise HTTPError(400, 'Upgrade header lacks the "websocket" token')
             if request.method != 'GET':
                 raise HTTPError(405, 'this port only serves WebSocket connections',
                                 [('Allow', 'GET')])
@@ -1691,8 +1694,15 @@ _NOT_YET = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
+
+
 def _build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog='websockify.py',
         usage='%(prog)s [options] [source_addr:]source_port target_addr:target_port\n'
               '       %(prog)s [options] --unix-target FILE [source_addr:]source_port\n'

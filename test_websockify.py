@@ -1,0 +1,1645 @@
+"""Tests for websockify.py, through real sockets.
+
+    python3 -m unittest test_websockify          # stdlib only; other clients are skipped
+    make test                                    # installs them; WEBSOCKIFY_REQUIRE_ALL=1
+
+Servers listen on 127.0.0.1 / ::1 port 0 or on Unix sockets in a temporary folder, are
+ready once bound and are stopped by addCleanup. Clients we did not write (Python
+`websockets`, `websocket-client`, Node `ws`) are imported or probed only by the tests
+that use them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in
+which case it fails. Everything else uses the raw-socket client below, which sends
+whatever bytes a test asks for, including the ones no library would send.
+
+One TestCase per section of websockify.py, in file order.
+"""
+
+import base64
+import contextlib
+import hashlib
+import importlib
+import io
+import itertools
+import json
+import logging
+import os
+import queue
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from collections import namedtuple
+
+import websockify
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, 'websockify.py')
+NODE_MODULES = os.path.join(HERE, 'build', 'node', 'node_modules')
+REQUIRE_ALL = bool(os.environ.get('WEBSOCKIFY_REQUIRE_ALL'))
+
+#: Seconds any single wait may take (a socket operation, a join, a process exit).
+TIMEOUT = 10.0
+#: Seconds a bulk transfer may take on a slow machine.
+LONG_TIMEOUT = 120.0
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: RFC 6455 §1.3 example key, and the GUID of §4.2.2.
+KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
+GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+
+#: Message sizes every interop transfer must include (length encodings and their edges).
+EDGE_SIZES = (1, 125, 126, 65535, 65536, MiB)
+
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def setUpModule():
+    # Most tests run the proxy in this process; the client mistakes they make on
+    # purpose would print warnings. A NullHandler keeps them off the test output
+    # (the 'last resort' handler only prints when a logger has no handler at all);
+    # assertLogs still sees every record.
+    logging.getLogger('websockify').addHandler(_NULL_HANDLER)
+
+
+def tearDownModule():
+    logging.getLogger('websockify').removeHandler(_NULL_HANDLER)
+
+
+_NULL_HANDLER = logging.NullHandler()
+
+
+################################################################################
+# Helpers: optional clients, threads, byte streams
+################################################################################
+
+def require(testcase, what, available, how):
+    """Skip (or, with WEBSOCKIFY_REQUIRE_ALL, fail) when an optional client is missing."""
+    if available:
+        return
+    if REQUIRE_ALL:
+        testcase.fail('%s is missing but WEBSOCKIFY_REQUIRE_ALL is set (%s)' % (what, how))
+    testcase.skipTest('%s is not installed (%s)' % (what, how))
+
+
+def import_optional(testcase, module, how):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        require(testcase, module, False, how)
+
+
+def node_with_ws(testcase):
+    """Path of the node binary, if Node and its ws package (build/node) are there."""
+    node = shutil.which('node') or shutil.which('nodejs')
+    require(testcase, 'Node.js with the ws package',
+            node and os.path.isdir(os.path.join(NODE_MODULES, 'ws')),
+            'npm install ws in build/node')
+    return node
+
+
+def _probe_ipv6():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = _probe_ipv6()
+
+
+class Worker(threading.Thread):
+    """Runs fn(*args) in a daemon thread; result() joins it with a timeout."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args = fn, args
+        self.value = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:   # handed to result()
+            self.error = exc
+
+    def result(self, timeout=TIMEOUT):
+        self.join(timeout)
+        if self.is_alive():
+            raise AssertionError('%s still running after %s s' % (self.fn.__name__, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def random_chunks(total, first=(), max_size=256 * KiB):
+    """Random byte strings totalling `total`: the sizes in `first`, then random sizes."""
+    rng = random.Random(total)
+    remaining = total
+    for n in itertools.chain(first, iter(lambda: rng.randint(1, max_size), None)):
+        n = min(n, remaining)
+        if n <= 0:
+            return
+        remaining -= n
+        yield os.urandom(n)
+
+
+def send_stream(send, chunks):
+    """Send each chunk with send(); returns the SHA-256 of everything sent."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        send(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(chunks):
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recv_chunks(sock, total):
+    """Yields what sock receives until `total` bytes; fails on an early EOF."""
+    left = total
+    while left:
+        chunk = sock.recv(min(left, 256 * KiB))
+        if not chunk:
+            raise AssertionError('EOF after %d of %d bytes' % (total - left, total))
+        left -= len(chunk)
+        yield chunk
+
+
+def recv_exactly(sock, n):
+    return b''.join(recv_chunks(sock, n))
+
+
+def read_to_eof(sock):
+    """Everything sock receives until EOF (a reset counts as EOF)."""
+    data = bytearray()
+    try:
+        while True:
+            chunk = sock.recv(256 * KiB)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return bytes(data)
+
+
+def eof_digest(sock):
+    """(SHA-256, length) of everything sock receives until EOF."""
+    digest, count = hashlib.sha256(), 0
+    while True:
+        chunk = sock.recv(256 * KiB)
+        if not chunk:
+            return digest.hexdigest(), count
+        digest.update(chunk)
+        count += len(chunk)
+
+
+def closed_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def hostport(address):
+    """A (host, port, ...) tuple as the command line spells it."""
+    host, port = address[:2]
+    return '[%s]:%d' % (host, port) if ':' in host else '%s:%d' % (host, port)
+
+
+def tcp_queues():
+    """{(local, remote): (send queue, receive queue)} of every IPv4 TCP socket on the
+    host, from /proc/net/tcp (Linux); None where that is not available."""
+    def address(text):
+        host, port = text.split(':')
+        return socket.inet_ntoa(struct.pack('=I', int(host, 16))), int(port, 16)
+    try:
+        with open('/proc/net/tcp') as f:
+            rows = [line.split() for line in f][1:]
+    except OSError:
+        return None
+    return {(address(row[1]), address(row[2])): tuple(int(q, 16) for q in row[4].split(':'))
+            for row in rows}
+
+
+def socket_buffer_slack():
+    """Most bytes the kernel can hold between the target and a client that does not
+    read: the proxy's receive buffer (from the target) plus its send buffer (to the
+    client), at their autotuning maxima, plus 1 MiB for our own small buffers."""
+    def maximum(name, default):
+        try:
+            with open('/proc/sys/net/ipv4/' + name) as f:
+                return int(f.read().split()[2])
+        except (OSError, ValueError, IndexError):
+            return default
+    return maximum('tcp_rmem', 6 * MiB) + maximum('tcp_wmem', 4 * MiB) + MiB
+
+
+################################################################################
+# Helpers: targets
+################################################################################
+
+def echo(sock):
+    """Target behaviour: send back everything, close after the peer's EOF."""
+    while True:
+        data = sock.recv(256 * KiB)
+        if not data:
+            return
+        sock.sendall(data)
+
+
+class TargetServer:
+    """A target listening on port 0 (or a Unix socket path) in a thread.
+
+    With a handler, every connection runs handler(sock) in its own thread. Without
+    one, accepted sockets wait for the test to take them with accept()."""
+
+    def __init__(self, testcase, handler=None, host='127.0.0.1', unix_path=None):
+        if unix_path:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(unix_path)
+        else:
+            family = socket.AF_INET6 if ':' in host else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener.bind((host, 0))
+        self.listener.listen(256)
+        #: (host, port[, flow, scope]) or the Unix path.
+        self.address = self.listener.getsockname()
+        self.handler = handler
+        self._accepted = queue.Queue()
+        self._open = []
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+        testcase.addCleanup(self.stop)
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    @property
+    def arg(self):
+        """The target as websockify.py's command line spells it."""
+        return hostport(self.address)
+
+    def accept(self, timeout=TIMEOUT):
+        """The next connection the proxy made (only without a handler)."""
+        try:
+            sock = self._accepted.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError('the proxy did not connect to the target in %s s' % timeout)
+        sock.settimeout(TIMEOUT)
+        return sock
+
+    def _accept_loop(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self._open.append(sock)
+            if self.handler is None:
+                self._accepted.put(sock)
+            else:
+                sock.settimeout(LONG_TIMEOUT)
+                threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        try:
+            self.handler(sock)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def stop(self):
+        for sock in [self.listener] + self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)   # wakes threads blocked on it
+            sock.close()
+        self._thread.join(TIMEOUT)
+
+
+################################################################################
+# Helpers: a raw-socket WebSocket client
+################################################################################
+
+Frame = namedtuple('Frame', 'fin opcode payload')
+
+
+def mask_bytes(data, key):
+    """data XOR the repeated 4-byte key: our own masking, independent of websockify."""
+    n = len(data)
+    if not n:
+        return b''
+    pad = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, 'little') ^ int.from_bytes(pad, 'little')).to_bytes(n, 'little')
+
+
+def encode_frame(opcode, payload=b'', fin=True, rsv=0, masked=True, length=None):
+    """A client frame; `length` overrides the encoded payload length."""
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload) if length is None else length
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((b0, bit | n))
+    elif n < 65536:
+        head = struct.pack('!BBH', b0, bit | 126, n)
+    else:
+        head = struct.pack('!BBQ', b0, bit | 127, n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + mask_bytes(payload, key)
+
+
+def close_body(code, reason=b''):
+    return struct.pack('!H', code) + reason
+
+
+def upgrade_request(method='GET', path='/', version='HTTP/1.1', replace=None, drop=(),
+                    extra=()):
+    """A HyBi 13 upgrade request. `replace` maps header names to new values, `drop`
+    removes headers, `extra` appends (name, value) pairs or raw header lines."""
+    replace = replace or {}
+    headers = [('Host', 'localhost'), ('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+               ('Sec-WebSocket-Key', KEY), ('Sec-WebSocket-Version', '13')]
+    lines = ['%s %s %s' % (method, path, version)]
+    lines += ['%s: %s' % (name, replace.get(name, value))
+              for name, value in headers if name not in drop]
+    lines += [h if isinstance(h, str) else '%s: %s' % h for h in extra]
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+class Response:
+    """A parsed HTTP response head (and, for refusals, its body)."""
+
+    def __init__(self, status, headers):
+        self.status = status
+        #: (lower-case name, value) pairs.
+        self.headers = headers
+        self.body = b''
+
+    def header(self, name):
+        values = [v for n, v in self.headers if n == name.lower()]
+        return ', '.join(values) if values else None
+
+    def __repr__(self):
+        return '<Response %d %r %r>' % (self.status, self.headers, self.body[:200])
+
+
+class WSClient:
+    """A WebSocket client over a raw socket, for tests that need exact bytes.
+
+    One thread may send while another receives; answering pings from recv_data()
+    sends too, so tests that send from a second thread use no heartbeat."""
+
+    def __init__(self, testcase, address, timeout=TIMEOUT, rcvbuf=None):
+        if isinstance(address, str):
+            family = socket.AF_UNIX
+        else:
+            family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
+            address = address[:2]
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        testcase.addCleanup(self.sock.close)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        if family != socket.AF_UNIX:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+
+    # -- bytes ------------------------------------------------------------------
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def send_slowly(self, data, pause=0.001):
+        """One byte per send, paced so that the proxy sees them in separate reads."""
+        for i in range(len(data)):
+            self.sock.sendall(data[i:i + 1])
+            time.sleep(pause)
+
+    def _fill(self):
+        chunk = self.sock.recv(256 * KiB)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _take(self, n):
+        while len(self.buffer) < n:
+            if not self._fill():
+                raise EOFError('EOF while waiting for %d bytes (have %d)' % (n, len(self.buffer)))
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def read_until_eof(self):
+        """What is left of the connection; fails if it is not closed in time."""
+        try:
+            while self._fill():
+                pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        except socket.timeout:
+            raise AssertionError('the connection was not closed (have %r)'
+                                 % bytes(self.buffer[:200])) from None
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    def read_response(self):
+        while b'\r\n\r\n' not in self.buffer:
+            if not self._fill():
+                raise AssertionError('closed before a complete response: %r'
+                                     % bytes(self.buffer[:200]))
+        head, _, rest = bytes(self.buffer).partition(b'\r\n\r\n')
+        self.buffer = bytearray(rest)
+        lines = head.decode('latin-1').split('\r\n')
+        version, status = lines[0].split(' ')[:2]
+        if not version.startswith('HTTP/1.'):
+            raise AssertionError('bad status line %r' % lines[0])
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(':')
+            headers.append((name.strip().lower(), value.strip()))
+        return Response(int(status), headers)
+
+    def handshake(self, path='/', protocols=(), key=None, extra=()):
+        """Upgrade; checks the 101 and its accept key; returns the Response."""
+        key = key or base64.b64encode(os.urandom(16)).decode()
+        protocol_headers = [('Sec-WebSocket-Protocol', p) for p in protocols]
+        self.send(upgrade_request(path=path, replace={'Sec-WebSocket-Key': key},
+                                  extra=protocol_headers + list(extra)))
+        response = self.read_response()
+        if response.status != 101:
+            raise AssertionError('handshake refused: %r %r' % (response, self.read_until_eof()))
+        check_upgrade_response(response, key)
+        return response
+
+    # -- frames -------------------------------------------------------------------
+
+    def send_frame(self, opcode, payload=b'', **options):
+        self.send(encode_frame(opcode, payload, **options))
+
+    def send_close(self, code=None, reason=b''):
+        self.send_frame(CLOSE, b'' if code is None else close_body(code, reason))
+
+    def recv_frame(self):
+        b0, b1 = self._take(2)
+        if b1 & 0x80:
+            raise AssertionError('the server sent a masked frame')
+        if b0 & 0x70:
+            raise AssertionError('the server set RSV bits: %#x' % b0)
+        n = b1 & 0x7F
+        if n == 126:
+            n, = struct.unpack('!H', self._take(2))
+        elif n == 127:
+            n, = struct.unpack('!Q', self._take(8))
+        return Frame(bool(b0 & 0x80), b0 & 0x0F, self._take(n))
+
+    def iter_data(self, total, opcode=BINARY):
+        """Yields data frame payloads until `total` bytes; pings are answered.
+
+        Every message must start with `opcode`; a close frame before the end fails."""
+        left = total
+        while left > 0:
+            frame = self.recv_frame()
+            if frame.opcode == PING:
+                self.send_frame(PONG, frame.payload)
+            elif frame.opcode == PONG:
+                pass
+            elif frame.opcode == CLOSE:
+                raise AssertionError('close %s after %d of %d bytes'
+                                     % (describe_close(frame.payload), total - left, total))
+            elif frame.opcode not in (opcode, CONT):
+                raise AssertionError('opcode %d, expected %d' % (frame.opcode, opcode))
+            else:
+                left -= len(frame.payload)
+                yield frame.payload
+        if left < 0:
+            raise AssertionError('%d bytes more than the %d expected' % (-left, total))
+
+    def recv_data(self, total, opcode=BINARY):
+        return b''.join(self.iter_data(total, opcode))
+
+    def echo(self, payload, opcode=BINARY):
+        """Send one message and read back as many bytes (the target is an echo)."""
+        self.send_frame(opcode, payload)
+        return self.recv_data(len(payload))
+
+    def expect_close(self, code=None):
+        """Read to the server's close frame (data before it is dropped), answer it,
+        then expect EOF. Returns (code or None, reason bytes)."""
+        while True:
+            frame = self.recv_frame()
+            if frame.opcode == CLOSE:
+                break
+        payload = frame.payload
+        got = struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else None
+        with contextlib.suppress(OSError):
+            self.send_frame(CLOSE, payload[:2])
+        rest = self.read_until_eof()
+        if rest:
+            raise AssertionError('bytes after the close frame: %r' % rest[:200])
+        if code is not None and got != code:
+            raise AssertionError('close %s, expected %d' % (describe_close(payload), code))
+        return got, payload[2:]
+
+
+def describe_close(payload):
+    if len(payload) < 2:
+        return 'without a code (%r)' % payload
+    return '%d %r' % (struct.unpack('!H', payload[:2])[0], payload[2:])
+
+
+def check_upgrade_response(response, key):
+    expected = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    if response.header('sec-websocket-accept') != expected:
+        raise AssertionError('bad accept key in %r' % response)
+    if (response.header('upgrade') or '').lower() != 'websocket':
+        raise AssertionError('no Upgrade: websocket in %r' % response)
+    if 'upgrade' not in (response.header('connection') or '').lower():
+        raise AssertionError('no Connection: Upgrade in %r' % response)
+
+
+################################################################################
+# Helpers: the proxy, in this process or as a program
+################################################################################
+
+def start_proxy(testcase, *argv):
+    """websockify in this process: make_server, serve_forever in a thread; stopped in cleanup."""
+    server = websockify.make_server(websockify.parse_args([str(a) for a in argv]))
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+    testcase.addCleanup(stop)
+    return server
+
+
+#: The line main() logs at start; groups give the address it listens on.
+LISTENING = re.compile(r'listening on (?:unix:(?P<path>[^\s,]+)'
+                       r'|\[(?P<host6>[^\]]*)\]:(?P<port6>\d+)'
+                       r'|(?P<host>[^\s\[\],]*):(?P<port>\d+))')
+
+
+class ProxyProcess:
+    """websockify.py run as a program; ready once it logs its 'listening on' line."""
+
+    def __init__(self, testcase, *args, cwd=None):
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        self.proc = subprocess.Popen([sys.executable, SCRIPT] + [str(a) for a in args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, cwd=cwd or HERE, env=env)
+        testcase.addCleanup(self.stop)
+        self.lines = []
+        self.match = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(TIMEOUT) or self.match is None:
+            testcase.fail('no "listening on" line from websockify.py %s:\n%s'
+                          % (' '.join(map(str, args)), self.stderr))
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            line = raw.decode('utf-8', 'replace')
+            self.lines.append(line)
+            if self.match is None:
+                self.match = LISTENING.search(line)
+                if self.match:
+                    self._ready.set()
+        self._ready.set()
+
+    @property
+    def stderr(self):
+        return ''.join(self.lines)
+
+    @property
+    def address(self):
+        """Where to connect: the Unix path, or (host, port) with wildcards made local."""
+        m = self.match
+        if m.group('path'):
+            return m.group('path')
+        if m.group('port6'):
+            host = m.group('host6')
+            return ('::1' if host in ('', '::') else host, int(m.group('port6')))
+        host = m.group('host')
+        return ('127.0.0.1' if host in ('', '0.0.0.0', '*') else host, int(m.group('port')))
+
+    def wait(self, timeout=TIMEOUT):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError('websockify.py still running after %s s:\n%s'
+                                 % (timeout, self.stderr)) from None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        self._reader.join(TIMEOUT)
+        self.proc.stderr.close()
+
+
+def run_cli(*args, cwd=None):
+    """websockify.py run to completion; returns the CompletedProcess (text output)."""
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=cwd or HERE)
+
+
+class ProxyTestCase(unittest.TestCase):
+    """Targets, the proxy and clients, all stopped in cleanup."""
+
+    def proxy(self, *argv):
+        """Start websockify in-process; returns its listening address."""
+        return start_proxy(self, *argv).server_address
+
+    def echo_proxy(self, *options):
+        """An echo target with the proxy in front of it; returns the proxy's address."""
+        target = TargetServer(self, echo)
+        return self.proxy(*options, '127.0.0.1:0', target.arg)
+
+    def session(self, address, **options):
+        """A raw client that has completed the handshake."""
+        client = WSClient(self, address, **options)
+        client.handshake()
+        return client
+
+    def tempdir(self):
+        path = tempfile.mkdtemp(prefix='wsfy-')
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
+    def refused(self, address, request, status):
+        """Send a raw request; expect `status` with Connection: close, then EOF."""
+        client = WSClient(self, address)
+        client.send(request)
+        response = client.read_response()
+        self.assertEqual(response.status, status, response)
+        self.assertEqual((response.header('connection') or '').lower(), 'close', response)
+        response.body = client.read_until_eof()
+        return response
+
+    def wait_for_log(self, logs, predicate, timeout=TIMEOUT):
+        """The first captured message (assertLogs) matching predicate, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in list(logs.records):
+                message = record.getMessage()
+                if predicate(message):
+                    return message
+            if time.monotonic() > deadline:
+                self.fail('no such log line in %r' % [r.getMessage() for r in logs.records])
+            time.sleep(0.02)
+
+
+################################################################################
+# Section 2: protocol (sans-I/O)
+################################################################################
+
+class TestProtocol(unittest.TestCase):
+
+    def test_accept_key_matches_rfc6455_section_1_3(self):
+        self.assertEqual(websockify.accept_key('dGhlIHNhbXBsZSBub25jZQ=='),
+                         's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
+
+    def test_accept_key_is_base64_of_sha1_of_key_and_guid(self):
+        for _ in range(5):
+            key = base64.b64encode(os.urandom(16)).decode()
+            expected = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+            self.assertEqual(websockify.accept_key(key), expected)
+
+    def test_unmask_rfc6455_section_5_7_hello(self):
+        self.assertEqual(bytes(websockify.unmask(bytes.fromhex('7f9f4d5158'),
+                                                 bytes.fromhex('37fa213d'))), b'Hello')
+
+    def test_unmask_matches_bytewise_xor_and_round_trips_at_every_length(self):
+        for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 126, 127, 1023, 65535, 65536,
+                  65537, 262147):
+            with self.subTest(length=n):
+                data, key = os.urandom(n), os.urandom(4)
+                expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+                masked = bytes(websockify.unmask(data, key))
+                self.assertEqual(masked, expected)
+                self.assertEqual(bytes(websockify.unmask(masked, key)), data)
+
+    def test_unmask_with_a_zero_mask_changes_nothing(self):
+        data = os.urandom(1001)
+        self.assertEqual(bytes(websockify.unmask(data, b'\0\0\0\0')), data)
+
+
+################################################################################
+# Sections 2-3: the HTTP request and the HyBi handshake
+################################################################################
+
+class TestHandshake(ProxyTestCase):
+
+    def setUp(self):
+        self.address = self.echo_proxy()
+
+    # -- accepted ---------------------------------------------------------------
+
+    def test_versions_13_8_and_7_are_upgraded_without_a_protocol_header(self):
+        for version in ('13', '8', '7'):
+            with self.subTest(version=version):
+                client = WSClient(self, self.address)
+                client.send(upgrade_request(replace={'Sec-WebSocket-Version': version}))
+                response = client.read_response()
+                self.assertEqual(response.status, 101, response)
+                check_upgrade_response(response, KEY)
+                self.assertIsNone(response.header('sec-websocket-protocol'))
+                self.assertEqual(client.echo(b'hello'), b'hello')
+
+    def test_header_names_and_tokens_are_case_insensitive_comma_lists(self):
+        client = WSClient(self, self.address)
+        client.send(b'GET /x HTTP/1.1\r\nhost: localhost\r\nUPGRADE: WebSocket\r\n'
+                    b'connection: keep-alive, Upgrade\r\nsec-websocket-key: ' + KEY.encode()
+                    + b'\r\nSEC-WEBSOCKET-VERSION: 13\r\n\r\n')
+        response = client.read_response()
+        self.assertEqual(response.status, 101, response)
+        self.assertEqual(client.echo(b'case'), b'case')
+
+    def test_handshake_delivered_one_byte_at_a_time(self):
+        client = WSClient(self, self.address)
+        client.send_slowly(upgrade_request())
+        response = client.read_response()
+        self.assertEqual(response.status, 101, response)
+        check_upgrade_response(response, KEY)
+        self.assertEqual(client.echo(b'slow'), b'slow')
+
+    def test_frame_sent_with_the_handshake_is_relayed(self):
+        client = WSClient(self, self.address)
+        client.send(upgrade_request() + encode_frame(BINARY, b'eager')
+                    + encode_frame(BINARY, b' frames'))
+        self.assertEqual(client.read_response().status, 101)
+        self.assertEqual(client.recv_data(12), b'eager frames')
+
+    def test_request_just_within_the_limits_is_upgraded(self):
+        path = '/' + 'p' * 8000
+        extra = [('X-Filler-%d' % i, 'v' * 100) for i in range(90)]
+        client = WSClient(self, self.address)
+        client.send(upgrade_request(path=path, extra=extra))
+        self.assertEqual(client.read_response().status, 101)
+        self.assertEqual(client.echo(b'big head'), b'big head')
+
+    # -- refused ------------------------------------------------------------------
+
+    def test_malformed_requests_get_400_with_a_one_line_reason(self):
+        short_key = base64.b64encode(os.urandom(15)).decode()
+        long_key = base64.b64encode(os.urandom(17)).decode()
+        cases = {
+            'garbage request line': b'GARBAGE\r\n\r\n',
+            'request line with four parts': b'GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n',
+            'header line without colon': upgrade_request(extra=['NoColonHere']),
+            'HTTP/1.0 upgrade': upgrade_request(version='HTTP/1.0'),
+            'missing Host': upgrade_request(drop=('Host',)),
+            'Upgrade without websocket': upgrade_request(replace={'Upgrade': 'h2c, foo'}),
+            'Connection without upgrade': upgrade_request(replace={'Connection': 'keep-alive'}),
+            'missing key': upgrade_request(drop=('Sec-WebSocket-Key',)),
+            'key not base64': upgrade_request(replace={'Sec-WebSocket-Key': 'not base64 !!'}),
+            'key of 15 bytes': upgrade_request(replace={'Sec-WebSocket-Key': short_key}),
+            'key of 17 bytes': upgrade_request(replace={'Sec-WebSocket-Key': long_key}),
+        }
+        for name, request in cases.items():
+            with self.subTest(name):
+                response = self.refused(self.address, request, 400)
+                reason = response.body.decode('utf-8').strip()
+                self.assertTrue(reason, response)
+                self.assertNotIn('\n', reason)
+
+    def test_missing_or_unknown_version_gets_426_listing_13_8_7(self):
+        cases = {'missing': upgrade_request(drop=('Sec-WebSocket-Version',)),
+                 '12': upgrade_request(replace={'Sec-WebSocket-Version': '12'}),
+                 '14': upgrade_request(replace={'Sec-WebSocket-Version': '14'})}
+        for name, request in cases.items():
+            with self.subTest(version=name):
+                response = self.refused(self.address, request, 426)
+                offered = [v.strip() for v in response.header('sec-websocket-version').split(',')]
+                self.assertEqual(offered, ['13', '8', '7'])
+
+    def test_plain_get_gets_426_with_a_short_text(self):
+        response = self.refused(self.address, b'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n', 426)
+        self.assertTrue(0 < len(response.body.strip()) < 500, response)
+
+    def test_other_methods_get_405_allowing_get(self):
+        for method in ('POST', 'PUT', 'DELETE'):
+            with self.subTest(method):
+                response = self.refused(self.address, upgrade_request(method=method), 405)
+                self.assertIn('GET', response.header('allow') or '', response)
+
+    def test_request_line_over_8_kib_gets_414(self):
+        self.refused(self.address, upgrade_request(path='/' + 'a' * 9000), 414)
+
+    def test_header_block_over_16_kib_gets_431(self):
+        extra = [('X-Filler-%d' % i, 'v' * 1000) for i in range(18)]
+        self.refused(self.address, upgrade_request(extra=extra), 431)
+
+    def test_more_than_100_header_lines_get_431(self):
+        extra = [('X-%d' % i, 'v') for i in range(101)]
+        self.refused(self.address, upgrade_request(extra=extra), 431)
+
+    # -- subprotocols -------------------------------------------------------------
+
+    def test_subprotocol_choice(self):
+        # (Sec-WebSocket-Protocol header lines offered, protocol expected back)
+        cases = [
+            (['base64, binary'], 'binary'),
+            (['binary, base64'], 'binary'),
+            (['binary'], 'binary'),
+            ([], None),
+            (['sip'], 'sip'),
+            (['sip, mqtt'], 'sip'),
+            (['mqtt, binary'], 'binary'),
+            (['base64', 'binary'], 'binary'),          # spread over two header lines
+            (['sip', 'mqtt'], 'sip'),
+            (['  base64 ,binary  '], 'binary'),         # odd spacing
+            (['base64,\tbinary'], 'binary'),
+            ([' sip ,  mqtt ,'], 'sip'),
+        ]
+        for offered, expected in cases:
+            with self.subTest(offered=offered):
+                client = WSClient(self, self.address)
+                response = client.handshake(protocols=offered)
+                self.assertEqual(response.header('sec-websocket-protocol'), expected, response)
+                self.assertEqual(client.echo(b'\x00raw\xff'), b'\x00raw\xff')
+
+    # -- handshake timeout --------------------------------------------------------
+
+    def timeout_proxy(self):
+        return self.echo_proxy('--handshake-timeout', '0.5')
+
+    def test_partial_request_gets_408_after_the_handshake_timeout(self):
+        client = WSClient(self, self.timeout_proxy())
+        started = time.monotonic()
+        client.send(b'GET / HTTP/1.1\r\nHost: localhost\r\n')
+        response = client.read_response()
+        response.body = client.read_until_eof()
+        elapsed = time.monotonic() - started
+        self.assertEqual(response.status, 408, response)
+        self.assertTrue(0.3 < elapsed < 3.0, elapsed)
+
+    def test_request_dribbled_slower_than_the_timeout_is_cut_off(self):
+        client = WSClient(self, self.timeout_proxy())
+        request = upgrade_request()
+        started = time.monotonic()
+        for i in range(len(request)):
+            if select.select([client.sock], [], [], 0.1)[0]:
+                break                            # an answer or EOF: cut off
+            try:
+                client.send(request[i:i + 1])
+            except OSError:
+                break
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 3.0)
+        with contextlib.suppress(ConnectionResetError):
+            data = client.read_until_eof()
+            self.assertTrue(data == b'' or data.startswith(b'HTTP/1.1 408'), data[:100])
+
+    def test_silent_connection_is_closed_quietly(self):
+        client = WSClient(self, self.timeout_proxy())
+        started = time.monotonic()
+        self.assertEqual(client.read_until_eof(), b'')
+        self.assertLess(time.monotonic() - started, 3.0)
+
+
+################################################################################
+# Sections 2 and 4: frames on a live session
+################################################################################
+
+class TestFrames(ProxyTestCase):
+
+    def setUp(self):
+        self.target = TargetServer(self)
+        self.address = self.proxy('127.0.0.1:0', self.target.arg)
+
+    def open(self):
+        """A session and the target's end of it."""
+        client = self.session(self.address)
+        return client, self.target.accept()
+
+    def expect_close_for(self, frames, code):
+        """Send frames on a fresh session; expect close `code` and the target's EOF."""
+        client, conn = self.open()
+        client.send(frames)
+        client.expect_close(code)
+        read_to_eof(conn)
+
+    # -- data ---------------------------------------------------------------------
+
+    def test_binary_frames_of_each_length_encoding_reach_the_target(self):
+        client, conn = self.open()
+        for n in (1, 125, 126, 65535, 65536, 70000):
+            with self.subTest(length=n):
+                data = os.urandom(n)
+                client.send_frame(BINARY, data)
+                self.assertEqual(recv_exactly(conn, n), data)
+
+    def test_target_data_arrives_in_binary_frames(self):
+        client, conn = self.open()
+        conn.sendall(b'from the target')
+        frame = client.recv_frame()
+        self.assertEqual(frame.opcode, BINARY)
+        self.assertEqual(frame.payload, b'from the target')
+
+    def test_empty_frames_are_accepted(self):
+        client, conn = self.open()
+        client.send_frame(BINARY, b'')
+        client.send_frame(TEXT, b'')
+        client.send_frame(BINARY, b'x')
+        self.assertEqual(recv_exactly(conn, 1), b'x')
+
+    def test_text_frames_are_relayed_as_their_utf8_bytes(self):
+        client, conn = self.open()
+        client.send_frame(TEXT, 'grüße, 世界 🙂'.encode())
+        self.assertEqual(recv_exactly(conn, len('grüße, 世界 🙂'.encode())),
+                         'grüße, 世界 🙂'.encode())
+
+    def test_fragmented_message_with_a_character_split_across_fragments_is_relayed(self):
+        client, conn = self.open()
+        client.send_frame(TEXT, b'caf\xc3', fin=False)
+        client.send_frame(CONT, b'\xa9 ', fin=False)
+        client.send_frame(CONT, b'ok')
+        self.assertEqual(recv_exactly(conn, 8), 'café ok'.encode())
+
+    def test_frames_delivered_one_byte_at_a_time(self):
+        client, conn = self.open()
+        payload = os.urandom(300)
+        client.send_slowly(encode_frame(BINARY, payload) + encode_frame(PING, b'slow ping'))
+        big = os.urandom(70000)
+        frame = encode_frame(BINARY, big)
+        client.send_slowly(frame[:14])               # 64-bit length header and mask
+        client.send(frame[14:])
+        self.assertEqual(recv_exactly(conn, 300 + 70000), payload + big)
+        self.assertEqual(client.recv_frame(), Frame(True, PONG, b'slow ping'))
+
+    # -- control frames -----------------------------------------------------------
+
+    def test_ping_is_answered_with_a_pong_carrying_the_same_payload(self):
+        client, _ = self.open()
+        for payload in (b'', b'x', os.urandom(125)):
+            with self.subTest(length=len(payload)):
+                client.send_frame(PING, payload)
+                self.assertEqual(client.recv_frame(), Frame(True, PONG, payload))
+
+    def test_ping_inside_a_fragmented_message_is_answered_and_the_message_relayed(self):
+        client, conn = self.open()
+        client.send_frame(BINARY, b'abc', fin=False)
+        client.send_frame(PING, b'mid-message')
+        client.send_frame(CONT, b'def', fin=False)
+        client.send_frame(CONT, b'ghi')
+        self.assertEqual(client.recv_frame(), Frame(True, PONG, b'mid-message'))
+        self.assertEqual(recv_exactly(conn, 9), b'abcdefghi')
+
+    def test_unsolicited_pong_is_ignored(self):
+        client, conn = self.open()
+        client.send_frame(PONG, b'unasked')
+        client.send_frame(BINARY, b'after')
+        self.assertEqual(recv_exactly(conn, 5), b'after')
+
+    # -- protocol errors ----------------------------------------------------------
+
+    def test_protocol_errors_close_with_1002(self):
+        cases = {
+            'unmasked frame': encode_frame(BINARY, b'abc', masked=False),
+            'RSV1': encode_frame(BINARY, b'abc', rsv=4),
+            'RSV2': encode_frame(BINARY, b'abc', rsv=2),
+            'RSV3': encode_frame(BINARY, b'abc', rsv=1),
+            'opcode 3': encode_frame(3, b'abc'),
+            'opcode 7': encode_frame(7, b'abc'),
+            'opcode 0xB': encode_frame(0xB, b'abc'),
+            'opcode 0xF': encode_frame(0xF, b''),
+            'fragmented ping': encode_frame(PING, b'abc', fin=False),
+            'fragmented close': encode_frame(CLOSE, close_body(1000), fin=False),
+            'ping of 126 bytes': encode_frame(PING, b'p' * 126),
+            'pong of 126 bytes': encode_frame(PONG, b'p' * 126),
+            'continuation without a start': encode_frame(CONT, b'abc'),
+            'binary inside a fragmented message':
+                encode_frame(TEXT, b'abc', fin=False) + encode_frame(BINARY, b'def'),
+            'text inside a fragmented message':
+                encode_frame(BINARY, b'abc', fin=False) + encode_frame(TEXT, b'def'),
+            '64-bit length with the top bit set':
+                encode_frame(BINARY, length=(1 << 63) | 5)[:14] + b'abcde',
+            'close with a 1-byte payload': encode_frame(CLOSE, b'\x03'),
+        }
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535):
+            cases['close code %d' % code] = encode_frame(CLOSE, close_body(code))
+        for name, frames in cases.items():
+            with self.subTest(name):
+                self.expect_close_for(frames, 1002)
+
+    def test_invalid_utf8_in_text_closes_with_1007(self):
+        cases = {
+            'invalid byte': encode_frame(TEXT, b'ok \xff'),
+            'surrogate': encode_frame(TEXT, b'\xed\xa0\x80'),
+            'overlong': encode_frame(TEXT, b'\xc0\xaf'),
+            'across fragments': encode_frame(TEXT, b'caf\xc3', fin=False)
+                                + encode_frame(CONT, b'('),
+            'message ends inside a character': encode_frame(TEXT, b'caf\xc3'),
+            'invalid close reason': encode_frame(CLOSE, close_body(1000, b'bye \xff')),
+        }
+        for name, frames in cases.items():
+            with self.subTest(name):
+                self.expect_close_for(frames, 1007)
+
+    # -- closing handshake --------------------------------------------------------
+
+    def test_valid_close_codes_are_echoed_and_tcp_closed(self):
+        for code in (1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999):
+            with self.subTest(code=code):
+                client, conn = self.open()
+                client.send_close(code, 'très bien'.encode())
+                client.expect_close(code)
+                self.assertEqual(read_to_eof(conn), b'')
+
+    def test_close_without_a_code_is_answered(self):
+        client, conn = self.open()
+        client.send_close()
+        code, _ = client.expect_close()
+        self.assertIn(code, (None, 1000))
+        self.assertEqual(read_to_eof(conn), b'')
+
+
+################################################################################
+# Section 4: the pump
+################################################################################
+
+NODE_RELAY = r"""
+'use strict';
+// Sends a file through a WebSocket in messages of the given sizes; writes what comes back.
+const fs = require('fs');
+const WebSocket = require('ws');
+const [url, inPath, sizesPath, outPath, timeoutMs] = process.argv.slice(2);
+const data = fs.readFileSync(inPath);
+const sizes = JSON.parse(fs.readFileSync(sizesPath, 'utf8'));
+const fail = (why) => { console.error(why); process.exit(2); };
+setTimeout(() => fail('timed out'), Number(timeoutMs)).unref();
+const ws = new WebSocket(url, ['binary']);
+const received = [];
+let count = 0;
+ws.on('open', () => {
+  let offset = 0;
+  for (const n of sizes) { ws.send(data.subarray(offset, offset + n), { binary: true }); offset += n; }
+});
+ws.on('message', (message, isBinary) => {
+  if (!isBinary) fail('a text message from the proxy');
+  received.push(message);
+  count += message.length;
+  if (count >= data.length) { fs.writeFileSync(outPath, Buffer.concat(received)); ws.close(1000); }
+});
+ws.on('close', (code) => {
+  console.log(JSON.stringify({ code: code, protocol: ws.protocol, count: count }));
+  process.exit(0);
+});
+ws.on('error', (err) => fail(String(err)));
+"""
+
+
+class TestPump(ProxyTestCase):
+
+    # -- clients we did not write -------------------------------------------------
+
+    def test_websockets_library_relays_16_mib_both_ways_byte_exact(self):
+        client = import_optional(self, 'websockets.sync.client', 'pip install websockets')
+        address = self.echo_proxy()
+        total = 16 * MiB
+        with client.connect('ws://127.0.0.1:%d/' % address[1], subprotocols=['binary'],
+                            max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+            self.assertEqual(ws.subprotocol, 'binary')
+            sender = Worker(send_stream, ws.send, random_chunks(total, EDGE_SIZES, 512 * KiB))
+            digest, count = hashlib.sha256(), 0
+            while count < total:
+                message = ws.recv(timeout=LONG_TIMEOUT)
+                self.assertIsInstance(message, bytes)
+                digest.update(message)
+                count += len(message)
+            self.assertEqual(count, total)
+            self.assertEqual(digest.hexdigest(), sender.result(LONG_TIMEOUT))
+
+    def test_node_ws_relays_16_mib_both_ways_byte_exact(self):
+        node = node_with_ws(self)
+        address = self.echo_proxy()
+        folder = self.tempdir()
+        paths = {name: os.path.join(folder, name) for name in ('relay.js', 'in', 'sizes', 'out')}
+        chunks = list(random_chunks(16 * MiB, EDGE_SIZES, 512 * KiB))
+        with open(paths['relay.js'], 'w') as f:
+            f.write(NODE_RELAY)
+        with open(paths['in'], 'wb') as f:
+            f.write(b''.join(chunks))
+        with open(paths['sizes'], 'w') as f:
+            json.dump([len(c) for c in chunks], f)
+        result = subprocess.run(
+            [node, paths['relay.js'], 'ws://127.0.0.1:%d/' % address[1], paths['in'],
+             paths['sizes'], paths['out'], str(int(LONG_TIMEOUT * 1000))],
+            capture_output=True, text=True, timeout=LONG_TIMEOUT + 10,
+            env=dict(os.environ, NODE_PATH=NODE_MODULES))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual((report['code'], report['protocol']), (1000, 'binary'), report)
+        with open(paths['out'], 'rb') as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha256_of(chunks))
+
+    def test_websocket_client_library_text_binary_and_ping(self):
+        websocket = import_optional(self, 'websocket', 'pip install websocket-client')
+        address = self.echo_proxy()
+        ws = websocket.create_connection('ws://127.0.0.1:%d/' % address[1],
+                                         subprotocols=['binary'], timeout=TIMEOUT)
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.getsubprotocol(), 'binary')
+
+        def echoed(n):
+            data = b''
+            while len(data) < n:
+                opcode, payload = ws.recv_data()
+                self.assertEqual(opcode, websocket.ABNF.OPCODE_BINARY)
+                data += payload
+            return data
+        ws.send('héllo')                       # a text frame comes back as bytes
+        self.assertEqual(echoed(6), 'héllo'.encode())
+        blob = os.urandom(100000)
+        ws.send_binary(blob)
+        self.assertEqual(echoed(len(blob)), blob)
+        ws.ping(b'are you there')
+        opcode, frame = ws.recv_data_frame(True)
+        self.assertEqual((opcode, frame.data), (websocket.ABNF.OPCODE_PONG, b'are you there'))
+        ws.close()
+
+    # -- back-pressure ------------------------------------------------------------
+
+    def test_both_directions_carry_64_mib_at_once_byte_exact(self):
+        target = TargetServer(self)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        client = self.session(address, timeout=LONG_TIMEOUT)
+        conn = target.accept()
+        conn.settimeout(LONG_TIMEOUT)
+        total = 64 * MiB
+        target_sends = Worker(send_stream, conn.sendall, random_chunks(total))
+        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, total)))
+        client_sends = Worker(send_stream, lambda c: client.send_frame(BINARY, c),
+                              random_chunks(total))
+        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
+        self.assertEqual(target_reads.result(LONG_TIMEOUT), client_sends.result(LONG_TIMEOUT))
+
+    def test_client_not_reading_stalls_only_target_to_client_with_bounded_memory(self):
+        target = TargetServer(self)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        client = self.session(address, timeout=LONG_TIMEOUT, rcvbuf=64 * KiB)
+        conn = target.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
+        conn.settimeout(LONG_TIMEOUT)
+        bound = websockify.PUMP_HIGH_WATER + socket_buffer_slack()
+        total = bound + 4 * MiB
+        sent = [0]
+
+        def source():
+            digest = hashlib.sha256()
+            for chunk in random_chunks(total, max_size=64 * KiB):
+                conn.sendall(chunk)
+                digest.update(chunk)
+                sent[0] += len(chunk)
+            return digest.hexdigest()
+        target_sends = Worker(source)
+
+        # The target's sends must stop (the proxy stops reading it) before `bound`.
+        last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 60
+        while time.monotonic() - quiet_since < 1.0:
+            self.assertLess(sent[0], bound, 'the proxy buffered without bound')
+            self.assertLess(time.monotonic(), deadline, 'the target never stalled')
+            if sent[0] != last:
+                last, quiet_since = sent[0], time.monotonic()
+            time.sleep(0.05)
+        self.assertTrue(target_sends.is_alive())
+        queues = tcp_queues()
+        if queues is not None:
+            # What the target sent minus what the kernel holds is what the proxy holds.
+            target_end, proxy_end = conn.getsockname(), conn.getpeername()
+            client_end, listen_end = client.sock.getsockname(), address[:2]
+            in_kernel = (queues[target_end, proxy_end][0] + queues[proxy_end, target_end][1]
+                         + queues[listen_end, client_end][0] + queues[client_end, listen_end][1])
+            self.assertLessEqual(sent[0] - in_kernel, websockify.PUMP_HIGH_WATER + 64 * KiB)
+
+        # Client -> target still flows while target -> client is stalled.
+        upstream = 8 * MiB
+        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, upstream)))
+        digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(upstream))
+        self.assertEqual(target_reads.result(LONG_TIMEOUT), digest)
+
+        # Once the client reads, everything the target sent arrives in order.
+        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
+
+    # -- many sessions ------------------------------------------------------------
+
+    def test_200_concurrent_sessions_relay_checksummed_data(self):
+        address = self.echo_proxy()
+        count = 200
+        barrier = threading.Barrier(count, timeout=LONG_TIMEOUT)
+
+        def one_session(i):
+            try:
+                client = WSClient(self, address, timeout=LONG_TIMEOUT)
+                client.handshake(path='/session/%d' % i)
+                barrier.wait()                 # all open at once before any data
+                data = os.urandom(32 * KiB + i)
+                for part in (data[:100], data[100:20000], data[20000:]):
+                    client.send_frame(BINARY, part)
+                echoed = sha256_of(client.iter_data(len(data)))
+                client.send_close(1000)
+                client.expect_close(1000)
+                return echoed == hashlib.sha256(data).hexdigest()
+            except BaseException:
+                barrier.abort()
+                raise
+        started = time.monotonic()
+        workers = [Worker(one_session, i) for i in range(count)]
+        results = [w.result(max(1.0, started + LONG_TIMEOUT - time.monotonic()))
+                   for w in workers]
+        self.assertEqual(results, [True] * count)
+        self.assertLess(time.monotonic() - started, 60)
+
+    # -- heartbeat ----------------------------------------------------------------
+
+    def test_heartbeat_sends_pings(self):
+        client = self.session(self.echo_proxy('--heartbeat', '1'), timeout=5)
+        started = time.monotonic()
+        frame = client.recv_frame()
+        self.assertEqual(frame.opcode, PING)
+        self.assertLess(time.monotonic() - started, 3)
+        client.send_frame(PONG, frame.payload)
+        self.assertEqual(client.echo(b'still here'), b'still here')
+
+    # -- --text-frames --------------------------------------------------------------
+
+    def text_session(self):
+        target = TargetServer(self)
+        client = self.session(self.proxy('--text-frames', '127.0.0.1:0', target.arg))
+        return client, target.accept()
+
+    def recv_text(self, client, expected):
+        """Text frames until `expected` bytes; each must be valid UTF-8 by itself."""
+        got = b''
+        while len(got) < len(expected):
+            frame = client.recv_frame()
+            self.assertEqual(frame.opcode, TEXT)
+            frame.payload.decode('utf-8')
+            got += frame.payload
+        self.assertEqual(got, expected)
+
+    def test_text_frames_option_sends_target_data_in_text_frames(self):
+        client, conn = self.text_session()
+        conn.sendall('grüße 🙂'.encode())
+        self.recv_text(client, 'grüße 🙂'.encode())
+        client.send_frame(BINARY, b'client to target still works')
+        self.assertEqual(recv_exactly(conn, 28), b'client to target still works')
+
+    def test_text_frames_hold_back_a_character_split_across_two_target_writes(self):
+        client, conn = self.text_session()
+        conn.sendall(b'caf\xc3')
+        self.recv_text(client, b'caf')
+        conn.sendall(b'\xa9!')
+        self.recv_text(client, b'\xc3\xa9!')
+
+    def test_text_frames_end_the_session_with_1011_on_invalid_utf8_from_target(self):
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client, conn = self.text_session()
+            conn.sendall(b'fine, then \xff\xfe')
+            client.expect_close(1011)
+            self.wait_for_log(logs, lambda m: 'utf-8' in m.lower() or '1011' in m)
+
+
+################################################################################
+# Section 6: targets
+################################################################################
+
+class TestTargets(ProxyTestCase):
+
+    def test_unix_socket_target(self):
+        path = os.path.join(self.tempdir(), 'target.sock')
+        TargetServer(self, echo, unix_path=path)
+        client = self.session(self.proxy('--unix-target', path, '127.0.0.1:0'))
+        data = os.urandom(200000)
+        self.assertEqual(client.echo(data), data)
+
+    def test_ipv6_target(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        client = self.session(self.proxy('127.0.0.1:0', target.arg))
+        self.assertEqual(client.echo(b'over ::1'), b'over ::1')
+
+    def test_unreachable_target_gets_502_and_a_log_line_naming_it(self):
+        port = closed_port()
+        address = self.proxy('127.0.0.1:0', '127.0.0.1:%d' % port)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            self.refused(address, upgrade_request(), 502)
+            self.wait_for_log(logs, lambda m: '127.0.0.1:%d' % port in m)
+
+
+################################################################################
+# Section 4: closing without losing data
+################################################################################
+
+class TestClose(ProxyTestCase):
+
+    def setUp(self):
+        self.target = TargetServer(self)
+        self.address = self.proxy('127.0.0.1:0', self.target.arg)
+
+    def test_target_data_sent_right_before_it_closes_all_arrives_then_close_1000(self):
+        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        conn = self.target.accept()
+        data = os.urandom(4 * MiB)
+
+        def send_and_close():
+            conn.sendall(data)
+            conn.close()
+        sender = Worker(send_and_close)
+        sender.join(2.0)       # the client reads only once the target is done, if buffers allow
+        self.assertEqual(client.recv_data(len(data)), data)
+        client.expect_close(1000)
+        sender.result()
+
+    def test_client_data_sent_right_before_close_all_reaches_target_then_eof(self):
+        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        conn = self.target.accept()
+        conn.settimeout(LONG_TIMEOUT)
+
+        def send_and_close():
+            digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(4 * MiB))
+            client.send_close(1000)
+            return digest
+        sender = Worker(send_and_close)
+        sender.join(2.0)       # the target reads only once the client is done, if buffers allow
+        target_reads = Worker(eof_digest, conn)
+        client.expect_close(1000)
+        self.assertEqual(target_reads.result(), (sender.result(), 4 * MiB))
+
+    def test_client_vanishing_without_close_ends_the_target_connection(self):
+        client = self.session(self.address)
+        conn = self.target.accept()
+        client.send_frame(BINARY, b'last words')
+        self.assertEqual(recv_exactly(conn, 10), b'last words')
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        client.sock.close()                        # a reset, no close frame
+        self.assertEqual(read_to_eof(conn), b'')
+
+    def test_target_reset_ends_the_client_session(self):
+        client = self.session(self.address)
+        conn = self.target.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        conn.close()
+        with contextlib.suppress(EOFError, ConnectionResetError):
+            code, _ = client.expect_close()
+            self.assertIn(code, (1000, 1011))
+
+
+################################################################################
+# Section 9: the server
+################################################################################
+
+class TestServer(ProxyTestCase):
+
+    def unix_listen(self, *options):
+        path = os.path.join(self.tempdir(), 'listen.sock')
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '--unix-listen', path, *options, target.arg)
+        self.assertEqual(server.server_address, path)
+        return path
+
+    def test_unix_listen_socket_has_mode_0600_by_default_and_relays(self):
+        path = self.unix_listen()
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        client = self.session(path)
+        self.assertEqual(client.echo(b'over a unix socket'), b'over a unix socket')
+
+    def test_unix_listen_mode_sets_the_socket_mode(self):
+        path = self.unix_listen('--unix-listen-mode', '660')
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertEqual(self.session(path).echo(b'660'), b'660')
+
+    def test_ipv6_listen_and_target(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        address = self.proxy('[::1]:0', target.arg)
+        self.assertEqual(address[0], '::1')
+        self.assertEqual(self.session(address).echo(b'v6 to v6'), b'v6 to v6')
+
+    def test_session_open_and_closed_lines(self):
+        target = TargetServer(self, echo)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = WSClient(self, address)
+            client.handshake(path='/some/path', protocols=['binary'])
+            peer = '127.0.0.1:%d' % client.sock.getsockname()[1]
+            self.assertEqual(client.echo(b'12345'), b'12345')
+            client.send_close(1000, b'done')
+            client.expect_close(1000)
+            closed = self.wait_for_log(logs, lambda m: 'session closed' in m)
+        opened = [r.getMessage() for r in logs.records if 'session open' in r.getMessage()]
+        self.assertEqual(len(opened), 1, logs.output)
+        for part in (peer, '/some/path', target.arg, 'binary'):
+            self.assertIn(part, opened[0])
+        for part in (peer, '/some/path', target.arg, '1000', 'done'):
+            self.assertIn(part, closed)
+
+    def test_options_parse_into_settings(self):
+        settings = websockify.parse_args(
+            ['--heartbeat', '5', '--text-frames', '--handshake-timeout', '2.5',
+             '--idle-timeout', '7', '--run-once', '-v', '[::1]:6080', '[::1]:5900'])
+        self.assertEqual((settings.heartbeat, settings.text_frames, settings.handshake_timeout,
+                          settings.idle_timeout, settings.run_once, settings.verbose),
+                         (5, True, 2.5, 7, True, True))
+
+    def test_usage_error_raises_system_exit_2(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err, \
+                self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(['notaport', 'localhost:5900'])
+        self.assertEqual(cm.exception.code, 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+
+
+################################################################################
+# Section 9: the command line, as a program
+################################################################################
+
+#: Options the core documents (CONTRACT.md); --help must mention each.
+CORE_OPTIONS = ('-v', '--verbose', '--traffic', '--run-once', '--timeout', '--idle-timeout',
+                '--unix-target', '--unix-listen', '--unix-listen-mode', '-6',
+                '--prefer-ipv6', '--libserver', '--text-frames', '--heartbeat',
+                '--handshake-timeout', '--log-file')
+
+
+class TestCommandLine(ProxyTestCase):
+
+    def relays(self, address):
+        client = self.session(address)
+        self.assertEqual(client.echo(b'round trip'), b'round trip')
+        return client
+
+    def test_upstream_command_line_forms_run_unchanged(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        unix_target = os.path.join(folder, 'target.sock')
+        TargetServer(self, echo, unix_path=unix_target)
+        forms = {
+            'PORT localhost:PORT': ['0', 'localhost:%d' % target.port],
+            ':PORT host:PORT': [':0', '127.0.0.1:%d' % target.port],
+            '--unix-target': ['--unix-target', unix_target, '127.0.0.1:0'],
+            '--unix-listen': ['--unix-listen', os.path.join(folder, 'l.sock'), target.arg],
+            '--libserver': ['--libserver', '127.0.0.1:0', target.arg],
+            '-v --traffic': ['-v', '--traffic', '127.0.0.1:0', target.arg],
+        }
+        for name, args in forms.items():
+            with self.subTest(name):
+                proxy = ProxyProcess(self, *args)
+                self.relays(proxy.address)
+                proxy.stop()
+                self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_upstream_ipv6_form_runs_unchanged(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        proxy = ProxyProcess(self, '[::1]:0', target.arg)
+        self.assertEqual(proxy.address[0], '::1')
+        self.relays(proxy.address)
+
+    def test_usage_errors_exit_2_with_one_line_and_no_traceback(self):
+        cases = [
+            (),
+            ('--no-such-option', '6080', 'localhost:5900'),
+            ('notaport', 'localhost:5900'),
+            ('6080', 'localhost:notaport'),
+            ('70000', 'localhost:5900'),
+            ('6080',),
+            ('6080', 'localhost:5900', 'extra'),
+            ('--heartbeat', 'soon', '6080', 'localhost:5900'),
+            ('--unix-listen-mode', 'rw', '--unix-listen', 'x.sock', 'localhost:5900'),
+        ]
+        for args in cases:
+            with self.subTest(args=args):
+                result = run_cli(*args, cwd=self.tempdir())
+                self.assertEqual(result.returncode, 2, result)
+                self.assertNotIn('Traceback', result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+
+    def test_help_mentions_every_option(self):
+        result = run_cli('--help')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for option in CORE_OPTIONS:
+            self.assertRegex(result.stdout, r'(?<![\w-])%s(?![\w-])' % re.escape(option))
+
+    def test_sigterm_closes_live_sessions_with_1001_and_exits_0(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
+        clients = [self.relays(proxy.address) for _ in range(3)]
+        proxy.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.expect_close(1001)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_run_once_exits_after_one_session(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--run-once', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def hold(self, client, seconds):
+        """Keep a session busy for `seconds` with round trips."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.assertEqual(client.echo(b'busy'), b'busy')
+            time.sleep(0.1)
+
+    def test_idle_timeout_exits_only_once_no_session_is_live(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--idle-timeout', '1', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        self.hold(client, 1.5)
+        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def test_timeout_stops_accepting_and_exits_after_the_last_session(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--timeout', '1', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        self.hold(client, 1.5)
+        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
+        with self.assertRaises((OSError, EOFError, AssertionError)):
+            WSClient(self, proxy.address, timeout=2).handshake()
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def test_log_file_receives_the_log(self):
+        target = TargetServer(self, echo)
+        log = os.path.join(self.tempdir(), 'websockify.log')
+        proc = subprocess.Popen([sys.executable, SCRIPT, '--log-file', log, '127.0.0.1:0',
+                                 target.arg], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait, TIMEOUT)
+        self.addCleanup(proc.kill)
+        deadline = time.monotonic() + TIMEOUT
+        match = None
+        while match is None:
+            self.assertLess(time.monotonic(), deadline, 'no "listening on" line in the log file')
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError), open(log) as f:
+                match = LISTENING.search(f.read())
+        self.relays(('127.0.0.1', int(match.group('port'))))
+
+
+class TestOptionsOfLaterIssues(unittest.TestCase):
+    """Options accepted now but implemented by later issues must refuse to run.
+    Delete an entry when its issue lands."""
+
+    NOT_YET = [
+        ('--ssl-target',),
+        ('--record', 'session.rec'),
+    ]
+
+    def test_each_exits_2_saying_not_supported_yet(self):
+        folder = tempfile.mkdtemp(prefix='wsfy-')
+        self.addCleanup(shutil.rmtree, folder, True)
+        for option in self.NOT_YET:
+            with self.subTest(option=option):
+                result = run_cli(*option, '127.0.0.1:0', '127.0.0.1:9', cwd=folder)
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn('not supported yet', result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+
+if __name__ == '__main__':
+    unittest.main()
