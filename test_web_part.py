@@ -663,6 +663,12 @@ class WebServerTest(unittest.TestCase):
         ws.send(b'ping through the file path')
         self.assertEqual(ws.recv_until(b'path'), b'ping through the file path')
 
+    def test_other_upgrade_is_ignored(self):
+        # curl --http2 on http:// offers h2c; the file server answers in HTTP/1.1.
+        r = self.get('/app.js', headers=[('Connection', 'Upgrade, HTTP2-Settings'),
+                                         ('Upgrade', 'h2c'), ('HTTP2-Settings', 'AAMAAABkAAQAAP__')])
+        self.assertEqual((r.status, r.body), (200, self.files['app.js']))
+
     def test_without_web_plain_get_is_426(self):
         port = start_proxy(self, ['127.0.0.1:0', '127.0.0.1:9'])
         r = self.get('/index.html', port=port)
