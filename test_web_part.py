@@ -1255,6 +1255,27 @@ class BrowserTest(unittest.TestCase):
         self.wait_text(page, 'Password:')
         self.screenshot(page, name + '-password')
 
+    def telnetd_login_again(self, url, name):
+        """Log in on a new page, retrying while the next in.telnetd is not listening
+        yet (the page then ends up disconnected) until the deadline."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            page = self.new_page()
+            page.goto(url)
+            try:
+                page.wait_for_function("window.wstelnet && (window.wstelnet.status === "
+                                       "'disconnected' || window.wstelnet.getText()"
+                                       ".indexOf('login:') >= 0)")
+            except Exception:
+                pass
+            if 'login:' in page.evaluate('window.wstelnet ? window.wstelnet.getText() : ""'):
+                break
+            page.context.close()
+            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name)
+
     def telnetd_path(self):
         path = shutil.which('in.telnetd') or ('/usr/sbin/in.telnetd'
                                               if os.path.exists('/usr/sbin/in.telnetd') else None)
@@ -1280,7 +1301,16 @@ class BrowserTest(unittest.TestCase):
             time.sleep(0.02)
         port = start_proxy(self, ['--web', WEB_DIR, '127.0.0.1:0', '127.0.0.1:%d' % tport])
         url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
-        self.telnetd_login(self.new_page(), url, 'wstelnet-telnetd')
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-telnetd')
+        page.context.close()
+        proc.wait(WAIT)         # it served its one connection
+        # A fresh one on the same port, without waiting for it to listen: the
+        # page may see the proxy's 502 first and must retry, as after a respawn.
+        proc2 = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc2.poll() is None and (proc2.kill(), proc2.wait()))
+        self.telnetd_login_again(url, 'wstelnet-telnetd-again')
 
     @unittest.skipUnless(supports(['127.0.0.1:0', '--', 'true']),
                          'program wrapping (-- PROGRAM) is not in websockify.py yet')
@@ -1298,25 +1328,8 @@ class BrowserTest(unittest.TestCase):
         page = self.new_page()
         self.telnetd_login(page, url, 'wstelnet-wrapped-telnetd')
         page.context.close()
-        # respawn: once that in.telnetd has exited, a new one serves the next
-        # session. It may take a moment to listen: retry until the deadline.
-        deadline = time.monotonic() + WAIT
-        while True:
-            page = self.new_page()
-            page.goto(url)
-            page.wait_for_function("window.wstelnet && window.wstelnet.status !== 'connecting'")
-            try:
-                page.wait_for_function("window.wstelnet.getText().indexOf('login:') >= 0 || "
-                                       "window.wstelnet.status === 'disconnected'")
-            except Exception:
-                pass
-            if 'login:' in page.evaluate('window.wstelnet.getText()'):
-                break
-            page.context.close()
-            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
-        self.type_line(page, 'nobody')
-        self.wait_text(page, 'Password:')
-        self.screenshot(page, 'wstelnet-wrapped-telnetd-again')
+        # respawn: once that in.telnetd has exited, a new one serves the next session.
+        self.telnetd_login_again(url, 'wstelnet-wrapped-telnetd-again')
 
     @unittest.skipUnless(supports(['--cert', SCRIPT, '127.0.0.1:0', '127.0.0.1:9']),
                          'TLS (--cert) is not in websockify.py yet')
