@@ -527,6 +527,8 @@ class WebServerTest(unittest.TestCase):
         os.mkdir(os.path.join(root, 'docs'))               # no index.html
         with open(os.path.join(root, 'docs', '<b>&.txt'), 'wb') as f:
             f.write(b'escaped name\n')
+        with open(os.path.join(root.encode(), b'docs', b'caf\xe9.txt'), 'wb') as f:
+            f.write(b'latin-1 name\n')
         os.mkdir(os.path.join(root, 'evil.example'))       # for the //evil.example redirect
         os.mkdir(os.path.join(root, 'a%2e'))               # literal %2e in a name
         with open(os.path.join(root, 'a%2e', 'f.txt'), 'wb') as f:
@@ -636,6 +638,9 @@ class WebServerTest(unittest.TestCase):
         self.assertIn(b'&lt;b&gt;&amp;.txt', r.body)
         self.assertIn(b'href="./%3Cb%3E&amp;.txt"', r.body)
         self.assertNotIn(b'<b>', r.body)
+        # A name that is not UTF-8 is listed (escaped), and then refused as a path.
+        self.assertIn(b'href="./caf%E9.txt"', r.body)
+        self.assertEqual(self.get('/docs/caf%E9.txt', port=port).status, 403)
         # A directory with an index.html still gets it, not a listing.
         self.assertEqual(self.get('/sub/', port=port).body, b'sub index\n')
         # The listing of a directory names only what is inside it.

@@ -1214,7 +1214,7 @@ def _listing(real, segments):
     for name, is_dir in entries[:WEB_LISTING_MAX]:
         suffix = '/' if is_dir else ''
         rows.append('<li><a href="./%s%s">%s%s</a></li>' % (
-            html.escape(urllib.parse.quote(name, safe=_SEGMENT_SAFE)), suffix,
+            html.escape(urllib.parse.quote(os.fsencode(name), safe=_SEGMENT_SAFE)), suffix,
             html.escape(name), suffix))
     if len(entries) > WEB_LISTING_MAX:
         rows.append('<li>(only the first %d entries are shown)</li>' % WEB_LISTING_MAX)
