@@ -1232,6 +1232,22 @@ class BrowserTest(unittest.TestCase):
         })''', 'ws://127.0.0.1:%d/' % port)
         self.assertEqual(result, {'mode': 'binary', 'same': True})
 
+    def test_index_links_every_page(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        statuses = {}
+        page.on('response', lambda r: statuses.__setitem__(r.url, r.status))
+        self.assertEqual(page.goto('http://127.0.0.1:%d/' % port).status, 200)
+        links = page.evaluate("Array.prototype.map.call(document.querySelectorAll('a'), "
+                              "(a) => a.getAttribute('href'))")
+        for name in ('wsecho.html', 'wstelnet.html', 'latency.html'):
+            self.assertIn(name, links)
+            page.goto('http://127.0.0.1:%d/%s' % (port, name))
+        self.assertEqual({u: s for u, s in statuses.items() if s not in (200, 304)}, {})
+        # The shared files were cached and revalidated (no-cache + If-Modified-Since).
+        self.assertEqual(statuses['http://127.0.0.1:%d/demo.css' % port], 304)
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
     def test_latency_page(self):
         """latency.html against an echo server, the demo's second proxy."""
         echo = EchoServer()
