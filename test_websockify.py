@@ -561,6 +561,7 @@ class WSClient:
         with contextlib.suppress(OSError):
             self.send_frame(CLOSE, payload[:2])
         rest = self.read_until_eof()
+        self.sock.close()                 # as clients do once the server has closed (§7.1.1)
         if rest:
             raise AssertionError('bytes after the close frame: %r' % rest[:200])
         if code is not None and got != code:
@@ -919,9 +920,8 @@ class TestHandshake(ProxyTestCase):
                 break
         elapsed = time.monotonic() - started
         self.assertLess(elapsed, 3.0)
-        with contextlib.suppress(ConnectionResetError):
-            data = client.read_until_eof()
-            self.assertTrue(data == b'' or data.startswith(b'HTTP/1.1 408'), data[:100])
+        data = client.read_until_eof()
+        self.assertTrue(data == b'' or data.startswith(b'HTTP/1.1 408'), data[:100])
 
     def test_silent_connection_is_closed_quietly(self):
         client = WSClient(self, self.timeout_proxy())
@@ -951,6 +951,7 @@ class TestFrames(ProxyTestCase):
         client.send(frames)
         client.expect_close(code)
         read_to_eof(conn)
+        conn.close()
 
     # -- data ---------------------------------------------------------------------
 
@@ -1330,6 +1331,8 @@ class TestPump(ProxyTestCase):
             client, conn = self.text_session()
             conn.sendall(b'fine, then \xff\xfe')
             client.expect_close(1011)
+            read_to_eof(conn)
+            conn.close()
             self.wait_for_log(logs, lambda m: 'utf-8' in m.lower() or '1011' in m)
 
 
