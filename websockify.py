@@ -24,7 +24,9 @@ import base64
 import binascii
 import codecs
 import dataclasses
+import email.utils
 import hashlib
+import html
 import itertools
 import logging
 import os
@@ -38,6 +40,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 
 __version__ = '0.1.0'
 
@@ -72,6 +75,13 @@ SHUTDOWN_GRACE = 2.0
 BUFFER_RELEASE_IDLE = 1.0
 #: Seconds allowed to connect to a target.
 CONNECT_TIMEOUT = 10.0
+#: Bytes of a --web file read and sent per step when sendfile cannot be used
+#: (TLS sockets): the memory a file download costs, whatever the file's size.
+WEB_CHUNK = 65536
+#: Seconds a --web client may take to accept more of a file before it is dropped.
+WEB_SEND_TIMEOUT = 30.0
+#: Most entries shown in a --web-listing page: its HTML is built in memory.
+WEB_LISTING_MAX = 10000
 #: Stack size of connection threads: deep enough for ssl and logging, small
 #: enough that ten thousand idle sessions cost little address space.
 THREAD_STACK_SIZE = 512 * 1024
@@ -131,7 +141,8 @@ class UsageError(Exception):
 # target's bytes, handed to the kernel together (sendmsg) without joining them.
 
 _STATUS_TEXT = {
-    101: 'Switching Protocols', 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found',
+    101: 'Switching Protocols', 200: 'OK', 301: 'Moved Permanently', 304: 'Not Modified',
+    400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found',
     405: 'Method Not Allowed', 408: 'Request Timeout', 414: 'URI Too Long',
     426: 'Upgrade Required', 431: 'Request Header Fields Too Large',
     500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable',
@@ -1328,6 +1339,301 @@ def _traffic(marker):
 
 
 ################################################################################
+# Static web server
+################################################################################
+#
+# --web DIR serves files on the WebSocket port, so a page and its WebSocket share
+# one origin. Requests that are not WebSocket upgrades come here; an upgrade is
+# never answered with a file.
+#
+# Path rules (the upstream server's CVE-2021-3654 open redirect and its listings
+# are the reasons for every one of them):
+#   * The query string is dropped, the path is split on '/' *before* percent-
+#     decoding, empty segments are ignored, and every segment is decoded exactly
+#     once as strict UTF-8. A segment that is '.' or '..', that decodes to a '/'
+#     or a backslash, that holds a control character (NUL included) or a broken
+#     escape, or that is not UTF-8 (overlong forms such as %c0%ae included) is
+#     refused with 403 before the file system is touched.
+#   * The joined path is resolved (symlinks followed) and must still lie inside
+#     the resolved DIR; anything else, and anything missing, unreadable or not a
+#     regular file or directory, is 404, so nothing about the world outside DIR
+#     can be learnt from the answer.
+#   * A directory is served by its index.html (resolved by the same rules); a
+#     listing only with --web-listing; else 404.
+#   * A directory named without its trailing slash gets a 301 to an absolute path
+#     rebuilt from the decoded segments: it starts with '/' and a non-empty
+#     segment free of '/' and '\', so no browser can read it as '//host'.
+#
+# Files go out with sendfile on plain sockets and in WEB_CHUNK pieces on TLS, so a
+# file of any size costs one chunk of memory. Each response closes the
+# connection (no keep-alive): browsers open a few connections in parallel.
+
+#: Content types by file extension: our own table, not the host's registry, so
+#: the same file gets the same type everywhere (browsers refuse a script served
+#: as text/plain when nosniff is set).
+MIME_TYPES = {
+    'html': 'text/html', 'htm': 'text/html', 'js': 'text/javascript',
+    'mjs': 'text/javascript', 'css': 'text/css', 'json': 'application/json',
+    'map': 'application/json', 'txt': 'text/plain', 'xml': 'application/xml',
+    'svg': 'image/svg+xml', 'png': 'image/png', 'jpg': 'image/jpeg',
+    'jpeg': 'image/jpeg', 'gif': 'image/gif', 'webp': 'image/webp',
+    'ico': 'image/vnd.microsoft.icon', 'bmp': 'image/bmp', 'avif': 'image/avif',
+    'wasm': 'application/wasm', 'woff': 'font/woff', 'woff2': 'font/woff2',
+    'ttf': 'font/ttf', 'otf': 'font/otf', 'pdf': 'application/pdf',
+    'mp3': 'audio/mpeg', 'ogg': 'audio/ogg', 'wav': 'audio/wav', 'mp4': 'video/mp4',
+    'webm': 'video/webm', 'webmanifest': 'application/manifest+json',
+    'md': 'text/markdown', 'csv': 'text/csv',
+}
+#: Types that are text, served with '; charset=utf-8'.
+_TEXT_TYPES = frozenset(('application/json', 'application/xml', 'image/svg+xml',
+                         'application/manifest+json'))
+#: Type of files whose extension is not in MIME_TYPES: never rendered or run.
+DEFAULT_MIME_TYPE = 'application/octet-stream'
+#: Methods served from --web DIR.
+WEB_METHODS = ('GET', 'HEAD')
+#: Cache policy: browsers and appliances may keep a copy but revalidate it
+#: (If-Modified-Since) before each use, so an updated file is seen at once.
+WEB_CACHE_CONTROL = 'no-cache'
+
+_BAD_ESCAPE = re.compile(rb'%(?![0-9A-Fa-f]{2})')
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+#: Characters left as they are in a redirect's path segments.
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+
+
+def content_type(name):
+    """The Content-Type for a file name, from MIME_TYPES; text types get charset=utf-8."""
+    ext = name.rpartition('.')[2].lower() if '.' in name else ''
+    ctype = MIME_TYPES.get(ext, DEFAULT_MIME_TYPE)
+    if ctype.startswith('text/') or ctype in _TEXT_TYPES:
+        ctype += '; charset=utf-8'
+    return ctype
+
+
+def web_path_segments(target):
+    """Decoded path segments of a request target, or HTTPError 400/403 (see above)."""
+    path = target.partition('?')[0].partition('#')[0]
+    if not path.startswith('/'):
+        raise HTTPError(400, 'the request target must be a path starting with /')
+    segments = []
+    for raw in path.split('/'):
+        if not raw:
+            continue
+        data = raw.encode('latin-1')
+        if _BAD_ESCAPE.search(data):
+            raise HTTPError(403, 'malformed percent-encoding in the path')
+        try:
+            segment = urllib.parse.unquote_to_bytes(data).decode('utf-8')
+        except UnicodeDecodeError:
+            raise HTTPError(403, 'the path is not UTF-8') from None
+        if segment in ('.', '..'):
+            raise HTTPError(403, 'dot segments are not allowed in the path')
+        if '/' in segment or '\\' in segment:
+            raise HTTPError(403, 'encoded slashes and backslashes are not allowed in the path')
+        if _CONTROL.search(segment):
+            raise HTTPError(403, 'control characters are not allowed in the path')
+        segments.append(segment)
+    return segments
+
+
+def _inside(root, path):
+    """Whether the resolved path is root or lies under it."""
+    try:
+        return os.path.commonpath((root, path)) == root
+    except ValueError:
+        return False
+
+
+def _resolve(root, parts):
+    """(real path, stat) of root/parts when it stays inside root, else HTTPError 404."""
+    real = os.path.realpath(os.path.join(root, *parts))
+    if not _inside(root, real):
+        raise HTTPError(404, 'not found')
+    try:
+        st = os.stat(real)
+    except (OSError, ValueError):
+        raise HTTPError(404, 'not found') from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise HTTPError(404, 'not found')
+    return real, st
+
+
+def _redirect_location(segments, target):
+    """Absolute path of a directory with its trailing slash, query kept if harmless."""
+    location = '/' + '/'.join(urllib.parse.quote(s, safe=_SEGMENT_SAFE) for s in segments)
+    if segments:
+        location += '/'
+    query = target.partition('?')[2].partition('#')[0]
+    if query and re.match(r'[\x21-\x7e]+\Z', query):
+        location += '?' + query
+    return location
+
+
+def _http_date(timestamp):
+    """An IMF-fixdate (RFC 9110 §5.6.7)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def web_response_head(status, headers):
+    """Status line and headers (no body) of a --web response that closes the connection."""
+    lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status, 'OK'))]
+    lines.extend('%s: %s' % h for h in headers)
+    lines.extend(('Date: ' + _http_date(time.time()), 'Connection: close',
+                  'Server: websockify.py/' + __version__))
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def _not_modified_since(request, mtime):
+    """True when If-Modified-Since is a valid date no older than mtime (RFC 9110 §13.1.3)."""
+    value = request.header('if-modified-since')
+    if not value or request.header('if-none-match'):
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since is None or since.tzinfo is None:
+        return False
+    return int(mtime) <= since.timestamp()
+
+
+def _listing(real, segments):
+    """An HTML page naming the entries of a directory (--web-listing)."""
+    try:
+        with os.scandir(real) as it:
+            entries = []
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                entries.append((entry.name, is_dir))
+                if len(entries) > WEB_LISTING_MAX:
+                    break
+    except OSError:
+        raise HTTPError(404, 'not found (directory unreadable)') from None
+    entries.sort()
+    title = html.escape('/' + ''.join(s + '/' for s in segments))
+    rows = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
+            '<title>Index of %s</title></head><body>' % title,
+            '<h1>Index of %s</h1><ul>' % title]
+    if segments:
+        rows.append('<li><a href="../">../</a></li>')
+    for name, is_dir in entries[:WEB_LISTING_MAX]:
+        suffix = '/' if is_dir else ''
+        rows.append('<li><a href="./%s%s">%s%s</a></li>' % (
+            html.escape(urllib.parse.quote(os.fsencode(name), safe=_SEGMENT_SAFE)), suffix,
+            html.escape(name), suffix))
+    if len(entries) > WEB_LISTING_MAX:
+        rows.append('<li>(only the first %d entries are shown)</li>' % WEB_LISTING_MAX)
+    rows.append('</ul></body></html>\n')
+    return '\n'.join(rows).encode('utf-8', 'surrogateescape')
+
+
+def send_file(sock, fileobj, size):
+    """Send size bytes of fileobj; returns how many went out (fewer if it shrank).
+
+    sendfile(2) on plain sockets; a bounded read/send loop on TLS sockets, whose
+    data must pass through the TLS layer."""
+    if not hasattr(sock, 'cipher') and hasattr(os, 'sendfile'):
+        return sock.sendfile(fileobj, 0, size)
+    buf = bytearray(min(WEB_CHUNK, max(size, 1)))
+    view = memoryview(buf)
+    sent = 0
+    while sent < size:
+        n = fileobj.readinto(view[:min(len(buf), size - sent)])
+        if not n:
+            break
+        sock.sendall(view[:n])
+        sent += n
+    return sent
+
+
+def _close_gently(sock):
+    """Half-close after a response and read what the client still sends, so that
+    close() does not reset the connection before the client has read it all."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        for _ in range(16):
+            if not sock.recv(4096):
+                break
+    except OSError:
+        pass
+
+
+def serve_web(conn, request, root, listing):
+    """Answer a plain HTTP request from the directory root (--web).
+
+    Raises HTTPError for refusals; returns (status, body bytes sent, note) for
+    the handler's log line, note being '' when all went well."""
+    if request.method not in WEB_METHODS:
+        raise HTTPError(405, 'only GET and HEAD are served', [('Allow', ', '.join(WEB_METHODS))])
+    segments = web_path_segments(request.target)
+    root = os.path.realpath(root)
+    real, st = _resolve(root, segments)
+    path = request.target.partition('?')[0]
+    head_only = request.method == 'HEAD'
+    name = segments[-1] if segments else ''
+    if stat.S_ISDIR(st.st_mode):
+        if not path.endswith('/'):
+            location = _redirect_location(segments, request.target)
+            body = ('moved to %s\n' % location).encode('utf-8')
+            conn.send_all(web_response_head(301, [
+                ('Location', location), ('Content-Type', 'text/plain; charset=utf-8'),
+                ('Content-Length', str(len(body)))]) + (b'' if head_only else body))
+            _close_gently(conn.sock)
+            return 301, 0 if head_only else len(body), ''
+        try:
+            real, st = _resolve(root, segments + ['index.html'])
+        except HTTPError:
+            if not listing:
+                raise HTTPError(404, 'not found (no index.html, and listings are off)') from None
+            body = _listing(real, segments)
+            conn.send_all(web_response_head(200, [
+                ('Content-Type', 'text/html; charset=utf-8'),
+                ('Content-Length', str(len(body))), ('Cache-Control', WEB_CACHE_CONTROL),
+                ('X-Content-Type-Options', 'nosniff')]) + (b'' if head_only else body))
+            _close_gently(conn.sock)
+            return 200, 0 if head_only else len(body), ''
+        if stat.S_ISDIR(st.st_mode):
+            raise HTTPError(404, 'not found (index.html is a directory)')
+        name = 'index.html'
+    elif path.endswith('/'):
+        raise HTTPError(404, 'not found (a file named as a directory)')
+    flags = os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError:
+        raise HTTPError(404, 'not found (cannot open)') from None
+    with open(fd, 'rb', buffering=0) as fileobj:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise HTTPError(404, 'not found (not a regular file)')
+        headers = [('Last-Modified', _http_date(st.st_mtime)),
+                   ('Cache-Control', WEB_CACHE_CONTROL), ('X-Content-Type-Options', 'nosniff')]
+        if _not_modified_since(request, st.st_mtime):
+            conn.send_all(web_response_head(304, headers))
+            _close_gently(conn.sock)
+            return 304, 0, ''
+        size = st.st_size
+        headers[:0] = [('Content-Type', content_type(name)), ('Content-Length', str(size))]
+        conn.send_all(web_response_head(200, headers))
+        sent = 0
+        if not head_only and size:
+            conn.sock.settimeout(WEB_SEND_TIMEOUT)
+            try:
+                sent = send_file(conn.sock, fileobj, size)
+            except (OSError, socket.timeout) as exc:
+                return 200, fileobj.tell(), 'client lost before the end of %d bytes (%s)' % (
+                    size, type(exc).__name__)
+            if sent < size:
+                return 200, sent, 'the file shrank to %d of %d bytes while sent' % (sent, size)
+    _close_gently(conn.sock)
+    return 200, sent, ''
+
+
+################################################################################
 # Targets
 ################################################################################
 
@@ -1401,6 +1707,9 @@ class Settings:
     handshake_timeout: float = 10.0
     text_frames: bool = False
     log_file: str = None
+    #: Absolute path of the --web directory, or None.
+    web: str = None
+    web_listing: bool = False
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -1461,6 +1770,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
     def _serve_request(self, request):
         settings = self.server.settings
         if not is_upgrade(request):
+            if settings.web:
+                # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
+                self._serve_file(request)
+                return
             if request.header('upgrade') is not None:
                 raise HTTPError(400, 'Upgrade header lacks the "websocket" token')
             if request.method != 'GET':
@@ -1526,6 +1839,14 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                     break
         except OSError:
             pass
+
+    def _serve_file(self, request):
+        """A plain HTTP request with --web: serve it and log one line."""
+        settings = self.server.settings
+        status, sent, note = serve_web(self.conn, request, settings.web, settings.web_listing)
+        log = logger.info if note else logger.debug
+        log('%s: %d %s %s, %d bytes%s', self.log_prefix, status, request.method,
+            _printable(request.target), sent, ': ' + note if note else '')
 
     def _relay(self, request, target, where, codec, protocol):
         server = self.server
@@ -1722,12 +2043,12 @@ _NOT_YET = (
     ('key_password', '--key-password'), ('ssl_only', '--ssl-only'),
     ('ssl_target', '--ssl-target'), ('verify_client', '--verify-client'),
     ('cafile', '--cafile'), ('ssl_version', '--ssl-version'),
-    ('ssl_ciphers', '--ssl-ciphers'), ('web', '--web'), ('web_auth', '--web-auth'),
+    ('ssl_ciphers', '--ssl-ciphers'), ('web_auth', '--web-auth'),
     ('wrap_mode', '--wrap-mode'), ('target_config', '--target-config'),
     ('token_plugin', '--token-plugin'), ('token_source', '--token-source'),
     ('host_token', '--host-token'), ('auth_plugin', '--auth-plugin'),
     ('auth_source', '--auth-source'), ('syslog', '--syslog'),
-    ('legacy_syslog', '--legacy-syslog'), ('file_only', '--file-only'),
+    ('legacy_syslog', '--legacy-syslog'),
 )
 
 
@@ -1783,10 +2104,14 @@ def _build_parser():
     a('--unix-target', metavar='FILE', help='connect to a Unix socket target')
     a('--inetd', action='store_true',
       help='take the listening socket from standard input (inetd/systemd style)')
-    a('--web', metavar='DIR', help='serve files from DIR on the same port (not supported yet)')
+    a('--web', metavar='DIR', help='serve the files of DIR to plain HTTP GET/HEAD requests '
+                                   'on the same port')
+    a('--web-listing', action='store_true',
+      help='with --web: list the files of a directory that has no index.html')
     a('--web-auth', action='store_true', help='authenticate web requests too '
                                                '(not supported yet)')
-    a('--file-only', action='store_true', help='no directory listings (not supported yet)')
+    a('--file-only', action='store_true',
+      help='no directory listings (accepted for compatibility: this is the default)')
     a('--wrap-mode', choices=('exit', 'ignore', 'respawn'),
       help='what to do when a wrapped program exits (not supported yet)')
     a('-6', '--prefer-ipv6', action='store_true', help='prefer IPv6 when resolving source_addr')
@@ -1861,6 +2186,15 @@ def parse_args(argv):
             parser.error('--%s cannot be negative' % name.replace('_', '-'))
     if opts.handshake_timeout == 0:
         parser.error('--handshake-timeout must be positive')
+    web = None
+    if opts.web is not None:
+        web = os.path.abspath(opts.web)
+        if not os.path.isdir(web):
+            parser.error('--web %s is not a directory' % opts.web)
+    if opts.web_listing and web is None:
+        parser.error('--web-listing needs --web DIR')
+    if opts.web_listing and opts.file_only:
+        parser.error('--file-only and --web-listing contradict each other')
     return Settings(
         listen_host=listen_host, listen_port=listen_port, unix_listen=opts.unix_listen,
         unix_listen_mode=mode, inetd=opts.inetd, prefer_ipv6=opts.prefer_ipv6,
@@ -1868,7 +2202,7 @@ def parse_args(argv):
         verbose=opts.verbose, traffic=opts.traffic, run_once=opts.run_once,
         timeout=opts.timeout, idle_timeout=opts.idle_timeout, heartbeat=opts.heartbeat,
         handshake_timeout=opts.handshake_timeout, text_frames=opts.text_frames,
-        log_file=opts.log_file)
+        log_file=opts.log_file, web=web, web_listing=opts.web_listing)
 
 
 def _configure_logging(settings):
@@ -1919,6 +2253,9 @@ def main(argv=None):
         return 1
     logger.info('websockify.py %s listening on %s, relaying to %s', __version__,
                 describe_listener(server), describe_target(settings))
+    if settings.web:
+        logger.info('serving files from %s%s', settings.web,
+                    ' (with directory listings)' if settings.web_listing else '')
 
     def on_signal(signum, frame):
         server.stop_event.set()
