@@ -1497,10 +1497,10 @@ class _ServerMixin:
 
     def _setup(self, settings):
         self.settings = settings
-        #: TLS for clients (the context may be None: no certificate).
-        self.tls = ServerTLS(settings)
         #: Client SSLContext for --ssl-target, else None.
         self.target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+        #: TLS for clients (the context may be None: no certificate).
+        self.tls = ServerTLS(settings)
         self.ids = itertools.count(1)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
