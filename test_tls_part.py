@@ -157,6 +157,8 @@ class EchoServer:
         self.greeting = greeting
         self.server_names = []
         self.errors = []
+        #: Set once a TLS handshake with the proxy has completed.
+        self.handshake_done = threading.Event()
         if context is not None:
             context.sni_callback = self._sni
         self.listener = socket.socket()
@@ -185,6 +187,7 @@ class EchoServer:
             if self.context is not None:
                 conn = self.context.wrap_socket(conn, server_side=True)
                 self.conns.append(conn)
+                self.handshake_done.set()
             if self.greeting:
                 conn.sendall(self.greeting)
             while True:
@@ -693,6 +696,8 @@ class TLSTargetTest(unittest.TestCase):
         target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
         ws = ws_client(self, port)
+        # Neither side has sent data yet, yet the handshake must be complete.
+        self.assertTrue(target.handshake_done.wait(WAIT))
         ws.send(b'you first')
         self.assertEqual(ws.recv_bytes(9), b'you first')
 
@@ -703,6 +708,7 @@ class TLSTargetTest(unittest.TestCase):
         target = self.tls_target(self.pki.server, greeting=greeting)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
         ws = ws_client(self, port)
+        ws.sock.settimeout(3.0)      # the target waits 10 s before giving up on us
         self.assertEqual(ws.recv_bytes(len(greeting)), greeting)
 
     def test_4mib_both_ways_through_a_tls_target(self):
