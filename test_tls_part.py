@@ -539,6 +539,16 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         self.assertEqual(len(failed), 2, logs.output)
         self.assertFalse([r for r in logs.output if 'Traceback' in r or 'internal' in r])
 
+    def test_stalled_tls_handshake_is_bounded(self):
+        port = self.proxy('--handshake-timeout', '0.5')
+        with self.assertLogs('websockify', logging.INFO) as logs:
+            start = time.monotonic()
+            answer = http_exchange(port, b'\x16\x03\x01')    # a record header, then nothing
+            self.assertLess(time.monotonic() - start, 3.0)
+        self.assertEqual(answer, b'')
+        self.assertTrue(any('TLS handshake failed: timed out' in r for r in logs.output),
+                        logs.output)
+
     def test_ssl_only_refuses_plain_with_an_answer(self):
         port = self.proxy('--ssl-only')
         answer = http_exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
@@ -557,6 +567,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             ws = ws_client(self, port, client_context(p, cert=p.client))
             ws.send(b'trusted')
             self.assertEqual(ws.recv_bytes(7), b'trusted')
+            self.assertTrue(any('client client one' in r for r in logs.output), logs.output)
             for cert in (None, p.client2):
                 with self.subTest(cert=cert):
                     with self.assertRaises((ssl.SSLError, ConnectionError)):

@@ -1316,6 +1316,13 @@ def _printable(text, limit=200):
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
 
 
+def _tls_summary(sock):
+    """'TLSv1.3', plus the common name of a verified client certificate."""
+    names = [value for rdn in sock.getpeercert().get('subject', ())
+             for key, value in rdn if key == 'commonName']
+    return sock.version() + (', client %s' % _printable(names[0]) if names else '')
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the command line decides; built once by parse_args()."""
@@ -1339,7 +1346,7 @@ class Settings:
     log_file: str = None
     #: Absolute path of the certificate (may hold the key too); None: no TLS.
     cert: str = None
-    #: True when --cert was given: then a missing file is an error, not "TLS off".
+    #: True when --cert or --key was given: a missing file is then an error, not "TLS off".
     cert_given: bool = False
     key: str = None
     key_password: str = dataclasses.field(default=None, repr=False)
@@ -1454,7 +1461,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         logger.info('%s: session open: path %s, target %s, %s/%s%s%s', self.log_prefix, path,
                     where, codec.family, codec.mode,
                     ', protocol %s' % _printable(protocol) if protocol else '',
-                    ', %s' % self.request.version() if self.conn.secure else '')
+                    ', ' + _tls_summary(self.request) if self.conn.secure else '')
         pump = Pump(self.request, target, codec, initial=self.conn.extra,
                     heartbeat=settings.heartbeat, wake_fd=server.wake_fd,
                     traffic=settings.traffic)
@@ -1811,7 +1818,8 @@ def parse_args(argv):
         timeout=opts.timeout, idle_timeout=opts.idle_timeout, heartbeat=opts.heartbeat,
         handshake_timeout=opts.handshake_timeout, text_frames=opts.text_frames,
         log_file=opts.log_file, cert=absolute(opts.cert or 'self.pem'),
-        cert_given=opts.cert is not None, key=absolute(opts.key), key_password=key_password,
+        cert_given=opts.cert is not None or opts.key is not None, key=absolute(opts.key),
+        key_password=key_password,
         ssl_only=opts.ssl_only, verify_client=opts.verify_client, cafile=absolute(opts.cafile),
         ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
         ssl_target_cafile=absolute(opts.ssl_target_cafile),
