@@ -225,6 +225,39 @@ def start_proxy(test, argv, settings=None):
     return server
 
 
+class LogWatch(logging.Handler):
+    """Collects the websockify logger's INFO lines; wait_for() waits for one to appear
+    (the server may log a failed handshake just after the client saw the close)."""
+
+    def __init__(self, test):
+        super().__init__(logging.INFO)
+        self.output = []
+        self._cond = threading.Condition()
+        log = logging.getLogger('websockify')
+        test.addCleanup(log.setLevel, log.level)
+        test.addCleanup(log.removeHandler, self)
+        log.addHandler(self)
+        log.setLevel(logging.INFO)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def emit(self, record):
+        with self._cond:
+            self.output.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait_for(self, text, count=1, timeout=WAIT):
+        """The lines containing text once there are count of them (or the timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len([r for r in self.output if text in r]) >= count,
+                                timeout)
+            return [r for r in self.output if text in r]
+
+
 # -- a small blocking WebSocket client ------------------------------------------------------
 
 def http_exchange(port, request, context=None, host='localhost'):
@@ -497,7 +530,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 
     def test_plain_and_tls_on_one_port_at_once(self):
         port = self.proxy()
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             plain = ws_client(self, port)
             secure = ws_client(self, port, client_context(self.pki))
             secure.send(b'over tls')
@@ -507,14 +540,14 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             answer = http_exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
                                    client_context(self.pki))
             self.assertTrue(answer.startswith(b'HTTP/1.1 426 '), answer)
-        opened = [r for r in logs.output if 'session open' in r]
+        opened = logs.wait_for('session open', 2)
         self.assertEqual(len(opened), 2)
         self.assertEqual(sum('TLSv1.3' in r for r in opened), 1)
 
     def test_no_certificate_plain_works_and_tls_logged(self):
         settings = websockify.parse_args(['127.0.0.1:0', '127.0.0.1:%d' % self.echo.port])
         settings = dataclasses.replace(settings, cert=self.pki.path('self.pem'))
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             server = start_proxy(self, None, settings)
             port = server.server_address[1]
             with self.assertRaises((ssl.SSLError, ConnectionError)):
@@ -522,32 +555,31 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             ws = ws_client(self, port)
             ws.send(b'plain')
             self.assertEqual(ws.recv_bytes(5), b'plain')
-        refused = [r for r in logs.output if 'TLS handshake refused' in r]
+        refused = logs.wait_for('TLS handshake refused')
         self.assertEqual(len(refused), 1, logs.output)
         self.assertIn('no certificate', refused[0])
 
     def test_handshake_garbage_and_wrong_protocol_log_one_line(self):
         port = self.proxy()
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             answer = http_exchange(port, b'\x16\x03\x01\x00\x05hello garbage\r\n\r\n')
             self.assertNotIn(b'HTTP', answer)
             answer = http_exchange(port, b'\x80\x00garbage')
             ws = ws_client(self, port, client_context(self.pki))   # the server still works
             ws.send(b'ok')
             self.assertEqual(ws.recv_bytes(2), b'ok')
-        failed = [r for r in logs.output if 'TLS handshake failed' in r]
+        failed = logs.wait_for('TLS handshake failed', 2)
         self.assertEqual(len(failed), 2, logs.output)
         self.assertFalse([r for r in logs.output if 'Traceback' in r or 'internal' in r])
 
     def test_stalled_tls_handshake_is_bounded(self):
         port = self.proxy('--handshake-timeout', '0.5')
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             start = time.monotonic()
             answer = http_exchange(port, b'\x16\x03\x01')    # a record header, then nothing
             self.assertLess(time.monotonic() - start, 3.0)
         self.assertEqual(answer, b'')
-        self.assertTrue(any('TLS handshake failed: timed out' in r for r in logs.output),
-                        logs.output)
+        self.assertTrue(logs.wait_for('TLS handshake failed: timed out'), logs.output)
 
     def test_ssl_only_refuses_plain_with_an_answer(self):
         port = self.proxy('--ssl-only')
@@ -563,29 +595,29 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     def test_client_certificates(self):
         p = self.pki
         port = self.proxy('--verify-client', '--cafile', p.ca[0])
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             ws = ws_client(self, port, client_context(p, cert=p.client))
             ws.send(b'trusted')
             self.assertEqual(ws.recv_bytes(7), b'trusted')
-            self.assertTrue(any('client client one' in r for r in logs.output), logs.output)
+            self.assertTrue(logs.wait_for('client client one'), logs.output)
             for cert in (None, p.client2):
                 with self.subTest(cert=cert):
                     with self.assertRaises((ssl.SSLError, ConnectionError)):
                         WSClient(port, client_context(p, cert=cert)).close()
             answer = http_exchange(port, UPGRADE)      # --verify-client implies --ssl-only
             self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
-        failed = [r for r in logs.output if 'TLS handshake failed' in r]
+        failed = logs.wait_for('TLS handshake failed', 2)
         self.assertEqual(len(failed), 2, logs.output)
         self.assertIn('certificate', failed[0])
 
     def test_minimum_version_enforced(self):
         port = self.proxy('--ssl-version', 'tlsv1_3')
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             with self.assertRaises((ssl.SSLError, ConnectionError)):
                 WSClient(port, client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
             ws = ws_client(self, port, client_context(self.pki))
             self.assertEqual(ws.sock.version(), 'TLSv1.3')
-        failed = [r for r in logs.output if 'TLS handshake failed' in r]
+        failed = logs.wait_for('TLS handshake failed')
         self.assertEqual(len(failed), 1, logs.output)
         self.assertIn('protocol', failed[0])
 
@@ -619,7 +651,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         shutil.copy(p.server[1], key)
         port = self.proxy(cert=(cert, key))
         self.assertEqual(self.served_certificate(port), p.der(p.server))
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             # A renewal: both files replaced (certbot and most tools write new files).
             shutil.copy(p.server2[0], cert + '.new')
             shutil.copy(p.server2[1], key + '.new')
@@ -672,7 +704,7 @@ class TLSTargetTest(unittest.TestCase):
         self.assertEqual(target.server_names, ['localhost'])
 
     def refused(self, port):
-        with self.assertLogs('websockify', logging.INFO) as logs:
+        with LogWatch(self) as logs:
             answer = http_exchange(port, UPGRADE)
         self.assertTrue(answer.startswith(b'HTTP/1.1 502 '), answer)
         return answer.decode('latin-1'), logs.output

@@ -1318,7 +1318,7 @@ def _printable(text, limit=200):
 
 def _tls_summary(sock):
     """'TLSv1.3', plus the common name of a verified client certificate."""
-    names = [value for rdn in sock.getpeercert().get('subject', ())
+    names = [value for rdn in (sock.getpeercert() or {}).get('subject', ())
              for key, value in rdn if key == 'commonName']
     return sock.version() + (', client %s' % _printable(names[0]) if names else '')
 
