@@ -725,6 +725,8 @@ class ServerTLS:
             logger.info('TLS disabled: no certificate %s (wss:// needs --cert)', settings.cert)
             return
         self._context = make_server_tls_context(settings)
+        logger.info('TLS: wss:// enabled with the certificate %s%s', settings.cert,
+                    ', plain connections refused' if self.tls_only else '')
 
     def _stamps(self):
         settings = self.settings
@@ -1755,6 +1757,27 @@ def _split_hostport(parser, text, what):
     return host, port
 
 
+def _key_password(parser, opts):
+    """The key password from --key-password, --key-password-file or --key-password-env."""
+    given = [flag for flag in ('key_password', 'key_password_file', 'key_password_env')
+             if getattr(opts, flag) is not None]
+    if len(given) > 1:
+        parser.error('give only one of --key-password, --key-password-file, --key-password-env')
+    if opts.key_password_env is not None:
+        if opts.key_password_env not in os.environ:
+            parser.error('--key-password-env: the environment has no %s'
+                         % opts.key_password_env)
+        return os.environ[opts.key_password_env]
+    if opts.key_password_file is not None:
+        try:
+            with open(opts.key_password_file, encoding='utf-8') as f:
+                return f.readline().rstrip('\r\n')
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error('--key-password-file: cannot read %s: %s'
+                         % (opts.key_password_file, getattr(exc, 'strerror', None) or exc))
+    return opts.key_password
+
+
 def parse_args(argv):
     """Build Settings from a command line (without the program name)."""
     argv = list(argv)
@@ -1824,27 +1847,6 @@ def parse_args(argv):
         ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
         ssl_target_cafile=absolute(opts.ssl_target_cafile),
         ssl_target_insecure=opts.ssl_target_insecure)
-
-
-def _key_password(parser, opts):
-    """The key password from --key-password, --key-password-file or --key-password-env."""
-    given = [flag for flag in ('key_password', 'key_password_file', 'key_password_env')
-             if getattr(opts, flag) is not None]
-    if len(given) > 1:
-        parser.error('give only one of --key-password, --key-password-file, --key-password-env')
-    if opts.key_password_env is not None:
-        if opts.key_password_env not in os.environ:
-            parser.error('--key-password-env: the environment has no %s'
-                         % opts.key_password_env)
-        return os.environ[opts.key_password_env]
-    if opts.key_password_file is not None:
-        try:
-            with open(opts.key_password_file, encoding='utf-8') as f:
-                return f.readline().rstrip('\r\n')
-        except (OSError, UnicodeDecodeError) as exc:
-            parser.error('--key-password-file: cannot read %s: %s'
-                         % (opts.key_password_file, getattr(exc, 'strerror', None) or exc))
-    return opts.key_password
 
 
 def _configure_logging(settings):
