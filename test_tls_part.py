@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -288,9 +289,14 @@ UPGRADE = (b'GET /x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n'
 class WSClient:
     """Blocking RFC 6455 client over a plain or TLS socket, binary frames only."""
 
-    def __init__(self, port, context=None, host='localhost'):
-        sock = socket.create_connection(('127.0.0.1', port), WAIT)
+    def __init__(self, port, context=None, host='localhost', rcvbuf=None, read_size=65536):
+        self.read_size = read_size
+        sock = socket.socket()
         try:
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(WAIT)
+            sock.connect(('127.0.0.1', port))
             if context is not None:
                 sock = context.wrap_socket(sock, server_hostname=host)
             self._handshake(sock)
@@ -326,7 +332,7 @@ class WSClient:
 
     def _need(self, n):
         while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
+            chunk = self.sock.recv(self.read_size)
             if not chunk:
                 raise ConnectionError('closed')
             self.buf += chunk
@@ -353,6 +359,70 @@ class WSClient:
                 raise ConnectionError('unexpected opcode %d' % opcode)
             out += payload
         return out
+
+    def exchange(self, payloads, total, lazy=False):
+        """Send the payloads while receiving total payload bytes, in this one thread
+        (an SSL socket must not be read and written from two threads at once).
+        lazy: read only when sending is blocked, so that every buffer fills up."""
+        frames = bytearray()
+        for data in payloads:
+            mask = os.urandom(4)
+            frames += struct.pack('!BBQ', 0x82, 0xFF, len(data)) + mask
+            frames += websockify.unmask(data, mask)
+        out, sent, got = memoryview(frames), 0, []
+        received = 0
+        sock = self.sock
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        while received < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError('%d of %d bytes received' % (received, total))
+            writable = [sock] if sent < len(out) else []
+            if not sock.pending():
+                select.select([sock], writable, [], remaining)
+            if sent < len(out):
+                try:
+                    sent += sock.send(out[sent:sent + 65536])
+                    if lazy:
+                        continue
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+            try:
+                chunk = sock.recv(self.read_size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                continue
+            if not chunk:
+                raise ConnectionError('closed after %d bytes' % received)
+            self.buf += chunk
+            while True:
+                frame = self._parse()
+                if frame is None:
+                    break
+                got.append(frame)
+                received += len(frame)
+        return b''.join(got)
+
+    def _parse(self):
+        """One complete binary frame's payload from buf, or None."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        length, pos = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, pos = struct.unpack_from('!H', buf, 2)[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, pos = struct.unpack_from('!Q', buf, 2)[0], 10
+        if len(buf) < pos + length:
+            return None
+        if buf[0] & 0x0F != 2:
+            raise ConnectionError('unexpected opcode %d' % (buf[0] & 0x0F))
+        self.buf = buf[pos + length:]
+        return buf[pos:pos + length]
 
     def close(self):
         self.sock.close()
@@ -527,6 +597,18 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                               env=dict(os.environ, NODE_PATH=NODE_PATH))
         self.assertEqual(proc.stdout.decode().strip(), 'equal', proc.stderr.decode())
+
+    def test_slow_tls_client_gets_every_byte(self):
+        # A small receive window and small reads: the proxy's TLS sends to the
+        # client keep meeting a full kernel buffer (SSLWantWrite) and are retried
+        # from the queue.
+        port = self.proxy()
+        ws = ws_client(self, port, client_context(self.pki), rcvbuf=4096, read_size=1000)
+        total = 4 << 20
+        data = os.urandom(total)
+        got = ws.exchange([data[pos:pos + 300000] for pos in range(0, total, 300000)], total,
+                          lazy=True)
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(data).digest())
 
     def test_plain_and_tls_on_one_port_at_once(self):
         port = self.proxy()
