@@ -981,11 +981,14 @@ class Pump:
             pending = [side for side in (client, target)
                        if side.tls and side.mask & _POLLIN and side.sock.pending()]
             events = poll.poll(0 if pending else timeout)
+            if pending:
+                merged = dict(events)
+                for side in pending:
+                    merged[side.fd] = merged.get(side.fd, 0) | _POLLIN
+                events = list(merged.items())
             now = time.monotonic()
-            if events or pending:
+            if events:
                 last_activity = now
-            for side in pending:
-                self._service(side, _POLLIN)
             for fd, ev in events:
                 if fd == client.fd:
                     self._service(client, ev)
