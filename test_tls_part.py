@@ -517,7 +517,7 @@ class TLSStartupTest(unittest.TestCase):
         self.assertFalse(settings.cert_given)
         code, err = self.run_main('--idle-timeout', '0.1')   # no self.pem in cwd: TLS off
         self.assertEqual(code, 0, err)
-        self.assertIn('TLS disabled: no certificate %s' % self.pki.path('self.pem'), err)
+        self.assertIn('no certificate %s: wss:// is off' % self.pki.path('self.pem'), err)
 
 
 class TLSServerTest(unittest.TestCase):

@@ -722,7 +722,7 @@ class ServerTLS:
                                  % ('--ssl-only' if settings.ssl_only else '--verify-client',
                                     settings.cert))
             _base_server_context(settings)           # still check the other options
-            logger.info('TLS disabled: no certificate %s (wss:// needs --cert)', settings.cert)
+            logger.info('no certificate %s: wss:// is off (see --cert)', settings.cert)
             return
         self._context = make_server_tls_context(settings)
         logger.info('TLS: wss:// enabled with the certificate %s%s', settings.cert,
@@ -1903,8 +1903,9 @@ def main(argv=None):
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
-    logger.info('websockify.py %s listening on %s, relaying to %s', __version__,
-                describe_listener(server), describe_target(settings))
+    logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
+                describe_listener(server), describe_target(settings),
+                ' over TLS' if settings.ssl_target else '')
 
     def on_signal(signum, frame):
         server.stop_event.set()
