@@ -2,7 +2,7 @@
 #   make          build rebind.so (the LD_PRELOAD shim for wrapping programs)
 #   make test     install the test dependencies once, then run every test
 #   make demo     run a demo a browser can open (needs nothing but Python)
-#   make bench    compare against upstream websockify with ../shared/bench
+#   make bench    compare against upstream websockify with ../shared/bench (ws:// and wss://)
 PYTHON  ?= python3
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -72,6 +72,10 @@ bench: all
 	  ours='$(PYTHON) $(CURDIR)/websockify.py {listen} {target}' \
 	  upstream-numpy upstream node socat-tcp
 	@cat $(BUILD)/bench/results/results.md
+	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh --tls --out $(BUILD)/bench/results-tls \
+	  ours='$(PYTHON) $(CURDIR)/websockify.py --cert {cert} --key {key} {listen} {target}' \
+	  upstream-numpy socat-tcp
+	@cat $(BUILD)/bench/results-tls/results.md
 
 clean:
 	rm -rf $(BUILD) rebind.so __pycache__

@@ -1629,7 +1629,6 @@ class TestOptionsOfLaterIssues(unittest.TestCase):
     Delete an entry when its issue lands."""
 
     NOT_YET = [
-        ('--ssl-target',),
         ('--record', 'session.rec'),
     ]
 

@@ -35,12 +35,14 @@ import select
 import signal
 import socket
 import socketserver
+import ssl
 import stat
 import struct
 import sys
 import threading
 import time
 import urllib.parse
+import warnings
 
 __version__ = '0.1.0'
 
@@ -87,6 +89,17 @@ WEB_LISTING_MAX = 10000
 THREAD_STACK_SIZE = 512 * 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
+#: Seconds between two looks at the certificate files for a renewal (one
+#: os.stat per file, made by the next TLS handshake after that time).
+TLS_RELOAD_INTERVAL = 1.0
+#: First byte of a TLS client: a handshake record (0x16, RFC 8446 §5.1) or an
+#: SSLv2-compatible ClientHello (0x80).
+TLS_FIRST_BYTES = (b'\x16', b'\x80')
+#: --ssl-version values: the lowest protocol version accepted from clients.
+#: 'default' keeps what ssl.create_default_context chose (TLS 1.2 on current
+#: Pythons); OpenSSL 3 refuses TLS 1.1 at its default security level anyway.
+TLS_MIN_VERSIONS = {'default': None, 'tlsv1_1': 'TLSv1_1', 'tlsv1_2': 'TLSv1_2',
+                    'tlsv1_3': 'TLSv1_3'}
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
 #: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
@@ -896,9 +909,192 @@ class Connection:
             data += chunk
         return data
 
+    def start_tls(self, context, deadline):
+        """Run the server side of a TLS handshake, bounded by deadline; afterwards
+        `sock` is the TLS socket. Raises OSError (ssl.SSLError, socket.timeout)."""
+        self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+        # On failure the ssl module closes the descriptor it took from self.sock.
+        self.sock = context.wrap_socket(self.sock, server_side=True)
+        self.secure = True
+
     def send_all(self, data, timeout=CONNECT_TIMEOUT):
         self.sock.settimeout(timeout)
         self.sock.sendall(data)
+
+
+def tls_error_text(exc):
+    """A short, log-friendly reason for a failed TLS handshake or load."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return 'certificate verify failed: %s' % exc.verify_message
+    if isinstance(exc, socket.timeout):
+        return 'timed out'
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace('_', ' ')
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+        return 'the peer closed the connection'
+    return '%s: %s' % (type(exc).__name__, getattr(exc, 'strerror', None) or exc)
+
+
+def _read_pem(path, what):
+    """The text of a PEM file; UsageError naming the file when it cannot be read."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('latin-1')
+    except OSError as exc:
+        raise UsageError('cannot read the %s %s: %s' % (what, path, exc.strerror or exc)) from None
+
+
+def _no_key_password():
+    # Passed instead of None so that OpenSSL never prompts on the terminal.
+    raise UsageError('no password given for the encrypted key: use --key-password, '
+                     '--key-password-file or --key-password-env')
+
+
+def make_server_tls_context(settings):
+    """A server SSLContext from the TLS options; UsageError with one clear reason.
+
+    ssl.create_default_context supplies the secure defaults (no SSLv3, no
+    compression, server cipher preference); the options only narrow them."""
+    cert, key = settings.cert, settings.key or settings.cert
+    cert_text = _read_pem(cert, 'certificate')
+    key_text = cert_text if key == cert else _read_pem(key, 'key')
+    if '-----BEGIN CERTIFICATE-----' not in cert_text:
+        raise UsageError('%s holds no PEM certificate' % cert)
+    if 'PRIVATE KEY-----' not in key_text:
+        raise UsageError('%s holds no PEM private key%s'
+                         % (key, '' if settings.key else ' (give the key with --key FILE)'))
+    encrypted = 'ENCRYPTED' in key_text
+    context = _base_server_context(settings)
+    password = settings.key_password
+    try:
+        context.load_cert_chain(cert, settings.key,
+                                password if password is not None else _no_key_password)
+    except ssl.SSLError as exc:
+        if exc.reason == 'KEY_VALUES_MISMATCH':
+            raise UsageError('the key in %s does not belong to the certificate in %s'
+                             % (key, cert)) from None
+        if encrypted and password is not None:
+            raise UsageError('cannot decrypt the key in %s: wrong password?' % key) from None
+        raise UsageError('cannot load the certificate %s with the key %s: %s'
+                         % (cert, key, tls_error_text(exc))) from None
+    return context
+
+
+def _base_server_context(settings):
+    """The server context without a certificate: versions, ciphers, client CAs."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.options |= getattr(ssl, 'OP_NO_RENEGOTIATION', 0)
+    version = TLS_MIN_VERSIONS[settings.ssl_version]
+    if version is not None:
+        with warnings.catch_warnings():          # TLS 1.1 is deprecated, and asked for
+            warnings.simplefilter('ignore', DeprecationWarning)
+            context.minimum_version = getattr(ssl.TLSVersion, version)
+    if settings.ssl_ciphers:
+        try:
+            context.set_ciphers(settings.ssl_ciphers)
+        except ssl.SSLError:
+            raise UsageError('--ssl-ciphers %r selects no cipher' % settings.ssl_ciphers) from None
+    if settings.verify_client:
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            if settings.cafile:
+                context.load_verify_locations(cafile=settings.cafile)
+            else:
+                context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        except (OSError, ValueError) as exc:
+            raise UsageError('cannot load the client CA file %s: %s'
+                             % (settings.cafile, tls_error_text(exc))) from None
+    return context
+
+
+def make_target_tls_context(settings):
+    """The client SSLContext for --ssl-target: verifies certificate and name unless
+    --ssl-target-insecure; --ssl-target-cafile replaces the system CAs."""
+    try:
+        context = ssl.create_default_context(cafile=settings.ssl_target_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError('cannot load the target CA file %s: %s'
+                         % (settings.ssl_target_cafile, tls_error_text(exc))) from None
+    context.options |= getattr(ssl, 'OP_NO_RENEGOTIATION', 0)
+    if settings.ssl_target_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _file_stamp(path):
+    """What changes when a file is rewritten or replaced; None if it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class ServerTLS:
+    """The listener's TLS context, reloaded when the certificate or key changes.
+
+    context() is called for each TLS handshake; at most once per
+    TLS_RELOAD_INTERVAL it compares the files' mtime, size and inode with those of
+    the last load. A new pair that fails to load keeps the old context and is
+    logged once; a missing default self.pem leaves TLS off until it appears."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        #: Plain connections are refused (--ssl-only; --verify-client implies it,
+        #: since a plain connection would skip the certificate check).
+        self.tls_only = settings.ssl_only or settings.verify_client
+        self._lock = threading.Lock()
+        self._next_check = time.monotonic() + TLS_RELOAD_INTERVAL
+        self._stamp = self._stamps()
+        self._context = None
+        if settings.cert is None:
+            return
+        if self._stamp[0] is None and not settings.cert_given:
+            if self.tls_only:
+                raise UsageError('%s needs a certificate, and there is no %s (give --cert FILE)'
+                                 % ('--ssl-only' if settings.ssl_only else '--verify-client',
+                                    settings.cert))
+            _base_server_context(settings)           # still check the other options
+            logger.info('no certificate %s: wss:// is off (see --cert)', settings.cert)
+            return
+        self._context = make_server_tls_context(settings)
+        logger.info('TLS: wss:// enabled with the certificate %s%s', settings.cert,
+                    ', plain connections refused' if self.tls_only else '')
+
+    def _stamps(self):
+        settings = self.settings
+        if settings.cert is None:
+            return None, None
+        return _file_stamp(settings.cert), settings.key and _file_stamp(settings.key)
+
+    def context(self):
+        """The SSLContext for a new handshake, or None without a certificate."""
+        if self.settings.cert is None:
+            return None
+        now = time.monotonic()
+        if now >= self._next_check and self._lock.acquire(blocking=False):
+            try:
+                self._next_check = now + TLS_RELOAD_INTERVAL
+                stamp = self._stamps()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+            finally:
+                self._lock.release()
+        return self._context
+
+    def _reload(self):
+        cert = self.settings.cert
+        try:
+            context = make_server_tls_context(self.settings)
+        except UsageError as exc:
+            logger.warning('TLS: the changed certificate files were not loaded (%s); %s', exc,
+                           'still using the previous certificate' if self._context
+                           else 'TLS stays off')
+            return
+        self._context = context
+        logger.info('TLS: certificate %s (re)loaded', cert)
 
 
 ################################################################################
@@ -924,17 +1120,30 @@ class Connection:
 # answers the close frame, shuts down writing on each socket and reads (and
 # drops) until the peer's EOF, so no unread byte turns close() into a reset that
 # would destroy data still in flight. CLOSE_TIMEOUT bounds all of it.
+#
+# TLS sides (a wss:// client, an --ssl-target target) differ in three ways.
+# OpenSSL may hold decrypted bytes that poll cannot see, so a side with
+# sock.pending() is served without waiting (under the same back-pressure
+# rules). A send is all or nothing and goes out as one joined buffer (no
+# sendmsg); SSLWantRead/SSLWantWrite mean "not now", never a lost peer. Closing
+# shuts down the TCP socket after the queue is flushed, without a TLS
+# close_notify: the WebSocket close frame (or the target's EOF) already ended the
+# stream, and SSLSocket.shutdown drops the TLS state, so draining reads raw bytes.
 
 _POLLIN = select.POLLIN | select.POLLPRI
 _POLLOUT = select.POLLOUT
 _POLLDONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _LOST = (ConnectionError, TimeoutError, OSError)
+#: "Not now" from a non-blocking socket. A TLS socket says SSLWantRead when a
+#: record is incomplete and SSLWantWrite when the kernel buffer is full; both are
+#: OSErrors, so they are caught before _LOST.
+_WAIT = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class _Side:
     """One socket of a session: its buffer, its queue and its closing state."""
 
-    __slots__ = ('name', 'sock', 'fd', 'buf', 'view', 'end', 'queue', 'use_sendmsg',
+    __slots__ = ('name', 'sock', 'fd', 'buf', 'view', 'end', 'queue', 'use_sendmsg', 'tls',
                  'reading', 'draining', 'shut', 'closed', 'mask', 'received', 'sent')
 
     def __init__(self, name, sock):
@@ -946,7 +1155,9 @@ class _Side:
         #: Bytes of buf holding data not consumed yet.
         self.end = 0
         self.queue = bytearray()
-        self.use_sendmsg = hasattr(sock, 'sendmsg') and not hasattr(sock, 'cipher')
+        #: A TLS socket: no sendmsg, and OpenSSL may hold decrypted bytes poll cannot see.
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.use_sendmsg = hasattr(sock, 'sendmsg') and not self.tls
         #: Relay what this side sends.
         self.reading = True
         #: Read and drop what this side sends until its EOF.
@@ -976,8 +1187,37 @@ class _Side:
             self.view.release()
             self.buf = self.view = None
 
+    def recv(self):
+        """Read into the buffer: the byte count, 0 at EOF, None if nothing is ready.
+
+        A TLS socket returns one record at most per call, so it is read again while
+        the buffer has room (each read costs no system call once the kernel is
+        empty: OpenSSL answers SSLWantRead)."""
+        try:
+            n = self.sock.recv_into(self.view[self.end:])
+        except _WAIT:
+            return None
+        if not self.tls or not n:
+            return n
+        total, size = n, len(self.buf)
+        while self.end + total < size:
+            try:
+                n = self.sock.recv_into(self.view[self.end + total:])
+            except _WAIT:
+                break
+            if not n:                   # EOF: poll reports it again next time
+                break
+            total += n
+        return total
+
     def write(self, parts):
-        """Send buffers now, queueing what the kernel does not take. Raises on loss."""
+        """Send buffers now, queueing what the kernel does not take. Raises on loss.
+
+        A TLS send takes all of its buffer or raises SSLWantWrite having taken
+        none of it as far as we are concerned; OpenSSL then expects the same bytes
+        again, which the queue provides (Python sets
+        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so the queue may be a different,
+        longer buffer with the same bytes first)."""
         if self.queue:
             for p in parts:
                 self.queue += p
@@ -991,7 +1231,7 @@ class _Side:
             data = parts[0] if len(parts) == 1 else b''.join(parts)
             try:
                 done = self.sock.send(data)
-            except BlockingIOError:
+            except _WAIT:
                 done = 0
         self.sent += done
         for p in parts:
@@ -1006,7 +1246,7 @@ class _Side:
         """Send queued bytes; True when the queue is empty."""
         try:
             done = self.sock.send(self.queue)
-        except BlockingIOError:
+        except _WAIT:
             return False
         self.sent += done
         del self.queue[:done]
@@ -1071,7 +1311,15 @@ class Pump:
                 deadlines.append(last_activity + BUFFER_RELEASE_IDLE)
             if deadlines:
                 timeout = max(0, int((min(deadlines) - now) * 1000) + 1)
-            events = poll.poll(timeout)
+            # Bytes OpenSSL already decrypted wake no poll: serve them now.
+            pending = [side for side in (client, target)
+                       if side.tls and side.mask & _POLLIN and side.sock.pending()]
+            events = poll.poll(0 if pending else timeout)
+            if pending:
+                merged = dict(events)
+                for side in pending:
+                    merged[side.fd] = merged.get(side.fd, 0) | _POLLIN
+                events = list(merged.items())
             now = time.monotonic()
             if events:
                 last_activity = now
@@ -1137,7 +1385,9 @@ class Pump:
     def _read(self, side):
         side.ensure_buffer()
         space = len(side.buf) - side.end
-        n = side.sock.recv_into(side.view[side.end:])
+        n = side.recv()
+        if n is None:
+            return
         if not n:
             self._eof(side)
             return
@@ -1644,8 +1894,9 @@ def describe_target(settings):
     return format_address(settings.target_host, settings.target_port)
 
 
-def connect_target(settings):
-    """Open the session's target socket; raises HTTPError 502 naming the target."""
+def connect_target(settings, tls_context=None):
+    """Open the session's target socket (TLS with tls_context, for --ssl-target);
+    raises HTTPError 502 naming the target."""
     where = describe_target(settings)
     try:
         if settings.unix_target:
@@ -1664,7 +1915,22 @@ def connect_target(settings):
     except OSError as exc:
         raise HTTPError(502, 'cannot connect to target %s: %s'
                         % (where, exc.strerror or exc)) from None
+    if tls_context is not None:
+        sock = start_target_tls(sock, tls_context, settings.target_host, where)
     return sock, where
+
+
+def start_target_tls(sock, context, host, where):
+    """Wrap a connected target socket in TLS, SNI and name check with host.
+
+    The handshake runs here, before the relay: a TLS 1.3 server that waits for
+    the client to speak first would otherwise wait forever for a pump that only
+    writes what the WebSocket client sends."""
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        return context.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:   # the ssl module closed the socket
+        raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
 
 
 ################################################################################
@@ -1684,6 +1950,13 @@ def _printable(text, limit=200):
     """A client-supplied string made safe for one log line."""
     text = text[:limit]
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
+
+
+def _tls_summary(sock):
+    """'TLSv1.3', plus the common name of a verified client certificate."""
+    names = [value for rdn in (sock.getpeercert() or {}).get('subject', ())
+             for key, value in rdn if key == 'commonName']
+    return sock.version() + (', client %s' % _printable(names[0]) if names else '')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1710,6 +1983,20 @@ class Settings:
     #: Absolute path of the --web directory, or None.
     web: str = None
     web_listing: bool = False
+    #: Absolute path of the certificate (may hold the key too); None: no TLS.
+    cert: str = None
+    #: True when --cert or --key was given: a missing file is then an error, not "TLS off".
+    cert_given: bool = False
+    key: str = None
+    key_password: str = dataclasses.field(default=None, repr=False)
+    ssl_only: bool = False
+    verify_client: bool = False
+    cafile: str = None
+    ssl_version: str = 'default'
+    ssl_ciphers: str = None
+    ssl_target: bool = False
+    ssl_target_cafile: str = None
+    ssl_target_insecure: bool = False
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -1743,16 +2030,14 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         if first is None:
             logger.debug('%s: closed before sending anything', self.log_prefix)
             return
-        if first in (b'\x16', b'\x80'):
-            logger.info('%s: TLS handshake refused: TLS (wss://) is not supported yet',
-                        self.log_prefix)
-            return
         self.deadline = start + settings.handshake_timeout
         if first == FLASH_POLICY_REQUEST[:1]:
             self._serve_flash_policy()
             return
         if self.server.is_tcp:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if first in TLS_FIRST_BYTES and not self._start_tls(self.deadline):
+            return
         request = None
         try:
             head = self.conn.read_head(self.deadline)
@@ -1760,12 +2045,35 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                 logger.debug('%s: closed during the request head', self.log_prefix)
                 return
             request = parse_request(head)
+            if self.server.tls.tls_only and not self.conn.secure:
+                raise HTTPError(403, 'this port accepts TLS connections only: '
+                                     'use wss:// or https://')
             self._serve_request(request)
         except HTTPError as exc:
             self._refuse(request, exc)
         except (ConnectionError, socket.timeout) as exc:
             logger.info('%s: connection lost during the handshake: %s',
                         self.log_prefix, type(exc).__name__)
+        except ssl.SSLError as exc:
+            logger.info('%s: TLS error during the handshake: %s',
+                        self.log_prefix, tls_error_text(exc))
+
+    def _start_tls(self, deadline):
+        """Wrap the client socket in TLS; False (and one log line) if that fails."""
+        context = self.server.tls.context()
+        if context is None:
+            logger.info('%s: TLS handshake refused: no certificate loaded (%s)',
+                        self.log_prefix, self.server.settings.cert or 'no --cert')
+            return False
+        try:
+            self.conn.start_tls(context, deadline)
+        except (OSError, ValueError) as exc:
+            logger.info('%s: TLS handshake failed: %s', self.log_prefix, tls_error_text(exc))
+            return False
+        self.request = self.conn.sock
+        logger.debug('%s: TLS %s, %s', self.log_prefix, self.request.version(),
+                     self.request.cipher()[0])
+        return True
 
     def _serve_request(self, request):
         settings = self.server.settings
@@ -1788,7 +2096,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             return
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
-        target, where = connect_target(settings)
+        target, where = connect_target(settings, self.server.target_tls)
         try:
             self.conn.send_all(hybi_response(key, protocol))
             if protocol == 'base64':
@@ -1815,7 +2123,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             answer = hixie76_answer(key1, key2, key3)
         protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
                                   else 'websocket-protocol')
-        target, where = connect_target(self.server.settings)
+        target, where = connect_target(self.server.settings, self.server.target_tls)
         try:
             self.conn.send_all(hixie_response(kind, request, self.conn.secure, answer))
             self._relay(request, target, where, HixieCodec(kind), protocol)
@@ -1852,9 +2160,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         server = self.server
         settings = server.settings
         path = _printable(request.target)
-        logger.info('%s: session open: path %s, target %s, %s/%s%s', self.log_prefix, path,
+        logger.info('%s: session open: path %s, target %s, %s/%s%s%s', self.log_prefix, path,
                     where, codec.family, codec.mode,
-                    ', protocol %s' % _printable(protocol) if protocol else '')
+                    ', protocol %s' % _printable(protocol) if protocol else '',
+                    ', ' + _tls_summary(self.request) if self.conn.secure else '')
         pump = Pump(self.request, target, codec, initial=self.conn.extra,
                     heartbeat=settings.heartbeat, wake_fd=server.wake_fd,
                     traffic=settings.traffic)
@@ -1897,6 +2206,10 @@ class _ServerMixin:
 
     def _setup(self, settings):
         self.settings = settings
+        #: Client SSLContext for --ssl-target, else None.
+        self.target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+        #: TLS for clients (the context may be None: no certificate).
+        self.tls = ServerTLS(settings)
         self.ids = itertools.count(1)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -2039,11 +2352,7 @@ def describe_listener(server):
 #: Options of upstream websockify that later work will implement; until then
 #: giving one is a usage error, never a silent no-op.
 _NOT_YET = (
-    ('record', '--record'), ('daemon', '--daemon'), ('cert', '--cert'), ('key', '--key'),
-    ('key_password', '--key-password'), ('ssl_only', '--ssl-only'),
-    ('ssl_target', '--ssl-target'), ('verify_client', '--verify-client'),
-    ('cafile', '--cafile'), ('ssl_version', '--ssl-version'),
-    ('ssl_ciphers', '--ssl-ciphers'), ('web_auth', '--web-auth'),
+    ('record', '--record'), ('daemon', '--daemon'), ('web_auth', '--web-auth'),
     ('wrap_mode', '--wrap-mode'), ('target_config', '--target-config'),
     ('token_plugin', '--token-plugin'), ('token_source', '--token-source'),
     ('host_token', '--host-token'), ('auth_plugin', '--auth-plugin'),
@@ -2087,17 +2396,31 @@ def _build_parser():
       help='send a ping to the client every SECONDS')
     a('--text-frames', action='store_true',
       help='send target data in text frames (target data must be UTF-8)')
-    a('--cert', metavar='FILE', help='TLS certificate file (not supported yet)')
-    a('--key', metavar='FILE', help='TLS key file (not supported yet)')
-    a('--key-password', metavar='PASSWORD', help='TLS key password (not supported yet)')
-    a('--ssl-only', action='store_true', help='refuse unencrypted clients (not supported yet)')
-    a('--ssl-target', action='store_true', help='connect to the target with TLS '
-                                                 '(not supported yet)')
-    a('--verify-client', action='store_true', help='require client certificates '
-                                                    '(not supported yet)')
-    a('--cafile', metavar='FILE', help='CAs for client certificates (not supported yet)')
-    a('--ssl-version', metavar='VERSION', help='minimum TLS version (not supported yet)')
-    a('--ssl-ciphers', metavar='CIPHERS', help='TLS cipher list (not supported yet)')
+    a('--cert', metavar='FILE',
+      help='TLS certificate (PEM, may hold the key too) for wss:// on the same port; '
+           'default self.pem in the working directory, TLS off if it is missing')
+    a('--key', metavar='FILE', help='TLS private key (PEM) if not in the --cert file')
+    a('--key-password', metavar='PASSWORD',
+      help='password of an encrypted key (visible in ps: prefer the next two)')
+    a('--key-password-file', metavar='FILE', help='read the key password from FILE')
+    a('--key-password-env', metavar='VAR',
+      help='read the key password from environment variable VAR')
+    a('--ssl-only', action='store_true',
+      help='refuse unencrypted connections (they get a 403 answer)')
+    a('--verify-client', action='store_true',
+      help='require a client certificate signed by --cafile (implies --ssl-only)')
+    a('--cafile', metavar='FILE',
+      help='CA certificates for --verify-client (default: the system CAs)')
+    a('--ssl-version', choices=tuple(TLS_MIN_VERSIONS), default='default',
+      help='lowest TLS version accepted from clients (default: TLS 1.2 on current systems)')
+    a('--ssl-ciphers', metavar='CIPHERS',
+      help='OpenSSL cipher list for TLS 1.2 and below')
+    a('--ssl-target', action='store_true',
+      help='connect to the target with TLS, verifying its certificate and name')
+    a('--ssl-target-cafile', metavar='FILE',
+      help='CA certificates that sign the target\'s certificate (instead of the system CAs)')
+    a('--ssl-target-insecure', action='store_true',
+      help='do not verify the target\'s certificate (self-signed appliances)')
     a('--unix-listen', metavar='FILE', help='listen on a Unix socket instead of a port')
     a('--unix-listen-mode', metavar='OCTAL', default='600',
       help='permissions of the --unix-listen socket (default 600)')
@@ -2143,6 +2466,27 @@ def _split_hostport(parser, text, what):
     except ValueError:
         parser.error('invalid %s port in %r' % (what, text))
     return host, port
+
+
+def _key_password(parser, opts):
+    """The key password from --key-password, --key-password-file or --key-password-env."""
+    given = [flag for flag in ('key_password', 'key_password_file', 'key_password_env')
+             if getattr(opts, flag) is not None]
+    if len(given) > 1:
+        parser.error('give only one of --key-password, --key-password-file, --key-password-env')
+    if opts.key_password_env is not None:
+        if opts.key_password_env not in os.environ:
+            parser.error('--key-password-env: the environment has no %s'
+                         % opts.key_password_env)
+        return os.environ[opts.key_password_env]
+    if opts.key_password_file is not None:
+        try:
+            with open(opts.key_password_file, encoding='utf-8') as f:
+                return f.readline().rstrip('\r\n')
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error('--key-password-file: cannot read %s: %s'
+                         % (opts.key_password_file, getattr(exc, 'strerror', None) or exc))
+    return opts.key_password
 
 
 def parse_args(argv):
@@ -2195,6 +2539,20 @@ def parse_args(argv):
         parser.error('--web-listing needs --web DIR')
     if opts.web_listing and opts.file_only:
         parser.error('--file-only and --web-listing contradict each other')
+    key_password = _key_password(parser, opts)
+    if opts.cafile and not opts.verify_client:
+        parser.error('--cafile is only used with --verify-client')
+    for flag in ('ssl_target_cafile', 'ssl_target_insecure'):
+        if getattr(opts, flag) and not opts.ssl_target:
+            parser.error('--%s needs --ssl-target' % flag.replace('_', '-'))
+    if opts.ssl_target_cafile and opts.ssl_target_insecure:
+        parser.error('--ssl-target-cafile and --ssl-target-insecure exclude each other')
+    if opts.ssl_target and opts.unix_target and not opts.ssl_target_insecure:
+        parser.error('--ssl-target to a --unix-target has no host name to verify: '
+                     'add --ssl-target-insecure')
+
+    def absolute(path):
+        return os.path.abspath(path) if path else None
     return Settings(
         listen_host=listen_host, listen_port=listen_port, unix_listen=opts.unix_listen,
         unix_listen_mode=mode, inetd=opts.inetd, prefer_ipv6=opts.prefer_ipv6,
@@ -2202,7 +2560,14 @@ def parse_args(argv):
         verbose=opts.verbose, traffic=opts.traffic, run_once=opts.run_once,
         timeout=opts.timeout, idle_timeout=opts.idle_timeout, heartbeat=opts.heartbeat,
         handshake_timeout=opts.handshake_timeout, text_frames=opts.text_frames,
-        log_file=opts.log_file, web=web, web_listing=opts.web_listing)
+        log_file=opts.log_file, web=web, web_listing=opts.web_listing,
+        cert=absolute(opts.cert or 'self.pem'),
+        cert_given=opts.cert is not None or opts.key is not None, key=absolute(opts.key),
+        key_password=key_password,
+        ssl_only=opts.ssl_only, verify_client=opts.verify_client, cafile=absolute(opts.cafile),
+        ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
+        ssl_target_cafile=absolute(opts.ssl_target_cafile),
+        ssl_target_insecure=opts.ssl_target_insecure)
 
 
 def _configure_logging(settings):
@@ -2246,13 +2611,19 @@ def main(argv=None):
     _configure_logging(settings)
     try:
         server = make_server(settings)
+    except UsageError as exc:
+        sys.stderr.write('websockify.py: error: %s\n' % exc)
+        if settings.log_file:
+            logger.error('%s', exc)
+        return 2
     except OSError as exc:
         where = settings.unix_listen or format_address(settings.listen_host or '*',
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
-    logger.info('websockify.py %s listening on %s, relaying to %s', __version__,
-                describe_listener(server), describe_target(settings))
+    logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
+                describe_listener(server), describe_target(settings),
+                ' over TLS' if settings.ssl_target else '')
     if settings.web:
         logger.info('serving files from %s%s', settings.web,
                     ' (with directory listings)' if settings.web_listing else '')
