@@ -1259,10 +1259,14 @@ class ProgramWrapper:
         self.stopping = False
         #: The status websockify exits with under --wrap-mode=exit, once known.
         self.exit_status = None
-        self._dir = tempfile.mkdtemp(prefix='websockify-wrap-')
-        self._report_path = os.path.join(self._dir, 'ports')
-        self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._reports.bind(self._report_path)
+        try:
+            self._dir = tempfile.mkdtemp(prefix='websockify-wrap-')
+            self._report_path = os.path.join(self._dir, 'ports')
+            self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._reports.bind(self._report_path)
+        except OSError as exc:
+            raise WrapError('cannot create the socket rebind.so reports to: %s'
+                            % (exc.strerror or exc)) from None
 
     def start(self):
         """Start the program (WrapError if it cannot run) and the threads watching it."""
@@ -2084,20 +2088,23 @@ def main(argv=None):
     wrapper = None
     pid_written = False
     try:
-        try:
-            if settings.pid_file:
+        failure = None
+        if settings.pid_file:
+            try:
                 _write_pid_file(settings.pid_file)
                 pid_written = True
-            if rebind:
+            except OSError as exc:
+                failure = 'cannot write the pid file %s: %s' % (settings.pid_file,
+                                                                exc.strerror or exc)
+        if rebind and failure is None:
+            try:
                 wrapper = ProgramWrapper(settings, rebind, server.stop_event.set)
                 server.wrapper = wrapper
                 wrapper.start()
-        except (OSError, WrapError) as exc:
-            if isinstance(exc, WrapError):
-                logger.error('%s', exc)
-            else:
-                logger.error('cannot write the pid file %s: %s', settings.pid_file,
-                             exc.strerror or exc)
+            except WrapError as exc:
+                failure = str(exc)
+        if failure is not None:
+            logger.error('%s', failure)
             server.server_close()
             return 1
         logger.info('websockify.py %s listening on %s, relaying to %s', __version__,
