@@ -183,6 +183,8 @@ class Run:
 
     def __init__(self, test, args, env=None, script=WEBSOCKIFY, cwd=None):
         self.test = test
+        # faulthandler: a websockify that hangs dumps its threads on SIGABRT (stop()).
+        env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
         self.proc = subprocess.Popen([sys.executable, script] + list(args),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env, cwd=cwd)
@@ -226,6 +228,16 @@ class Run:
             while not self.eof and time.monotonic() < end:
                 self.cond.wait(end - time.monotonic())
             return self.eof
+
+    def stop(self, signum=signal.SIGTERM):
+        """Send signum and return the exit status; fail with the log if it hangs."""
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.wait_eof(5.0)
+            self.test.fail('websockify did not stop on signal %d:\n%s' % (signum, self.text()))
 
     def pgids(self):
         """Process groups websockify started (one per run of the program)."""
@@ -377,8 +389,7 @@ class WrapModeTest(WrapTestBase):
         relay_checksummed(self, port, 65536)
         self.assertIsNone(run.proc.poll())
         pgid = run.pgids()[0]
-        run.proc.send_signal(signal.SIGTERM)
-        self.assertEqual(run.proc.wait(WAIT), 0)
+        self.assertEqual(run.stop(), 0)
         wait_group_gone(self, pgid)
 
     def test_respawn_restarts_after_each_session(self):
@@ -415,8 +426,7 @@ class WrapLifetimeTest(WrapTestBase):
         relay_checksummed(self, port, 4096)
         pgid = run.pgids()[0]
         os.killpg(pgid, 0)                                 # the group exists
-        run.proc.send_signal(signal.SIGTERM)
-        self.assertEqual(run.proc.wait(WAIT), 0)
+        self.assertEqual(run.stop(), 0)
         wait_group_gone(self, pgid)
         self.assertIn('SIGKILL', run.text())               # the child ignored SIGTERM
 
@@ -602,8 +612,7 @@ class TelnetdTest(WrapTestBase):
             self.assertIn(b'login:', seen)
             run.wait_log(r'session closed', count=n)
         self.assertGreaterEqual(len(run.pgids()), 2)      # respawned after the first
-        run.proc.send_signal(signal.SIGTERM)
-        self.assertEqual(run.proc.wait(WAIT), 0)
+        self.assertEqual(run.stop(), 0)
 
 
 if __name__ == '__main__':
