@@ -218,8 +218,8 @@ class Run:
                     return found[count - 1]
                 left = end - time.monotonic()
                 if left <= 0 or self.eof:
-                    self.test.fail('no %r in the log (%s):\n%s'
-                                   % (pattern, 'EOF' if self.eof else 'timeout', ''.join(self.lines)))
+                    self.test.fail('no %r in the log (%s):\n%s' % (
+                        pattern, 'EOF' if self.eof else 'timeout', ''.join(self.lines)))
                 self.cond.wait(left)
 
     def wait_eof(self, timeout=WAIT):

@@ -79,6 +79,10 @@ CONNECT_TIMEOUT = 10.0
 THREAD_STACK_SIZE = 512 * 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
+#: Longest sleep of the main thread: the kernel may hand SIGTERM to another thread
+#: (measured: often one in fork or waitpid, as the wrapped-program watcher is), and
+#: Python runs the handler only once the main thread wakes up.
+MAIN_WAKE_INTERVAL = 0.5
 #: Seconds a session waits for a wrapped program to accept: it may be starting,
 #: restarting or still binding; telnetd-style programs restart after every session.
 WRAP_CONNECT_WAIT = 15.0
@@ -1980,8 +1984,8 @@ def _wait_for_stop(server, settings):
                 logger.info('--idle-timeout %g reached without a session', settings.idle_timeout)
                 return
             deadlines.append(last + settings.idle_timeout if not active else now + 1.0)
-        wait = max(0.01, min(deadlines) - now) if deadlines else None
-        server.stop_event.wait(wait)
+        wait = max(0.01, min(deadlines) - now) if deadlines else MAIN_WAKE_INTERVAL
+        server.stop_event.wait(min(wait, MAIN_WAKE_INTERVAL))
 
 
 def _daemonize():
