@@ -48,6 +48,8 @@ ls = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SO
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind((host, port))
 ls.listen(8)
+sys.stderr.write('program %s listening\n' % mode)
+sys.stderr.flush()
 
 def echo(c):
     with c:
@@ -352,6 +354,7 @@ class WrapRelayTest(WrapTestBase):
 
     def check_relay(self, host):
         run, port = self.wrap([], [host, 'serve'])
+        run.wait_log(r'^program serve listening')        # its output passes through
         relay_checksummed(self, port)
         self.assertIn('session closed', run.wait_log(r'session closed.*program').group(0))
 
@@ -459,7 +462,9 @@ class WrapLifetimeTest(WrapTestBase):
         self.assertNotEqual(os.getsid(pid), pid)           # which it does not lead
         relay_checksummed(self, port, 65536)
         with open(log_file) as f:
-            pgid = int(re.search(r'started \S+ \(pid (\d+)\)', f.read()).group(1))
+            log = f.read()
+        pgid = int(re.search(r'started \S+ \(pid (\d+)\)', log).group(1))
+        self.assertIn('program serve listening', log)     # its output goes to the log
         os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + WAIT
         while os.path.exists(pid_file) and time.monotonic() < end:
