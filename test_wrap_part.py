@@ -248,12 +248,17 @@ class Run:
             return [int(m.group(1)) for m in map(regex.search, self.lines) if m]
 
     def cleanup(self):
+        """After a failed test: stop websockify, and its programs if it could not."""
         if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(WAIT)
-        for pgid in self.pgids():
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(WAIT)
+                for pgid in self.pgids():
+                    with contextlib.suppress(OSError):
+                        os.killpg(pgid, signal.SIGKILL)
         if self.wait_eof(5.0):
             self.proc.stderr.close()
 
@@ -456,8 +461,7 @@ class WrapLifetimeTest(WrapTestBase):
         self.assertEqual(fg.returncode, 0, fg.stderr)
         with open(pid_file) as f:
             pid = int(f.read())
-        self.addCleanup(lambda: os.kill(pid, signal.SIGKILL)
-                        if os.path.exists(pid_file) else None)
+        self.addCleanup(self.stop_daemon, pid, pid_file, log_file)
         self.assertNotEqual(os.getsid(pid), os.getsid(0))  # a session of its own,
         self.assertNotEqual(os.getsid(pid), pid)           # which it does not lead
         relay_checksummed(self, port, 65536)
@@ -473,6 +477,22 @@ class WrapLifetimeTest(WrapTestBase):
         wait_group_gone(self, pgid)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(('127.0.0.1', port), WAIT).close()
+
+    def stop_daemon(self, pid, pid_file, log_file):
+        """Cleanup after a failure: SIGTERM the daemon (it stops its program), then kill."""
+        if not os.path.exists(pid_file):
+            return                          # it stopped, and stopped its program
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + WAIT
+        while os.path.exists(pid_file) and time.monotonic() < end:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with open(log_file) as f:
+            for pgid in re.findall(r'started \S+ \(pid (\d+)\)', f.read()):
+                with contextlib.suppress(OSError):
+                    os.killpg(int(pgid), signal.SIGKILL)
 
     def test_daemon_errors_reach_the_terminal(self):
         port = free_port()
