@@ -17,7 +17,10 @@ APT_PACKAGES := chromium telnetd-ssl socat openssl
 
 .PHONY: all test test-deps unit node-test floor lint demo bench clean
 
-all:
+all: rebind.so
+
+rebind.so: rebind.c
+	$(CC) $(CFLAGS) -shared -fPIC -o rebind.so rebind.c -ldl
 
 # -- test dependencies, each behind a stamp so that they install once --------
 $(VENV)/.stamp:

@@ -4,10 +4,13 @@
     python3 websockify.py [options] [source_addr:]source_port target_addr:target_port
     python3 websockify.py [options] --unix-target FILE [source_addr:]source_port
     python3 websockify.py [options] --unix-listen FILE target_addr:target_port
+    python3 websockify.py [options] [source_addr:]source_port -- PROGRAM ARGS
 
 A browser opens a WebSocket to this server; every byte it sends reaches the TCP (or
 Unix socket) target, and every byte the target sends comes back in WebSocket frames.
 The command line is that of websockify 0.13, so this file is a drop-in replacement.
+With `-- PROGRAM ARGS` it runs PROGRAM with rebind.so preloaded (see rebind.c), which
+moves PROGRAM's listening port to loopback, and relays to it (section Program wrapping).
 
 Specifications:
     RFC 6455 (HyBi 13; drafts 07/08 frame the same way)
@@ -20,6 +23,7 @@ Specifications:
 """
 
 import argparse
+import atexit
 import base64
 import binascii
 import codecs
@@ -32,13 +36,16 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import socketserver
 import ssl
 import stat
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -100,6 +107,27 @@ TLS_FIRST_BYTES = (b'\x16', b'\x80')
 #: Pythons); OpenSSL 3 refuses TLS 1.1 at its default security level anyway.
 TLS_MIN_VERSIONS = {'default': None, 'tlsv1_1': 'TLSv1_1', 'tlsv1_2': 'TLSv1_2',
                     'tlsv1_3': 'TLSv1_3'}
+#: Longest sleep of the main thread: the kernel may hand SIGTERM to another thread
+#: (measured: often one in fork or waitpid, as the wrapped-program watcher is), and
+#: Python runs the handler only once the main thread wakes up.
+MAIN_WAKE_INTERVAL = 0.5
+#: Seconds a session waits for a wrapped program to accept: it may be starting,
+#: restarting or still binding; telnetd-style programs restart after every session.
+WRAP_CONNECT_WAIT = 15.0
+#: Seconds between connection attempts while a wrapped program's port refuses.
+WRAP_RETRY = 0.05
+#: A respawned program that exits within this many seconds of starting, without
+#: having accepted a session, failed to start (see ProgramWrapper).
+RESPAWN_QUICK_EXIT = 3.0
+#: First and longest delay before restarting a program that keeps failing to start.
+RESPAWN_FIRST_DELAY = 0.5
+RESPAWN_MAX_DELAY = 30.0
+#: Seconds a wrapped program's process group has between SIGTERM and SIGKILL.
+WRAP_KILL_GRACE = 3.0
+#: Seconds allowed to compile rebind.so on the fly.
+REBIND_BUILD_TIMEOUT = 60.0
+#: Seconds the foreground process of -D waits for the daemon to report that it serves.
+DAEMON_READY_TIMEOUT = 30.0
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
 #: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
@@ -134,6 +162,10 @@ class ProtocolError(Exception):
 
 class UsageError(Exception):
     """A command line that cannot work; main() prints it and exits 2."""
+
+
+class WrapError(Exception):
+    """The wrapped program cannot be run (no rebind.so, no such program); main() exits 1."""
 
 
 ################################################################################
@@ -1889,14 +1921,25 @@ def serve_web(conn, request, root, listing):
 
 def describe_target(settings):
     """The fixed target as a log string."""
+    if settings.wrap_cmd:
+        return 'program %s (its port %d moved to loopback)' % (
+            _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
     if settings.unix_target:
         return 'unix:' + settings.unix_target
     return format_address(settings.target_host, settings.target_port)
 
 
-def connect_target(settings, tls_context=None):
+def connect_target(settings, tls_context=None, wrapper=None):
     """Open the session's target socket (TLS with tls_context, for --ssl-target);
-    raises HTTPError 502 naming the target."""
+    raises HTTPError 502 naming the target.
+
+    The target of a wrapped program is a loopback port that its rebind.so
+    reported to `wrapper` (a ProgramWrapper)."""
+    if settings.wrap_cmd:
+        sock, where = _connect_wrapped(settings, wrapper)
+        if tls_context is not None:
+            sock = start_target_tls(sock, tls_context, None, where)
+        return sock, where
     where = describe_target(settings)
     try:
         if settings.unix_target:
@@ -1931,6 +1974,398 @@ def start_target_tls(sock, context, host, where):
         return context.wrap_socket(sock, server_hostname=host)
     except (OSError, ValueError) as exc:   # the ssl module closed the socket
         raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
+def _connect_wrapped(settings, wrapper):
+    """Connect to any listener the wrapped program reported, newest first.
+
+    While none accepts (the program is starting, restarting, or serving its one
+    connection), wait for a new report or retry, for up to WRAP_CONNECT_WAIT s."""
+    name = os.path.basename(settings.wrap_cmd[0])
+    if wrapper is None:
+        raise HTTPError(502, 'wrapped program %s is not running' % name)
+    deadline = time.monotonic() + WRAP_CONNECT_WAIT
+    version, listeners = wrapper.listeners()
+    problem = 'it has not bound port %d yet' % settings.listen_port
+    while True:
+        for host, port in listeners:
+            remaining = deadline - time.monotonic()
+            try:
+                sock = socket.create_connection((host, port),
+                                                max(0.5, min(CONNECT_TIMEOUT, remaining)))
+            except OSError as exc:
+                problem = '%s: %s' % (format_address(host, port), exc.strerror or exc)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            wrapper.session_connected()
+            return sock, 'program %s at %s' % (_printable(name), format_address(host, port))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or wrapper.stopping:
+            raise HTTPError(502, 'wrapped program %s is not accepting connections: %s'
+                            % (_printable(name), problem))
+        version, listeners = wrapper.wait_listeners(
+            version, min(remaining, WRAP_RETRY) if listeners else remaining)
+
+
+################################################################################
+# Program wrapping
+################################################################################
+#
+# `websockify.py PORT -- PROGRAM ARGS`: websockify listens on PORT itself and
+# runs PROGRAM in a process group of its own with rebind.so preloaded. When
+# PROGRAM, or anything it starts, binds a TCP socket to PORT, rebind.so binds it
+# to loopback on a port the kernel picks and sends that port to a Unix datagram
+# socket in a private (0700) directory; the reader thread here records it, and
+# `_connect_wrapped` (Targets) connects each session to any recorded port that
+# accepts. A program binding IPv4 and IPv6 reports two ports.
+#
+# When PROGRAM exits, --wrap-mode decides:
+#   exit     websockify stops and exits with PROGRAM's status (128+N for signal N).
+#   ignore   websockify keeps serving, for programs that daemonize (vncserver):
+#            the ports their daemon reported stay valid.
+#   respawn  PROGRAM starts again. A run that served a session or lasted
+#            RESPAWN_QUICK_EXIT seconds restarts at once, however often (telnetd
+#            exits after every connection). A run that ended sooner without a
+#            session failed to start: from the second such failure in a row the
+#            restart waits RESPAWN_FIRST_DELAY seconds, doubling up to
+#            RESPAWN_MAX_DELAY, with one warning, until a run succeeds. Sessions
+#            arriving meanwhile wait for the new run, up to WRAP_CONNECT_WAIT s.
+# Whenever websockify stops (signal, error, --timeout, exit mode), every process
+# group it started gets SIGTERM, then SIGKILL after WRAP_KILL_GRACE seconds.
+
+#: Environment variable naming rebind.so when --rebind is not given.
+REBIND_ENV = 'WEBSOCKIFY_REBIND'
+
+_REPORT = re.compile(rb'rebind ([46]) (\d{1,5}) (\d{1,10})\Z')
+
+
+def find_rebind(given=None):
+    """Path of rebind.so: `given` (--rebind), else $WEBSOCKIFY_REBIND, else next to
+    this file, else built there from rebind.c; raises WrapError saying what to do."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    named = given or os.environ.get(REBIND_ENV)
+    if named:
+        origin = '--rebind' if given else '$' + REBIND_ENV
+        path = os.path.abspath(named)
+        if not os.path.isfile(path):
+            raise WrapError('rebind.so not found at %s (from %s): build it with `make` in %s, '
+                            'or fix the path' % (path, origin, here))
+    else:
+        path = os.path.join(here, 'rebind.so')
+        if not os.path.isfile(path):
+            path = _build_rebind(here)
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise WrapError('cannot read %s: %s' % (path, exc.strerror or exc)) from None
+    if magic != b'\x7fELF':
+        raise WrapError('%s is not a shared library: rebuild it with `make` in %s'
+                        % (path, here))
+    if ':' in path or ' ' in path:
+        raise WrapError('LD_PRELOAD cannot name %r (it contains a space or colon): '
+                        'copy rebind.so elsewhere and give --rebind PATH' % path)
+    return path
+
+
+def _build_rebind(here):
+    """Compile rebind.c next to this file (or in a temporary directory) and return the path."""
+    source = os.path.join(here, 'rebind.c')
+    compiler = shutil.which('cc') or shutil.which('gcc')
+    if not os.path.isfile(source) or not compiler:
+        raise WrapError('rebind.so not found in %s, and it cannot be built here (%s): run '
+                        '`make` in %s, or give --rebind PATH or $%s'
+                        % (here, 'no rebind.c' if compiler else 'no C compiler', here,
+                           REBIND_ENV))
+    out_dir = here
+    if not os.access(here, os.W_OK):
+        out_dir = tempfile.mkdtemp(prefix='websockify-rebind-')
+        atexit.register(shutil.rmtree, out_dir, True)
+    partial = os.path.join(out_dir, '.rebind.so.%d' % os.getpid())
+    try:
+        result = subprocess.run(
+            [compiler, '-O2', '-shared', '-fPIC', '-o', partial, source, '-ldl'],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=REBIND_BUILD_TIMEOUT)
+        failure = None if result.returncode == 0 else (
+            result.stdout.decode('utf-8', 'replace').strip().splitlines() or ['?'])[-1]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        failure = str(exc)
+    if failure is not None:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        raise WrapError('rebind.so not found and building it failed (%s): run `make` in %s'
+                        % (failure, here))
+    path = os.path.join(out_dir, 'rebind.so')
+    os.replace(partial, path)
+    logger.info('built %s from rebind.c with %s', path, compiler)
+    return path
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_groups(groups, signum):
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signum)
+        except OSError:
+            pass
+
+
+def _describe_status(status):
+    if status < 0:
+        try:
+            return 'was killed by %s' % signal.Signals(-status).name
+        except ValueError:
+            return 'was killed by signal %d' % -status
+    return 'exited with status %d' % status
+
+
+class ProgramWrapper:
+    """Runs the wrapped program, records the ports rebind.so reports, applies --wrap-mode.
+
+    Created by main(); the handler threads call listeners(), wait_listeners() and
+    session_connected() (through connect_target)."""
+
+    def __init__(self, settings, rebind, on_exit):
+        self.settings = settings
+        self.rebind = rebind
+        self.name = _printable(os.path.basename(settings.wrap_cmd[0]))
+        #: Called from the watcher thread when --wrap-mode=exit ends websockify.
+        self._on_exit = on_exit
+        self._cond = threading.Condition()
+        #: (host, port) of the listeners reported, newest first.
+        self._listeners = []
+        #: Bumped whenever _listeners or the program's state changes.
+        self._version = 0
+        self._proc = None
+        self._started = 0.0
+        #: True once a session connected to the current run.
+        self._served = False
+        self._quick_failures = 0
+        self._backoff_logged = False
+        #: Process groups started that may still have members.
+        self._groups = set()
+        self._stop = threading.Event()
+        self._watcher = None
+        self._reader = None
+        #: Set by stop(); sessions stop waiting for the program.
+        self.stopping = False
+        #: The status websockify exits with under --wrap-mode=exit, once known.
+        self.exit_status = None
+        try:
+            self._dir = tempfile.mkdtemp(prefix='websockify-wrap-')
+            self._report_path = os.path.join(self._dir, 'ports')
+            self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._reports.bind(self._report_path)
+        except OSError as exc:
+            raise WrapError('cannot create the socket rebind.so reports to: %s'
+                            % (exc.strerror or exc)) from None
+
+    def start(self):
+        """Start the program (WrapError if it cannot run) and the threads watching it."""
+        with self._cond:
+            self._spawn()
+        self._reader = threading.Thread(target=self._read_reports, name='rebind-reports',
+                                        daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name='wrapped-program',
+                                         daemon=True)
+        self._reader.start()
+        self._watcher.start()
+
+    def _spawn(self):
+        """Start one run of the program; called with self._cond held."""
+        settings = self.settings
+        env = dict(os.environ)
+        preload = env.get('LD_PRELOAD')
+        env['LD_PRELOAD'] = self.rebind + (':' + preload if preload else '')
+        env['WEBSOCKIFY_WRAP_PORT'] = str(settings.listen_port)
+        env['WEBSOCKIFY_WRAP_REPORT'] = self._report_path
+        if settings.verbose:
+            env['WEBSOCKIFY_WRAP_DEBUG'] = '1'
+        out = None
+        try:
+            if settings.log_file:
+                out = open(settings.log_file, 'ab')
+            elif settings.daemon:
+                out = subprocess.DEVNULL
+            # start_new_session: a process group of its own (and no terminal), so
+            # that stop() can signal everything the program started.
+            proc = subprocess.Popen(list(settings.wrap_cmd), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, start_new_session=True)
+        except OSError as exc:
+            raise WrapError('cannot run %s: %s' % (_printable(settings.wrap_cmd[0]),
+                                                   exc.strerror or exc)) from None
+        finally:
+            if out not in (None, subprocess.DEVNULL):
+                out.close()
+        self._groups = {g for g in self._groups if _group_alive(g)}
+        self._groups.add(proc.pid)
+        self._proc = proc
+        self._started = time.monotonic()
+        self._served = False
+        self._version += 1
+        self._cond.notify_all()
+        logger.info('started %s (pid %d), its port %d moved to loopback', self.name,
+                    proc.pid, settings.listen_port)
+
+    # -- what sessions use ------------------------------------------------------------
+
+    def listeners(self):
+        """(version, [(host, port), ...]) of the reported listeners, newest first."""
+        with self._cond:
+            return self._version, list(self._listeners)
+
+    def wait_listeners(self, version, timeout):
+        """Wait up to timeout s for a change after `version`; return listeners()."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version != version, timeout)
+            return self._version, list(self._listeners)
+
+    def session_connected(self):
+        """A session reached the program: this run works, whenever it exits."""
+        with self._cond:
+            self._served = True
+
+    # -- threads ----------------------------------------------------------------------
+
+    def _read_reports(self):
+        while True:
+            try:
+                data = self._reports.recv(256)
+            except OSError:
+                return
+            if self.stopping:
+                return
+            match = _REPORT.match(data)
+            port = int(match.group(2)) if match else 0
+            if not 0 < port < 65536:
+                logger.warning('ignoring a malformed report from rebind.so: %r', data[:80])
+                continue
+            host = '::1' if match.group(1) == b'6' else '127.0.0.1'
+            with self._cond:
+                if (host, port) in self._listeners:
+                    self._listeners.remove((host, port))
+                self._listeners.insert(0, (host, port))
+                del self._listeners[8:]
+                self._version += 1
+                self._cond.notify_all()
+            logger.info('%s (pid %s) listens on %s', self.name, match.group(3).decode(),
+                        format_address(host, port))
+
+    def _watch(self):
+        try:
+            self._watch_runs()
+        except Exception as exc:    # one guard for the thread
+            logger.error('watching %s failed: %s: %s', self.name, type(exc).__name__, exc,
+                         exc_info=logger.isEnabledFor(logging.DEBUG))
+
+    def _watch_runs(self):
+        mode = self.settings.wrap_mode
+        while True:
+            with self._cond:
+                proc = self._proc
+            status = proc.wait()
+            with self._cond:
+                ran = time.monotonic() - self._started
+                served = self._served
+                self._proc = None
+                if mode == 'respawn':
+                    self._listeners = []
+                self._version += 1
+                self._cond.notify_all()
+                if self.stopping:
+                    return
+            how = _describe_status(status)
+            if mode == 'exit':
+                logger.info('%s %s: stopping (--wrap-mode=exit)', self.name, how)
+                self.exit_status = 128 - status if status < 0 else status
+                self._on_exit()
+                return
+            if mode == 'ignore':
+                logger.info('%s %s: still serving (--wrap-mode=ignore)', self.name, how)
+                return
+            delay = self._respawn_delay(served, ran, how)
+            while True:
+                if self._stop.wait(delay):
+                    return
+                with self._cond:
+                    if self.stopping:
+                        return
+                    try:
+                        self._spawn()
+                        break
+                    except WrapError as exc:
+                        how = str(exc)
+                delay = self._respawn_delay(False, 0.0, how)
+
+    def _respawn_delay(self, served, ran, how):
+        """Seconds to wait before the next run (the rule in this section's comment)."""
+        if served or ran >= RESPAWN_QUICK_EXIT:
+            if self._backoff_logged:
+                logger.info('%s ran normally again: restarts are immediate again', self.name)
+            self._quick_failures = 0
+            self._backoff_logged = False
+            logger.info('%s %s: restarting (--wrap-mode=respawn)', self.name, how)
+            return 0
+        self._quick_failures += 1
+        if self._quick_failures < 2:
+            logger.info('%s %s after %.1f s without a session: restarting', self.name, how, ran)
+            return 0
+        delay = min(RESPAWN_MAX_DELAY,
+                    RESPAWN_FIRST_DELAY * 2 ** min(self._quick_failures - 2, 16))
+        if not self._backoff_logged:
+            self._backoff_logged = True
+            logger.warning('%s keeps failing within %g s of starting without a session (%s): '
+                           'restarting it with a back-off from %g s doubling up to %g s',
+                           self.name, RESPAWN_QUICK_EXIT, how, delay, RESPAWN_MAX_DELAY)
+        else:
+            logger.debug('%s %s: restarting in %g s', self.name, how, delay)
+        return delay
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def stop(self):
+        """Terminate every process group started: SIGTERM, then SIGKILL after a grace."""
+        with self._cond:
+            if self.stopping:
+                return
+            self.stopping = True
+            self._version += 1
+            self._cond.notify_all()
+            groups = set(self._groups)
+        self._stop.set()
+        deadline = time.monotonic() + WRAP_KILL_GRACE
+        _signal_groups(groups, signal.SIGTERM)
+        if self._watcher is not None:
+            self._watcher.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            groups = {g for g in groups if _group_alive(g)}
+            if not groups or time.monotonic() >= deadline:
+                break
+            time.sleep(WRAP_RETRY)
+        if groups:
+            logger.info('%s: process group(s) %s still alive after SIGTERM: SIGKILL', self.name,
+                        ', '.join(str(g) for g in sorted(groups)))
+            _signal_groups(groups, signal.SIGKILL)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
+                wake.sendto(b'', self._report_path)
+        except OSError:
+            pass
+        for thread in (self._watcher, self._reader):
+            if thread is not None:
+                thread.join(1.0)
+        self._reports.close()
+        shutil.rmtree(self._dir, True)
 
 
 ################################################################################
@@ -1997,6 +2432,12 @@ class Settings:
     ssl_target: bool = False
     ssl_target_cafile: str = None
     ssl_target_insecure: bool = False
+    #: The program to run and relay to (`-- PROGRAM ARGS`), else None.
+    wrap_cmd: tuple = None
+    wrap_mode: str = 'exit'
+    rebind: str = None
+    daemon: bool = False
+    pid_file: str = None
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -2096,7 +2537,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             return
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
-        target, where = connect_target(settings, self.server.target_tls)
+        target, where = connect_target(settings, self.server.target_tls,
+                                       self.server.wrapper)
         try:
             self.conn.send_all(hybi_response(key, protocol))
             if protocol == 'base64':
@@ -2123,7 +2565,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             answer = hixie76_answer(key1, key2, key3)
         protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
                                   else 'websocket-protocol')
-        target, where = connect_target(self.server.settings, self.server.target_tls)
+        target, where = connect_target(self.server.settings, self.server.target_tls,
+                                       self.server.wrapper)
         try:
             self.conn.send_all(hixie_response(kind, request, self.conn.secure, answer))
             self._relay(request, target, where, HixieCodec(kind), protocol)
@@ -2221,6 +2664,8 @@ class _ServerMixin:
         self.stop_event = threading.Event()
         # Every pump polls the read end; one byte written wakes them all to close.
         self.wake_fd, self._wake_w = os.pipe()
+        #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
+        self.wrapper = None
 
     def session_started(self):
         with self._lock:
@@ -2352,8 +2797,7 @@ def describe_listener(server):
 #: Options of upstream websockify that later work will implement; until then
 #: giving one is a usage error, never a silent no-op.
 _NOT_YET = (
-    ('record', '--record'), ('daemon', '--daemon'), ('web_auth', '--web-auth'),
-    ('wrap_mode', '--wrap-mode'), ('target_config', '--target-config'),
+    ('record', '--record'), ('web_auth', '--web-auth'), ('target_config', '--target-config'),
     ('token_plugin', '--token-plugin'), ('token_source', '--token-source'),
     ('host_token', '--host-token'), ('auth_plugin', '--auth-plugin'),
     ('auth_source', '--auth-source'), ('syslog', '--syslog'),
@@ -2384,7 +2828,9 @@ def _build_parser():
       help='print a marker per read/write: } client in, < client out, { target in, '
            '> target out, . partial send')
     a('--record', metavar='FILE', help='record sessions to FILE.N (not supported yet)')
-    a('-D', '--daemon', action='store_true', help='run in the background (not supported yet)')
+    a('-D', '--daemon', action='store_true',
+      help='run in the background once listening (errors before that reach the terminal)')
+    a('--pid-file', metavar='FILE', help='write the process id to FILE (removed at exit)')
     a('--run-once', action='store_true', help='exit after the first WebSocket session')
     a('--timeout', type=float, default=0, metavar='SECONDS',
       help='after SECONDS stop accepting connections and exit when no session is live')
@@ -2436,7 +2882,11 @@ def _build_parser():
     a('--file-only', action='store_true',
       help='no directory listings (accepted for compatibility: this is the default)')
     a('--wrap-mode', choices=('exit', 'ignore', 'respawn'),
-      help='what to do when a wrapped program exits (not supported yet)')
+      help='when the program of -- PROGRAM exits: exit (default) with its status, '
+           'ignore it and keep serving, or respawn it')
+    a('--rebind', metavar='PATH',
+      help='rebind.so for -- PROGRAM (default: $%s, else next to websockify.py, '
+           'else built from rebind.c)' % REBIND_ENV)
     a('-6', '--prefer-ipv6', action='store_true', help='prefer IPv6 when resolving source_addr')
     a('--libserver', action='store_true',
       help='accepted for compatibility: this server is always socketserver-based')
@@ -2502,7 +2952,16 @@ def parse_args(argv):
         if getattr(opts, dest) not in (None, False):
             parser.error('%s is not supported yet' % flag)
     if wrap is not None:
-        parser.error('wrapping a program (-- PROGRAM) is not supported yet')
+        if not wrap:
+            parser.error('-- must be followed by the PROGRAM to run (and its ARGS)')
+        if opts.unix_target:
+            parser.error('--unix-target and -- PROGRAM contradict each other: '
+                         'the wrapped program is the target')
+        if opts.unix_listen or opts.inetd:
+            parser.error('-- PROGRAM needs a listening port (the one PROGRAM binds), '
+                         'not --unix-listen or --inetd')
+    elif opts.wrap_mode or opts.rebind:
+        parser.error('--wrap-mode and --rebind only apply to -- PROGRAM ARGS')
     args = list(opts.addresses)
     try:
         mode = int(opts.unix_listen_mode, 8)
@@ -2513,8 +2972,15 @@ def parse_args(argv):
         if not args:
             parser.error('missing the listening [source_addr:]source_port')
         listen_host, listen_port = _split_hostport(parser, args.pop(0), 'listening')
+    if wrap is not None:
+        if args:
+            parser.error('a target (%r) and -- PROGRAM contradict each other: the wrapped '
+                         'program is the target' % args[0])
+        if not listen_port:
+            parser.error('-- PROGRAM needs a fixed listening port (the port PROGRAM binds), '
+                         'not 0')
     target_host = target_port = None
-    if not opts.unix_target:
+    if not opts.unix_target and wrap is None:
         if not args:
             parser.error('missing the target_addr:target_port')
         target = args.pop(0)
@@ -2550,6 +3016,9 @@ def parse_args(argv):
     if opts.ssl_target and opts.unix_target and not opts.ssl_target_insecure:
         parser.error('--ssl-target to a --unix-target has no host name to verify: '
                      'add --ssl-target-insecure')
+    if opts.ssl_target and wrap is not None and not opts.ssl_target_insecure:
+        parser.error('--ssl-target to a wrapped program has no host name to verify: '
+                     'add --ssl-target-insecure')
 
     def absolute(path):
         return os.path.abspath(path) if path else None
@@ -2567,7 +3036,10 @@ def parse_args(argv):
         ssl_only=opts.ssl_only, verify_client=opts.verify_client, cafile=absolute(opts.cafile),
         ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
         ssl_target_cafile=absolute(opts.ssl_target_cafile),
-        ssl_target_insecure=opts.ssl_target_insecure)
+        ssl_target_insecure=opts.ssl_target_insecure,
+        wrap_cmd=tuple(wrap) if wrap is not None else None,
+        wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
+        pid_file=opts.pid_file)
 
 
 def _configure_logging(settings):
@@ -2601,14 +3073,103 @@ def _wait_for_stop(server, settings):
                 logger.info('--idle-timeout %g reached without a session', settings.idle_timeout)
                 return
             deadlines.append(last + settings.idle_timeout if not active else now + 1.0)
-        wait = max(0.01, min(deadlines) - now) if deadlines else None
-        server.stop_event.wait(wait)
+        wait = max(0.01, min(deadlines) - now) if deadlines else MAIN_WAKE_INTERVAL
+        server.stop_event.wait(min(wait, MAIN_WAKE_INTERVAL))
+
+
+def _daemonize():
+    """Detach from the terminal: fork, new session, fork again, umask 022.
+
+    The foreground process waits for the daemon to call _finish_daemonizing()
+    and exits 0, or exits 1 if the daemon ends first (its errors reach the
+    terminal, which it keeps until then). No descriptor is closed blindly:
+    Python opens them close-on-exec. Returns the descriptor to report on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_fd, ready_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_fd)
+        ready = False
+        deadline = time.monotonic() + DAEMON_READY_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_fd], [], [], remaining)[0]:
+                sys.stderr.write('websockify.py: the daemon did not report within %g s\n'
+                                 % DAEMON_READY_TIMEOUT)
+                break
+            data = os.read(read_fd, 64)
+            if not data:
+                break
+            ready = ready or b'R' in data
+        os.waitpid(pid, 0)
+        os._exit(0 if ready else 1)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.umask(0o022)
+    return ready_fd
+
+
+def _finish_daemonizing(ready_fd):
+    """Give up the terminal (stdio to /dev/null), then release the foreground process."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.write(ready_fd, b'R')
+    os.close(ready_fd)
+
+
+def _write_pid_file(path):
+    with open(path, 'w') as f:
+        f.write('%d\n' % os.getpid())
+
+
+def _remove_pid_file(path):
+    """Remove the pid file if it still names this process."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _serve(server, settings):
+    """Serve until a signal, the wrapped program (exit mode) or a timeout stops us."""
+
+    def on_signal(signum, frame):
+        server.stop_event.set()
+
+    signals = [signal.SIGTERM, signal.SIGINT]
+    if settings.wrap_cmd:
+        signals.append(signal.SIGHUP)     # a closed terminal must not orphan the program
+    for sig in signals:
+        signal.signal(sig, on_signal)
+    acceptor = threading.Thread(target=server.serve_forever, name='acceptor', daemon=True)
+    acceptor.start()
+    try:
+        _wait_for_stop(server, settings)
+    finally:
+        server.shutdown()
+        left = server.close_sessions(SHUTDOWN_GRACE)
+        if left:
+            logger.info('stopping with %d session(s) still closing', left)
+        server.server_close()
 
 
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     _configure_logging(settings)
+    try:
+        rebind = find_rebind(settings.rebind) if settings.wrap_cmd else None
+    except WrapError as exc:
+        logger.error('%s', exc)
+        return 1
     try:
         server = make_server(settings)
     except UsageError as exc:
@@ -2621,29 +3182,46 @@ def main(argv=None):
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
-    logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
-                describe_listener(server), describe_target(settings),
-                ' over TLS' if settings.ssl_target else '')
-    if settings.web:
-        logger.info('serving files from %s%s', settings.web,
-                    ' (with directory listings)' if settings.web_listing else '')
-
-    def on_signal(signum, frame):
-        server.stop_event.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    acceptor = threading.Thread(target=server.serve_forever, name='acceptor', daemon=True)
-    acceptor.start()
+    ready_fd = _daemonize() if settings.daemon else None
+    wrapper = None
+    pid_written = False
     try:
-        _wait_for_stop(server, settings)
+        failure = None
+        if settings.pid_file:
+            try:
+                _write_pid_file(settings.pid_file)
+                pid_written = True
+            except OSError as exc:
+                failure = 'cannot write the pid file %s: %s' % (settings.pid_file,
+                                                                exc.strerror or exc)
+        if rebind and failure is None:
+            try:
+                wrapper = ProgramWrapper(settings, rebind, server.stop_event.set)
+                server.wrapper = wrapper
+                wrapper.start()
+            except WrapError as exc:
+                failure = str(exc)
+        if failure is not None:
+            logger.error('%s', failure)
+            server.server_close()
+            return 1
+        logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
+                    describe_listener(server), describe_target(settings),
+                    ' over TLS' if settings.ssl_target else '')
+        if settings.web:
+            logger.info('serving files from %s%s', settings.web,
+                        ' (with directory listings)' if settings.web_listing else '')
+        if ready_fd is not None:
+            _finish_daemonizing(ready_fd)
+        _serve(server, settings)
     finally:
-        server.shutdown()
-        left = server.close_sessions(SHUTDOWN_GRACE)
-        if left:
-            logger.info('stopping with %d session(s) still closing', left)
-        server.server_close()
+        if wrapper is not None:
+            wrapper.stop()
+        if pid_written:
+            _remove_pid_file(settings.pid_file)
     logger.info('stopped')
+    if wrapper is not None and wrapper.exit_status is not None:
+        return wrapper.exit_status
     return 0
 
 
