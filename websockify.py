@@ -33,6 +33,7 @@ import hashlib
 import html
 import itertools
 import logging
+import mmap
 import os
 import re
 import select
@@ -128,6 +129,15 @@ WRAP_KILL_GRACE = 3.0
 REBIND_BUILD_TIMEOUT = 60.0
 #: Seconds the foreground process of -D waits for the daemon to report that it serves.
 DAEMON_READY_TIMEOUT = 30.0
+#: Most --workers processes: more than cores only adds contention.
+MAX_WORKERS = 64
+#: A worker that dies sooner than this after starting is restarted after a
+#: back-off that doubles each time, up to WORKER_BACKOFF_MAX seconds.
+WORKER_MIN_LIFE = 5.0
+WORKER_BACKOFF_MAX = 30.0
+#: Seconds a worker relaying more sessions than the least busy one waits before
+#: accepting, so that the kernel's wake-up of every worker favours the idle one.
+ACCEPT_YIELD = 0.002
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
 #: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
@@ -2438,6 +2448,7 @@ class Settings:
     rebind: str = None
     daemon: bool = False
     pid_file: str = None
+    workers: int = 1
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -2450,7 +2461,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             peer = format_address(*self.client_address[:2])
         else:
             peer = 'unix'
-        self.log_prefix = '%d %s' % (conn_id, peer)
+        self.log_prefix = '%s%d %s' % (server.id_prefix, conn_id, peer)
         self.conn = Connection(self.request, peer)
         try:
             self._handle()
@@ -2618,7 +2629,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             server.session_ended()
         logger.info('%s: session closed: path %s, target %s, %d bytes from client, '
                     '%d bytes to client, %.1f s, close %s%s', self.log_prefix, path, where,
-                    pump.target.sent, pump.client.sent, time.monotonic() - started,
+                    pump.target.sent, pump.target.received, time.monotonic() - started,
                     code, ' (%s)' % _printable(reason) if reason else '')
 
     def _refuse(self, request, exc):
@@ -2654,6 +2665,14 @@ class _ServerMixin:
         #: TLS for clients (the context may be None: no certificate).
         self.tls = ServerTLS(settings)
         self.ids = itertools.count(1)
+        #: Put before connection numbers in log lines ('w2.' in worker 2).
+        self.id_prefix = ''
+        #: With --workers: the open connection count of every worker, in memory
+        #: the processes share (slot `worker_slot` is ours), else None.
+        self.load_board = None
+        self.worker_slot = 0
+        #: In a --workers worker, the supervisor's pid: a worker stops when it dies.
+        self.supervisor = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         #: Sessions being relayed now.
@@ -2662,7 +2681,15 @@ class _ServerMixin:
         self.last_active = time.monotonic()
         #: Set when the process should stop (signal, --run-once, timeouts).
         self.stop_event = threading.Event()
-        # Every pump polls the read end; one byte written wakes them all to close.
+        self.wake_fd = self._wake_w = None
+        self.renew_wake_pipe()
+
+    def renew_wake_pipe(self):
+        """Make the pipe whose read end every pump polls: one byte written wakes
+        them all to close. A forked worker calls this to get a pipe of its own."""
+        for fd in (self.wake_fd, self._wake_w):
+            if fd is not None:
+                os.close(fd)
         self.wake_fd, self._wake_w = os.pipe()
         #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
         self.wrapper = None
@@ -2692,6 +2719,26 @@ class _ServerMixin:
         """Wait until no session is live; True if none is."""
         with self._lock:
             return self._idle.wait_for(lambda: not self.active, timeout)
+
+    def get_request(self):
+        # With --workers the kernel wakes every worker for a new connection; one
+        # busier than the least busy gives that one a head start. The loser of the
+        # race gets BlockingIOError, which socketserver ignores.
+        board = self.load_board
+        if board is None:
+            return super().get_request()
+        if board[self.worker_slot] > min(board):
+            time.sleep(ACCEPT_YIELD)
+        accepted = super().get_request()
+        with self._lock:
+            board[self.worker_slot] += 1
+        return accepted
+
+    def shutdown_request(self, request):
+        super().shutdown_request(request)
+        if self.load_board is not None:
+            with self._lock:
+                self.load_board[self.worker_slot] -= 1
 
     def handle_error(self, request, client_address):
         logger.error('error serving %s', client_address, exc_info=True)
@@ -2897,6 +2944,9 @@ def _build_parser():
     a('--auth-plugin', metavar='CLASS', help='auth plugin (not supported yet)')
     a('--auth-source', metavar='ARG', help='auth plugin argument (not supported yet)')
     a('--log-file', metavar='FILE', help='append log lines to FILE instead of stderr')
+    a('--workers', type=int, default=1, metavar='N',
+      help='serve with N processes sharing the listening socket, to use N cores '
+           '(default 1); a worker that dies is replaced')
     a('--syslog', metavar='SERVER', help='log to syslog (not supported yet)')
     a('--legacy-syslog', action='store_true', help='old syslog format (not supported yet)')
     return p
@@ -3019,6 +3069,12 @@ def parse_args(argv):
     if opts.ssl_target and wrap is not None and not opts.ssl_target_insecure:
         parser.error('--ssl-target to a wrapped program has no host name to verify: '
                      'add --ssl-target-insecure')
+    if not 1 <= opts.workers <= MAX_WORKERS:
+        parser.error('--workers must be between 1 and %d' % MAX_WORKERS)
+    if opts.workers > 1 and opts.run_once:
+        parser.error('--run-once serves one session: it cannot use --workers')
+    if opts.workers > 1 and wrap is not None:
+        parser.error('-- PROGRAM runs one program for one server: it cannot use --workers')
 
     def absolute(path):
         return os.path.abspath(path) if path else None
@@ -3039,7 +3095,7 @@ def parse_args(argv):
         ssl_target_insecure=opts.ssl_target_insecure,
         wrap_cmd=tuple(wrap) if wrap is not None else None,
         wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
-        pid_file=opts.pid_file)
+        pid_file=opts.pid_file, workers=opts.workers)
 
 
 def _configure_logging(settings):
@@ -3057,6 +3113,9 @@ def _wait_for_stop(server, settings):
     """Block until a signal, --run-once, --timeout or --idle-timeout ends the server."""
     started = time.monotonic()
     while not server.stop_event.is_set():
+        if server.supervisor and os.getppid() != server.supervisor:
+            logger.error('the supervisor process (pid %d) is gone: stopping', server.supervisor)
+            return
         now = time.monotonic()
         deadlines = []
         if settings.timeout:
@@ -3159,6 +3218,103 @@ def _serve(server, settings):
         if left:
             logger.info('stopping with %d session(s) still closing', left)
         server.server_close()
+    return 0
+
+
+def _fork_worker(server, settings, index):
+    """Start worker `index` in a child process; returns its pid in the parent."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        server.renew_wake_pipe()
+        server.id_prefix = 'w%d.' % index
+        server.worker_slot = index - 1
+        server.supervisor = os.getppid()
+        server.load_board[index - 1] = 0
+        status = _serve(server, settings)
+    except BaseException as exc:      # a worker must never return into the parent's loop
+        logger.error('worker %d failed: %s: %s', index, type(exc).__name__, exc)
+    finally:
+        logging.shutdown()
+        os._exit(status)
+
+
+def _supervise(server, settings):
+    """Run --workers copies of the server and replace any that dies.
+
+    Workers share the listening socket. One that exits with status 0 (--timeout,
+    --idle-timeout) is done; one that dies otherwise is restarted, after a
+    doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds.
+    SIGTERM/SIGINT are passed on to every worker; the parent waits for them."""
+    server.socket.setblocking(False)      # a worker that loses the accept race returns
+    # A dead worker's slot holds the largest count until its successor starts.
+    dead_slot = (1 << 32) - 1
+    server.load_board = memoryview(mmap.mmap(-1, 4 * settings.workers)).cast('I')
+    wake = threading.Event()
+    stopping = []
+
+    def on_signal(signum, frame):
+        if signum != signal.SIGCHLD:
+            stopping.append(signum)
+        wake.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, on_signal)
+    workers = {}                          # pid -> (index, start time)
+    pending = {}                          # index -> time to restart it
+    backoff = {}                          # index -> seconds of the next back-off
+    for index in range(1, settings.workers + 1):
+        workers[_fork_worker(server, settings, index)] = (index, time.monotonic())
+    kill_at = None
+    while workers or (pending and not stopping):
+        wake.clear()
+        while True:                        # reap every worker that ended
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+            index, started = workers.pop(pid, (None, 0))
+            if index is None or stopping:
+                continue
+            server.load_board[index - 1] = dead_slot
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                logger.info('worker %d finished', index)
+                continue
+            lived = time.monotonic() - started
+            delay = 0.0
+            if lived < WORKER_MIN_LIFE:
+                delay = backoff.get(index, 0.5)
+                backoff[index] = min(WORKER_BACKOFF_MAX, delay * 2)
+            else:
+                backoff.pop(index, None)
+            logger.error('worker %d (pid %d) died (%s); restarting it in %.1f s', index, pid,
+                         'signal %d' % os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                         else 'status %d' % os.WEXITSTATUS(status), delay)
+            pending[index] = time.monotonic() + delay
+        now = time.monotonic()
+        if stopping and kill_at is None:
+            kill_at = now + SHUTDOWN_GRACE + CLOSE_TIMEOUT
+            pending.clear()
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+        if kill_at is not None and now >= kill_at:
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            kill_at = now + 1.0
+        for index, when in list(pending.items()):
+            if when <= now:
+                del pending[index]
+                workers[_fork_worker(server, settings, index)] = (index, time.monotonic())
+        deadlines = list(pending.values()) + ([kill_at] if kill_at else [])
+        if workers or pending:
+            wake.wait(min([MAIN_WAKE_INTERVAL] + [d - now for d in deadlines]))
+    server.server_close()
+    return 0
 
 
 def main(argv=None):
@@ -3208,12 +3364,17 @@ def main(argv=None):
         logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
                     describe_listener(server), describe_target(settings),
                     ' over TLS' if settings.ssl_target else '')
+        if settings.workers > 1:
+            logger.info('serving with %d worker processes', settings.workers)
         if settings.web:
             logger.info('serving files from %s%s', settings.web,
                         ' (with directory listings)' if settings.web_listing else '')
         if ready_fd is not None:
             _finish_daemonizing(ready_fd)
-        _serve(server, settings)
+        if settings.workers > 1:
+            _supervise(server, settings)
+        else:
+            _serve(server, settings)
     finally:
         if wrapper is not None:
             wrapper.stop()
