@@ -2,7 +2,7 @@
 #   make          build rebind.so (the LD_PRELOAD shim for wrapping programs)
 #   make test     install the test dependencies once, then run every test
 #   make demo     run a demo a browser can open (needs nothing but Python)
-#   make bench    compare against upstream websockify with ../shared/bench (ws:// and wss://)
+#   make bench    compare against upstream websockify with ../shared/bench (ws://, wss://, 4 streams)
 PYTHON  ?= python3
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -70,15 +70,19 @@ floor:
 demo: all
 	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)
 
+# Full mode (7 interleaved runs per metric) over ws://, then quick runs over
+# wss:// and with 4 streams on both cores (--workers 2 against the forking upstream).
+BENCH_RUN = BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh
+OURS = $(PYTHON) $(CURDIR)/websockify.py
 bench: all
-	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh --out $(BUILD)/bench/results \
-	  ours='$(PYTHON) $(CURDIR)/websockify.py {listen} {target}' \
-	  upstream-numpy upstream node socat-tcp
-	@cat $(BUILD)/bench/results/results.md
-	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh --tls --out $(BUILD)/bench/results-tls \
-	  ours='$(PYTHON) $(CURDIR)/websockify.py --cert {cert} --key {key} {listen} {target}' \
-	  upstream-numpy socat-tcp
-	@cat $(BUILD)/bench/results-tls/results.md
+	$(BENCH_RUN) --out $(BUILD)/bench/results \
+	  ours='$(OURS) {listen} {target}' upstream-numpy upstream node socat-tcp
+	$(BENCH_RUN) --quick --tls --out $(BUILD)/bench/results-tls \
+	  ours='$(OURS) --cert {cert} --key {key} {listen} {target}' upstream-numpy socat-tcp
+	$(BENCH_RUN) --quick --streams 4 --proxy-cpus 0,1 --out $(BUILD)/bench/results-streams \
+	  ours-workers2='$(OURS) --workers 2 {listen} {target}' ours='$(OURS) {listen} {target}' \
+	  upstream-numpy node socat-tcp
+	@for d in results results-tls results-streams; do echo; cat $(BUILD)/bench/$$d/results.md; done
 
 clean:
 	rm -rf $(BUILD) rebind.so __pycache__
