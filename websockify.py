@@ -3624,34 +3624,35 @@ def _key_password(parser, opts):
 
 def _token_options(parser, opts, wrap):
     """(plugin name, source) from --target-config, --token-plugin, --token-source."""
+    name, source = opts.token_plugin, opts.token_source
     if opts.target_config is not None:
-        if opts.token_plugin or opts.token_source is not None:
+        if name or source is not None:
             parser.error('--target-config FILE is --token-plugin TokenFile --token-source '
                          'FILE: give one or the other')
-        return 'TokenFile', os.path.abspath(opts.target_config)
-    name = opts.token_plugin
+        name, source = 'TokenFile', os.path.abspath(opts.target_config)
     if name is None:
-        if opts.token_source is not None:
+        if source is not None:
             parser.error('--token-source needs --token-plugin')
         if opts.host_token:
             parser.error('--host-token needs --token-plugin (or --target-config)')
         return None, None
+    flag = '--target-config' if opts.target_config is not None else '--token-plugin'
     if name.startswith(UPSTREAM_PLUGIN_MODULE) and name[len(UPSTREAM_PLUGIN_MODULE):] \
             in TOKEN_PLUGINS:
         name = name[len(UPSTREAM_PLUGIN_MODULE):]
     if name in TOKEN_PLUGINS:
-        if not opts.token_source:
+        if not source:
             parser.error('--token-plugin %s needs --token-source' % name)
     elif '.' not in name.strip('.'):
         parser.error('unknown --token-plugin %r: use one of %s, or module.Class'
                      % (name, ', '.join(TOKEN_PLUGINS)))
     if wrap is not None:
-        parser.error('--token-plugin and -- PROGRAM contradict each other: the wrapped '
-                     'program is the target')
+        parser.error('%s and -- PROGRAM contradict each other: the wrapped program is '
+                     'the target' % flag)
     if opts.unix_target:
-        parser.error('--unix-target and --token-plugin contradict each other: each token '
-                     'names its target (a token file can name unix_socket:/path)')
-    return name, opts.token_source
+        parser.error('--unix-target and %s contradict each other: each token names its '
+                     'target (a token file can name unix_socket:/path)' % flag)
+    return name, source
 
 
 def parse_args(argv):
