@@ -3,6 +3,7 @@
 
     python3 websockify.py [options] [source_addr:]source_port target_addr:target_port
     python3 websockify.py [options] --unix-target FILE [source_addr:]source_port
+    python3 websockify.py [options] --target-config TOKEN_FILE [source_addr:]source_port
     python3 websockify.py [options] --unix-listen FILE target_addr:target_port
     python3 websockify.py [options] [source_addr:]source_port -- PROGRAM ARGS
 
@@ -11,6 +12,8 @@ Unix socket) target, and every byte the target sends comes back in WebSocket fra
 The command line is that of websockify 0.13, so this file is a drop-in replacement.
 With `-- PROGRAM ARGS` it runs PROGRAM with rebind.so preloaded (see rebind.c), which
 moves PROGRAM's listening port to loopback, and relays to it (section Program wrapping).
+With --target-config or --token-plugin, the token of each request (?token=NAME)
+chooses that session's target (section Targets).
 
 Specifications:
     RFC 6455 (HyBi 13; drafts 07/08 frame the same way)
@@ -1976,10 +1979,6 @@ class Target:
             where += ' (token %s)' % _printable(self.token, 80)
         return where
 
-    def __eq__(self, other):
-        return (isinstance(other, Target) and (self.host, self.port, self.unix)
-                == (other.host, other.port, other.unix))
-
     def __repr__(self):
         return 'Target(%r, %r, %r)' % (self.host, self.port, self.unix)
 
@@ -2010,6 +2009,8 @@ def make_target(host, port):
         port = port.decode('ascii')
     if not isinstance(host, str) or not host:
         raise ValueError('no target host')
+    if not host.isprintable() or ' ' in host:
+        raise ValueError('target host %r is not a host name' % host)
     if host == UNIX_SOCKET_HOST:
         if not isinstance(port, str) or not port:
             raise ValueError('no socket path after unix_socket')
@@ -2085,7 +2086,7 @@ def resolve_target(request, settings, plugin):
         else:
             host, port = answer
             target = make_target(host, port)
-    except (TypeError, ValueError, UnicodeDecodeError) as exc:
+    except (TypeError, ValueError) as exc:
         raise HTTPError(502, 'the token lookup gave an invalid target',
                         detail='%s; %s gave %r: %s' % (shown, type(plugin).__name__,
                                                        answer, exc)) from None
@@ -2174,8 +2175,10 @@ class TokenFile(ReadOnlyTokenFile):
 
     def __init__(self, source):
         self._lock = threading.Lock()
+        #: The files' stat when last read; None makes the first lookup read them
+        #: again, so that an edit made during start-up is not missed.
+        self._stamp = None
         super().__init__(source)
-        self._stamp = self._stamps()
 
     def _stamps(self):
         paths = self._files()
@@ -2273,7 +2276,7 @@ class BaseTokenAPI(TokenPlugin):
                             detail='%s: answer larger than %d bytes' % (where, TOKEN_ANSWER_MAX))
         try:
             return self.parse_answer(bytes(body))
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise HTTPError(502, 'the token lookup gave an invalid target',
                             detail='%s: %s: %s' % (where, type(exc).__name__, exc)) from None
 
@@ -2406,7 +2409,7 @@ class TokenRedis(TokenPlugin):
         text = value.decode('utf-8', 'replace').strip()
         try:
             stored = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return parse_target_text(text)
         if not isinstance(stored, dict) or 'host' not in stored:
             raise ValueError('JSON value without "host"')
@@ -2451,7 +2454,7 @@ class JWTTokenApi(TokenPlugin):
             return
         try:
             self._key = _b64url_decode(data.decode('ascii').strip())
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:
             raise UsageError('--token-source %s must hold the HMAC secret in base64url '
                              '(or a PEM key)' % source) from None
         if not self._key:
@@ -2468,7 +2471,7 @@ class JWTTokenApi(TokenPlugin):
             header = json.loads(_b64url_decode(parts[0]))
             signature = _b64url_decode(parts[2])
             alg = header.get('alg')
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise HTTPError(403, 'the token is not a JWT') from None
         digest = JWT_HMAC_ALGORITHMS.get(alg)
         if digest is None or self._key is None:
@@ -2484,7 +2487,7 @@ class JWTTokenApi(TokenPlugin):
             claims = json.loads(_b64url_decode(parts[1]))
             if not isinstance(claims, dict):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             raise HTTPError(403, 'the token\'s claims are not a JSON object') from None
         now = time.time()
         # RFC 7519 §4.1.4-5: numeric dates; no leeway, as upstream.
