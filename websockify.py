@@ -3,6 +3,7 @@
 
     python3 websockify.py [options] [source_addr:]source_port target_addr:target_port
     python3 websockify.py [options] --unix-target FILE [source_addr:]source_port
+    python3 websockify.py [options] --target-config TOKEN_FILE [source_addr:]source_port
     python3 websockify.py [options] --unix-listen FILE target_addr:target_port
     python3 websockify.py [options] [source_addr:]source_port -- PROGRAM ARGS
 
@@ -11,6 +12,8 @@ Unix socket) target, and every byte the target sends comes back in WebSocket fra
 The command line is that of websockify 0.13, so this file is a drop-in replacement.
 With `-- PROGRAM ARGS` it runs PROGRAM with rebind.so preloaded (see rebind.c), which
 moves PROGRAM's listening port to loopback, and relays to it (section Program wrapping).
+With --target-config or --token-plugin, the token of each request (?token=NAME)
+chooses that session's target (section Targets).
 
 Specifications:
     RFC 6455 (HyBi 13; drafts 07/08 frame the same way)
@@ -30,8 +33,12 @@ import codecs
 import dataclasses
 import email.utils
 import hashlib
+import hmac
 import html
+import http.client
+import importlib
 import itertools
+import json
 import logging
 import mmap
 import os
@@ -49,7 +56,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import warnings
 
 __version__ = '0.1.0'
@@ -138,6 +147,11 @@ WORKER_BACKOFF_MAX = 30.0
 #: Seconds a worker relaying more sessions than the least busy one waits before
 #: accepting, so that the kernel's wake-up of every worker favours the idle one.
 ACCEPT_YIELD = 0.002
+#: Seconds a token lookup over the network (Redis, a token API) may take in all;
+#: the client is answered 502 after that.
+TOKEN_LOOKUP_TIMEOUT = 5.0
+#: Largest answer read from Redis or a token API: a target is a few dozen bytes.
+TOKEN_ANSWER_MAX = 65536
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
 #: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
@@ -154,11 +168,14 @@ VALID_CLOSE_CODES = frozenset(itertools.chain(
 class HTTPError(Exception):
     """A request refused before the upgrade: an HTTP status and a one-line reason."""
 
-    def __init__(self, status, reason, headers=()):
+    def __init__(self, status, reason, headers=(), detail=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = tuple(headers)
+        #: Logged after the reason but never sent: what the client must not see
+        #: (which back end failed) or need not be told back (its own token).
+        self.detail = detail
 
 
 class ProtocolError(Exception):
@@ -1928,9 +1945,607 @@ def serve_web(conn, request, root, listing):
 ################################################################################
 # Targets
 ################################################################################
+#
+# Without a token option every session goes to the one target of the command
+# line. With --token-plugin (or --target-config FILE, which is --token-plugin
+# TokenFile --token-source FILE) each WebSocket request carries a token and the
+# plugin maps it to that session's target, before the handshake is answered:
+#
+#   request_token()   the token: Host with --host-token, else ?token=, else a cookie
+#   plugin.lookup()   token -> (host, port), ('unix_socket', path), a Target or None
+#   resolve_target()  either of those -> a Target, or HTTPError: 404 no such token,
+#                     403 a token that fails its check (JWT), 502 a back end down
+#
+# Plugins are built once per server (make_token_plugin) and called from many
+# connection threads at once: each keeps its state thread-safe. The interface is
+# upstream websockify's: Class(source) and lookup(token), so its plugins and the
+# names of its built-in ones (websockify.token_plugins.TokenFile) work here.
+
+class Target:
+    """Where one session goes: a TCP host and port, or a Unix socket path."""
+
+    __slots__ = ('host', 'port', 'unix', 'token')
+
+    def __init__(self, host=None, port=None, unix=None, token=None):
+        self.host = host
+        self.port = port
+        self.unix = unix
+        #: The token that named this target (for log lines), or None.
+        self.token = token
+
+    def __str__(self):
+        where = 'unix:' + self.unix if self.unix else format_address(self.host, self.port)
+        if self.token is not None:
+            where += ' (token %s)' % _printable(self.token, 80)
+        return where
+
+    def __repr__(self):
+        return 'Target(%r, %r, %r)' % (self.host, self.port, self.unix)
+
+
+#: The host part upstream's plugins give for a Unix socket target.
+UNIX_SOCKET_HOST = 'unix_socket'
+
+
+def parse_target_text(text):
+    """'host:port', '[v6]:port' or 'unix_socket:/path' -> Target; ValueError if not."""
+    text = text.strip()
+    if text.startswith(UNIX_SOCKET_HOST + ':'):
+        path = text[len(UNIX_SOCKET_HOST) + 1:]
+        if not path:
+            raise ValueError('no socket path after unix_socket:')
+        return Target(unix=path)
+    host, colon, port = text.rpartition(':')
+    if not colon:
+        raise ValueError('%r is not host:port' % text)
+    return make_target(host, port)
+
+
+def make_target(host, port):
+    """A Target from a plugin's host and port (strings, bytes or a number); ValueError."""
+    if isinstance(host, bytes):
+        host = host.decode('ascii')
+    if isinstance(port, bytes):
+        port = port.decode('ascii')
+    if not isinstance(host, str) or not host:
+        raise ValueError('no target host')
+    if not host.isprintable() or ' ' in host:
+        raise ValueError('target host %r is not a host name' % host)
+    if host == UNIX_SOCKET_HOST:
+        if not isinstance(port, str) or not port:
+            raise ValueError('no socket path after unix_socket')
+        return Target(unix=port)
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        raise ValueError('port %r is not a number' % (port,))
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError('port %r is not a number' % (port,)) from None
+    if not 0 < number < 65536:
+        raise ValueError('port %d is out of range' % number)
+    return Target(host, number)
+
+
+def _token_from_host(request):
+    """--host-token: the host name of the Host header, without a port."""
+    host = request.header('host') or ''
+    if host.startswith('['):
+        return host[1:host.find(']')] if ']' in host else host
+    return host.partition(':')[0]
+
+
+def request_token(request, settings):
+    """The token of an upgrade request, or None: the Host name with --host-token,
+    else the first `token` query parameter (what noVNC sends), else a `token` cookie."""
+    if settings.host_token:
+        return _token_from_host(request) or None
+    query = urllib.parse.urlsplit(request.target).query
+    values = urllib.parse.parse_qs(query).get('token')
+    if values and values[0].rstrip('\n'):
+        return values[0].rstrip('\n')
+    # RFC 6265 §4.2.1: name=value pairs separated by '; ' (one header line or several).
+    for line in request.headers.get('cookie', ()):
+        for pair in line.split(';'):
+            name, equals, value = pair.strip().partition('=')
+            if equals and name.strip() == 'token':
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                if value:
+                    return urllib.parse.unquote(value)
+    return None
+
+
+def resolve_target(request, settings, plugin):
+    """The Target of this request's token; None without a token plugin.
+
+    Raises HTTPError: 404 for a missing or unknown token, the plugin's own answer
+    (403 for a JWT that fails its check), 502 when the lookup itself fails."""
+    if plugin is None:
+        return None
+    token = request_token(request, settings)
+    if token is None:
+        raise HTTPError(404, 'no token in the request: connect to a URL like '
+                             '/websockify?token=NAME (or send a token cookie)')
+    shown = 'token %s' % _printable(token, 120)
+    try:
+        answer = plugin.lookup(token)
+    except HTTPError as exc:
+        exc.detail = shown + ('; ' + exc.detail if exc.detail else '')
+        raise
+    except Exception as exc:   # a custom plugin's failure is the back end's, not the client's
+        raise HTTPError(502, 'the token lookup failed', detail='%s; %s: %s' % (
+            shown, type(exc).__name__, exc)) from None
+    if answer is None:
+        raise HTTPError(404, 'unknown token', detail=shown)
+    try:
+        if isinstance(answer, Target):
+            target = Target(answer.host, answer.port, answer.unix)
+        else:
+            host, port = answer
+            target = make_target(host, port)
+    except (TypeError, ValueError) as exc:
+        raise HTTPError(502, 'the token lookup gave an invalid target',
+                        detail='%s; %s gave %r: %s' % (shown, type(plugin).__name__,
+                                                       answer, exc)) from None
+    target.token = token
+    return target
+
+
+def _lookup_failed(what, exc):
+    """The 502 of a token back end that cannot be asked (its details are logged only)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return HTTPError(502, 'the token lookup failed', detail='%s: %s' % (what, text or
+                                                                        type(exc).__name__))
+
+
+class TokenPlugin:
+    """Base of the built-in plugins: made once with --token-source, then
+    lookup(token) from any connection thread. Override lookup()."""
+
+    #: True when the source names a file or directory (shown in the start-up line).
+    source_is_path = False
+
+    def __init__(self, source):
+        if not source:
+            raise UsageError('--token-plugin %s needs --token-source' % type(self).__name__)
+        self.source = source
+
+    def lookup(self, token):
+        """(host, port), a Target, or None for an unknown token; may raise HTTPError."""
+        return None
+
+
+_TOKEN_LINE = re.compile(r'(.*?)\s*(?:(:\s)(.*))?\Z')
+
+
+class ReadOnlyTokenFile(TokenPlugin):
+    """Token file (or a directory of them) read once at start-up.
+
+    Lines are `token: host:port`, `token: [v6addr]:port` or `token:
+    unix_socket:/path`; `#` starts a comment line. A bad line is logged and skipped."""
+
+    source_is_path = True
+
+    def __init__(self, source):
+        super().__init__(source)
+        try:
+            self._targets = self._load()
+        except OSError as exc:
+            raise UsageError('--token-source %s: %s' % (source, exc.strerror or exc)) from None
+
+    def _files(self):
+        """The token files: the source, or the regular files of the source directory."""
+        if not os.path.isdir(self.source):
+            os.stat(self.source)                    # FileNotFoundError if missing
+            return [self.source]
+        names = sorted(os.listdir(self.source))
+        paths = [os.path.join(self.source, name) for name in names]
+        return [path for path in paths if os.path.isfile(path)]
+
+    def _load(self):
+        targets = {}
+        for path in self._files():
+            with open(path, encoding='utf-8', errors='replace') as f:
+                text = f.read()
+            for number, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith('#'):
+                    continue
+                # Upstream splits at the first colon followed by white space.
+                token, sep, target = _TOKEN_LINE.match(line).groups()
+                try:
+                    if not sep or not token:
+                        raise ValueError('expected "token: host:port"')
+                    targets[token] = parse_target_text(target)
+                except ValueError as exc:
+                    logger.warning('token file %s line %d ignored: %s', path, number, exc)
+        return targets
+
+    def lookup(self, token):
+        return self._targets.get(token)
+
+
+class TokenFile(ReadOnlyTokenFile):
+    """ReadOnlyTokenFile that reads its files again when they change: each lookup
+    compares their stat (size, time, inode) with the last reading, so edits and
+    added or removed files take effect without a restart."""
+
+    def __init__(self, source):
+        self._lock = threading.Lock()
+        #: The files' stat when last read; None makes the first lookup read them
+        #: again, so that an edit made during start-up is not missed.
+        self._stamp = None
+        super().__init__(source)
+
+    def _stamps(self):
+        paths = self._files()
+        if os.path.isdir(self.source):
+            paths.append(self.source)
+        stamps = []
+        for path in paths:
+            st = os.stat(path)
+            stamps.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
+        return stamps
+
+    def lookup(self, token):
+        with self._lock:
+            try:
+                stamp = self._stamps()
+                if stamp != self._stamp:
+                    self._targets = self._load()
+                    self._stamp = stamp
+                    logger.info('token file %s read again: %d tokens', self.source,
+                                len(self._targets))
+            except OSError as exc:
+                raise _lookup_failed('token file %s' % self.source, exc) from None
+            return self._targets.get(token)
+
+
+class UnixDomainSocketDirectory(TokenPlugin):
+    """The token is the name of a Unix socket in the --token-source directory."""
+
+    source_is_path = True
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.source = os.path.abspath(source)
+        if not os.path.isdir(self.source):
+            raise UsageError('--token-source %s is not a directory' % source)
+
+    def lookup(self, token):
+        if '/' in token or '\0' in token or '..' in token or token in ('', '.'):
+            raise HTTPError(400, 'a token names a socket in one directory: no "/", ".." '
+                                 'or NUL')
+        path = os.path.join(self.source, token)
+        try:
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                return None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _lookup_failed('socket %s' % path, exc) from None
+        return Target(unix=path)
+
+
+class BaseTokenAPI(TokenPlugin):
+    """Asks a web service: GET the --token-source URL with its %s replaced by the
+    token (URL-quoted); 200 with `host:port` is the target, a 4xx an unknown token."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        try:
+            url = source % ('token',)
+        except (TypeError, ValueError):
+            raise UsageError('--token-source of %s must be a URL with one %%s where the '
+                             'token goes' % type(self).__name__) from None
+        if urllib.parse.urlsplit(url).scheme not in ('http', 'https'):
+            raise UsageError('--token-source of %s must be an http:// or https:// URL'
+                             % type(self).__name__)
+
+    def lookup(self, token):
+        url = self.source % (urllib.parse.quote(token, safe=''),)
+        where = 'token API at %s' % urllib.parse.urlsplit(url).netloc
+        deadline = time.monotonic() + TOKEN_LOOKUP_TIMEOUT
+        body = bytearray()
+        try:
+            with urllib.request.urlopen(url, timeout=TOKEN_LOOKUP_TIMEOUT) as answer:
+                while len(body) <= TOKEN_ANSWER_MAX:
+                    if time.monotonic() > deadline:
+                        raise socket.timeout('no whole answer within %g s'
+                                             % TOKEN_LOOKUP_TIMEOUT)
+                    piece = answer.read1(16384)
+                    if not piece:
+                        break
+                    body += piece
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if 400 <= exc.code < 500:
+                return None
+            raise HTTPError(502, 'the token lookup failed',
+                            detail='%s answered %d' % (where, exc.code)) from None
+        except urllib.error.URLError as exc:
+            raise _lookup_failed(where, exc.reason if isinstance(exc.reason, OSError)
+                                 else OSError(str(exc.reason))) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _lookup_failed(where, exc) from None
+        if len(body) > TOKEN_ANSWER_MAX:
+            raise HTTPError(502, 'the token lookup failed',
+                            detail='%s: answer larger than %d bytes' % (where, TOKEN_ANSWER_MAX))
+        try:
+            return self.parse_answer(bytes(body))
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise HTTPError(502, 'the token lookup gave an invalid target',
+                            detail='%s: %s: %s' % (where, type(exc).__name__, exc)) from None
+
+    def parse_answer(self, body):
+        """The Target in a 200 answer's body: here `host:port`."""
+        return parse_target_text(body.decode('utf-8'))
+
+
+class JSONTokenApi(BaseTokenAPI):
+    """BaseTokenAPI whose answer is JSON: {"host": "...", "port": ...}."""
+
+    def parse_answer(self, body):
+        answer = json.loads(body.decode('utf-8'))
+        return make_target(answer['host'], answer['port'])
+
+
+def _redis_command(*args):
+    """One command in RESP, the Redis protocol: an array of bulk strings."""
+    out = [b'*%d\r\n' % len(args)]
+    for arg in args:
+        data = arg.encode('utf-8') if isinstance(arg, str) else arg
+        out.append(b'$%d\r\n%s\r\n' % (len(data), data))
+    return b''.join(out)
+
+
+class _RedisReader:
+    """Reads RESP replies (simple string, error, integer, bulk string) from a socket."""
+
+    def __init__(self, sock, deadline):
+        self.sock = sock
+        self.deadline = deadline
+        self.buffer = bytearray()
+
+    def _fill(self):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout('no answer within %g s' % TOKEN_LOOKUP_TIMEOUT)
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(16384)
+        if not data:
+            raise ConnectionError('Redis closed the connection')
+        self.buffer += data
+        if len(self.buffer) > TOKEN_ANSWER_MAX + 64:
+            raise ValueError('answer larger than %d bytes' % TOKEN_ANSWER_MAX)
+
+    def _line(self):
+        while True:
+            end = self.buffer.find(b'\r\n')
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[:end + 2]
+                return line
+            self._fill()
+
+    def reply(self):
+        """(kind, value): kind is one of '+-:$'; a nil bulk string is ('$', None)."""
+        line = self._line()
+        kind, rest = line[:1].decode('latin-1'), line[1:]
+        if kind and kind in '+-:':
+            return kind, rest.decode('utf-8', 'replace')
+        if kind != '$':
+            raise ValueError('unexpected Redis reply %r' % line[:40])
+        size = int(rest)
+        if size < 0:
+            return kind, None
+        if size > TOKEN_ANSWER_MAX:
+            raise ValueError('value larger than %d bytes' % TOKEN_ANSWER_MAX)
+        while len(self.buffer) < size + 2:
+            self._fill()
+        value = bytes(self.buffer[:size])
+        del self.buffer[:size + 2]
+        return kind, value
+
+
+class TokenRedis(TokenPlugin):
+    """Looks the token up in Redis, over a new connection per lookup.
+
+    --token-source is host[:port[:db[:password[:namespace]]]] (empty parts keep
+    the defaults 6379, 0, none, none); with a namespace the key is namespace:token.
+    A value is JSON, {"host": "h", "port": p} or {"host": "h:p"}, or plain `h:p`."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        parts = source.split(':', 4) + [''] * 4
+        self.host, port, db, self._password, self.namespace = parts[:5]
+        if not self.host:
+            raise UsageError('--token-source of TokenRedis is '
+                             'host[:port[:db[:password[:namespace]]]], not %r' % source)
+        try:
+            self.port = int(port) if port else 6379
+            self.db = int(db) if db else 0
+            if not 0 < self.port < 65536 or self.db < 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError('--token-source of TokenRedis: bad port or database number in '
+                             'host[:port[:db[:password[:namespace]]]]') from None
+
+    def lookup(self, token):
+        key = '%s:%s' % (self.namespace, token) if self.namespace else token
+        where = 'Redis at %s' % format_address(self.host, self.port)
+        commands = []
+        if self._password:
+            commands.append(_redis_command('AUTH', self._password))
+        if self.db:
+            commands.append(_redis_command('SELECT', str(self.db)))
+        commands.append(_redis_command('GET', key))
+        deadline = time.monotonic() + TOKEN_LOOKUP_TIMEOUT
+        try:
+            with socket.create_connection((self.host, self.port),
+                                          TOKEN_LOOKUP_TIMEOUT) as sock:
+                sock.sendall(b''.join(commands))
+                reader = _RedisReader(sock, deadline)
+                for _ in commands:
+                    kind, value = reader.reply()
+                    if kind == '-':
+                        raise HTTPError(502, 'the token lookup failed',
+                                        detail='%s: %s' % (where, value))
+        except (OSError, ValueError) as exc:
+            raise _lookup_failed(where, exc) from None
+        if value is None:
+            return None
+        if kind != '$':
+            raise HTTPError(502, 'the token lookup failed',
+                            detail='%s: GET answered %s%s' % (where, kind, value))
+        return self.parse_value(value)
+
+    @staticmethod
+    def parse_value(value):
+        """A stored value as a Target: JSON with host (and port), or host:port."""
+        text = value.decode('utf-8', 'replace').strip()
+        try:
+            stored = json.loads(text)
+        except (ValueError, RecursionError):
+            return parse_target_text(text)
+        if not isinstance(stored, dict) or 'host' not in stored:
+            raise ValueError('JSON value without "host"')
+        if 'port' in stored:
+            return make_target(stored['host'], stored['port'])
+        return parse_target_text(str(stored['host']))
+
+
+def _b64url_decode(text):
+    """base64url without padding (RFC 7515 §2); ValueError if not."""
+    if not re.match(r'[A-Za-z0-9_-]*\Z', text) or len(text) % 4 == 1:
+        raise ValueError('not base64url')
+    return base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
+
+
+#: JWS "alg" values we verify (RFC 7518 §3.2) and their digests.
+JWT_HMAC_ALGORITHMS = {'HS256': hashlib.sha256, 'HS384': hashlib.sha384,
+                       'HS512': hashlib.sha512}
+
+
+class JWTTokenApi(TokenPlugin):
+    """The token is a JWT (RFC 7519) signed with HMAC, whose claims hold host and
+    port; exp and nbf are checked. --token-source is the key file: the secret in
+    base64url, as upstream reads it (a JWK "k" value). RSA and EC keys need a
+    crypto library, which a stdlib-only build does not have: such tokens get 403."""
+
+    source_is_path = True
+
+    def __init__(self, source):
+        super().__init__(source)
+        try:
+            with open(source, 'rb') as f:
+                data = f.read()
+        except OSError as exc:
+            raise UsageError('--token-source %s: %s' % (source, exc.strerror or exc)) from None
+        #: The HMAC secret, or None when the file holds a PEM (public) key.
+        self._key = None
+        if b'-----BEGIN' in data:
+            logger.warning('%s holds a PEM key: RS*/ES*/PS* tokens cannot be checked '
+                           'without a crypto library, so every token will be refused '
+                           '(only HMAC keys are supported)', source)
+            return
+        try:
+            self._key = _b64url_decode(data.decode('ascii').strip())
+        except ValueError:
+            raise UsageError('--token-source %s must hold the HMAC secret in base64url '
+                             '(or a PEM key)' % source) from None
+        if not self._key:
+            raise UsageError('--token-source %s is empty' % source)
+
+    def lookup(self, token):
+        parts = token.split('.')
+        if len(parts) == 5:
+            raise HTTPError(403, 'encrypted tokens (JWE) are not supported: '
+                                 'sign the token with an HMAC key (HS256)')
+        if len(parts) != 3:
+            raise HTTPError(403, 'the token is not a JWT')
+        try:
+            header = json.loads(_b64url_decode(parts[0]))
+            signature = _b64url_decode(parts[2])
+            alg = header.get('alg')
+        except (ValueError, AttributeError, RecursionError):
+            raise HTTPError(403, 'the token is not a JWT') from None
+        digest = JWT_HMAC_ALGORITHMS.get(alg)
+        if digest is None or self._key is None:
+            raise HTTPError(403, 'token signed with %s: this stdlib-only websockify.py '
+                                 'verifies HMAC keys only (HS256, HS384, HS512)'
+                            % (_printable(str(alg), 20) if digest is None else
+                               'an HMAC key, but --token-source holds a PEM key'))
+        expected = hmac.new(self._key, ('%s.%s' % (parts[0], parts[1])).encode('ascii'),
+                            digest).digest()
+        if not hmac.compare_digest(expected, signature):
+            raise HTTPError(403, 'the token\'s signature does not match')
+        try:
+            claims = json.loads(_b64url_decode(parts[1]))
+            if not isinstance(claims, dict):
+                raise ValueError
+        except (ValueError, RecursionError):
+            raise HTTPError(403, 'the token\'s claims are not a JSON object') from None
+        now = time.time()
+        # RFC 7519 §4.1.4-5: numeric dates; no leeway, as upstream.
+        for name, late in (('nbf', False), ('exp', True)):
+            when = claims.get(name)
+            if when is None:
+                continue
+            if isinstance(when, bool) or not isinstance(when, (int, float)):
+                raise HTTPError(403, 'the token\'s %s claim is not a number' % name)
+            if (now > when) if late else (now < when):
+                raise HTTPError(403, 'the token has expired' if late
+                                else 'the token is not valid yet')
+        if 'host' not in claims or 'port' not in claims:
+            raise HTTPError(403, 'the token has no host and port claims')
+        return claims['host'], claims['port']
+
+
+#: --token-plugin names of the built-in plugins; upstream's module path before
+#: them (websockify.token_plugins.TokenFile) means the same.
+TOKEN_PLUGINS = {cls.__name__: cls for cls in (
+    ReadOnlyTokenFile, TokenFile, UnixDomainSocketDirectory, BaseTokenAPI, JSONTokenApi,
+    TokenRedis, JWTTokenApi)}
+UPSTREAM_PLUGIN_MODULE = 'websockify.token_plugins.'
+
+
+def make_token_plugin(settings):
+    """The --token-plugin object, made once when the server starts; UsageError if
+    the class cannot be found or made, or has no lookup()."""
+    name = settings.token_plugin
+    builtin = TOKEN_PLUGINS.get(name)
+    if builtin is not None:
+        return builtin(settings.token_source)
+    module_name, _, class_name = name.rpartition('.')
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as exc:
+        raise UsageError('--token-plugin %s: cannot import %s: %s'
+                         % (name, module_name, exc)) from None
+    except AttributeError:
+        raise UsageError('--token-plugin %s: module %s has no %s'
+                         % (name, module_name, class_name)) from None
+    try:
+        plugin = cls(settings.token_source)
+    except Exception as exc:
+        raise UsageError('--token-plugin %s failed to start: %s: %s'
+                         % (name, type(exc).__name__, exc)) from None
+    if not callable(getattr(plugin, 'lookup', None)):
+        raise UsageError('--token-plugin %s has no lookup(token) method' % name)
+    return plugin
+
 
 def describe_target(settings):
-    """The fixed target as a log string."""
+    """The fixed target as a log string (or how tokens choose it)."""
+    if settings.token_plugin:
+        path = TOKEN_PLUGINS.get(settings.token_plugin, TokenPlugin).source_is_path
+        return 'the target of each token (%s%s%s)' % (
+            settings.token_plugin, ' ' + settings.token_source if path else '',
+            ', token from Host' if settings.host_token else '')
     if settings.wrap_cmd:
         return 'program %s (its port %d moved to loopback)' % (
             _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
@@ -1939,37 +2554,39 @@ def describe_target(settings):
     return format_address(settings.target_host, settings.target_port)
 
 
-def connect_target(settings, tls_context=None, wrapper=None):
+def connect_target(settings, tls_context=None, wrapper=None, target=None):
     """Open the session's target socket (TLS with tls_context, for --ssl-target);
     raises HTTPError 502 naming the target.
 
-    The target of a wrapped program is a loopback port that its rebind.so
-    reported to `wrapper` (a ProgramWrapper)."""
-    if settings.wrap_cmd:
-        sock, where = _connect_wrapped(settings, wrapper)
-        if tls_context is not None:
-            sock = start_target_tls(sock, tls_context, None, where)
-        return sock, where
-    where = describe_target(settings)
+    `target` is the Target a token chose (resolve_target); without one the fixed
+    target of settings is used. The target of a wrapped program is a loopback
+    port that its rebind.so reported to `wrapper` (a ProgramWrapper)."""
+    if target is None:
+        if settings.wrap_cmd:
+            sock, where = _connect_wrapped(settings, wrapper)
+            if tls_context is not None:
+                sock = start_target_tls(sock, tls_context, None, where)
+            return sock, where
+        target = Target(settings.target_host, settings.target_port, settings.unix_target)
+    where = str(target)
     try:
-        if settings.unix_target:
+        if target.unix:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect(settings.unix_target)
+                sock.connect(target.unix)
             except BaseException:
                 sock.close()
                 raise
         else:
             # create_connection tries every getaddrinfo address in order.
-            sock = socket.create_connection((settings.target_host, settings.target_port),
-                                            CONNECT_TIMEOUT)
+            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         raise HTTPError(502, 'cannot connect to target %s: %s'
                         % (where, exc.strerror or exc)) from None
     if tls_context is not None:
-        sock = start_target_tls(sock, tls_context, settings.target_host, where)
+        sock = start_target_tls(sock, tls_context, target.host, where)
     return sock, where
 
 
@@ -2449,6 +3066,12 @@ class Settings:
     daemon: bool = False
     pid_file: str = None
     workers: int = 1
+    #: A built-in token plugin's name (TokenFile) or an importable module.Class;
+    #: None: the fixed target above.
+    token_plugin: str = None
+    #: The plugin's argument (a file, directory, URL or Redis address).
+    token_source: str = dataclasses.field(default=None, repr=False)
+    host_token: bool = False
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -2548,8 +3171,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             return
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
+        chosen = resolve_target(request, settings, self.server.token_plugin)
         target, where = connect_target(settings, self.server.target_tls,
-                                       self.server.wrapper)
+                                       self.server.wrapper, chosen)
         try:
             self.conn.send_all(hybi_response(key, protocol))
             if protocol == 'base64':
@@ -2576,8 +3200,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             answer = hixie76_answer(key1, key2, key3)
         protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
                                   else 'websocket-protocol')
-        target, where = connect_target(self.server.settings, self.server.target_tls,
-                                       self.server.wrapper)
+        settings = self.server.settings
+        chosen = resolve_target(request, settings, self.server.token_plugin)
+        target, where = connect_target(settings, self.server.target_tls,
+                                       self.server.wrapper, chosen)
         try:
             self.conn.send_all(hixie_response(kind, request, self.conn.secure, answer))
             self._relay(request, target, where, HixieCodec(kind), protocol)
@@ -2636,7 +3262,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         """Answer a refused request with its status, log it, and close gently."""
         what = ('%s %s' % (request.method, _printable(request.target))
                 if request is not None else 'request')
-        logger.info('%s: %d %s: %s', self.log_prefix, exc.status, what, exc.reason)
+        logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.reason,
+                    ' (%s)' % exc.detail if exc.detail else '')
         try:
             self.conn.send_all(http_response(exc.status, exc.reason + '\n', exc.headers), 2.0)
             self.request.shutdown(socket.SHUT_WR)
@@ -2662,6 +3289,8 @@ class _ServerMixin:
         self.settings = settings
         #: Client SSLContext for --ssl-target, else None.
         self.target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+        #: The --token-plugin object (shared by every connection thread), else None.
+        self.token_plugin = make_token_plugin(settings) if settings.token_plugin else None
         #: TLS for clients (the context may be None: no certificate).
         self.tls = ServerTLS(settings)
         self.ids = itertools.count(1)
@@ -2844,9 +3473,7 @@ def describe_listener(server):
 #: Options of upstream websockify that later work will implement; until then
 #: giving one is a usage error, never a silent no-op.
 _NOT_YET = (
-    ('record', '--record'), ('web_auth', '--web-auth'), ('target_config', '--target-config'),
-    ('token_plugin', '--token-plugin'), ('token_source', '--token-source'),
-    ('host_token', '--host-token'), ('auth_plugin', '--auth-plugin'),
+    ('record', '--record'), ('web_auth', '--web-auth'), ('auth_plugin', '--auth-plugin'),
     ('auth_source', '--auth-source'), ('syslog', '--syslog'),
     ('legacy_syslog', '--legacy-syslog'),
 )
@@ -2863,6 +3490,8 @@ def _build_parser():
     p = _Parser(
         prog='websockify.py',
         usage='%(prog)s [options] [source_addr:]source_port target_addr:target_port\n'
+              '       %(prog)s [options] --token-plugin CLASS --token-source ARG '
+              '[source_addr:]source_port\n'
               '       %(prog)s [options] --unix-target FILE [source_addr:]source_port\n'
               '       %(prog)s [options] --unix-listen FILE target_addr:target_port\n'
               '       %(prog)s [options] [source_addr:]source_port -- PROGRAM ARGS',
@@ -2937,10 +3566,17 @@ def _build_parser():
     a('-6', '--prefer-ipv6', action='store_true', help='prefer IPv6 when resolving source_addr')
     a('--libserver', action='store_true',
       help='accepted for compatibility: this server is always socketserver-based')
-    a('--target-config', metavar='FILE', help='token file (not supported yet)')
-    a('--token-plugin', metavar='CLASS', help='token plugin (not supported yet)')
-    a('--token-source', metavar='ARG', help='token plugin argument (not supported yet)')
-    a('--host-token', action='store_true', help='token from Host (not supported yet)')
+    a('--target-config', metavar='FILE_OR_DIR',
+      help='token file (lines "token: host:port") or a directory of them, read again '
+           'when changed: same as --token-plugin TokenFile --token-source FILE_OR_DIR')
+    a('--token-plugin', metavar='CLASS',
+      help='choose each session\'s target by the token of its request (?token=NAME): '
+           '%s, or an importable module.Class with lookup(token)' % ', '.join(TOKEN_PLUGINS))
+    a('--token-source', metavar='ARG',
+      help='the token plugin\'s argument: a token file or directory, a URL with %%s, '
+           'host[:port[:db[:password[:namespace]]]] for TokenRedis, a key file for JWTTokenApi')
+    a('--host-token', action='store_true',
+      help='take the token from the Host header\'s name instead of the URL')
     a('--auth-plugin', metavar='CLASS', help='auth plugin (not supported yet)')
     a('--auth-source', metavar='ARG', help='auth plugin argument (not supported yet)')
     a('--log-file', metavar='FILE', help='append log lines to FILE instead of stderr')
@@ -2989,6 +3625,39 @@ def _key_password(parser, opts):
     return opts.key_password
 
 
+def _token_options(parser, opts, wrap):
+    """(plugin name, source) from --target-config, --token-plugin, --token-source."""
+    name, source = opts.token_plugin, opts.token_source
+    if opts.target_config is not None:
+        if name or source is not None:
+            parser.error('--target-config FILE is --token-plugin TokenFile --token-source '
+                         'FILE: give one or the other')
+        name, source = 'TokenFile', os.path.abspath(opts.target_config)
+    if name is None:
+        if source is not None:
+            parser.error('--token-source needs --token-plugin')
+        if opts.host_token:
+            parser.error('--host-token needs --token-plugin (or --target-config)')
+        return None, None
+    flag = '--target-config' if opts.target_config is not None else '--token-plugin'
+    if name.startswith(UPSTREAM_PLUGIN_MODULE) and name[len(UPSTREAM_PLUGIN_MODULE):] \
+            in TOKEN_PLUGINS:
+        name = name[len(UPSTREAM_PLUGIN_MODULE):]
+    if name in TOKEN_PLUGINS:
+        if not source:
+            parser.error('--token-plugin %s needs --token-source' % name)
+    elif '.' not in name.strip('.'):
+        parser.error('unknown --token-plugin %r: use one of %s, or module.Class'
+                     % (name, ', '.join(TOKEN_PLUGINS)))
+    if wrap is not None:
+        parser.error('%s and -- PROGRAM contradict each other: the wrapped program is '
+                     'the target' % flag)
+    if opts.unix_target:
+        parser.error('--unix-target and %s contradict each other: each token names its '
+                     'target (a token file can name unix_socket:/path)' % flag)
+    return name, source
+
+
 def parse_args(argv):
     """Build Settings from a command line (without the program name)."""
     argv = list(argv)
@@ -3012,6 +3681,7 @@ def parse_args(argv):
                          'not --unix-listen or --inetd')
     elif opts.wrap_mode or opts.rebind:
         parser.error('--wrap-mode and --rebind only apply to -- PROGRAM ARGS')
+    token_plugin, token_source = _token_options(parser, opts, wrap)
     args = list(opts.addresses)
     try:
         mode = int(opts.unix_listen_mode, 8)
@@ -3030,7 +3700,11 @@ def parse_args(argv):
             parser.error('-- PROGRAM needs a fixed listening port (the port PROGRAM binds), '
                          'not 0')
     target_host = target_port = None
-    if not opts.unix_target and wrap is None:
+    if token_plugin and args:
+        parser.error('a target (%r) and %s contradict each other: each token names its '
+                     'target' % (args[0], '--target-config' if opts.target_config
+                                 else '--token-plugin'))
+    if not opts.unix_target and wrap is None and not token_plugin:
         if not args:
             parser.error('missing the target_addr:target_port')
         target = args.pop(0)
@@ -3095,7 +3769,8 @@ def parse_args(argv):
         ssl_target_insecure=opts.ssl_target_insecure,
         wrap_cmd=tuple(wrap) if wrap is not None else None,
         wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
-        pid_file=opts.pid_file, workers=opts.workers)
+        pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
+        token_source=token_source, host_token=opts.host_token)
 
 
 def _configure_logging(settings):
