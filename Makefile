@@ -13,7 +13,7 @@ NODEDIR := $(BUILD)/node
 BENCH   ?= ../shared/bench
 DEMO_PORT ?= 6080
 PIP_PACKAGES := websockets websocket-client trustme playwright vermin
-APT_PACKAGES := chromium telnetd-ssl socat openssl
+APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
 
 .PHONY: all test test-deps unit node-test floor lint demo bench clean
 
@@ -36,7 +36,8 @@ $(NODEDIR)/.stamp:
 $(BUILD)/.apt-stamp:
 	@mkdir -p $(BUILD)
 	@if ! command -v chromium >/dev/null || ! command -v in.telnetd >/dev/null \
-	    || ! command -v socat >/dev/null || ! command -v openssl >/dev/null; then \
+	    || ! command -v socat >/dev/null || ! command -v openssl >/dev/null \
+	    || ! command -v redis-server >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
 	fi
 	touch $@
