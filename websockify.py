@@ -3907,6 +3907,12 @@ def main(argv=None):
         if settings.web:
             logger.info('serving files from %s%s', settings.web,
                         ' (with directory listings)' if settings.web_listing else '')
+        if settings.auth_plugin is not None:
+            logger.info('auth plugin %s checks WebSocket handshakes%s',
+                        type(settings.auth_plugin).__name__,
+                        ' and --web requests' if settings.web_auth else '')
+        if settings.record:
+            logger.info('recording sessions to %s.N', settings.record)
         if ready_fd is not None:
             _finish_daemonizing(ready_fd)
         if settings.workers > 1:
