@@ -40,6 +40,7 @@ import importlib
 import itertools
 import json
 import logging
+import logging.handlers
 import mmap
 import os
 import re
@@ -168,7 +169,7 @@ VALID_CLOSE_CODES = frozenset(itertools.chain(
 class HTTPError(Exception):
     """A request refused before the upgrade: an HTTP status and a one-line reason."""
 
-    def __init__(self, status, reason, headers=(), detail=None):
+    def __init__(self, status, reason, headers=(), detail=None, log_reason=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -176,6 +177,8 @@ class HTTPError(Exception):
         #: Logged after the reason but never sent: what the client must not see
         #: (which back end failed) or need not be told back (its own token).
         self.detail = detail
+        #: What the log says when it should say more than the client is told.
+        self.log_reason = log_reason or reason
 
 
 class ProtocolError(Exception):
@@ -193,6 +196,20 @@ class UsageError(Exception):
 
 class WrapError(Exception):
     """The wrapped program cannot be run (no rebind.so, no such program); main() exits 1."""
+
+
+class AuthenticationError(Exception):
+    """Raised by an auth plugin to refuse a request: upstream websockify's interface.
+
+    code is the HTTP status, headers a dict of headers for the answer (such as
+    WWW-Authenticate), msg its one-line reason; the log says log_msg (default msg)."""
+
+    def __init__(self, log_msg=None, response_code=403, response_headers=None,
+                 response_msg=None):
+        super().__init__(log_msg if log_msg is not None else response_msg)
+        self.code = response_code
+        self.headers = dict(response_headers or {})
+        self.msg = response_msg
 
 
 ################################################################################
@@ -214,7 +231,7 @@ class WrapError(Exception):
 
 _STATUS_TEXT = {
     101: 'Switching Protocols', 200: 'OK', 301: 'Moved Permanently', 304: 'Not Modified',
-    400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found',
+    400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
     405: 'Method Not Allowed', 408: 'Request Timeout', 414: 'URI Too Long',
     426: 'Upgrade Required', 431: 'Request Header Fields Too Large',
     500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable',
@@ -478,7 +495,8 @@ FLASH_POLICY = (b'<?xml version="1.0"?>\n'
 def http_response(status, body='', headers=(), content_type='text/plain; charset=utf-8'):
     """A complete HTTP/1.1 response that closes the connection."""
     payload = body.encode('utf-8') if isinstance(body, str) else body
-    lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status, 'Error'))]
+    lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status)
+                                 or http.client.responses.get(status, 'Error'))]
     lines.extend('%s: %s' % h for h in headers)
     lines.extend(('Content-Type: ' + content_type, 'Content-Length: %d' % len(payload),
                   'Connection: close', 'Server: websockify.py/' + __version__))
@@ -2632,6 +2650,224 @@ def _connect_wrapped(settings, wrapper):
             version, min(remaining, WRAP_RETRY) if listeners else remaining)
 
 
+# -- auth plugins ---------------------------------------------------------------
+#
+# --auth-plugin CLASS --auth-source ARG: the plugin is built once, at start-up,
+# with ARG; its authenticate(headers, target_host, target_port) runs for every
+# WebSocket handshake (and every --web request with --web-auth) before the
+# target is connected: returning allows, raising refuses. This is upstream
+# websockify's interface, so its plugins run here unchanged: AuthenticationError
+# (code, headers, msg) gives the answer; any other exception is a failing plugin,
+# answered 500 and logged, never a traceback.
+
+#: Header through which plugins see the common name of a verified client
+#: certificate (upstream's name, after Apache's SSL_CLIENT_S_DN_CN). A client
+#: sending it itself is ignored: only we set it.
+CLIENT_CN_HEADER = 'SSL_CLIENT_S_DN_CN'
+#: Headers of our own in every answer, which plugins cannot replace.
+_OWN_HEADERS = frozenset(('content-type', 'content-length', 'connection', 'server'))
+#: Module name under which upstream's plugins are found; accepted for the built-in ones.
+UPSTREAM_AUTH_MODULE = 'websockify.auth_plugins'
+
+
+class BasePlugin:
+    """Base class of auth plugins: built with the --auth-source string (or None)."""
+
+    def __init__(self, src=None):
+        self.source = src
+
+    def authenticate(self, headers, target_host, target_port):
+        """Return to allow the request, raise AuthenticationError to refuse it. Override."""
+
+
+class BasicHTTPAuth(BasePlugin):
+    """HTTP Basic authentication (RFC 7617) with --auth-source USER:PASSWORD."""
+
+    #: The realm a browser names when it asks for the password (upstream's).
+    realm = 'Websockify'
+
+    def __init__(self, src=None):
+        if not src or ':' not in src:
+            raise ValueError('BasicHTTPAuth needs --auth-source USER:PASSWORD')
+        super().__init__(src)
+        # RFC 7617 §2.1: browsers send UTF-8 nowadays, older ones ISO-8859-1.
+        self._expected = [src.encode('utf-8')]
+        latin = src.encode('latin-1', 'replace')
+        if latin != self._expected[0]:
+            self._expected.append(latin)
+
+    def authenticate(self, headers, target_host, target_port):
+        challenge = {'WWW-Authenticate': 'Basic realm="%s"' % self.realm}
+        value = headers.get('Authorization')
+        if value is None:
+            raise AuthenticationError('no credentials', 401, challenge,
+                                      'authentication required')
+        scheme, _, token = value.strip().partition(' ')
+        if scheme.lower() != 'basic':
+            raise AuthenticationError('%s credentials, not Basic' % _printable(scheme), 401,
+                                      challenge, 'Basic authentication required')
+        try:
+            given = base64.b64decode(token.strip().encode('ascii'), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            given = b''
+        if b':' not in given:
+            raise AuthenticationError(response_code=400,
+                                      response_msg='malformed Basic credentials')
+        # Every candidate is compared, in constant time, whatever the first gives.
+        matches = [hmac.compare_digest(given, expected) for expected in self._expected]
+        if not any(matches):
+            user = given.partition(b':')[0].decode('latin-1')
+            raise AuthenticationError('wrong password for user %s' % _printable(user), 401,
+                                      challenge, 'wrong user name or password')
+
+
+class ExpectOrigin(BasePlugin):
+    """Allows requests whose Origin is one of the space-separated --auth-source origins."""
+
+    def __init__(self, src=None):
+        super().__init__(src)
+        self.origins = frozenset((src or '').split())
+        if not self.origins:
+            raise ValueError('ExpectOrigin needs --auth-source "ORIGIN ..." '
+                             '(such as https://example.com)')
+
+    def authenticate(self, headers, target_host, target_port):
+        # HyBi 7 and 8 clients name it Sec-WebSocket-Origin (draft-ietf-hybi-10 §4.1).
+        origin = headers.get('Origin') or headers.get('Sec-WebSocket-Origin')
+        if origin not in self.origins:
+            raise AuthenticationError(
+                'origin %s is not allowed' % ('missing' if origin is None else
+                                              repr(_printable(origin))),
+                403, None, 'origin not allowed')
+
+
+class ClientCertCNAuth(BasePlugin):
+    """Allows TLS clients whose verified certificate has one of the space-separated
+    --auth-source common names (needs --verify-client)."""
+
+    def __init__(self, src=None):
+        super().__init__(src)
+        self.names = frozenset((src or '').split())
+        if not self.names:
+            raise ValueError('ClientCertCNAuth needs --auth-source "NAME ..." '
+                             '(common names of client certificates)')
+
+    def authenticate(self, headers, target_host, target_port):
+        name = headers.get(CLIENT_CN_HEADER)
+        if name is None:
+            raise AuthenticationError('no verified client certificate with a common name',
+                                      403, None, 'client certificate required')
+        if name not in self.names:
+            raise AuthenticationError('client certificate %r is not allowed' % _printable(name),
+                                      403, None, 'client certificate not allowed')
+
+
+#: The built-in plugins, by upstream's names.
+AUTH_PLUGINS = {cls.__name__: cls for cls in (BasicHTTPAuth, ExpectOrigin, ClientCertCNAuth)}
+
+
+def load_auth_plugin(name, source):
+    """The plugin for --auth-plugin NAME --auth-source SOURCE; UsageError if it cannot be.
+
+    NAME is a built-in one (also as websockify.auth_plugins.NAME) or
+    package.module.Class, imported from the Python path."""
+    module_name, dot, class_name = name.rpartition('.')
+    if not dot or module_name == UPSTREAM_AUTH_MODULE:
+        cls = AUTH_PLUGINS.get(class_name)
+        if cls is None:
+            raise UsageError('unknown --auth-plugin %s: give one of %s, or package.module.Class'
+                             % (name, ', '.join(AUTH_PLUGINS)))
+    else:
+        # Plugins written for upstream import websockify.auth_plugins: that is this
+        # file (which runs as __main__ when started as a program).
+        this = sys.modules[__name__]
+        sys.modules.setdefault('websockify', this)
+        sys.modules.setdefault(UPSTREAM_AUTH_MODULE, this)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:         # the plugin's own code may raise anything
+            raise UsageError('--auth-plugin %s: cannot import %s: %s: %s'
+                             % (name, module_name, type(exc).__name__, exc)) from None
+        cls = getattr(module, class_name, None)
+        if not callable(cls):
+            raise UsageError('--auth-plugin %s: module %s has no class %s'
+                             % (name, module_name, class_name))
+    try:
+        plugin = cls(source)
+    except Exception as exc:
+        raise UsageError('--auth-plugin %s: %s' % (name, exc)) from None
+    if not callable(getattr(plugin, 'authenticate', None)):
+        raise UsageError('--auth-plugin %s has no authenticate() method' % name)
+    return plugin
+
+
+def _certificate_cn(cert):
+    """The common name of a verified peer certificate (the last one, as upstream), or None."""
+    names = [value for rdn in (cert or {}).get('subject', ())
+             for key, value in rdn if key == 'commonName']
+    return names[-1] if names else None
+
+
+def _plugin_headers(headers):
+    """The headers a refusing plugin asked for that are safe to send: names are
+    tokens, values hold no control characters, our own headers stay ours."""
+    try:
+        items = list(headers.items() if hasattr(headers, 'items') else headers or ())
+    except (TypeError, ValueError):
+        return []
+    safe = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue
+        name, value = str(name), str(value)
+        if (_TOKEN.match(name) and name.lower() not in _OWN_HEADERS
+                and not _CONTROL.search(value)):
+            safe.append((name, value))
+    return safe
+
+
+def _auth_refusal(plugin, exc):
+    """The HTTPError answering a plugin's exception: its status if it gave one."""
+    name = type(plugin).__name__
+    if isinstance(exc, HTTPError):
+        return HTTPError(exc.status, exc.reason, exc.headers,
+                         '%s: %s' % (name, exc.log_reason))
+    # By name too: a plugin may raise upstream's class, or another copy of ours.
+    if not any(c.__name__ == 'AuthenticationError' for c in type(exc).__mro__):
+        return HTTPError(500, 'authentication failed: internal error',
+                         log_reason='%s failed: %s: %s' % (name, type(exc).__name__,
+                                                           _printable(str(exc))))
+    code = getattr(exc, 'code', None)
+    detail = _printable(str(exc) or '(no reason given)')
+    if not isinstance(code, int) or isinstance(code, bool) or not 300 <= code <= 599:
+        return HTTPError(403, 'authentication failed',
+                         log_reason='%s refused with the invalid status %r: %s'
+                                    % (name, code, detail))
+    reason = getattr(exc, 'msg', None) or http.client.responses.get(code, 'refused')
+    return HTTPError(code, _printable(str(reason)), _plugin_headers(getattr(exc, 'headers', ())),
+                     '%s refused: %s' % (name, detail))
+
+
+def authenticate(plugin, request, peer_cert, target_host, target_port):
+    """Run an auth plugin on a request; raises HTTPError with the answer if it refuses.
+
+    peer_cert is the client's verified certificate (getpeercert()) or None."""
+    headers = http.client.HTTPMessage()
+    for name, values in request.headers.items():
+        if name != CLIENT_CN_HEADER.lower():
+            for value in values:
+                headers[name] = value
+    name = _certificate_cn(peer_cert)
+    if name is not None:
+        headers[CLIENT_CN_HEADER] = name
+    try:
+        plugin.authenticate(headers=headers, target_host=target_host, target_port=target_port)
+    except Exception as exc:             # the plugin's code: anything can come out
+        raise _auth_refusal(plugin, exc) from None
+
+
 ################################################################################
 # Program wrapping
 ################################################################################
@@ -2996,6 +3232,131 @@ class ProgramWrapper:
 
 
 ################################################################################
+# Recording
+################################################################################
+#
+# --record FILE writes each WebSocket session to FILE.N, N being the session's
+# connection number in the log ('w2.7' under --workers), created with mode 0600.
+# The file is the JavaScript that noVNC's playback page (tests/vnc_playback.html,
+# loading playback-ui.js) reads, in the layout upstream websockify writes:
+#
+#     var VNC_frame_encoding = 'binary';
+#     var VNC_frame_data = [
+#     '{2{RFB 003.008\n',              target -> client: '{' MS '{' BYTES
+#     '}9}RFB 003.008\n',              client -> target: '}' MS '}' BYTES
+#     '{11{\x01\x02',
+#     'EOF'];
+#
+# MS is the time since the session opened, in milliseconds. BYTES are what a peer
+# sent, one entry per chunk relayed: the target's as read, the client's once
+# unframed, unmasked and base64-decoded, so HyBi, base64 and Hixie sessions
+# record alike. They form a single-quoted JavaScript string whose character
+# codes are the bytes ('binary' encoding): printable ASCII as itself, the rest
+# as \xNN, \t, \n, \r, \\ and \'. Older noVNC pages require VNC_frame_encoding;
+# newer ones use it when present. Playback replays the '{' entries.
+#
+# Recording costs nothing when off: only sessions relayed by RecordingPump
+# record. A write that fails (disk full) is logged once and ends the recording,
+# never the session.
+
+#: Start and end of a recording file.
+RECORD_HEAD = b"var VNC_frame_encoding = 'binary';\nvar VNC_frame_data = [\n"
+RECORD_TAIL = b"'EOF'];\n"
+
+
+def js_string_body(data):
+    """Bytes as the inside of a single-quoted JavaScript string, one character per byte."""
+    return codecs.latin_1_decode(data)[0].encode('unicode_escape').replace(b"'", b"\\'")
+
+
+class SessionRecorder:
+    """Writes one session to its recording file (see above); opened by the handler."""
+
+    def __init__(self, path, log_prefix):
+        self.path = path
+        self._log_prefix = log_prefix
+        self._start = time.monotonic()
+        # No symlinks followed, no FIFO waited for; an existing file becomes 0600 too.
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0)
+                 | getattr(os, 'O_NONBLOCK', 0))
+        fd = os.open(path, flags, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(0, 'not a regular file')
+            os.fchmod(fd, 0o600)
+            self._file = open(fd, 'wb')
+        except BaseException:
+            os.close(fd)
+            raise
+        self._write(RECORD_HEAD)
+
+    def client(self, parts):
+        """Record what the client sent (payload views)."""
+        self._entry(b'}', parts)
+
+    def target(self, data):
+        """Record what the target sent."""
+        self._entry(b'{', (data,))
+
+    def _entry(self, marker, parts):
+        if self._file is None:
+            return
+        head = b"'%s%d%s" % (marker, (time.monotonic() - self._start) * 1000, marker)
+        for part in parts:
+            if len(part):
+                self._write(head + js_string_body(part) + b"',\n")
+
+    def _write(self, data):
+        if self._file is None:
+            return
+        try:
+            self._file.write(data)
+        except (OSError, ValueError) as exc:
+            self._stop(exc)
+
+    def close(self):
+        """End the file (called once the session is over)."""
+        if self._file is None:
+            return
+        self._write(RECORD_TAIL)
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        try:
+            file.close()
+        except OSError as exc:
+            self._file = file
+            self._stop(exc)
+
+    def _stop(self, exc):
+        logger.warning('%s: recording to %s stopped: %s', self._log_prefix, self.path,
+                       getattr(exc, 'strerror', None) or exc)
+        file, self._file = self._file, None
+        try:
+            file.close()          # closes the descriptor even when the flush fails
+        except (OSError, ValueError):
+            pass
+
+
+class RecordingPump(Pump):
+    """A Pump that also gives what each side sends to a SessionRecorder."""
+
+    def __init__(self, *args, recorder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
+
+    def _to_target(self, parts):
+        if parts:
+            self.recorder.client(parts)
+        super()._to_target(parts)
+
+    def _relay_target(self):
+        target = self.target
+        self.recorder.target(target.view[:target.end])
+        super()._relay_target()
+
+
+################################################################################
 # Server and command line
 ################################################################################
 
@@ -3072,6 +3433,14 @@ class Settings:
     #: The plugin's argument (a file, directory, URL or Redis address).
     token_source: str = dataclasses.field(default=None, repr=False)
     host_token: bool = False
+    #: Absolute path that recording files are named after (FILE of FILE.N), or None.
+    record: str = None
+    #: Where to send the log too: a Unix socket path, or a (host, port) for UDP.
+    syslog: object = None
+    legacy_syslog: bool = False
+    #: The --auth-plugin object (built once with --auth-source), or None.
+    auth_plugin: object = None
+    web_auth: bool = False
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
@@ -3079,12 +3448,13 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
 
     def handle(self):
         server = self.server
-        conn_id = next(server.ids)
+        #: The connection's number in the log (and in --record file names).
+        self.conn_id = '%s%d' % (server.id_prefix, next(server.ids))
         if isinstance(self.client_address, tuple):
             peer = format_address(*self.client_address[:2])
         else:
             peer = 'unix'
-        self.log_prefix = '%s%d %s' % (server.id_prefix, conn_id, peer)
+        self.log_prefix = '%s %s' % (self.conn_id, peer)
         self.conn = Connection(self.request, peer)
         try:
             self._handle()
@@ -3154,6 +3524,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         settings = self.server.settings
         if not is_upgrade(request):
             if settings.web:
+                if settings.web_auth:
+                    self._authenticate(request)
                 # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
                 self._serve_file(request)
                 return
@@ -3172,6 +3544,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
         chosen = resolve_target(request, settings, self.server.token_plugin)
+        if settings.auth_plugin is not None:
+            self._authenticate(request, chosen)
         target, where = connect_target(settings, self.server.target_tls,
                                        self.server.wrapper, chosen)
         try:
@@ -3187,6 +3561,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
     def _serve_hixie(self, request, kind):
         """Draft-75/76: check, read key3 (76) within the handshake deadline, connect, reply."""
         check_hixie_request(request)
+        settings = self.server.settings
+        chosen = resolve_target(request, settings, self.server.token_plugin)
+        if settings.auth_plugin is not None:
+            self._authenticate(request, chosen)
         answer = b''
         if kind == 'hixie-76':
             key1 = request.header('sec-websocket-key1')
@@ -3200,8 +3578,6 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             answer = hixie76_answer(key1, key2, key3)
         protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
                                   else 'websocket-protocol')
-        settings = self.server.settings
-        chosen = resolve_target(request, settings, self.server.token_plugin)
         target, where = connect_target(settings, self.server.target_tls,
                                        self.server.wrapper, chosen)
         try:
@@ -3209,6 +3585,15 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             self._relay(request, target, where, HixieCodec(kind), protocol)
         finally:
             target.close()
+
+    def _authenticate(self, request, chosen=None):
+        """Run --auth-plugin on a request (before any target is connected), with the
+        target its token chose if any; HTTPError."""
+        settings = self.server.settings
+        cert = self.request.getpeercert() if self.conn.secure else None
+        host, port = ((chosen.host, chosen.port) if chosen is not None
+                      else (settings.target_host, settings.target_port))
+        authenticate(settings.auth_plugin, request, cert, host, port)
 
     def _serve_flash_policy(self):
         """Answer a Flash socket policy request on this port, then close."""
@@ -3244,25 +3629,44 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                     where, codec.family, codec.mode,
                     ', protocol %s' % _printable(protocol) if protocol else '',
                     ', ' + _tls_summary(self.request) if self.conn.secure else '')
-        pump = Pump(self.request, target, codec, initial=self.conn.extra,
-                    heartbeat=settings.heartbeat, wake_fd=server.wake_fd,
-                    traffic=settings.traffic)
+        options = dict(initial=self.conn.extra, heartbeat=settings.heartbeat,
+                       wake_fd=server.wake_fd, traffic=settings.traffic)
+        recorder = self._open_recording() if settings.record else None
+        if recorder is None:
+            pump = Pump(self.request, target, codec, **options)
+        else:
+            pump = RecordingPump(self.request, target, codec, recorder=recorder, **options)
         started = time.monotonic()
         server.session_started()
         try:
             code, reason = pump.run()
         finally:
             server.session_ended()
+            if recorder is not None:
+                recorder.close()
         logger.info('%s: session closed: path %s, target %s, %d bytes from client, '
                     '%d bytes to client, %.1f s, close %s%s', self.log_prefix, path, where,
                     pump.target.sent, pump.target.received, time.monotonic() - started,
                     code, ' (%s)' % _printable(reason) if reason else '')
 
+    def _open_recording(self):
+        """The SessionRecorder of this session (--record), or None if the file cannot
+        be made: the session goes on unrecorded."""
+        path = '%s.%s' % (self.server.settings.record, self.conn_id)
+        try:
+            recorder = SessionRecorder(path, self.log_prefix)
+        except OSError as exc:
+            logger.warning('%s: cannot record to %s: %s', self.log_prefix, path,
+                           exc.strerror or exc)
+            return None
+        logger.info('%s: recording to %s', self.log_prefix, path)
+        return recorder
+
     def _refuse(self, request, exc):
         """Answer a refused request with its status, log it, and close gently."""
         what = ('%s %s' % (request.method, _printable(request.target))
                 if request is not None else 'request')
-        logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.reason,
+        logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.log_reason,
                     ' (%s)' % exc.detail if exc.detail else '')
         try:
             self.conn.send_all(http_response(exc.status, exc.reason + '\n', exc.headers), 2.0)
@@ -3470,13 +3874,6 @@ def describe_listener(server):
     return format_address(*server.server_address[:2])
 
 
-#: Options of upstream websockify that later work will implement; until then
-#: giving one is a usage error, never a silent no-op.
-_NOT_YET = (
-    ('record', '--record'), ('web_auth', '--web-auth'), ('auth_plugin', '--auth-plugin'),
-    ('auth_source', '--auth-source'), ('syslog', '--syslog'),
-    ('legacy_syslog', '--legacy-syslog'),
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -3503,7 +3900,9 @@ def _build_parser():
     a('--traffic', action='store_true',
       help='print a marker per read/write: } client in, < client out, { target in, '
            '> target out, . partial send')
-    a('--record', metavar='FILE', help='record sessions to FILE.N (not supported yet)')
+    a('--record', metavar='FILE',
+      help='record each WebSocket session to FILE.N (N: its connection number in the '
+           'log), a script noVNC\'s playback page replays; FILE\'s directory must exist')
     a('-D', '--daemon', action='store_true',
       help='run in the background once listening (errors before that reach the terminal)')
     a('--pid-file', metavar='FILE', help='write the process id to FILE (removed at exit)')
@@ -3553,8 +3952,9 @@ def _build_parser():
                                    'on the same port')
     a('--web-listing', action='store_true',
       help='with --web: list the files of a directory that has no index.html')
-    a('--web-auth', action='store_true', help='authenticate web requests too '
-                                               '(not supported yet)')
+    a('--web-auth', action='store_true',
+      help='with --web and --auth-plugin: authenticate file requests too (otherwise only '
+           'WebSocket handshakes are)')
     a('--file-only', action='store_true',
       help='no directory listings (accepted for compatibility: this is the default)')
     a('--wrap-mode', choices=('exit', 'ignore', 'respawn'),
@@ -3577,14 +3977,20 @@ def _build_parser():
            'host[:port[:db[:password[:namespace]]]] for TokenRedis, a key file for JWTTokenApi')
     a('--host-token', action='store_true',
       help='take the token from the Host header\'s name instead of the URL')
-    a('--auth-plugin', metavar='CLASS', help='auth plugin (not supported yet)')
-    a('--auth-source', metavar='ARG', help='auth plugin argument (not supported yet)')
+    a('--auth-plugin', metavar='CLASS',
+      help='check every WebSocket handshake with CLASS: BasicHTTPAuth (ARG user:password), '
+           'ExpectOrigin (ARG: allowed origins), ClientCertCNAuth (ARG: allowed common names '
+           'of --verify-client certificates), or package.module.Class')
+    a('--auth-source', metavar='ARG', help='the argument the --auth-plugin is built with')
     a('--log-file', metavar='FILE', help='append log lines to FILE instead of stderr')
     a('--workers', type=int, default=1, metavar='N',
       help='serve with N processes sharing the listening socket, to use N cores '
            '(default 1); a worker that dies is replaced')
-    a('--syslog', metavar='SERVER', help='log to syslog (not supported yet)')
-    a('--legacy-syslog', action='store_true', help='old syslog format (not supported yet)')
+    a('--syslog', metavar='SERVER',
+      help='log to syslog too: SERVER is a Unix socket such as /dev/log, or UDP host:port '
+           '(RFC 5424 messages, facility daemon with -D, else user)')
+    a('--legacy-syslog', action='store_true',
+      help='with --syslog: the older BSD format (RFC 3164, as syslog(3)) instead of RFC 5424')
     return p
 
 
@@ -3658,6 +4064,42 @@ def _token_options(parser, opts, wrap):
     return name, source
 
 
+def _syslog_address(parser, text):
+    """--syslog SERVER: a Unix socket path (it has a '/' or no ':'), else UDP host:port."""
+    if '/' in text or ':' not in text:
+        path = os.path.abspath(text)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            parser.error('--syslog %s: %s' % (text, exc.strerror or exc))
+        if not stat.S_ISSOCK(mode):
+            parser.error('--syslog %s is not a socket' % text)
+        return path
+    host, port = _split_hostport(parser, text, 'syslog')
+    if not host or not port:
+        parser.error('--syslog needs HOST:PORT (UDP) or the path of a Unix socket, not %r'
+                     % text)
+    try:
+        socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+    except OSError as exc:
+        parser.error('--syslog: cannot resolve %s: %s' % (host, exc.strerror or exc))
+    return host, port
+
+
+def _record_prefix(parser, name):
+    """The absolute FILE of --record FILE, whose directory must exist and be writable."""
+    path = os.path.abspath(name)
+    if name.endswith(('/', os.sep)) or os.path.isdir(path):
+        parser.error('--record %s is a directory: give a file name (sessions go to FILE.N)'
+                     % name)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        parser.error('--record %s: the directory %s does not exist' % (name, folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        parser.error('--record %s: the directory %s is not writable' % (name, folder))
+    return path
+
+
 def parse_args(argv):
     """Build Settings from a command line (without the program name)."""
     argv = list(argv)
@@ -3667,9 +4109,6 @@ def parse_args(argv):
         argv, wrap = argv[:cut], argv[cut + 1:]
     parser = _build_parser()
     opts = parser.parse_args(argv)
-    for dest, flag in _NOT_YET:
-        if getattr(opts, dest) not in (None, False):
-            parser.error('%s is not supported yet' % flag)
     if wrap is not None:
         if not wrap:
             parser.error('-- must be followed by the PROGRAM to run (and its ARGS)')
@@ -3749,6 +4188,24 @@ def parse_args(argv):
         parser.error('--run-once serves one session: it cannot use --workers')
     if opts.workers > 1 and wrap is not None:
         parser.error('-- PROGRAM runs one program for one server: it cannot use --workers')
+    if opts.auth_source is not None and not opts.auth_plugin:
+        parser.error('--auth-source needs --auth-plugin')
+    if opts.web_auth and not opts.auth_plugin:
+        parser.error('--web-auth needs --auth-plugin')
+    if opts.web_auth and web is None:
+        parser.error('--web-auth needs --web DIR')
+    if opts.legacy_syslog and not opts.syslog:
+        parser.error('--legacy-syslog needs --syslog')
+    record = _record_prefix(parser, opts.record) if opts.record is not None else None
+    syslog = _syslog_address(parser, opts.syslog) if opts.syslog is not None else None
+    auth_plugin = None
+    if opts.auth_plugin:
+        try:
+            auth_plugin = load_auth_plugin(opts.auth_plugin, opts.auth_source)
+        except UsageError as exc:
+            parser.error(str(exc))
+        if isinstance(auth_plugin, ClientCertCNAuth) and not opts.verify_client:
+            parser.error('ClientCertCNAuth checks client certificates: it needs --verify-client')
 
     def absolute(path):
         return os.path.abspath(path) if path else None
@@ -3770,16 +4227,84 @@ def parse_args(argv):
         wrap_cmd=tuple(wrap) if wrap is not None else None,
         wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
         pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
-        token_source=token_source, host_token=opts.host_token)
+        token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
+        legacy_syslog=opts.legacy_syslog, auth_plugin=auth_plugin, web_auth=opts.web_auth)
+
+
+#: APP-NAME of our syslog messages (upstream's).
+SYSLOG_IDENT = 'websockify'
+_MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec')
+
+
+class _SyslogFormatter(logging.Formatter):
+    """What follows <PRI> in a syslog message: RFC 5424 §6
+    ('1 TIMESTAMP HOSTNAME APP-NAME PROCID - - MSG'), or with --legacy-syslog the
+    BSD form of RFC 3164 §4.1 that syslog(3) sends ('Mmm dd hh:mm:ss APP[PID]: MSG')."""
+
+    def __init__(self, legacy):
+        super().__init__('%(message)s')
+        self.legacy = legacy
+        host = socket.gethostname()
+        # RFC 5424 §6.2.4: printable US-ASCII, at most 255 characters, else '-'.
+        ok = host and len(host) <= 255 and all('!' <= c <= '~' for c in host)
+        self.hostname = host if ok else '-'
+
+    def format(self, record):
+        text = super().format(record).replace('\r', ' ').replace('\n', ' ')
+        if self.legacy:
+            t = time.localtime(record.created)
+            return '%s %2d %02d:%02d:%02d %s[%d]: %s' % (
+                _MONTHS[t.tm_mon - 1], t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                SYSLOG_IDENT, record.process, text)
+        stamp = '%s.%03dZ' % (time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created)),
+                              record.msecs)
+        if not all(c < '\x80' for c in text):
+            text = '\ufeff' + text        # RFC 5424 §6.4: UTF-8 text starts with a BOM
+        return '1 %s %s %s %d - - %s' % (stamp, self.hostname, SYSLOG_IDENT, record.process,
+                                          text)
+
+
+class _SyslogHandler(logging.handlers.SysLogHandler):
+    """SysLogHandler that reports a syslog it cannot reach with one line on stderr
+    (again only after a message got through), not a traceback per message."""
+
+    _failed = _reported = False
+
+    def emit(self, record):
+        self._failed = False
+        super().emit(record)
+        if not self._failed:
+            self._reported = False
+
+    def handleError(self, record):
+        self._failed = True
+        if not self._reported:
+            self._reported = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write('websockify.py: cannot log to syslog %s: %s\n'
+                             % (self.address, getattr(exc, 'strerror', None) or exc))
 
 
 def _configure_logging(settings):
+    """Log to stderr (or --log-file), and to --syslog; UsageError if syslog cannot be."""
     if settings.log_file:
         handler = logging.FileHandler(settings.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     logger.addHandler(handler)
+    if settings.syslog is not None:
+        facility = (_SyslogHandler.LOG_DAEMON if settings.daemon
+                    else _SyslogHandler.LOG_USER)
+        try:
+            syslog = _SyslogHandler(settings.syslog, facility)
+        except OSError as exc:
+            raise UsageError('cannot log to syslog %s: %s'
+                             % (settings.syslog, exc.strerror or exc)) from None
+        # A datagram is one message; a stream needs a terminator.
+        syslog.append_nul = syslog.socktype == socket.SOCK_STREAM
+        syslog.setFormatter(_SyslogFormatter(settings.legacy_syslog))
+        logger.addHandler(syslog)
     logger.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
     logger.propagate = False
 
@@ -3995,7 +4520,11 @@ def _supervise(server, settings):
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
     settings = parse_args(sys.argv[1:] if argv is None else argv)
-    _configure_logging(settings)
+    try:
+        _configure_logging(settings)
+    except UsageError as exc:
+        sys.stderr.write('websockify.py: error: %s\n' % exc)
+        return 2
     try:
         rebind = find_rebind(settings.rebind) if settings.wrap_cmd else None
     except WrapError as exc:
@@ -4044,6 +4573,12 @@ def main(argv=None):
         if settings.web:
             logger.info('serving files from %s%s', settings.web,
                         ' (with directory listings)' if settings.web_listing else '')
+        if settings.auth_plugin is not None:
+            logger.info('auth plugin %s checks WebSocket handshakes%s',
+                        type(settings.auth_plugin).__name__,
+                        ' and --web requests' if settings.web_auth else '')
+        if settings.record:
+            logger.info('recording sessions to %s.N', settings.record)
         if ready_fd is not None:
             _finish_daemonizing(ready_fd)
         if settings.workers > 1:
