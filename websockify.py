@@ -169,7 +169,7 @@ VALID_CLOSE_CODES = frozenset(itertools.chain(
 class HTTPError(Exception):
     """A request refused before the upgrade: an HTTP status and a one-line reason."""
 
-    def __init__(self, status, reason, headers=(), detail=None, log_reason=None):
+    def __init__(self, status, reason, headers=(), log_reason=None, detail=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
