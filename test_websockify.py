@@ -43,7 +43,9 @@ import websockify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'websockify.py')
-NODE_MODULES = os.path.join(HERE, 'build', 'node', 'node_modules')
+#: Node's ws package: NODE_PATH (as `make test` sets it) or build/node next to this file.
+NODE_MODULES = (os.environ.get('NODE_PATH')
+                or os.path.join(HERE, 'build', 'node', 'node_modules'))
 REQUIRE_ALL = bool(os.environ.get('WEBSOCKIFY_REQUIRE_ALL'))
 
 #: Seconds any single wait may take (a socket operation, a join, a process exit).
