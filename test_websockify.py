@@ -1,22 +1,29 @@
-"""Tests for websockify.py, through real sockets.
+"""Tests for websockify.py, through real sockets, and the demo behind `make demo`.
 
     python3 -m unittest test_websockify          # stdlib only; other clients are skipped
     make test                                    # installs them; WEBSOCKIFY_REQUIRE_ALL=1
+    python3 test_websockify.py demo [--port N]   # the demo (make demo)
 
 Servers listen on 127.0.0.1 / ::1 port 0 or on Unix sockets in a temporary folder, are
 ready once bound and are stopped by addCleanup. Clients we did not write (Python
-`websockets`, `websocket-client`, Node `ws`) are imported or probed only by the tests
-that use them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in
-which case it fails. Everything else uses the raw-socket client below, which sends
-whatever bytes a test asks for, including the ones no library would send.
+`websockets`, `websocket-client`, `trustme`, Playwright, Node `ws`) and tools
+(in.telnetd, Chromium, openssl, make) are imported or probed only by the tests that use
+them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in which case
+it fails. Everything else uses the raw-socket clients below, which send whatever bytes
+a test asks for, including the ones no library would send.
 
-One TestCase per section of websockify.py, in file order.
+The file: the helpers all features share, then one part per feature, each under a
+banner with its own fixtures and TestCases: CORE (one TestCase per section of
+websockify.py, in file order), LEGACY PROTOCOLS, TLS, WEB, PROGRAM WRAPPING; then
+the demo.
 """
 
+import argparse
 import asyncio
 import base64
 import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import importlib
 import io
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import unittest
 from collections import namedtuple
 
@@ -48,6 +56,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'websockify.py')
 #: The LD_PRELOAD shim for wrapped programs (`make rebind.so`).
 REBIND = os.path.join(HERE, 'rebind.so')
+#: The pages --web serves in the browser tests and the demo.
+WEB_DIR = os.path.join(HERE, 'web')
+#: Screenshots of the browser tests.
+ARTIFACTS = os.path.join(HERE, 'build', 'test-artifacts')
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
 #: Node's ws package: NODE_PATH (as `make test` sets it) or build/node next to this file.
 NODE_MODULES = (os.environ.get('NODE_PATH')
                 or os.path.join(HERE, 'build', 'node', 'node_modules'))
@@ -89,6 +103,15 @@ def tearDownModule():
 
 _NULL_HANDLER = logging.NullHandler()
 
+
+################################################################################
+################################################################################
+##
+## SHARED HELPERS: optional clients and tools, threads, byte streams, targets,
+## raw HTTP and WebSocket clients, the proxy in this process or as a program
+##
+################################################################################
+################################################################################
 
 ################################################################################
 # Helpers: optional clients, threads, byte streams
@@ -284,6 +307,33 @@ def socket_buffer_slack():
     return maximum('tcp_rmem', 6 * MiB) + maximum('tcp_wmem', 4 * MiB) + MiB
 
 
+def tcp_listening(port):
+    """Whether some socket listens on TCP port (from /proc/net/tcp{,6}, no connection)."""
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+                return True
+    return False
+
+
+def drain(stream, each=None):
+    """Read a text pipe to EOF in a daemon thread, handing each line to each(line) (or
+    dropping it), so that the child never blocks on a full pipe; returns the thread."""
+    def run():
+        for line in iter(stream.readline, ''):
+            if each is not None:
+                each(line)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 ################################################################################
 # Helpers: targets
 ################################################################################
@@ -374,7 +424,7 @@ class TargetServer:
 
 
 ################################################################################
-# Helpers: a raw-socket WebSocket client
+# Helpers: raw HTTP, and a raw-socket WebSocket client
 ################################################################################
 
 Frame = namedtuple('Frame', 'fin opcode payload')
@@ -425,13 +475,14 @@ def upgrade_request(method='GET', path='/', version='HTTP/1.1', replace=None, dr
 
 
 class Response:
-    """A parsed HTTP response head (and, for refusals, its body)."""
+    """A parsed HTTP response head (and, once read, its body; raw: all its bytes)."""
 
     def __init__(self, status, headers):
         self.status = status
         #: (lower-case name, value) pairs.
         self.headers = headers
         self.body = b''
+        self.raw = b''
 
     def header(self, name):
         values = [v for n, v in self.headers if n == name.lower()]
@@ -439,6 +490,42 @@ class Response:
 
     def __repr__(self):
         return '<Response %d %r %r>' % (self.status, self.headers, self.body[:200])
+
+
+def parse_response_head(head):
+    """The Response of a status line and header lines (the bytes before CRLF CRLF)."""
+    lines = head.decode('latin-1').split('\r\n')
+    parts = lines[0].split(' ')
+    if len(parts) < 2 or not parts[0].startswith('HTTP/1.') or not parts[1].isdigit():
+        raise AssertionError('bad status line %r' % lines[0])
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(':')
+        headers.append((name.strip().lower(), value.strip()))
+    return Response(int(parts[1]), headers)
+
+
+def http_request(port, target, method='GET', headers=(), host='127.0.0.1'):
+    """Send one request with a raw target (bytes or str), read the response to EOF;
+    returns its Response, with body and raw."""
+    if isinstance(target, str):
+        target = target.encode('latin-1')
+    lines = [method.encode() + b' ' + target + b' HTTP/1.1',
+             b'Host: %s:%d' % (host.encode(), port)]
+    lines.extend(('%s: %s' % h).encode('latin-1') for h in headers)
+    with socket.create_connection((host, port), TIMEOUT) as sock:
+        sock.sendall(b'\r\n'.join(lines) + b'\r\n\r\n')
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    raw = b''.join(chunks)
+    head, _, body = raw.partition(b'\r\n\r\n')
+    response = parse_response_head(head)
+    response.body, response.raw = body, raw
+    return response
 
 
 class WSClient:
@@ -462,6 +549,8 @@ class WSClient:
         if family != socket.AF_UNIX:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
+        #: The data recv_until() has received so far.
+        self.received = b''
 
     # -- bytes ------------------------------------------------------------------
 
@@ -510,15 +599,7 @@ class WSClient:
                                      % bytes(self.buffer[:200]))
         head, _, rest = bytes(self.buffer).partition(b'\r\n\r\n')
         self.buffer = bytearray(rest)
-        lines = head.decode('latin-1').split('\r\n')
-        version, status = lines[0].split(' ')[:2]
-        if not version.startswith('HTTP/1.'):
-            raise AssertionError('bad status line %r' % lines[0])
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(':')
-            headers.append((name.strip().lower(), value.strip()))
-        return Response(int(status), headers)
+        return parse_response_head(head)
 
     def handshake(self, path='/', protocols=(), key=None, extra=()):
         """Upgrade; checks the 101 and its accept key; returns the Response."""
@@ -577,6 +658,20 @@ class WSClient:
 
     def recv_data(self, total, opcode=BINARY):
         return b''.join(self.iter_data(total, opcode))
+
+    def recv_until(self, needle):
+        """Read data frames (pings answered) until needle has arrived in what this
+        method received; returns all of that."""
+        while needle not in self.received:
+            frame = self.recv_frame()
+            if frame.opcode == PING:
+                self.send_frame(PONG, frame.payload)
+            elif frame.opcode == CLOSE:
+                raise AssertionError('close %s before %r arrived; got %r'
+                                     % (describe_close(frame.payload), needle, self.received))
+            elif frame.opcode in (TEXT, BINARY, CONT):
+                self.received += frame.payload
+        return self.received
 
     def echo(self, payload, opcode=BINARY):
         """Send one message and read back as many bytes (the target is an echo)."""
@@ -3306,6 +3401,993 @@ class TLSTargetTest(unittest.TestCase):
 ################################################################################
 ################################################################################
 ##
+## WEB (issue 6): the static web server (--web), the line service behind the
+## demo, the demo, and the pages in headless Chromium (Playwright)
+##
+################################################################################
+################################################################################
+
+################################################################################
+# The static web server
+################################################################################
+
+SECRET = b'TOP-SECRET-' + os.urandom(8).hex().encode()
+
+
+class WebServerTest(unittest.TestCase):
+    """--web DIR through real sockets: types, headers, 304, redirects, hostile paths."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        # The secret lives next to the web root, including in a sibling whose
+        # name shares the root's prefix (www-private vs www).
+        with open(os.path.join(self.tmp, 'secret.txt'), 'wb') as f:
+            f.write(SECRET)
+        os.mkdir(os.path.join(self.tmp, 'www-private'))
+        with open(os.path.join(self.tmp, 'www-private', 'secret.txt'), 'wb') as f:
+            f.write(SECRET)
+        self.root = root = os.path.join(self.tmp, 'www')
+        os.mkdir(root)
+        self.files = {
+            'index.html': b'<!DOCTYPE html><title>index</title>root index\n',
+            'app.js': b'console.log(1);\n', 'mod.mjs': b'export default 1;\n',
+            'style.css': b'body{}\n', 'data.json': b'{"a": 1}\n', 'pic.svg': b'<svg/>\n',
+            'pic.png': b'\x89PNG\r\n', 'pic.jpg': b'\xff\xd8\xff', 'pic.JPEG': b'\xff\xd8\xff',
+            'pic.gif': b'GIF89a', 'favicon.ico': b'\x00\x00\x01\x00', 'mod.wasm': b'\x00asm',
+            'font.woff': b'wOFF', 'font.woff2': b'wOF2', 'notes.txt': b'notes\n',
+            'app.js.map': b'{}\n', 'feed.xml': b'<a/>\n', 'doc.pdf': b'%PDF-1.4',
+            'pic.webp': b'RIFF', 'blob.bin': b'\x00\x01', 'README': b'no extension\n',
+        }
+        for name, data in self.files.items():
+            with open(os.path.join(root, name), 'wb') as f:
+                f.write(data)
+        os.mkdir(os.path.join(root, 'sub'))
+        with open(os.path.join(root, 'sub', 'index.html'), 'wb') as f:
+            f.write(b'sub index\n')
+        os.mkdir(os.path.join(root, 'docs'))               # no index.html
+        with open(os.path.join(root, 'docs', '<b>&.txt'), 'wb') as f:
+            f.write(b'escaped name\n')
+        with open(os.path.join(root.encode(), b'docs', b'caf\xe9.txt'), 'wb') as f:
+            f.write(b'latin-1 name\n')
+        os.mkdir(os.path.join(root, 'evil.example'))       # for the //evil.example redirect
+        os.mkdir(os.path.join(root, 'a%2e'))               # literal %2e in a name
+        with open(os.path.join(root, 'a%2e', 'f.txt'), 'wb') as f:
+            f.write(b'literal percent\n')
+        os.symlink(os.path.join(self.tmp, 'secret.txt'), os.path.join(root, 'out.txt'))
+        os.symlink(self.tmp, os.path.join(root, 'outdir'))
+        os.symlink('../www-private', os.path.join(root, 'sibling'))
+        os.symlink('app.js', os.path.join(root, 'alias.js'))  # inside: allowed
+        os.mkdir(os.path.join(root, 'trap'))                   # index.html leading outside
+        os.symlink(os.path.join(self.tmp, 'secret.txt'), os.path.join(root, 'trap', 'index.html'))
+        os.mkfifo(os.path.join(root, 'fifo.txt'))
+        self.port = start_proxy(self, '--web', root, '127.0.0.1:0',
+                                '127.0.0.1:9').server_address[1]
+
+    def get(self, target, method='GET', headers=(), port=None):
+        response = http_request(port or self.port, target, method, headers)
+        self.assertNotIn(SECRET, response.raw, 'secret leaked for %r' % (target,))
+        return response
+
+    def test_content_types(self):
+        expected = {
+            'index.html': 'text/html; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8',
+            'mod.mjs': 'text/javascript; charset=utf-8', 'style.css': 'text/css; charset=utf-8',
+            'data.json': 'application/json; charset=utf-8',
+            'pic.svg': 'image/svg+xml; charset=utf-8', 'pic.png': 'image/png',
+            'pic.jpg': 'image/jpeg', 'pic.JPEG': 'image/jpeg', 'pic.gif': 'image/gif',
+            'favicon.ico': 'image/vnd.microsoft.icon', 'mod.wasm': 'application/wasm',
+            'font.woff': 'font/woff', 'font.woff2': 'font/woff2',
+            'notes.txt': 'text/plain; charset=utf-8',
+            'app.js.map': 'application/json; charset=utf-8',
+            'feed.xml': 'application/xml; charset=utf-8', 'doc.pdf': 'application/pdf',
+            'pic.webp': 'image/webp', 'blob.bin': 'application/octet-stream',
+            'README': 'application/octet-stream',
+            'alias.js': 'text/javascript; charset=utf-8',
+        }
+        for name, ctype in expected.items():
+            with self.subTest(name=name):
+                r = self.get('/' + name)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.header('content-type'), ctype)
+                self.assertEqual(r.body, self.files[os.path.basename(name)
+                                                    if name != 'alias.js' else 'app.js'])
+
+    def test_get_headers(self):
+        r = self.get('/app.js')
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header('content-length'), str(len(self.files['app.js'])))
+        self.assertEqual(r.header('x-content-type-options'), 'nosniff')
+        self.assertEqual(r.header('cache-control'), 'no-cache')
+        self.assertEqual(r.header('connection'), 'close')
+        mtime = os.stat(os.path.join(self.root, 'app.js')).st_mtime
+        self.assertEqual(r.header('last-modified'), email.utils.formatdate(mtime, usegmt=True))
+
+    def test_head(self):
+        get = self.get('/style.css')
+        head = self.get('/style.css', 'HEAD')
+        self.assertEqual(head.status, 200)
+        self.assertEqual(head.body, b'')
+        for name in ('content-type', 'content-length', 'last-modified', 'cache-control'):
+            self.assertEqual(head.header(name), get.header(name), name)
+        self.assertEqual(self.get('/', 'HEAD').body, b'')
+
+    def test_if_modified_since(self):
+        path = os.path.join(self.root, 'notes.txt')
+        os.utime(path, (1700000000, 1700000000))
+        same = email.utils.formatdate(1700000000, usegmt=True)
+        later = email.utils.formatdate(1700000100, usegmt=True)
+        earlier = email.utils.formatdate(1699999999, usegmt=True)
+        for value, status in ((same, 304), (later, 304), (earlier, 200), ('yesterday', 200),
+                              ('Sun, 06 Nov 1994 08:49:37', 200)):
+            with self.subTest(value=value):
+                r = self.get('/notes.txt', headers=[('If-Modified-Since', value)])
+                self.assertEqual(r.status, status)
+                if status == 304:
+                    self.assertEqual(r.body, b'')
+                    self.assertEqual(r.header('last-modified'), same)
+                    self.assertEqual(r.header('cache-control'), 'no-cache')
+                else:
+                    self.assertEqual(r.body, b'notes\n')
+        r = self.get('/notes.txt', 'HEAD', headers=[('If-Modified-Since', same)])
+        self.assertEqual(r.status, 304)
+
+    def test_index_html_and_redirect(self):
+        self.assertEqual(self.get('/').body, self.files['index.html'])
+        self.assertEqual(self.get('/sub/').body, b'sub index\n')
+        r = self.get('/sub')
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header('location'), '/sub/')
+        r = self.get('/sub?host=x&port=1')
+        self.assertEqual(r.header('location'), '/sub/?host=x&port=1')
+        r = self.get('/sub', 'HEAD')
+        self.assertEqual((r.status, r.header('location'), r.body), (301, '/sub/', b''))
+        r = self.get('/a%252e')
+        self.assertEqual(r.header('location'), '/a%252e/')
+        self.assertEqual(self.get('/a%252e/f.txt').body, b'literal percent\n')
+
+    def test_no_listing_by_default(self):
+        r = self.get('/docs/')
+        self.assertEqual(r.status, 404)
+        self.assertNotIn(b'&.txt', r.body)
+
+    def test_listing_when_asked(self):
+        port = start_proxy(self, '--web', self.root, '--web-listing', '127.0.0.1:0',
+                           '127.0.0.1:9').server_address[1]
+        r = self.get('/docs/', port=port)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header('content-type'), 'text/html; charset=utf-8')
+        self.assertIn(b'&lt;b&gt;&amp;.txt', r.body)
+        self.assertIn(b'href="./%3Cb%3E&amp;.txt"', r.body)
+        self.assertNotIn(b'<b>', r.body)
+        # A name that is not UTF-8 is listed (escaped), and then refused as a path.
+        self.assertIn(b'href="./caf%E9.txt"', r.body)
+        self.assertEqual(self.get('/docs/caf%E9.txt', port=port).status, 403)
+        # A directory with an index.html still gets it, not a listing.
+        self.assertEqual(self.get('/sub/', port=port).body, b'sub index\n')
+        # The listing of a directory names only what is inside it.
+        self.assertEqual(self.get('/trap/', port=port).status, 200)
+        self.assertEqual(self.get('/outdir/', port=port).status, 404)
+
+    def test_other_methods_405(self):
+        for method in ('POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT'):
+            with self.subTest(method=method):
+                r = self.get('/index.html', method)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.header('allow'), 'GET, HEAD')
+                self.assertNotIn(b'root index', r.body)
+
+    def test_upgrade_never_answered_with_a_file(self):
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', self.root, '127.0.0.1:0',
+                           target.arg).server_address[1]
+        # A broken upgrade gets its error, not the file.
+        r = self.get('/index.html', headers=[('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                                            ('Sec-WebSocket-Version', '13')], port=port)
+        self.assertEqual(r.status, 400)
+        self.assertNotIn(b'root index', r.raw)
+        # A good one on a file's path is a WebSocket to the target.
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(path='/index.html', protocols=['binary'])
+        ws.send_frame(BINARY, b'ping through the file path')
+        self.assertEqual(ws.recv_until(b'path'), b'ping through the file path')
+
+    def test_other_upgrade_is_ignored(self):
+        # curl --http2 on http:// offers h2c; the file server answers in HTTP/1.1.
+        r = self.get('/app.js', headers=[('Connection', 'Upgrade, HTTP2-Settings'),
+                                         ('Upgrade', 'h2c'), ('HTTP2-Settings', 'AAMAAABkAAQAAP__')])
+        self.assertEqual((r.status, r.body), (200, self.files['app.js']))
+
+    def test_without_web_plain_get_is_426(self):
+        port = start_proxy(self, '127.0.0.1:0', '127.0.0.1:9').server_address[1]
+        r = self.get('/index.html', port=port)
+        self.assertEqual(r.status, 426)
+        self.assertNotIn(b'root index', r.raw)
+
+    #: (request target, expected status, expected Location or None). Each must
+    #: never return the secret; 3xx Locations must stay on this host.
+    HOSTILE = [
+        ('/../secret.txt', 403, None),
+        ('/../../../../../../etc/passwd', 403, None),
+        ('/%2e%2e/secret.txt', 403, None),
+        ('/%2E%2E/secret.txt', 403, None),
+        ('/.%2e/secret.txt', 403, None),
+        ('/%2e%2e%2fsecret.txt', 403, None),
+        ('/..%2fsecret.txt', 403, None),
+        ('/..%2Fsecret.txt', 403, None),
+        ('/..%5csecret.txt', 403, None),
+        ('/..\\secret.txt', 403, None),
+        ('/sub/../../secret.txt', 403, None),
+        ('/sub%2f..%2f..%2fsecret.txt', 403, None),
+        ('/%252e%252e/secret.txt', 404, None),        # decoded once: a literal name
+        ('/%252e%252e%252fsecret.txt', 404, None),
+        ('/%c0%ae%c0%ae/secret.txt', 403, None),      # overlong UTF-8 '.'
+        ('/%c0%af..%c0%afsecret.txt', 403, None),     # overlong UTF-8 '/'
+        ('/%e0%80%ae%e0%80%ae/secret.txt', 403, None),
+        ('/%ef%bc%8e%ef%bc%8e/secret.txt', 404, None),  # fullwidth dots: a name
+        ('/..;/secret.txt', 404, None),
+        ('/./index.html', 403, None),
+        ('/index.html%00.txt', 403, None),
+        ('/%00', 403, None),
+        ('/index.html\x00', 403, None),
+        ('/%0d%0aSet-Cookie:%20x=1', 403, None),
+        ('/%zz', 403, None),
+        ('/%', 403, None),
+        ('/%2', 403, None),
+        ('/out.txt', 404, None),                       # symlink to the secret
+        ('/outdir/secret.txt', 404, None),             # symlinked directory outside
+        ('/sibling/secret.txt', 404, None),            # www-private shares the prefix
+        ('/trap/', 404, None),                         # index.html leads outside
+        ('/fifo.txt', 404, None),                      # not a regular file: no hang
+        ('//evil.example', 301, '/evil.example/'),
+        ('///evil.example', 301, '/evil.example/'),
+        ('//evil.example/%2e%2e', 403, None),
+        ('/\\evil.example', 403, None),
+        ('/%5cevil.example', 403, None),
+        ('/%2fevil.example', 403, None),
+        ('/%2F%2Fevil.example', 403, None),
+        ('/\\/evil.example', 403, None),
+        ('/sub?\rLocation:%20//evil', 301, '/sub/'),
+        ('/sub?//evil.example', 301, '/sub/?//evil.example'),
+        ('/etc/passwd', 404, None),                    # absolute: relative to DIR
+        ('/{tmp}/secret.txt', 404, None),               # the secret's absolute path
+        ('http://evil.example/index.html', 400, None),  # absolute-form
+        ('*', 400, None),
+        ('/index.html?../../secret.txt', 200, None),   # the query is no path
+        ('/index.html#../../secret.txt', 200, None),
+        ('/index.html/', 404, None),
+        ('/' + 'a' * 300, 404, None),                  # name too long for the OS
+        ('/' + 'a/' * 2500, 404, None),                # path too long for the OS
+        ('/' + '..%2f' * 1500 + 'secret.txt', 403, None),
+        ('/' + 'a' * 9000, 414, None),                 # request line too long
+    ]
+
+    def test_hostile_paths(self):
+        self.assertGreaterEqual(len(self.HOSTILE), 20)
+        listing = start_proxy(self, '--web', self.root, '--web-listing', '127.0.0.1:0',
+                              '127.0.0.1:9').server_address[1]
+        for target, status, location in self.HOSTILE:
+            target = target.replace('{tmp}', self.tmp.lstrip('/'))
+            for port in (self.port, listing):
+                if target == '/trap/' and port == listing:
+                    continue    # a listing of trap/ names index.html, no more
+                with self.subTest(target=target[:60], listing=port == listing):
+                    r = self.get(target, port=port)
+                    self.assertEqual(r.status, status, r.raw[:300])
+                    self.assertEqual(r.header('location'), location)
+                    head = r.raw.partition(b'\r\n\r\n')[0]
+                    self.assertNotIn(b'\r\n\r\n', head)
+                    self.assertEqual(head.count(b'\r'), head.count(b'\r\n'))
+                    if location:
+                        self.assertTrue(location.startswith('/'))
+                        self.assertFalse(location.startswith(('//', '/\\')))
+
+    def test_symlink_inside_is_served(self):
+        self.assertEqual(self.get('/alias.js').body, self.files['app.js'])
+
+    def test_client_gone_mid_file(self):
+        """A client closing during a big file costs one log line; the server goes on."""
+        with open(os.path.join(self.root, 'big.bin'), 'wb') as f:
+            f.truncate(8 << 20)
+        records = []
+        got = threading.Event()
+
+        class Catch(websockify.logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+                if 'big.bin' in record.getMessage():
+                    got.set()
+
+        handler = Catch(websockify.logging.DEBUG)
+        websockify.logger.addHandler(handler)
+        old_level = websockify.logger.level
+        websockify.logger.setLevel(websockify.logging.DEBUG)
+        self.addCleanup(websockify.logger.removeHandler, handler)
+        self.addCleanup(websockify.logger.setLevel, old_level)
+        sock = socket.create_connection(('127.0.0.1', self.port), TIMEOUT)
+        sock.sendall(b'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        sock.close()            # a reset, with most of the file unsent
+        self.assertTrue(got.wait(TIMEOUT + websockify.WEB_SEND_TIMEOUT))
+        line = [m for m in records if 'big.bin' in m][0]
+        self.assertRegex(line, r'200 GET /big\.bin, \d+ bytes: client lost')
+        self.assertEqual(self.get('/notes.txt').body, b'notes\n')
+
+
+class WebOptionsTest(unittest.TestCase):
+    """Parsing --web, --web-listing, --file-only and --web-auth."""
+
+    def parse(self, argv):
+        return websockify.parse_args(argv)
+
+    def fails(self, argv, text):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(argv)
+        self.assertEqual(cm.exception.code, 2)
+        self.assertIn(text, err.getvalue())
+
+    def test_web_is_absolute(self):
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        self.addCleanup(os.chdir, cwd)
+        os.mkdir('site')
+        s = self.parse(['--web', 'site', '6080', 'h:1'])
+        self.assertEqual(s.web, os.path.join(os.getcwd(), 'site'))
+        self.assertFalse(s.web_listing)
+        self.assertIsNone(self.parse(['6080', 'h:1']).web)
+
+    def test_missing_directory(self):
+        self.fails(['--web', '/nonexistent/dir', '6080', 'h:1'], 'not a directory')
+        self.fails(['--web', SCRIPT, '6080', 'h:1'], 'not a directory')
+
+    def test_listing_options(self):
+        web = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, web, True)
+        self.assertTrue(self.parse(['--web', web, '--web-listing', '6080', 'h:1']).web_listing)
+        self.assertFalse(self.parse(['--web', web, '--file-only', '6080', 'h:1']).web_listing)
+        self.parse(['--file-only', '6080', 'h:1'])
+        self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
+        self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
+        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'not supported yet')
+
+
+class StreamingTest(unittest.TestCase):
+    """Large files go out in bounded memory: sendfile on plain sockets, chunks on TLS."""
+
+    SIZE = 50 << 20
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='wsweb-')
+        cls.path = os.path.join(cls.tmp, 'big.bin')
+        digest = hashlib.sha256()
+        block = os.urandom(1 << 20)
+        with open(cls.path, 'wb') as f:
+            for i in range(cls.SIZE >> 20):
+                chunk = bytes([i & 255]) + block[1:]
+                digest.update(chunk)
+                f.write(chunk)
+        cls.digest = digest.hexdigest()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, True)
+
+    @staticmethod
+    def proc_status(pid):
+        values = {}
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                name, _, value = line.partition(':')
+                if name in ('VmRSS', 'VmHWM'):
+                    values[name] = int(value.split()[0]) * 1024
+        return values
+
+    def fetch(self, port, path):
+        """GET path reading it as it comes; returns (status line, length, sha256)."""
+        digest = hashlib.sha256()
+        with socket.create_connection(('127.0.0.1', port), TIMEOUT) as sock:
+            sock.sendall(b'GET ' + path + b' HTTP/1.1\r\nHost: x\r\n\r\n')
+            buf = bytearray(65536)
+            head = b''
+            while b'\r\n\r\n' not in head:
+                n = sock.recv_into(buf)
+                self.assertTrue(n, 'closed during the response head')
+                head += bytes(buf[:n])
+            head, _, rest = head.partition(b'\r\n\r\n')
+            digest.update(rest)
+            total = len(rest)
+            view = memoryview(buf)
+            while True:
+                n = sock.recv_into(view)
+                if not n:
+                    break
+                digest.update(view[:n])
+                total += n
+        return head.split(b'\r\n')[0], total, digest.hexdigest(), head
+
+    @unittest.skipUnless(os.path.exists('/proc/self/status'), 'needs /proc')
+    def test_50_mib_file_bounded_memory(self):
+        proxy = ProxyProcess(self, '--web', self.tmp, '127.0.0.1:0', '127.0.0.1:9')
+        port = proxy.address[1]
+        before = self.proc_status(proxy.proc.pid)
+        status, total, digest, head = self.fetch(port, b'/big.bin')
+        after = self.proc_status(proxy.proc.pid)
+        self.assertEqual(status, b'HTTP/1.1 200 OK')
+        self.assertIn(b'Content-Length: %d' % self.SIZE, head)
+        self.assertEqual(total, self.SIZE)
+        self.assertEqual(digest, self.digest)
+        growth = after['VmHWM'] - before['VmRSS']
+        sys.stderr.write('\n  50 MiB file: proxy peak RSS grew by %.1f MiB (RSS %.1f -> %.1f MiB) '
+                         % (growth / 2**20, before['VmRSS'] / 2**20, after['VmRSS'] / 2**20))
+        self.assertLess(growth, 8 << 20)
+
+    def test_chunked_loop_bounded_memory(self):
+        """The read/send loop used for TLS sockets (a socket with a cipher())."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class TLSLike:
+            """Looks like an ssl.SSLSocket to send_file: the loop must be used."""
+            def __init__(self, sock):
+                self.sock = sock
+                self.calls = 0
+
+            def cipher(self):
+                return ('TEST', 'TLSv1.3', 256)
+
+            def sendall(self, data):
+                self.calls += 1
+                self.sock.sendall(data)
+
+            def sendfile(self, *args):
+                raise AssertionError('sendfile used on a TLS socket')
+
+        result = {}
+
+        def reader():
+            digest, total = hashlib.sha256(), 0
+            buf = bytearray(65536)
+            while True:
+                n = b.recv_into(buf)
+                if not n:
+                    break
+                digest.update(memoryview(buf)[:n])
+                total += n
+            result.update(total=total, digest=digest.hexdigest())
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        sock = TLSLike(a)
+        tracemalloc.start()
+        try:
+            with open(self.path, 'rb', buffering=0) as f:
+                sent = websockify.send_file(sock, f, self.SIZE)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        a.shutdown(socket.SHUT_WR)
+        thread.join(TIMEOUT * 3)
+        self.assertEqual(sent, self.SIZE)
+        self.assertEqual(result, {'total': self.SIZE, 'digest': self.digest})
+        self.assertGreaterEqual(sock.calls, self.SIZE // websockify.WEB_CHUNK)
+        self.assertLess(peak, 4 * websockify.WEB_CHUNK)
+
+
+
+################################################################################
+# The line service and the demo
+################################################################################
+
+class LineService(TargetServer):
+    """A TCP line service (a thread per connection) that a terminal can exercise;
+    a TargetServer, stopped in the test's cleanup (or, without a test, by stop()).
+
+    It greets, echoes every character typed (remote echo, as a telnet server
+    does, so wstelnet shows what is typed; BS/DEL rub out), and on each line
+    (CR, CR LF, CR NUL or LF) runs a command or echoes the line back:
+      help     the commands
+      color    red, green and bold blue words (SGR 31, 32, 1;34)
+      cursor   clears the screen, writes two rows, then overwrites cells at
+               ESC[H and ESC[2;5H: rows read 'AB23456789' and 'abcdXYghij'
+      quit     says bye and closes
+    Telnet commands from the client (IAC ...) are dropped."""
+
+    GREETING = (b'websockify.py line service\r\n'
+                b'commands: help, color, cursor, quit; other lines are echoed\r\n')
+    PROMPT = b'> '
+    COLOR = (b'\x1b[31mred\x1b[0m \x1b[32mgreen\x1b[0m \x1b[1;34mbold blue\x1b[0m plain\r\n')
+    CURSOR = (b'\x1b[2J\x1b[H0123456789\r\nabcdefghij\r\n'
+              b'\x1b[HAB\x1b[2;5HXY\x1b[4;1H')
+    HELP = (b'help: this list; color: coloured words; cursor: cursor movement; '
+            b'quit: close\r\n')
+    _TELNET = re.compile(rb'\xff(?:[\xfb-\xfe][\s\S]|\xfa[\s\S]*?\xff\xf0|[\xf0-\xf9])')
+
+    def __init__(self, testcase=None, host='127.0.0.1'):
+        super().__init__(testcase, self._session, host=host, conn_timeout=None)
+
+    def _session(self, conn):
+        conn.sendall(self.GREETING + self.PROMPT)
+        line = bytearray()
+        after_cr = False
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            data = self._TELNET.sub(b'', data.replace(b'\xff\xff', b'\x00\xff\xff'))
+            out = bytearray()
+            for b in data:
+                if after_cr and b in (0, 10):
+                    after_cr = False
+                    continue
+                after_cr = b == 13
+                if b in (10, 13):
+                    out += b'\r\n'
+                    reply = self._command(bytes(line))
+                    line.clear()
+                    if reply is None:
+                        conn.sendall(bytes(out) + b'bye\r\n')
+                        return
+                    out += reply + self.PROMPT
+                elif b in (8, 127):
+                    if line:
+                        del line[-1]
+                        while line and 0x80 <= line[-1] < 0xC0:
+                            del line[-1]
+                        out += b'\b \b'
+                elif b == 3:
+                    line.clear()
+                    out += b'^C\r\n' + self.PROMPT
+                elif b >= 32 or b == 9:
+                    line.append(b)
+                    out.append(b)
+            if out:
+                conn.sendall(bytes(out))
+
+    def _command(self, line):
+        """The reply to a line, or None to close."""
+        word = line.strip().lower()
+        if word == b'quit':
+            return None
+        if word == b'help':
+            return self.HELP
+        if word == b'color':
+            return self.COLOR
+        if word == b'cursor':
+            return self.CURSOR
+        if not word:
+            return b''
+        return b'echo: ' + line + b'\r\n'
+
+
+class LineServiceTest(unittest.TestCase):
+    """The test line service: greeting, echo, commands, telnet bytes dropped."""
+
+    def setUp(self):
+        self.service = LineService(self)
+        self.sock = socket.create_connection(('127.0.0.1', self.service.port), TIMEOUT)
+        self.addCleanup(self.sock.close)
+        self.got = b''
+
+    def until(self, needle):
+        while needle not in self.got:
+            data = self.sock.recv(4096)
+            self.assertTrue(data, 'closed; got %r' % self.got)
+            self.got += data
+        return self.got
+
+    def test_session(self):
+        self.until(b'> ')
+        self.sock.sendall(b'hel\xff\xfb\x18lo\r\x00')
+        self.until(b'echo: hello\r\n> ')
+        self.sock.sendall(b'colr\x7fo')
+        self.sock.sendall(b'r\r\n')
+        self.until(LineService.COLOR)
+        self.assertIn(b'colr\b \bor\r\n', self.got)
+        self.sock.sendall(b'cursor\n')
+        self.until(LineService.CURSOR + b'> ')
+        self.sock.sendall(b'quit\r')
+        self.until(b'bye\r\n')
+        self.sock.settimeout(TIMEOUT)
+        self.assertEqual(self.sock.recv(100), b'')
+
+
+class DemoTest(unittest.TestCase):
+    """The demo, as `make demo` runs it: its URL loads, a WebSocket round trip works,
+    and SIGINT stops it with all it started."""
+
+    def start(self, argv, **options):
+        """Run argv in a session (process group) of its own, killed in cleanup; its
+        stdout lines are read with printed_until(), its stderr lines go to self.errors."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                start_new_session=True, **options)
+        self.printed, self.errors, self.stdout_lines = [], [], queue.Queue()
+        self.copiers = [drain(proc.stdout, self.stdout_lines.put),
+                        drain(proc.stderr, self.errors.append)]
+        self.addCleanup(self.kill_group, proc)
+        return proc
+
+    def kill_group(self, proc):
+        """Cleanup: whatever is left of proc's group is killed, the pipes closed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def printed_until(self, pattern, timeout=TIMEOUT):
+        """Wait (bounded) for a stdout line matching pattern; returns the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.fail('no line matching %r in %s s; stdout %r; stderr %r'
+                          % (pattern, timeout, ''.join(self.printed), ''.join(self.errors)))
+            self.printed.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def stopped_by_sigint(self, proc, group):
+        """SIGINT to proc (or its whole group, as Ctrl-C in a terminal does): it must
+        exit in time and leave no process of its group behind."""
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail('the demo did not stop on SIGINT; stderr %r' % ''.join(self.errors))
+        wait_group_gone(self, proc.pid, TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+
+    def test_demo(self):
+        if not os.path.isdir(WEB_DIR):
+            self.fail('web/ is missing next to websockify.py')
+        proc = self.start([sys.executable, os.path.abspath(__file__), 'demo', '--port', '0'])
+        match = self.printed_until(r'(http://localhost:(\d+)/\S*)')
+        url, port = match.group(1), int(match.group(2))
+        self.printed_until('Ctrl-C')
+        self.assertIn('wstelnet.html?autoconnect=1', url)
+        path = url.split('localhost:%d' % port, 1)[1]
+        r = http_request(port, path)
+        self.assertEqual(r.status, 200)
+        self.assertIn(b'<script src="wstelnet.js"></script>', r.body)
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(b'> ')
+        ws.send_frame(BINARY, b'hello demo\n')
+        ws.recv_until(b'echo: hello demo')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        latency = [line for line in self.printed if 'latency.html' in line]
+        self.assertTrue(latency, self.printed)
+        echo_port = int(re.search(r'latency\.html\?port=(\d+)', latency[0]).group(1))
+        ws = WSClient(self, ('127.0.0.1', echo_port))
+        ws.handshake(protocols=['binary'])
+        ws.send_frame(BINARY, bytes(range(256)))
+        self.assertEqual(ws.recv_until(b'\xfe\xff'), bytes(range(256)))
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=False)    # the demo stops what it started
+        self.assertEqual(proc.returncode, 0)
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+
+
+################################################################################
+# The pages in headless Chromium
+################################################################################
+
+class BrowserTest(unittest.TestCase):
+    """wstelnet.html, wsecho.html and websock.js from --web, in headless Chromium."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.playwright = cls.browser = None
+        sync_api = import_optional('playwright.sync_api', 'pip install playwright')
+        require(CHROMIUM, os.path.exists(CHROMIUM), 'apt-get install chromium')
+        cls.playwright = sync_api.sync_playwright().start()
+        try:
+            cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM,
+                                                         args=CHROMIUM_ARGS)
+        except Exception:
+            cls.playwright.stop()
+            raise
+        os.makedirs(ARTIFACTS, exist_ok=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.browser is not None:
+            cls.browser.close()
+        if cls.playwright is not None:
+            cls.playwright.stop()
+
+    def setUp(self):
+        self.assertTrue(os.path.isdir(WEB_DIR), 'web/ is missing next to websockify.py')
+        self.console = []
+
+    def new_page(self, **context_options):
+        context = self.browser.new_context(**context_options)
+        self.addCleanup(context.close)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT * 1000)
+        page.on('console', lambda msg: self.console.append('%s: %s' % (msg.type, msg.text)))
+        page.on('pageerror', lambda exc: self.console.append('pageerror: %s' % exc))
+        return page
+
+    def screenshot(self, page, name):
+        page.screenshot(path=os.path.join(ARTIFACTS, name + '.png'))
+
+    def line_proxy(self, extra=()):
+        service = LineService(self)
+        return start_proxy(self, *extra, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % service.port).server_address[1]
+
+    def wait_text(self, page, text, hook='wstelnet'):
+        """Wait until the terminal (or wsecho output) shows text; returns the screen."""
+        expr = ('(t) => window.wstelnet && window.wstelnet.getText().indexOf(t) >= 0'
+                if hook == 'wstelnet' else
+                '(t) => window.wsecho && window.wsecho.output().indexOf(t) >= 0')
+        try:
+            page.wait_for_function(expr, arg=text)
+        except Exception:
+            screen = page.evaluate('window.%s ? (window.%s.getText ? window.%s.getText() : '
+                                   'window.%s.output()) : null' % ((hook,) * 4))
+            self.fail('%r never appeared; screen:\n%s\nconsole: %s' % (text, screen, self.console))
+        return page.evaluate('window.wstelnet ? window.wstelnet.getText() : window.wsecho.output()')
+
+    def find(self, page, text):
+        """(row, col) where text starts on the terminal screen."""
+        rows = page.evaluate('(function(){var t=window.wstelnet.term,r=[];'
+                             'for(var y=0;y<t.rows;y++){r.push(t.getRow(y));}return r;})()')
+        for y, row in enumerate(rows):
+            x = row.find(text)
+            if x >= 0:
+                return y, x
+        self.fail('%r is not on the screen' % text)
+
+    def cell(self, page, row, col):
+        return page.evaluate('([r, c]) => window.wstelnet.term.cellAttr(r, c)', [row, col])
+
+    def open_telnet(self, page, url):
+        response = page.goto(url)
+        self.assertEqual(response.status, 200)
+        page.wait_for_function("window.wstelnet && window.wstelnet.status === 'connected'")
+
+    def type_line(self, page, text):
+        page.click('#terminal')
+        page.keyboard.type(text)
+        page.keyboard.press('Enter')
+
+    def check_line_service(self, page, name):
+        """Type into the terminal and check echo, colours and cursor movement."""
+        self.wait_text(page, 'websockify.py line service')
+        self.type_line(page, 'hello from chromium')
+        self.wait_text(page, 'echo: hello from chromium')
+        page.click('#terminal')
+        page.keyboard.type('hellp')
+        page.keyboard.press('Backspace')
+        page.keyboard.type('o')
+        page.keyboard.press('Enter')
+        self.wait_text(page, 'echo: hello\n')
+        self.type_line(page, 'color')
+        self.wait_text(page, 'bold blue plain')
+        y, x = self.find(page, 'red green bold blue plain')
+        red, green, blue = self.cell(page, y, x), self.cell(page, y, x + 4), self.cell(page, y, x + 10)
+        plain = self.cell(page, y, x + 20)
+        self.assertEqual((red['ch'], red['fg'], red['bold']), ('r', 1, False))
+        self.assertEqual((green['ch'], green['fg']), ('g', 2))
+        self.assertEqual((blue['ch'], blue['fg'], blue['bold']), ('b', 4, True))
+        self.assertEqual((plain['ch'], plain['fg'], plain['bold']), ('p', None, False))
+        page.evaluate('window.wstelnet.term.render()')
+        spans = page.evaluate('''() => Array.prototype.map.call(
+            document.querySelectorAll('#terminal span.fg1'),
+            (s) => [s.textContent, getComputedStyle(s).color])''')
+        self.assertIn(['red', 'rgb(205, 0, 0)'], spans)
+        self.screenshot(page, name + '-color')
+        self.type_line(page, 'cursor')
+        page.wait_for_function("window.wstelnet.term.getRow(3).indexOf('> ') === 0")
+        rows = page.evaluate('[0, 1, 2, 3].map((y) => window.wstelnet.term.getRow(y).trimEnd())')
+        self.assertEqual(rows, ['AB23456789', 'abcdXYghij', '', '>'])
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['row'], 3)
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['col'], 2)
+        page.evaluate('window.wstelnet.term.render()')
+        dom = page.evaluate("document.querySelectorAll('#terminal .row')[1].textContent")
+        self.assertEqual(dom.rstrip(), 'abcdXYghij')
+        self.screenshot(page, name + '-cursor')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_wstelnet_line_service(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.open_telnet(page, 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.check_line_service(page, 'wstelnet-line-service')
+        self.type_line(page, 'quit')
+        page.wait_for_function("window.wstelnet.status === 'disconnected'")
+        self.assertIn('1000', page.evaluate('window.wstelnet.detail'))
+
+    def test_wsecho_round_trip(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.assertEqual(page.goto('http://127.0.0.1:%d/wsecho.html?autoconnect=1' % port).status,
+                         200)
+        page.wait_for_function("window.wsecho && window.wsecho.status === 'connected'")
+        self.wait_text(page, 'websockify.py line service', 'wsecho')
+        page.fill('#line', 'héllo wsecho')
+        page.press('#line', 'Enter')
+        self.wait_text(page, 'echo: héllo wsecho\r\n', 'wsecho')
+        self.assertIn('(binary)', page.evaluate('window.wsecho.detail'))
+        self.screenshot(page, 'wsecho')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_websock_js_loads_and_reports_mode(self):
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        scripts = {}
+        page.on('response', lambda r: scripts.__setitem__(r.url.rsplit('/', 1)[-1],
+                                                          r.headers.get('content-type')))
+        page.goto('http://127.0.0.1:%d/wsecho.html' % port)
+        self.assertEqual(scripts.get('websock.js'), 'text/javascript; charset=utf-8')
+        self.assertEqual(page.evaluate('typeof Websock'), 'function')
+        result = page.evaluate('''(uri) => new Promise((resolve, reject) => {
+            var sock = new Websock(), sent = [];
+            for (var i = 0; i < 256; i++) { sent.push(i); }
+            sock.on('open', function () { sock.send(sent); });
+            sock.on('message', function () {
+                if (sock.rQlen() < 256) { return; }
+                var got = Array.prototype.slice.call(sock.rQshiftBytes(256));
+                resolve({mode: sock.mode, same: got.join() === sent.join()});
+                sock.close();
+            });
+            sock.on('error', function () { reject(new Error('websocket error')); });
+            sock.open(uri);
+            setTimeout(function () { reject(new Error('timeout')); }, 8000);
+        })''', 'ws://127.0.0.1:%d/' % port)
+        self.assertEqual(result, {'mode': 'binary', 'same': True})
+
+    def test_index_links_every_page(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        statuses = {}
+        page.on('response', lambda r: statuses.__setitem__(r.url, r.status))
+        self.assertEqual(page.goto('http://127.0.0.1:%d/' % port).status, 200)
+        links = page.evaluate("Array.prototype.map.call(document.querySelectorAll('a'), "
+                              "(a) => a.getAttribute('href'))")
+        for name in ('wsecho.html', 'wstelnet.html', 'latency.html'):
+            self.assertIn(name, links)
+            page.goto('http://127.0.0.1:%d/%s' % (port, name))
+        self.assertEqual({u: s for u, s in statuses.items() if s not in (200, 304)}, {})
+        # The shared files were cached and revalidated (no-cache + If-Modified-Since).
+        self.assertEqual(statuses['http://127.0.0.1:%d/demo.css' % port], 304)
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_latency_page(self):
+        """latency.html against an echo server, the demo's second proxy."""
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        page.goto('http://127.0.0.1:%d/latency.html?n=200&size=64&bulk=4194304&autoconnect=1'
+                  % port)
+        page.wait_for_function('window.latencyResults', timeout=TIMEOUT * 3000)
+        results = page.evaluate('window.latencyResults')
+        self.assertTrue(results.get('done'), results)
+        self.assertEqual((results['count'], results['bulkBytes'], results['badBytes']),
+                         (200, 4194304, 0))
+        self.assertEqual(results['mode'], 'binary')
+        self.screenshot(page, 'latency')
+        sys.stderr.write('\n  latency.html: median %s us, p99 %s us, bulk %s MB/s '
+                         % (results['medianUs'], results['p99Us'], results['mbps']))
+
+    # -- in.telnetd, wrapped or not, and TLS ------------------------------------------
+
+    def telnetd_login(self, page, url, name):
+        self.open_telnet(page, url)
+        self.wait_text(page, 'login:')
+        self.screenshot(page, name + '-login')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name + '-password')
+
+    def telnetd_login_again(self, url, name):
+        """Log in on a new page, retrying while the next in.telnetd is not listening
+        yet (the page then ends up disconnected) until the deadline."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            page = self.new_page()
+            page.goto(url)
+            try:
+                page.wait_for_function("window.wstelnet && (window.wstelnet.status === "
+                                       "'disconnected' || window.wstelnet.getText()"
+                                       ".indexOf('login:') >= 0)")
+            except Exception:
+                pass
+            if 'login:' in page.evaluate('window.wstelnet ? window.wstelnet.getText() : ""'):
+                break
+            page.context.close()
+            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name)
+
+    def test_wstelnet_telnetd_direct(self):
+        """in.telnetd -debug P started by the test, websockify with a fixed target."""
+        telnetd = telnetd_path()
+        tport = free_port()
+        proc = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        # in.telnetd -debug serves one connection and exits, and says nothing when
+        # ready: watch the kernel's socket table instead of probing the port.
+        deadline = time.monotonic() + TIMEOUT
+        while not tcp_listening(tport):
+            self.assertIsNone(proc.poll(), 'in.telnetd exited')
+            self.assertLess(time.monotonic(), deadline, 'in.telnetd never listened')
+            time.sleep(0.02)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % tport).server_address[1]
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-telnetd')
+        page.context.close()
+        proc.wait(TIMEOUT)         # it served its one connection
+        # A fresh one on the same port, without waiting for it to listen: the
+        # page may see the proxy's 502 first and must retry, as after a respawn.
+        proc2 = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc2.poll() is None and (proc2.kill(), proc2.wait()))
+        self.telnetd_login_again(url, 'wstelnet-telnetd-again')
+
+    def test_wstelnet_wrapped_telnetd(self):
+        """The README's demo: websockify.py --web web P --wrap-mode=respawn -- in.telnetd -debug P."""
+        telnetd = telnetd_path()
+        port = free_port()
+        run = WrapperProcess(self, ['--web', WEB_DIR, '127.0.0.1:%d' % port,
+                                    '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
+        port = int(run.wait_log(LISTENING.pattern).group('port'))
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-wrapped-telnetd')
+        page.context.close()
+        # respawn: once that in.telnetd has exited, a new one serves the next session.
+        self.telnetd_login_again(url, 'wstelnet-wrapped-telnetd-again')
+
+    def test_wstelnet_over_wss(self):
+        trustme = import_optional('trustme', 'pip install trustme')
+        ca = trustme.CA()
+        cert = ca.issue_cert('127.0.0.1', 'localhost')
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cert_file, key_file = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        for pem in cert.cert_chain_pems[1:]:
+            with open(cert_file, 'ab') as f:
+                f.write(pem.bytes())
+        cert.private_key_pem.write_to_path(key_file)
+        port = self.line_proxy(['--cert', cert_file, '--key', key_file])
+        page = self.new_page(ignore_https_errors=True)
+        self.open_telnet(page, 'https://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.assertTrue(page.evaluate("document.getElementById('encrypt').checked"))
+        self.assertIn('wss://', page.evaluate('window.wstelnet.detail'))
+        self.check_line_service(page, 'wstelnet-wss')
+
+
+
+################################################################################
+################################################################################
+##
 ## PROGRAM WRAPPING (issue 7): rebind.so, `-- PROGRAM ARGS`, --wrap-mode,
 ## -D/--pid-file. rebind.so is built with `make rebind.so` if missing.
 ##
@@ -3423,7 +4505,8 @@ class RebindShimTest(WrapTestBase):
             env = dict(os.environ, LD_PRELOAD=REBIND, WEBSOCKIFY_WRAP_PORT=str(port),
                        WEBSOCKIFY_WRAP_REPORT=path)
             out = subprocess.run([sys.executable, '-c', code, str(port)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 timeout=PROCESS_TIMEOUT)
             self.assertEqual(out.returncode, 0, out.stderr)
             got = []
             with contextlib.suppress(socket.timeout):
@@ -3488,8 +4571,8 @@ class WrapRelayTest(WrapTestBase):
     def test_rebind_found_through_environment(self):
         port = free_port()
         env = dict(os.environ, WEBSOCKIFY_REBIND=REBIND)
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program, str(port),
-                         '0.0.0.0', 'serve'], env=env)
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'], env=env)
         run.wait_log(r'listening on ')
         relay_checksummed(self, port, 4096)
 
@@ -3524,8 +4607,9 @@ class WrapModeTest(WrapTestBase):
     def test_respawn_backs_off_a_program_that_crashes_at_start(self):
         starts = os.path.join(self.tmp, 'starts')
         port = free_port()
-        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--', sys.executable,
-                         self.program, str(port), '0.0.0.0', 'crash', starts])
+        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
+                                    sys.executable, self.program, str(port), '0.0.0.0', 'crash',
+                                    starts])
         run.wait_log(r'started \S+ \(pid \d+\)', count=5, timeout=PROCESS_TIMEOUT)
         with open(starts) as f:
             times = [float(line) for line in f]
@@ -3647,7 +4731,8 @@ class RebindLookupTest(WrapTestBase):
         out = subprocess.run([sys.executable, script, '127.0.0.1:%d' % port, '--',
                               sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
                              env=self.env_without_rebind(), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=PROCESS_TIMEOUT)
         err = out.stderr.decode()
         self.assertEqual(out.returncode, 1, err)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
@@ -3672,8 +4757,9 @@ class RebindLookupTest(WrapTestBase):
                 'apt-get install gcc')
         script = self.copy_alone(with_source=True)
         port = free_port()
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program, str(port),
-                         '0.0.0.0', 'serve'], env=self.env_without_rebind(), script=script)
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'],
+                             env=self.env_without_rebind(), script=script)
         run.wait_log(r'built \S+rebind\.so from rebind\.c')
         run.wait_log(r'listening on ')
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(script), 'rebind.so')))
@@ -3733,7 +4819,8 @@ class TelnetdTest(WrapTestBase):
     def test_telnetd_login_prompt_across_two_connections(self):
         telnetd = telnetd_path()
         port = free_port()
-        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
+        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug',
+                                    str(port)])
         run.wait_log(r'listening on ')
         for n in (1, 2):
             seen = self.login_prompt(port)
@@ -3745,41 +4832,101 @@ class TelnetdTest(WrapTestBase):
 
 
 
-def demo(argv):
-    """`make demo`: an echo service behind websockify.py, and web/ served by
-    http.server (until --web lands), on loopback; Ctrl-C stops everything."""
-    import argparse
-    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
-    parser.add_argument('--port', type=int, default=6080)
-    port = parser.parse_args(argv).port
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(16)
+################################################################################
+################################################################################
+##
+## The demo behind `make demo`: python3 test_websockify.py demo [--port N]
+##
+################################################################################
+################################################################################
 
-    def accept_loop():
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-    threading.Thread(target=accept_loop, daemon=True).start()
-    procs = [subprocess.Popen([sys.executable, SCRIPT, '127.0.0.1:%d' % port,
-                               '127.0.0.1:%d' % listener.getsockname()[1]]),
-             subprocess.Popen([sys.executable, '-m', 'http.server', '--bind', '127.0.0.1',
-                               str(port + 1)], cwd=os.path.join(HERE, 'web'),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    print('Open http://127.0.0.1:%d/wsecho.html?host=127.0.0.1&port=%d&autoconnect=1'
-          ' (Ctrl-C stops)' % (port + 1, port), flush=True)
+def read_listening_port(proc, echo=None):
+    """The port of the 'listening on' line on a websockify subprocess's stderr (a
+    text pipe), copying its lines to echo until then."""
+    lines = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if echo is not None:
+            echo.write(line)
+            echo.flush()
+        lines.append(line)
+        match = LISTENING.search(line)
+        if match and not match.group('path'):
+            return int(match.group('port') or match.group('port6'))
+    raise AssertionError('no "listening on" line; stderr: %r' % ''.join(lines))
+
+
+def demo(argv):
+    """`make demo`: the line service behind websockify --web web on --port, and
+    an echo server (for latency.html) behind a second websockify; Ctrl-C stops all."""
+    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
+    parser.add_argument('--port', type=int, default=6080,
+                        help='port for the pages and the line service (default 6080; '
+                             '0 picks a free one)')
+    parser.add_argument('--echo-port', type=int, default=None,
+                        help='port for the echo server (default: --port + 1, or a free one)')
+    opts = parser.parse_args(argv)
+    if opts.echo_port is None:
+        opts.echo_port = opts.port + 1 if opts.port else 0
+    # Ctrl-C must reach us even when started with SIGINT ignored (from a
+    # background job, for instance); websockify.py sets its own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    service = LineService()
+    echo_target = TargetServer(None, echo, conn_timeout=None)
+    procs, copiers = [], []
+
+    def copy_line(line):
+        sys.stderr.write(line)
+        sys.stderr.flush()
     try:
+        ports = []
+        for listen, target in ((opts.port, service.port), (opts.echo_port, echo_target.port)):
+            proc = subprocess.Popen([sys.executable, SCRIPT, '--web', WEB_DIR, str(listen),
+                                     '127.0.0.1:%d' % target],
+                                    stderr=subprocess.PIPE, universal_newlines=True)
+            procs.append(proc)
+            try:
+                ports.append(read_listening_port(proc, echo=sys.stderr))
+            except AssertionError:
+                proc.wait(TIMEOUT)
+                return proc.returncode or 1
+            copiers.append(drain(proc.stderr, copy_line))
+        port, echo_port = ports
+        base = 'http://localhost:%d/' % port
+        print('websockify.py on port %d relays to the line service (127.0.0.1:%d), '
+              'on port %d to an echo server (127.0.0.1:%d). Open:'
+              % (port, service.port, echo_port, echo_target.port))
+        print('  %swstelnet.html?autoconnect=1' % base)
+        print('  %swsecho.html?autoconnect=1' % base)
+        print('  %slatency.html?port=%d&autoconnect=1' % (base, echo_port))
+        print('  %s   (all the demo pages)' % base)
+        print('In the terminal type help, color or cursor. Ctrl-C stops the demo.')
+        sys.stdout.flush()
         procs[0].wait()
     except KeyboardInterrupt:
         pass
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(TIMEOUT)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for copier in copiers:      # their last log lines
+            copier.join(TIMEOUT)
+        service.stop()
+        echo_target.stop()
+    bad = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGINT)]
+    return bad[0] if bad else 0
 
 
 if __name__ == '__main__':
     if sys.argv[1:2] == ['demo']:
-        demo(sys.argv[2:])
-    else:
-        unittest.main()
+        sys.exit(demo(sys.argv[2:]))
+    unittest.main()
