@@ -68,7 +68,7 @@ floor:
 
 # -- demo and benchmark ---------------------------------------------------------
 demo: all
-	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)
+	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
 
 bench: all
 	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh --out $(BUILD)/bench/results \

@@ -48,6 +48,7 @@ import threading
 import time
 import tracemalloc
 import unittest
+import urllib.request
 from collections import namedtuple
 
 import websockify
@@ -3998,8 +3999,8 @@ class LineServiceTest(unittest.TestCase):
 
 
 class DemoTest(unittest.TestCase):
-    """The demo, as `make demo` runs it: its URL loads, a WebSocket round trip works,
-    and SIGINT stops it with all it started."""
+    """The demo, as `make demo` runs it and through `make demo` itself: its URL loads,
+    a WebSocket round trip works, and SIGINT stops it with all it started."""
 
     def start(self, argv, **options):
         """Run argv in a session (process group) of its own, killed in cleanup; its
@@ -4084,6 +4085,42 @@ class DemoTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 0)
         self.assertNotIn('Traceback', ''.join(self.errors))
         self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+
+    def test_make_demo(self):
+        """`make demo` on free ports: the URL it prints serves the page, its proxy
+        relays a WebSocket round trip, and Ctrl-C (SIGINT to the group) stops it all."""
+        make = shutil.which('make')
+        require('make', make, 'apt-get install make')
+        port = free_port()
+        echo_port = free_port()
+        while echo_port == port:
+            echo_port = free_port()
+        proc = self.start([make, '--no-print-directory', 'demo', 'PYTHON=' + sys.executable,
+                           'DEMO_PORT=%d' % port, 'DEMO_ECHO_PORT=%d' % echo_port], cwd=HERE)
+        # make may build rebind.so first; the demo then starts two websockify.py.
+        url = self.printed_until(r'http://localhost:%d/\S*' % port, 3 * TIMEOUT).group(0)
+        self.printed_until('Ctrl-C')
+        self.assertIn('latency.html?port=%d&' % echo_port, ''.join(self.printed))
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(url, timeout=TIMEOUT) as reply:
+            self.assertEqual(reply.status, 200)
+            self.assertEqual(reply.headers.get_content_type(), 'text/html')
+            page = reply.read()
+        self.assertTrue(page.lstrip().lower().startswith(b'<!doctype html'), page[:200])
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(LineService.PROMPT)
+        ws.send_frame(BINARY, b'hello make demo\r\n')
+        ws.recv_until(b'echo: hello make demo\r\n')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=True)
+        # make dies of the SIGINT once the demo, which stops cleanly, has exited.
+        self.assertIn(proc.returncode, (0, -signal.SIGINT), ''.join(self.errors))
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+        self.assertFalse(tcp_listening(port), 'port %d still listened on' % port)
+        self.assertFalse(tcp_listening(echo_port), 'port %d still listened on' % echo_port)
 
 
 ################################################################################
