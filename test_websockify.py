@@ -1,20 +1,29 @@
-"""Tests for websockify.py, through real sockets.
+"""Tests for websockify.py, through real sockets, and the demo behind `make demo`.
 
     python3 -m unittest test_websockify          # stdlib only; other clients are skipped
     make test                                    # installs them; WEBSOCKIFY_REQUIRE_ALL=1
+    python3 test_websockify.py demo [--port N]   # the demo (make demo)
 
 Servers listen on 127.0.0.1 / ::1 port 0 or on Unix sockets in a temporary folder, are
 ready once bound and are stopped by addCleanup. Clients we did not write (Python
-`websockets`, `websocket-client`, Node `ws`) are imported or probed only by the tests
-that use them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in
-which case it fails. Everything else uses the raw-socket client below, which sends
-whatever bytes a test asks for, including the ones no library would send.
+`websockets`, `websocket-client`, `trustme`, Playwright, Node `ws`) and tools
+(in.telnetd, Chromium, openssl, make) are imported or probed only by the tests that use
+them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in which case
+it fails. Everything else uses the raw-socket clients below, which send whatever bytes
+a test asks for, including the ones no library would send.
 
-One TestCase per section of websockify.py, in file order.
+The file: the helpers all features share, then one part per feature, each under a
+banner with its own fixtures and TestCases: CORE (one TestCase per section of
+websockify.py, in file order), LEGACY PROTOCOLS, TLS, WEB, PROGRAM WRAPPING; then
+the demo.
 """
 
+import argparse
+import asyncio
 import base64
 import contextlib
+import dataclasses
+import email.utils
 import hashlib
 import importlib
 import io
@@ -29,6 +38,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import struct
 import subprocess
@@ -36,20 +46,34 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import unittest
+import urllib.request
 from collections import namedtuple
 
 import websockify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, 'websockify.py')
-NODE_MODULES = os.path.join(HERE, 'build', 'node', 'node_modules')
+#: The LD_PRELOAD shim for wrapped programs (`make rebind.so`).
+REBIND = os.path.join(HERE, 'rebind.so')
+#: The pages --web serves in the browser tests and the demo.
+WEB_DIR = os.path.join(HERE, 'web')
+#: Screenshots of the browser tests.
+ARTIFACTS = os.path.join(HERE, 'build', 'test-artifacts')
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
+#: Node's ws package: NODE_PATH (as `make test` sets it) or build/node next to this file.
+NODE_MODULES = (os.environ.get('NODE_PATH')
+                or os.path.join(HERE, 'build', 'node', 'node_modules'))
 REQUIRE_ALL = bool(os.environ.get('WEBSOCKIFY_REQUIRE_ALL'))
 
 #: Seconds any single wait may take (a socket operation, a join, a process exit).
 TIMEOUT = 10.0
 #: Seconds a bulk transfer may take on a slow machine.
 LONG_TIMEOUT = 120.0
+#: Seconds a wait on websockify.py run as a program (and on what it wraps) may take.
+PROCESS_TIMEOUT = 20.0
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -74,38 +98,66 @@ def setUpModule():
 
 def tearDownModule():
     logging.getLogger('websockify').removeHandler(_NULL_HANDLER)
+    if _pki is not None:
+        _pki.close()            # the TLS tests' certificates
 
 
 _NULL_HANDLER = logging.NullHandler()
 
 
 ################################################################################
+################################################################################
+##
+## SHARED HELPERS: optional clients and tools, threads, byte streams, targets,
+## raw HTTP and WebSocket clients, the proxy in this process or as a program
+##
+################################################################################
+################################################################################
+
+################################################################################
 # Helpers: optional clients, threads, byte streams
 ################################################################################
 
-def require(testcase, what, available, how):
-    """Skip (or, with WEBSOCKIFY_REQUIRE_ALL, fail) when an optional client is missing."""
+def require(what, available, how):
+    """Skip (or, with WEBSOCKIFY_REQUIRE_ALL, fail) when an optional client or tool is
+    missing. Raises, so it also works in setUpClass."""
     if available:
         return
     if REQUIRE_ALL:
-        testcase.fail('%s is missing but WEBSOCKIFY_REQUIRE_ALL is set (%s)' % (what, how))
-    testcase.skipTest('%s is not installed (%s)' % (what, how))
+        raise AssertionError('%s is missing but WEBSOCKIFY_REQUIRE_ALL is set (%s)'
+                             % (what, how))
+    raise unittest.SkipTest('%s is not installed (%s)' % (what, how))
 
 
-def import_optional(testcase, module, how):
+def import_optional(module, how):
+    """Import an optional client (skip, or fail under WEBSOCKIFY_REQUIRE_ALL, without it)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        require(testcase, module, False, how)
+        require(module, False, how)
 
 
-def node_with_ws(testcase):
+def websockets_asyncio():
+    """The `websockets` package, with its asyncio client and exceptions imported."""
+    import_optional('websockets.asyncio.client', 'pip install websockets')
+    import_optional('websockets.exceptions', 'pip install websockets')
+    return importlib.import_module('websockets')
+
+
+def node_with_ws():
     """Path of the node binary, if Node and its ws package (build/node) are there."""
     node = shutil.which('node') or shutil.which('nodejs')
-    require(testcase, 'Node.js with the ws package',
+    require('Node.js with the ws package',
             node and os.path.isdir(os.path.join(NODE_MODULES, 'ws')),
             'npm install ws in build/node')
     return node
+
+
+def telnetd_path():
+    """Path of in.telnetd (Debian telnetd-ssl), for the tests that wrap or reach it."""
+    path = shutil.which('in.telnetd') or '/usr/sbin/in.telnetd'
+    require('in.telnetd', os.access(path, os.X_OK), 'apt-get install telnetd-ssl')
+    return path
 
 
 def _probe_ipv6():
@@ -214,8 +266,9 @@ def eof_digest(sock):
         count += len(chunk)
 
 
-def closed_port():
-    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (bound once, then
+    released): for a target that must refuse, or a port a program must bind itself."""
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
@@ -255,6 +308,33 @@ def socket_buffer_slack():
     return maximum('tcp_rmem', 6 * MiB) + maximum('tcp_wmem', 4 * MiB) + MiB
 
 
+def tcp_listening(port):
+    """Whether some socket listens on TCP port (from /proc/net/tcp{,6}, no connection)."""
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+                return True
+    return False
+
+
+def drain(stream, each=None):
+    """Read a text pipe to EOF in a daemon thread, handing each line to each(line) (or
+    dropping it), so that the child never blocks on a full pipe; returns the thread."""
+    def run():
+        for line in iter(stream.readline, ''):
+            if each is not None:
+                each(line)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 ################################################################################
 # Helpers: targets
 ################################################################################
@@ -271,10 +351,13 @@ def echo(sock):
 class TargetServer:
     """A target listening on port 0 (or a Unix socket path) in a thread.
 
-    With a handler, every connection runs handler(sock) in its own thread. Without
-    one, accepted sockets wait for the test to take them with accept()."""
+    With a handler, every connection runs handler(sock) in its own thread, its socket
+    timing out after conn_timeout. Without one, accepted sockets wait for the test to
+    take them with accept(). Stopped in the test's cleanup (or, without a test case,
+    by stop())."""
 
-    def __init__(self, testcase, handler=None, host='127.0.0.1', unix_path=None):
+    def __init__(self, testcase, handler=None, host='127.0.0.1', unix_path=None,
+                 conn_timeout=LONG_TIMEOUT):
         if unix_path:
             self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.listener.bind(unix_path)
@@ -286,11 +369,13 @@ class TargetServer:
         #: (host, port[, flow, scope]) or the Unix path.
         self.address = self.listener.getsockname()
         self.handler = handler
+        self.conn_timeout = conn_timeout
         self._accepted = queue.Queue()
         self._open = []
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
-        testcase.addCleanup(self.stop)
+        if testcase is not None:
+            testcase.addCleanup(self.stop)
 
     @property
     def port(self):
@@ -320,7 +405,7 @@ class TargetServer:
             if self.handler is None:
                 self._accepted.put(sock)
             else:
-                sock.settimeout(LONG_TIMEOUT)
+                sock.settimeout(self.conn_timeout)
                 threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
@@ -340,7 +425,7 @@ class TargetServer:
 
 
 ################################################################################
-# Helpers: a raw-socket WebSocket client
+# Helpers: raw HTTP, and a raw-socket WebSocket client
 ################################################################################
 
 Frame = namedtuple('Frame', 'fin opcode payload')
@@ -391,13 +476,14 @@ def upgrade_request(method='GET', path='/', version='HTTP/1.1', replace=None, dr
 
 
 class Response:
-    """A parsed HTTP response head (and, for refusals, its body)."""
+    """A parsed HTTP response head (and, once read, its body; raw: all its bytes)."""
 
     def __init__(self, status, headers):
         self.status = status
         #: (lower-case name, value) pairs.
         self.headers = headers
         self.body = b''
+        self.raw = b''
 
     def header(self, name):
         values = [v for n, v in self.headers if n == name.lower()]
@@ -405,6 +491,42 @@ class Response:
 
     def __repr__(self):
         return '<Response %d %r %r>' % (self.status, self.headers, self.body[:200])
+
+
+def parse_response_head(head):
+    """The Response of a status line and header lines (the bytes before CRLF CRLF)."""
+    lines = head.decode('latin-1').split('\r\n')
+    parts = lines[0].split(' ')
+    if len(parts) < 2 or not parts[0].startswith('HTTP/1.') or not parts[1].isdigit():
+        raise AssertionError('bad status line %r' % lines[0])
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(':')
+        headers.append((name.strip().lower(), value.strip()))
+    return Response(int(parts[1]), headers)
+
+
+def http_request(port, target, method='GET', headers=(), host='127.0.0.1'):
+    """Send one request with a raw target (bytes or str), read the response to EOF;
+    returns its Response, with body and raw."""
+    if isinstance(target, str):
+        target = target.encode('latin-1')
+    lines = [method.encode() + b' ' + target + b' HTTP/1.1',
+             b'Host: %s:%d' % (host.encode(), port)]
+    lines.extend(('%s: %s' % h).encode('latin-1') for h in headers)
+    with socket.create_connection((host, port), TIMEOUT) as sock:
+        sock.sendall(b'\r\n'.join(lines) + b'\r\n\r\n')
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    raw = b''.join(chunks)
+    head, _, body = raw.partition(b'\r\n\r\n')
+    response = parse_response_head(head)
+    response.body, response.raw = body, raw
+    return response
 
 
 class WSClient:
@@ -428,6 +550,8 @@ class WSClient:
         if family != socket.AF_UNIX:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
+        #: The data recv_until() has received so far.
+        self.received = b''
 
     # -- bytes ------------------------------------------------------------------
 
@@ -476,15 +600,7 @@ class WSClient:
                                      % bytes(self.buffer[:200]))
         head, _, rest = bytes(self.buffer).partition(b'\r\n\r\n')
         self.buffer = bytearray(rest)
-        lines = head.decode('latin-1').split('\r\n')
-        version, status = lines[0].split(' ')[:2]
-        if not version.startswith('HTTP/1.'):
-            raise AssertionError('bad status line %r' % lines[0])
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(':')
-            headers.append((name.strip().lower(), value.strip()))
-        return Response(int(status), headers)
+        return parse_response_head(head)
 
     def handshake(self, path='/', protocols=(), key=None, extra=()):
         """Upgrade; checks the 101 and its accept key; returns the Response."""
@@ -544,6 +660,20 @@ class WSClient:
     def recv_data(self, total, opcode=BINARY):
         return b''.join(self.iter_data(total, opcode))
 
+    def recv_until(self, needle):
+        """Read data frames (pings answered) until needle has arrived in what this
+        method received; returns all of that."""
+        while needle not in self.received:
+            frame = self.recv_frame()
+            if frame.opcode == PING:
+                self.send_frame(PONG, frame.payload)
+            elif frame.opcode == CLOSE:
+                raise AssertionError('close %s before %r arrived; got %r'
+                                     % (describe_close(frame.payload), needle, self.received))
+            elif frame.opcode in (TEXT, BINARY, CONT):
+                self.received += frame.payload
+        return self.received
+
     def echo(self, payload, opcode=BINARY):
         """Send one message and read back as many bytes (the target is an echo)."""
         self.send_frame(opcode, payload)
@@ -589,19 +719,66 @@ def check_upgrade_response(response, key):
 # Helpers: the proxy, in this process or as a program
 ################################################################################
 
-def start_proxy(testcase, *argv):
-    """websockify in this process: make_server, serve_forever in a thread; stopped in cleanup."""
-    server = websockify.make_server(websockify.parse_args([str(a) for a in argv]))
+def start_proxy(testcase, *argv, settings=None):
+    """websockify in this process (for argv, or these Settings): make_server,
+    serve_forever in a thread; returns the server. The cleanup stops it, asking its
+    live sessions to close first."""
+    settings = settings or websockify.parse_args([str(a) for a in argv])
+    server = websockify.make_server(settings)
     thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
                               daemon=True)
     thread.start()
 
     def stop():
         server.shutdown()
+        server.close_sessions(2.0)
         server.server_close()
         thread.join(TIMEOUT)
     testcase.addCleanup(stop)
     return server
+
+
+class LogWatch(logging.Handler):
+    """Collects the INFO lines of the 'websockify' logger (the proxy in this process)
+    until the test's cleanup. The server may log a line just after the client saw
+    what caused it, so both waits wait (bounded) for lines to appear."""
+
+    def __init__(self, testcase):
+        super().__init__(logging.INFO)
+        self.output = []
+        self._cond = threading.Condition()
+        log = logging.getLogger('websockify')
+        testcase.addCleanup(log.setLevel, log.level)
+        testcase.addCleanup(log.removeHandler, self)
+        log.addHandler(self)
+        log.setLevel(logging.INFO)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def emit(self, record):
+        with self._cond:
+            self.output.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait_for(self, text, count=1, timeout=TIMEOUT):
+        """The lines containing text once there are count of them (or the timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len([r for r in self.output if text in r]) >= count,
+                                timeout)
+            return [r for r in self.output if text in r]
+
+    def wait_line(self, *fragments, timeout=TIMEOUT):
+        """The first line containing every fragment, once there is one; else None."""
+        def found():
+            return next((line for line in self.output
+                         if all(f in line for f in fragments)), None)
+        with self._cond:
+            self._cond.wait_for(found, timeout)
+            return found()
 
 
 #: The line main() logs at start; groups give the address it listens on.
@@ -669,11 +846,109 @@ class ProxyProcess:
         self.proc.stderr.close()
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, env=None):
     """websockify.py run to completion; returns the CompletedProcess (text output)."""
     return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd or HERE)
+                          timeout=TIMEOUT, cwd=cwd or HERE, env=env)
+
+
+class WrapperProcess:
+    """websockify.py run as a program (wrapping one, often): its stderr lines are
+    collected for wait_log(); stop() signals it; the cleanup stops it with SIGTERM,
+    so that it stops its program, and kills their groups only if it hangs."""
+
+    def __init__(self, test, args, env=None, script=SCRIPT, cwd=None):
+        self.test = test
+        # faulthandler: a websockify that hangs dumps its threads on SIGABRT (stop()).
+        env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
+        self.proc = subprocess.Popen([sys.executable, script] + list(args),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env, cwd=cwd)
+        self.lines = []
+        self.cond = threading.Condition()
+        self.eof = False
+        threading.Thread(target=self._read, daemon=True).start()
+        test.addCleanup(self.cleanup)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.cond:
+                self.lines.append(line.decode('utf-8', 'replace'))
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def text(self):
+        with self.cond:
+            return ''.join(self.lines)
+
+    def wait_log(self, pattern, timeout=PROCESS_TIMEOUT, count=1):
+        """Wait for the count-th stderr line matching pattern; return its match."""
+        regex = re.compile(pattern)
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [m for m in map(regex.search, self.lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = end - time.monotonic()
+                if left <= 0 or self.eof:
+                    self.test.fail('no %r in the log (%s):\n%s' % (
+                        pattern, 'EOF' if self.eof else 'timeout', ''.join(self.lines)))
+                self.cond.wait(left)
+
+    def wait_eof(self, timeout=PROCESS_TIMEOUT):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while not self.eof and time.monotonic() < end:
+                self.cond.wait(end - time.monotonic())
+            return self.eof
+
+    def stop(self, signum=signal.SIGTERM):
+        """Send signum and return the exit status; fail with the log if it hangs."""
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(PROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.wait_eof(5.0)
+            self.test.fail('websockify did not stop on signal %d:\n%s' % (signum, self.text()))
+
+    def pgids(self):
+        """Process groups websockify started (one per run of the program)."""
+        regex = re.compile(r'started \S+ \(pid (\d+)\)')
+        with self.cond:
+            return [int(m.group(1)) for m in map(regex.search, self.lines) if m]
+
+    def cleanup(self):
+        """After a failed test: stop websockify, and its programs if it could not."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(PROCESS_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(PROCESS_TIMEOUT)
+                for pgid in self.pgids():
+                    with contextlib.suppress(OSError):
+                        os.killpg(pgid, signal.SIGKILL)
+        if self.wait_eof(5.0):
+            self.proc.stderr.close()
+
+
+def wait_group_gone(test, pgid, timeout=PROCESS_TIMEOUT):
+    """Wait (bounded) until no process of group pgid is left."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    test.fail('process group %d still has processes' % pgid)
+
 
 
 class ProxyTestCase(unittest.TestCase):
@@ -721,6 +996,15 @@ class ProxyTestCase(unittest.TestCase):
                 self.fail('no such log line in %r' % [r.getMessage() for r in logs.records])
             time.sleep(0.02)
 
+
+################################################################################
+################################################################################
+##
+## CORE (issue 3): the HyBi protocol, the handshake, frames, the pump, targets,
+## the server and the command line; one TestCase per section of websockify.py
+##
+################################################################################
+################################################################################
 
 ################################################################################
 # Section 2: protocol (sans-I/O)
@@ -1128,7 +1412,7 @@ class TestPump(ProxyTestCase):
     # -- clients we did not write -------------------------------------------------
 
     def test_websockets_library_relays_16_mib_both_ways_byte_exact(self):
-        client = import_optional(self, 'websockets.sync.client', 'pip install websockets')
+        client = import_optional('websockets.sync.client', 'pip install websockets')
         address = self.echo_proxy()
         total = 16 * MiB
         with client.connect('ws://127.0.0.1:%d/' % address[1], subprotocols=['binary'],
@@ -1145,7 +1429,7 @@ class TestPump(ProxyTestCase):
             self.assertEqual(digest.hexdigest(), sender.result(LONG_TIMEOUT))
 
     def test_node_ws_relays_16_mib_both_ways_byte_exact(self):
-        node = node_with_ws(self)
+        node = node_with_ws()
         address = self.echo_proxy()
         folder = self.tempdir()
         paths = {name: os.path.join(folder, name) for name in ('relay.js', 'in', 'sizes', 'out')}
@@ -1168,7 +1452,7 @@ class TestPump(ProxyTestCase):
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha256_of(chunks))
 
     def test_websocket_client_library_text_binary_and_ping(self):
-        websocket = import_optional(self, 'websocket', 'pip install websocket-client')
+        websocket = import_optional('websocket', 'pip install websocket-client')
         address = self.echo_proxy()
         ws = websocket.create_connection('ws://127.0.0.1:%d/' % address[1],
                                          subprotocols=['binary'], timeout=TIMEOUT)
@@ -1357,7 +1641,7 @@ class TestTargets(ProxyTestCase):
         self.assertEqual(client.echo(b'over ::1'), b'over ::1')
 
     def test_unreachable_target_gets_502_and_a_log_line_naming_it(self):
-        port = closed_port()
+        port = free_port()
         address = self.proxy('127.0.0.1:0', '127.0.0.1:%d' % port)
         with self.assertLogs('websockify', 'INFO') as logs:
             self.refused(address, upgrade_request(), 502)
@@ -1643,41 +1927,3043 @@ class TestOptionsOfLaterIssues(unittest.TestCase):
                 self.assertNotIn('Traceback', result.stderr)
 
 
-def demo(argv):
-    """`make demo`: an echo service behind websockify.py, and web/ served by
-    http.server (until --web lands), on loopback; Ctrl-C stops everything."""
-    import argparse
-    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
-    parser.add_argument('--port', type=int, default=6080)
-    port = parser.parse_args(argv).port
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(16)
+################################################################################
+################################################################################
+##
+## LEGACY PROTOCOLS (issue 4): Hixie-75/76, the HyBi base64 subprotocol and
+## the Flash socket policy
+##
+################################################################################
+################################################################################
 
-    def accept_loop():
+# -- targets and the proxy --------------------------------------------------------------
+
+class Sink:
+    """A TargetServer handler that reads and counts, sending nothing back."""
+
+    def __init__(self):
+        self.received = 0
+        self.first_data = threading.Event()
+
+    def __call__(self, sock):
         while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-    threading.Thread(target=accept_loop, daemon=True).start()
-    procs = [subprocess.Popen([sys.executable, SCRIPT, '127.0.0.1:%d' % port,
-                               '127.0.0.1:%d' % listener.getsockname()[1]]),
-             subprocess.Popen([sys.executable, '-m', 'http.server', '--bind', '127.0.0.1',
-                               str(port + 1)], cwd=os.path.join(HERE, 'web'),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    print('Open http://127.0.0.1:%d/wsecho.html?host=127.0.0.1&port=%d&autoconnect=1'
-          ' (Ctrl-C stops)' % (port + 1, port), flush=True)
+            data = sock.recv(65536)
+            if not data:
+                return
+            self.received += len(data)
+            self.first_data.set()
+
+
+def say_bye(sock):
+    """Target behaviour: send b'bye', end the sending side, then read to EOF."""
+    sock.sendall(b'bye')
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
+
+
+def start_logged_proxy(testcase, target, *options):
+    """An in-process proxy to target with its log watched; returns (port, LogWatch)."""
+    log = LogWatch(testcase)
+    server = start_proxy(testcase, '127.0.0.1:0', target.arg, *options)
+    return server.server_address[1], log
+
+
+# -- raw sockets, with bounded reads ------------------------------------------------
+
+def _connect(port):
+    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Reader:
+    """Buffered, bounded reads from a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError('timed out waiting for the server')
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError('timed out waiting for the server') from None
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    def until(self, marker, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while marker not in self.buf:
+            self._fill(deadline)
+        i = self.buf.index(marker) + len(marker)
+        data = bytes(self.buf[:i])
+        del self.buf[:i]
+        return data
+
+    def exact(self, n, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            self._fill(deadline)
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def rest(self, timeout=TIMEOUT):
+        """Everything until EOF."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._fill(deadline)
+        except (EOFError, ConnectionResetError):
+            pass
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+    def quiet(self, seconds):
+        """True when nothing arrives for `seconds` (the server is waiting for us)."""
+        if self.buf:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
+
+
+# -- a Hixie client written from draft-hixie-thewebsocketprotocol-76 ---------------
+
+_KEY_NOISE = [chr(c) for c in list(range(0x21, 0x30)) + list(range(0x3A, 0x7F))]
+
+
+def hixie76_client_key(rng):
+    """(key, number) for one key, as the client's handshake in draft-76 §4.1 makes it."""
+    spaces = rng.randint(1, 12)                          # 1 to 12 spaces
+    maximum = 4294967295 // spaces                       # so that number * spaces < 2**32
+    number = rng.randint(0, maximum)
+    key = list(str(number * spaces))                     # the product in decimal
+    for _ in range(rng.randint(1, 12)):                  # 1 to 12 non-digit characters
+        key.insert(rng.randint(0, len(key)), rng.choice(_KEY_NOISE))
+    for _ in range(spaces):                              # the spaces, not at either end
+        key.insert(rng.randint(1, len(key) - 1), ' ')
+    return ''.join(key), number
+
+
+def hixie_request(draft, host='example.com', path='/demo', origin='http://example.com',
+                  protocol=None, keys=None):
+    """The client's handshake lines (draft-76 §4.1), ending in CRLF CRLF."""
+    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
+             'Host: ' + host]
+    if origin is not None:
+        lines.append('Origin: ' + origin)
+    if draft == 76:
+        lines += ['Sec-WebSocket-Key1: ' + keys[0], 'Sec-WebSocket-Key2: ' + keys[1]]
+        if protocol:
+            lines.append('Sec-WebSocket-Protocol: ' + protocol)
+    elif protocol:
+        lines.append('WebSocket-Protocol: ' + protocol)
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+class HixieClient:
+    """A draft-75/76 client: handshake, 0x00 base64 0xFF frames, 0xFF 0x00 close."""
+
+    def __init__(self, port, draft=76, rng=None, **request):
+        self.sock = _connect(port)
+        self.reader = _Reader(self.sock)
+        rng = rng or random.Random()
+        self.draft = draft
+        expected = None
+        keys = None
+        key3 = b''
+        if draft == 76:
+            key1, number1 = hixie76_client_key(rng)
+            key2, number2 = hixie76_client_key(rng)
+            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
+            keys = (key1, key2)
+            expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
+        self.sock.sendall(hixie_request(draft, keys=keys, **request) + key3)
+        self.head = self.reader.until(b'\r\n\r\n')
+        # draft-75 §4.1: the first 85 bytes must match exactly.
+        if not self.head.startswith(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                                    b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'):
+            raise AssertionError('bad reply %r' % self.head)
+        if draft == 76:
+            challenge = self.reader.exact(16)
+            if challenge != expected:
+                raise AssertionError('challenge response %r != %r' % (challenge, expected))
+
+    def send(self, data):
+        self.sock.sendall(b'\x00' + base64.b64encode(data) + b'\xff')
+
+    def recv_frame(self, timeout=TIMEOUT):
+        """The bytes of the next frame (each decoded on its own), or None for 0xFF 0x00."""
+        kind = self.reader.exact(1, timeout)
+        if kind == b'\xff':
+            if self.reader.exact(1, timeout) != b'\x00':
+                raise AssertionError('length-prefixed frame from the server')
+            return None
+        if kind != b'\x00':
+            raise AssertionError('unexpected frame type %r' % kind)
+        return base64.b64decode(self.reader.until(b'\xff', timeout)[:-1], validate=True)
+
+    def recv_bytes(self, n, timeout=TIMEOUT):
+        data = b''
+        deadline = time.monotonic() + timeout
+        while len(data) < n:
+            frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if frame is None:
+                raise AssertionError('closed after %d of %d bytes' % (len(data), n))
+            data += frame
+        return data
+
+    def close(self):
+        self.sock.close()
+
+
+# -- a raw HyBi client (for frame-level control) ----------------------------------
+
+def hybi_handshake(port, protocols=None):
+    """A HyBi upgrade offering `protocols` (one header value); (sock, reader, head)."""
+    sock = _connect(port)
+    sock.sendall(upgrade_request(extra=[('Sec-WebSocket-Protocol', protocols)]
+                                 if protocols else ()))
+    reader = _Reader(sock)
+    head = reader.until(b'\r\n\r\n')
+    return sock, reader, head
+
+
+def hybi_read_frame(reader, timeout=TIMEOUT):
+    """(opcode, payload) of the next server frame."""
+    b0, b1 = reader.exact(2, timeout)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack('!H', reader.exact(2, timeout))[0]
+    elif n == 127:
+        n = struct.unpack('!Q', reader.exact(8, timeout))[0]
+    return b0 & 0x0F, reader.exact(n, timeout)
+
+
+def hybi_read_base64(reader, n, timeout=TIMEOUT):
+    """Read text frames, decoding each on its own, until n bytes came."""
+    data = b''
+    while len(data) < n:
+        opcode, payload = hybi_read_frame(reader, timeout)
+        if opcode != 1:
+            raise AssertionError('expected a text frame, got opcode %d %r' % (opcode, payload))
+        data += base64.b64decode(payload, validate=True)
+    return data
+
+
+# -- the draft-76 vector ---------------------------------------------------------------
+
+KEY1 = '18x 6]8vM;54 *(5:  {   U1]8  z [  8'
+KEY2 = '1_ tx7X d  <  nw  334J702) 7]o}` 0'
+KEY3 = b'Tm[K T2u'
+ANSWER = b'fQJ,fN/4F4!~K~MH'
+PREFIX_85 = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+             b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n')
+VECTOR_REPLY = (PREFIX_85 + b'Sec-WebSocket-Origin: http://example.com\r\n'
+                b'Sec-WebSocket-Location: ws://example.com/demo\r\n'
+                b'Sec-WebSocket-Protocol: sample\r\n\r\n' + ANSWER)
+FLASH_POLICY = (b'<?xml version="1.0"?>\n'
+                b'<!DOCTYPE cross-domain-policy SYSTEM '
+                b'"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">\n'
+                b'<cross-domain-policy>\n'
+                b'<allow-access-from domain="*" to-ports="*" />\n'
+                b'</cross-domain-policy>\n\x00')
+
+
+def _request(text):
+    head = text.replace('\n', '\r\n').encode('latin-1') + b'\r\n'
+    return websockify.parse_request(head)
+
+
+def _decode_all(codec, data, chunk=None):
+    """Feed data to a codec like the pump does (leftovers moved to the front);
+    returns (bytes out, events, unconsumed)."""
+    buf = bytearray()
+    out, events = [], []
+    step = chunk or max(1, len(data))
+    for i in range(0, len(data), step):
+        buf += data[i:i + step]
+        parts = []
+        pos = codec.decode(buf, 0, len(buf), parts, events)
+        out += [bytes(p) for p in parts]
+        del buf[:pos]
+        if events and events[-1][0] == 'close':
+            buf += data[i + step:]
+            break
+    return b''.join(out), events, bytes(buf)
+
+
+class LegacyProtocolTest(unittest.TestCase):
+    """Sans-I/O: keys, handshakes, detection, Hixie framing, base64 streams."""
+
+    def test_draft76_vector(self):
+        self.assertEqual(websockify.hixie76_answer(KEY1, KEY2, KEY3), ANSWER)
+        # The opening example of draft-76 §1.3.
+        self.assertEqual(websockify.hixie76_answer('4 @1  46546xW%0l 1 5',
+                                                   '12998 5 Y3 1  .P00', b'^n:ds[4U'),
+                         b"8jKS'y:G*Co,Wxa-")
+
+    def test_client_keys_from_the_draft_algorithm(self):
+        rng = random.Random(76)
+        for _ in range(200):
+            key, number = hixie76_client_key(rng)
+            self.assertEqual(websockify.hixie76_key_number(key), number)
+
+    def test_bad_keys(self):
+        for key in ('12345', '1 2 3', '12  5', 'abc de', '1' * 30 + ' ',
+                    '8589934590 '):           # 2**33 - 2 with one space: over 32 bits
+            with self.assertRaises(websockify.HTTPError) as cm:
+                websockify.hixie76_key_number(key)
+            self.assertEqual(cm.exception.status, 400, key)
+
+    def test_detection(self):
+        base = 'GET / HTTP/1.1\nHost: h\nUpgrade: WebSocket\nConnection: Upgrade\n'
+        kind = websockify.handshake_kind
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\n')), 'hybi')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\nSec-WebSocket-Key1: 1 '
+                                       '\nSec-WebSocket-Key2: 1 \n')), 'hybi')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'
+                                       'Sec-WebSocket-Key2: 1 \n')), 'hixie-76')
+        self.assertEqual(kind(_request(base)), 'hixie-75')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Version: 13\n')), 'hybi')
+        self.assertEqual(kind(_request('GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n')),
+                         'hybi')
+        with self.assertRaises(websockify.HTTPError) as cm:
+            kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'))
+        self.assertEqual(cm.exception.status, 400)
+
+    def test_replies(self):
+        req = _request('GET /demo HTTP/1.1\nHost: example.com\nUpgrade: WebSocket\n'
+                       'Connection: Upgrade\nOrigin: http://example.com\n'
+                       'Sec-WebSocket-Protocol: sample\nSec-WebSocket-Key1: %s\n'
+                       'Sec-WebSocket-Key2: %s\n' % (KEY1, KEY2))
+        self.assertEqual(websockify.hixie_response('hixie-76', req, False, ANSWER),
+                         VECTOR_REPLY)
+        secure = websockify.hixie_response('hixie-76', req, True, ANSWER)
+        self.assertIn(b'\r\nSec-WebSocket-Location: wss://example.com/demo\r\n', secure)
+        req = _request('GET /a?b=c HTTP/1.1\nHost: example.com:8080\nUpgrade: WebSocket\n'
+                       'Connection: Upgrade\n')
+        self.assertEqual(websockify.hixie_response('hixie-75', req, False),
+                         PREFIX_85 + b'WebSocket-Location: ws://example.com:8080/a?b=c'
+                                     b'\r\n\r\n')
+        self.assertEqual(len(PREFIX_85), 85)
+
+    def test_echoed_values_refuse_control_characters(self):
+        req = _request('GET / HTTP/1.1\nHost: a\rb\nUpgrade: WebSocket\nConnection: Upgrade\n')
+        with self.assertRaises(websockify.HTTPError) as cm:
+            websockify.check_hixie_request(req)
+        self.assertEqual(cm.exception.status, 400)
+
+    def test_base64_stream(self):
+        data = os.urandom(3001)
+        text = base64.b64encode(data)
+        for size in (1, 2, 3, 5, 4096):
+            stream = websockify.Base64Stream()
+            got = b''.join(stream.feed(text[i:i + size]) for i in range(0, len(text), size))
+            self.assertEqual(got, data, size)
+        # Messages padded one by one decode back to back.
+        stream = websockify.Base64Stream()
+        self.assertEqual(stream.feed(b'QQ==Qk') + stream.feed(b'M=QUJD'), b'ABCABC')
+        for bad in (b'Q===', b'QQ=Q', b'Q=Q=', b'QQ\nQ', b'====', b'QQ-Q', b'QQ Q',
+                    'Q\u00e9QQ'.encode('utf-8')):
+            with self.assertRaises(ValueError, msg=bad):
+                websockify.Base64Stream().feed(bad)
+
+    def test_hixie_decode_whole_bytewise_and_trailing(self):
+        frames = (b'\x00' + base64.b64encode(b'hello') + b'\xff\x00\xff\x00QU'
+                  b'\xff\x00JD\xff\xff\x00')
+        for chunk in (None, 1, 3):
+            codec = websockify.HixieCodec('hixie-76')
+            data, events, rest = _decode_all(codec, frames + b'\x00trailing', chunk)
+            self.assertEqual(data, b'helloABC')
+            self.assertEqual(events, [('close', 1005, '')])
+            self.assertEqual(rest, b'\x00trailing')
+
+    def test_hixie_decode_errors(self):
+        cases = [(b'\x80\x05hello', 1002), (b'\xff\x05hello', 1002), (b'\x01abc\xff', 1002),
+                 (b'\x00QQ@=\xff', 1007), (b'\x00QQ==\xff\x00Q\n==\xff', 1007)]
+        for data, code in cases:
+            codec = websockify.HixieCodec('hixie-76')
+            with self.assertRaises(websockify.ProtocolError, msg=data) as cm:
+                _decode_all(codec, data)
+            self.assertEqual(cm.exception.code, code)
+            self.assertTrue(cm.exception.reason)
+
+    def test_hixie_frame_bound(self):
+        codec = websockify.HixieCodec('hixie-76')
+        buf = bytearray(b'\x00' + b'AAAA' * 65536)
+        out = []
+        total = 0
+        with self.assertRaises(websockify.ProtocolError) as cm:
+            for _ in range(websockify.HIXIE_MAX_FRAME // (len(buf) - 1) + 2):
+                out.clear()
+                pos = codec.decode(buf, 0, len(buf), out, [])
+                total += sum(len(p) for p in out)
+                self.assertEqual(pos, len(buf))     # nothing held back: streamed
+                buf = bytearray(b'AAAA' * 65536)
+        self.assertEqual(cm.exception.code, 1009)
+        self.assertGreater(total, 0)
+
+    def test_hixie_encode_and_control(self):
+        codec = websockify.HixieCodec('hixie-75')
+        self.assertEqual(b''.join(codec.encode(memoryview(b'\x00\xffab'))),
+                         b'\x00AP9hYg==\xff')
+        self.assertEqual(codec.control(websockify.OP_PING), b'')
+        self.assertEqual(codec.control(websockify.OP_PONG, b'x'), b'')
+        self.assertEqual(codec.close_frame(1000, 'bye'), b'\xff\x00')
+        self.assertEqual((codec.family, codec.mode), ('hixie-75', 'base64'))
+
+    def test_hybi_base64_codec(self):
+        codec = websockify.HybiBase64Codec()
+        self.assertEqual((codec.family, codec.mode), ('hybi', 'base64'))
+        frames = (encode_frame(1, b'aGVs', fin=False) + encode_frame(0, b'bG8')
+                  + encode_frame(9, b'p') + encode_frame(1, b'=QQ==') + encode_frame(2, b'QkM='))
+        for chunk in (None, 1, 7):
+            codec = websockify.HybiBase64Codec()
+            data, events, rest = _decode_all(codec, frames, chunk)
+            self.assertEqual((data, events, rest), (b'helloABC', [('ping', b'p')], b''))
+        parts = codec.encode(memoryview(b'\x01\x02'))
+        self.assertEqual(b''.join(parts), b'\x81\x04AQI=')
+        codec = websockify.HybiBase64Codec()
+        with self.assertRaises(websockify.ProtocolError) as cm:
+            _decode_all(codec, encode_frame(1, b'QUJD') + encode_frame(1, b'QU*D'))
+        self.assertEqual(cm.exception.code, 1007)
+
+
+class LegacyWireTest(unittest.TestCase):
+    """Through real sockets: an in-process proxy and echo/sink targets."""
+
+    def setUp(self):
+        self.target = TargetServer(self, echo)
+        self.port, self.log = start_logged_proxy(self, self.target)
+
+    def _vector_session(self, delivery):
+        sock = _connect(self.port)
+        self.addCleanup(sock.close)
+        reader = _Reader(sock)
+        request = hixie_request(76, protocol='sample', keys=(KEY1, KEY2))
+        if delivery == 'same':
+            sock.sendall(request + KEY3)
+        else:
+            sock.sendall(request)
+            self.assertTrue(reader.quiet(0.3), 'replied before key3')
+            if delivery == 'separate':
+                sock.sendall(KEY3)
+            else:
+                for i in range(8):
+                    self.assertTrue(reader.quiet(0.02 if i else 0.0), 'replied early')
+                    sock.sendall(KEY3[i:i + 1])
+        self.assertEqual(reader.exact(len(VECTOR_REPLY)), VECTOR_REPLY)
+        sock.sendall(b'\x00' + base64.b64encode(b'ping me') + b'\xff')
+        self.assertEqual(reader.until(b'\xff'), b'\x00' + base64.b64encode(b'ping me') + b'\xff')
+        sock.sendall(b'\xff\x00')
+        self.assertEqual(reader.rest(), b'\xff\x00')
+        sock.close()   # the peer closes after the closing handshake
+        self.assertTrue(self.log.wait_line('session open', 'hixie-76/base64',
+                                          'protocol sample'))
+        self.assertTrue(self.log.wait_line('session closed', 'close 1005'))
+
+    def test_draft76_vector_key3_same_segment(self):
+        self._vector_session('same')
+
+    def test_draft76_vector_key3_separate_segment(self):
+        self._vector_session('separate')
+
+    def test_draft76_vector_key3_byte_by_byte(self):
+        self._vector_session('bytewise')
+
+    def test_draft76_first_frame_with_key3(self):
+        sock = _connect(self.port)
+        self.addCleanup(sock.close)
+        reader = _Reader(sock)
+        frame = b'\x00' + base64.b64encode(b'eager') + b'\xff'
+        sock.sendall(hixie_request(76, keys=(KEY1, KEY2), protocol='sample') + KEY3 + frame)
+        self.assertEqual(reader.exact(len(VECTOR_REPLY)), VECTOR_REPLY)
+        self.assertEqual(reader.until(b'\xff'), frame)
+
+    def test_85_byte_prefix_and_draft76_client(self):
+        client = HixieClient(self.port, 76, path='/x?token=1', host='example.com:6080',
+                             origin=None)
+        self.addCleanup(client.close)
+        self.assertEqual(client.head[:85], PREFIX_85)
+        self.assertIn(b'\r\nSec-WebSocket-Location: ws://example.com:6080/x?token=1\r\n',
+                      client.head)
+        self.assertNotIn(b'Origin', client.head)
+        client.send(b'\x00\x01\xfe\xff')
+        self.assertEqual(client.recv_bytes(4), b'\x00\x01\xfe\xff')
+
+    def test_draft75_session(self):
+        sock = _connect(self.port)
+        self.addCleanup(sock.close)
+        reader = _Reader(sock)
+        sock.sendall(hixie_request(75, protocol='sample'))
+        expected = (PREFIX_85 + b'WebSocket-Origin: http://example.com\r\n'
+                    b'WebSocket-Location: ws://example.com/demo\r\n'
+                    b'WebSocket-Protocol: sample\r\n\r\n')
+        self.assertEqual(reader.exact(len(expected)), expected)
+        sock.sendall(b'\x00aGVsbG8=\xff')
+        self.assertEqual(reader.until(b'\xff'), b'\x00aGVsbG8=\xff')
+        for message in (bytes(range(256)), b'', b'!'):
+            sock.sendall(b'\x00' + base64.b64encode(message) + b'\xff')
+        got = b''
+        while len(got) < 257:
+            got += base64.b64decode(reader.until(b'\xff')[1:-1], validate=True)
+        self.assertEqual(got, bytes(range(256)) + b'!')
+        sock.shutdown(socket.SHUT_WR)       # draft-75 has no closing handshake
+        self.assertIn(reader.rest(), (b'', b'\xff\x00'))
+        self.assertTrue(self.log.wait_line('session open', 'hixie-75/base64'))
+        self.assertTrue(self.log.wait_line('session closed'))
+
+    def test_hixie_1mib_both_ways(self):
+        client = HixieClient(self.port, 76)
+        self.addCleanup(client.close)
+        total = 1 << 20
+        data = os.urandom(total)
+        sizes = [1, 2, 3, 1000, 65536, 300000]
+
+        def writer():
+            i = n = 0
+            while n < total:
+                size = min(sizes[i % len(sizes)], total - n)
+                client.send(data[n:n + size])
+                n += size
+                i += 1
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        got = client.recv_bytes(total, timeout=30)
+        thread.join(TIMEOUT)
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
+        client.sock.sendall(b'\xff\x00')
+        self.assertIsNone(client.recv_frame())
+
+    def test_hybi_base64_1mib_both_ways_websockets(self):
+        websockets = websockets_asyncio()
+        from websockets.asyncio.client import connect
+        total = 1 << 20
+        data = os.urandom(total)
+
+        async def run():
+            async with connect('ws://127.0.0.1:%d/' % self.port, subprotocols=['base64'],
+                               max_size=None) as ws:
+                self.assertEqual(ws.subprotocol, 'base64')
+                received = []
+
+                async def reader():
+                    n = 0
+                    while n < total:
+                        message = await ws.recv()
+                        self.assertIsInstance(message, str)
+                        chunk = base64.b64decode(message, validate=True)
+                        received.append(chunk)
+                        n += len(chunk)
+                task = asyncio.ensure_future(reader())
+                sizes = [1, 2, 3, 125, 4096, 65536, 200000]
+                i = n = 0
+                while n < total:
+                    size = min(sizes[i % len(sizes)], total - n)
+                    await ws.send(base64.b64encode(data[n:n + size]).decode('ascii'))
+                    n += size
+                    i += 1
+                await asyncio.wait_for(task, 30)
+                return b''.join(received)
+        got = asyncio.run(asyncio.wait_for(run(), 60))
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
+        self.assertTrue(self.log.wait_line('session open', 'hybi/base64', 'protocol base64'))
+        del websockets
+
+    def test_hybi_invalid_base64_websockets(self):
+        websockets = websockets_asyncio()
+        from websockets.asyncio.client import connect
+
+        async def run():
+            async with connect('ws://127.0.0.1:%d/' % self.port,
+                               subprotocols=['base64']) as ws:
+                await ws.send('QUJD')
+                self.assertEqual(base64.b64decode(await ws.recv()), b'ABC')
+                await ws.send('QU$D')
+                with self.assertRaises(websockets.exceptions.ConnectionClosedError) as cm:
+                    await ws.recv()
+                return cm.exception.rcvd
+        rcvd = asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+        self.assertEqual(rcvd.code, 1007)
+        self.assertIn('base64', rcvd.reason)
+
+    def test_hybi_base64_groups_split_across_frames_and_reads(self):
+        sock, reader, head = hybi_handshake(self.port, 'base64')
+        self.addCleanup(sock.close)
+        self.assertIn(b'\r\nSec-WebSocket-Protocol: base64\r\n', head)
+        message = b'hello, split base64 world!'
+        text = base64.b64encode(message)
+        pieces = [text[0:1], text[1:6], text[6:7], text[7:]]
+        frames = (encode_frame(1, pieces[0]) + encode_frame(1, pieces[1], fin=False)
+                  + encode_frame(0, pieces[2]) + encode_frame(1, pieces[3]))
+        for i in range(len(frames)):           # one byte per TCP segment
+            sock.sendall(frames[i:i + 1])
+        self.assertEqual(hybi_read_base64(reader, len(message)), message)
+        sock.sendall(encode_frame(1, b'QQ==') + encode_frame(1, b'Qg=='))
+        self.assertEqual(hybi_read_base64(reader, 2), b'AB')
+        sock.sendall(encode_frame(8, struct.pack('!H', 1000)))
+        self.assertEqual(hybi_read_frame(reader), (8, struct.pack('!H', 1000)))
+
+    def test_hybi_invalid_base64(self):
+        sock, reader, head = hybi_handshake(self.port, 'base64')
+        self.addCleanup(sock.close)
+        sock.sendall(encode_frame(1, b'QU') + encode_frame(1, b'JD'))
+        self.assertEqual(hybi_read_base64(reader, 3), b'ABC')
+        sock.sendall(encode_frame(1, b'QQ=x'))
+        opcode, payload = hybi_read_frame(reader)
+        self.assertEqual(opcode, 8)
+        self.assertEqual(struct.unpack('!H', payload[:2])[0], 1007)
+        self.assertIn(b'base64', payload[2:])
+        sock.sendall(encode_frame(8, payload[:2]))
+        self.assertEqual(reader.rest(), b'')
+        sock.close()   # the peer closes after the closing handshake
+        self.assertTrue(self.log.wait_line('session closed', 'close 1007', 'base64'))
+
+    def test_hixie_groups_split_across_frames_and_invalid_base64(self):
+        client = HixieClient(self.port, 76)
+        self.addCleanup(client.close)
+        text = base64.b64encode(b'split groups')
+        data = b'\x00' + text[:3] + b'\xff\x00' + text[3:5] + b'\xff\x00' + text[5:] + b'\xff'
+        for i in range(len(data)):
+            client.sock.sendall(data[i:i + 1])
+        self.assertEqual(client.recv_bytes(12), b'split groups')
+        client.sock.sendall(b'\x00QQ=*\xff')
+        self.assertIsNone(client.recv_frame())
+        self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
+        self.assertTrue(self.log.wait_line('session closed', 'invalid base64'))
+
+    def test_hixie_length_prefixed_frame_ends_session(self):
+        client = HixieClient(self.port, 76)
+        self.addCleanup(client.close)
+        client.sock.sendall(b'\x80\x05hello')
+        self.assertIsNone(client.recv_frame())
+        self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
+        self.assertTrue(self.log.wait_line('session closed', 'length-prefixed'))
+
+    def test_hixie_target_close_sends_closing_handshake(self):
+        target = TargetServer(self, say_bye)
+        port, log = start_logged_proxy(self, target)
+        client = HixieClient(port, 76)
+        self.addCleanup(client.close)
+        self.assertEqual(client.recv_frame(), b'bye')
+        self.assertIsNone(client.recv_frame())
+        client.sock.sendall(b'\xff\x00')
+        self.assertEqual(client.reader.rest(), b'')
+        client.close()   # the peer closes after the closing handshake
+        self.assertTrue(log.wait_line('session closed', 'target closed'))
+
+    def test_hixie_heartbeat_sends_nothing_invalid(self):
+        port, log = start_logged_proxy(self, self.target, '--heartbeat', '0.1')
+        client = HixieClient(port, 76)
+        self.addCleanup(client.close)
+        self.assertTrue(client.reader.quiet(0.5), 'heartbeat sent bytes to a Hixie client')
+        client.send(b'still alive')
+        self.assertEqual(client.recv_bytes(11), b'still alive')
+
+    def test_subprotocol_choice(self):
+        for offered, chosen, opcode in (('base64, binary', b'binary', 2),
+                                        ('binary, base64', b'binary', 2),
+                                        ('base64', b'base64', 1)):
+            sock, reader, head = hybi_handshake(self.port, offered)
+            self.addCleanup(sock.close)
+            self.assertIn(b'\r\nSec-WebSocket-Protocol: ' + chosen + b'\r\n', head)
+            payload = b'QUJD'
+            sock.sendall(encode_frame(opcode, payload))
+            expected = b'ABC' if chosen == b'base64' else payload
+            got = hybi_read_base64(reader, 3) if opcode == 1 else hybi_read_frame(reader)[1]
+            self.assertEqual(got, expected, offered)
+        self.assertTrue(self.log.wait_line('session open', 'hybi/binary', 'protocol binary'))
+        self.assertTrue(self.log.wait_line('session open', 'hybi/base64', 'protocol base64'))
+
+    def test_flash_policy(self):
+        for pieces in ([b'<policy-file-request/>\x00'],
+                       [b'<policy-', b'file-request/>', b'\x00']):
+            sock = _connect(self.port)
+            self.addCleanup(sock.close)
+            reader = _Reader(sock)
+            for i, piece in enumerate(pieces):
+                if i:
+                    self.assertTrue(reader.quiet(0.05))
+                sock.sendall(piece)
+            self.assertEqual(reader.rest(), FLASH_POLICY)
+        self.assertTrue(self.log.wait_line('Flash socket policy served'))
+
+    def test_not_a_policy_request(self):
+        sock = _connect(self.port)
+        self.addCleanup(sock.close)
+        sock.sendall(b'<hello/>\x00')
+        self.assertEqual(_Reader(sock).rest(), b'')
+        self.assertTrue(self.log.wait_line('neither HTTP nor a Flash policy request'))
+
+    def _status(self, request):
+        sock = _connect(self.port)
+        self.addCleanup(sock.close)
+        sock.sendall(request)
+        return _Reader(sock).rest()
+
+    def test_bad_hixie_keys_get_400(self):
+        for key1 in ('12345', '1 2 3', 'no digits '):
+            reply = self._status(hixie_request(76, keys=(key1, KEY2)) + KEY3)
+            self.assertTrue(reply.startswith(b'HTTP/1.1 400 '), reply)
+        reply = self._status(b'GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n'
+                             b'Connection: Upgrade\r\nSec-WebSocket-Key1: 1 2\r\n\r\n')
+        self.assertTrue(reply.startswith(b'HTTP/1.1 400 '), reply)
+        self.assertTrue(self.log.wait_line('400', 'spaces'))
+
+    def test_hybi_without_version_still_426(self):
+        reply = self._status(b'GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n'
+                             b'Connection: Upgrade\r\n'
+                             b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+        self.assertTrue(reply.startswith(b'HTTP/1.1 426 '), reply)
+        self.assertIn(b'Sec-WebSocket-Version: 13, 8, 7', reply)
+
+    def test_key3_that_never_comes(self):
+        port, log = start_logged_proxy(self, self.target, '--handshake-timeout', '1')
+        sock = _connect(port)
+        self.addCleanup(sock.close)
+        start = time.monotonic()
+        sock.sendall(hixie_request(76, keys=(KEY1, KEY2)) + KEY3[:5])
+        reply = _Reader(sock).rest(timeout=5)
+        self.assertTrue(reply.startswith(b'HTTP/1.1 408 '), reply)
+        self.assertLess(time.monotonic() - start, 4.0)
+        self.assertTrue(log.wait_line('408', 'did not arrive in time'))
+
+    def test_frame_that_never_ends(self):
+        sink = Sink()
+        port, log = start_logged_proxy(self, TargetServer(self, sink))
+        client = HixieClient(port, 76)
+        self.addCleanup(client.close)
+        chunk = b'AAAA' * 16384
+        sent = [0]
+
+        def writer():
+            try:
+                client.sock.sendall(b'\x00')
+                while sent[0] <= websockify.HIXIE_MAX_FRAME + len(chunk):
+                    client.sock.sendall(chunk)
+                    sent[0] += len(chunk)
+                client.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        self.assertTrue(sink.first_data.wait(TIMEOUT), 'payload not streamed to the target')
+        self.assertIsNone(client.recv_frame(timeout=20))
+        self.assertEqual(client.reader.rest(timeout=20), b'')
+        thread.join(TIMEOUT)
+        self.assertTrue(log.wait_line('session closed', 'longer than'))
+        self.assertLessEqual(sink.received, websockify.HIXIE_MAX_FRAME * 3 // 4)
+
+
+
+################################################################################
+################################################################################
+##
+## TLS (issue 5): wss:// on the same port (by sniffing), the TLS options,
+## certificate renewal, --ssl-target. Certificates are made with openssl.
+##
+################################################################################
+################################################################################
+
+# -- certificates -------------------------------------------------------------------
+
+class PKI:
+    """Two CAs and the certificates the tests need, made once with openssl."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix='wsfy-tls-')
+        self.ca = self._ca('ca', 'Test CA A')
+        self.ca2 = self._ca('ca2', 'Test CA B')
+        self.server = self._leaf('server', self.ca, 'localhost',
+                                 'DNS:localhost,IP:127.0.0.1,IP:::1')
+        self.server2 = self._leaf('server2', self.ca, 'localhost',
+                                  'DNS:localhost,IP:127.0.0.1,IP:::1')
+        self.other = self._leaf('other', self.ca, 'other.example', 'DNS:other.example')
+        self.client = self._leaf('client', self.ca, 'client one', None, client=True)
+        self.client2 = self._leaf('client2', self.ca2, 'client two', None, client=True)
+        self.selfsigned = self._selfsigned('selfsigned', 'other.example')
+        self.enc_key = self.path('enc.key')
+        self._openssl('pkey', '-in', self.server[1], '-out', self.enc_key, '-aes256',
+                      '-passout', 'pass:s3cret')
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _openssl(self, *args):
+        subprocess.run(('openssl',) + args, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _newkey(self, name):
+        key = self.path(name + '.key')
+        self._openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
+                      '-out', key)
+        return key
+
+    def _ca(self, name, cn):
+        key = self._newkey(name)
+        cert = self.path(name + '.pem')
+        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '3',
+                      '-subj', '/CN=' + cn,
+                      '-addext', 'basicConstraints=critical,CA:TRUE',
+                      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+                      '-addext', 'subjectKeyIdentifier=hash')
+        return cert, key
+
+    def _leaf(self, name, ca, cn, sans, client=False):
+        key = self._newkey(name)
+        csr = self.path(name + '.csr')
+        cert = self.path(name + '.pem')
+        ext = self.path(name + '.ext')
+        with open(ext, 'w') as f:
+            f.write('basicConstraints=critical,CA:FALSE\n'
+                    'keyUsage=critical,digitalSignature\n'
+                    'extendedKeyUsage=%s\n'
+                    'subjectKeyIdentifier=hash\n'
+                    'authorityKeyIdentifier=keyid\n' % ('clientAuth' if client else 'serverAuth'))
+            if sans:
+                f.write('subjectAltName=%s\n' % sans)
+        self._openssl('req', '-new', '-key', key, '-out', csr, '-subj', '/CN=' + cn)
+        self._openssl('x509', '-req', '-in', csr, '-CA', ca[0], '-CAkey', ca[1],
+                      '-set_serial', str(int.from_bytes(os.urandom(8), 'big')),
+                      '-out', cert, '-days', '2', '-extfile', ext)
+        return cert, key
+
+    def _selfsigned(self, name, host):
+        key = self._newkey(name)
+        cert = self.path(name + '.pem')
+        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '2',
+                      '-subj', '/CN=' + host, '-addext', 'subjectAltName=DNS:' + host)
+        return cert, key
+
+    def der(self, pair):
+        with open(pair[0]) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_pki = None
+_pki_error = None
+
+
+def get_pki():
+    global _pki, _pki_error
+    if _pki is None and _pki_error is None:
+        if shutil.which('openssl') is None:
+            _pki_error = 'the openssl command'
+        else:
+            _pki = PKI()
+    require(_pki_error or 'openssl', _pki is not None, 'apt-get install openssl')
+    return _pki
+
+
+def client_context(pki, cert=None, max_version=None):
+    ctx = ssl.create_default_context(cafile=pki.ca[0])
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+# -- a TLS echo target ------------------------------------------------------------------
+
+class TLSEchoServer(TargetServer):
+    """A TLS echo target: the server side of TLS with `context`, then an echo (after
+    `greeting`, when given). Records the SNI names asked for and the handshakes."""
+
+    def __init__(self, testcase, context, greeting=None):
+        self.context = context
+        self.greeting = greeting
+        self.server_names = []
+        self.errors = []
+        #: Set once a TLS handshake with the proxy has completed.
+        self.handshake_done = threading.Event()
+        context.sni_callback = self._sni
+        super().__init__(testcase, self._serve_tls, conn_timeout=TIMEOUT)
+
+    def _sni(self, sslobj, name, ctx):
+        self.server_names.append(name)
+
+    def _serve_tls(self, sock):
+        try:
+            with self.context.wrap_socket(sock, server_side=True) as conn:
+                self._open.append(conn)            # stop() shuts it down too
+                self.handshake_done.set()
+                if self.greeting:
+                    conn.sendall(self.greeting)
+                echo(conn)
+        except (OSError, ValueError) as exc:
+            self.errors.append(exc)
+
+
+# -- raw HTTP, and a small blocking WebSocket client over plain or TLS sockets -----------
+
+def http_exchange(port, request, context=None, host='localhost'):
+    """Send raw bytes, return everything the server answers before closing."""
+    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
     try:
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)
+        sock.sendall(request)
+        data = b''
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:     # closed with our bytes unread
+                return data
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        sock.close()
+
+
+#: An upgrade request offering the binary subprotocol.
+UPGRADE = upgrade_request(path='/x', extra=[('Sec-WebSocket-Protocol', 'binary')])
+
+
+class WSSClient:
+    """Blocking RFC 6455 client over a plain or TLS socket, binary frames only;
+    exchange() sends and receives in one thread, as an SSL socket needs."""
+
+    def __init__(self, port, context=None, host='localhost', rcvbuf=None, read_size=65536):
+        self.read_size = read_size
+        sock = socket.socket()
+        try:
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(TIMEOUT)
+            sock.connect(('127.0.0.1', port))
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            self._handshake(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _handshake(self, sock):
+        self.sock = sock
+        sock.sendall(UPGRADE)
+        head = b''
+        while b'\r\n\r\n' not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError('closed during the handshake: %r' % head)
+            head += chunk
+        head, _, self.buf = head.partition(b'\r\n\r\n')
+        self.status = int(head.split(b' ')[1])
+        self.head = head
+        if self.status != 101:
+            raise ConnectionError(head.decode('latin-1'))
+
+    def send(self, data):
+        n = len(data)
+        if n < 126:
+            header = struct.pack('!BB', 0x82, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack('!BBH', 0x82, 0xFE, n)
+        else:
+            header = struct.pack('!BBQ', 0x82, 0xFF, n)
+        mask = os.urandom(4)
+        self.sock.sendall(header + mask + websockify.unmask(data, mask))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(self.read_size)
+            if not chunk:
+                raise ConnectionError('closed')
+            self.buf += chunk
+
+    def recv_frame(self):
+        self._need(2)
+        opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        pos = 2
+        if length == 126:
+            self._need(4)
+            length, pos = struct.unpack_from('!H', self.buf, 2)[0], 4
+        elif length == 127:
+            self._need(10)
+            length, pos = struct.unpack_from('!Q', self.buf, 2)[0], 10
+        self._need(pos + length)
+        payload, self.buf = self.buf[pos:pos + length], self.buf[pos + length:]
+        return opcode, payload
+
+    def recv_bytes(self, n):
+        out = b''
+        while len(out) < n:
+            opcode, payload = self.recv_frame()
+            if opcode != 2:
+                raise ConnectionError('unexpected opcode %d' % opcode)
+            out += payload
+        return out
+
+    def exchange(self, payloads, total, lazy=False):
+        """Send the payloads while receiving total payload bytes, in this one thread
+        (an SSL socket must not be read and written from two threads at once).
+        lazy: read only when sending is blocked, so that every buffer fills up."""
+        frames = bytearray()
+        for data in payloads:
+            mask = os.urandom(4)
+            frames += struct.pack('!BBQ', 0x82, 0xFF, len(data)) + mask
+            frames += websockify.unmask(data, mask)
+        out, sent, got = memoryview(frames), 0, []
+        received = 0
+        sock = self.sock
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        while received < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError('%d of %d bytes received' % (received, total))
+            writable = [sock] if sent < len(out) else []
+            if not sock.pending():
+                select.select([sock], writable, [], remaining)
+            if sent < len(out):
+                try:
+                    sent += sock.send(out[sent:sent + 65536])
+                    if lazy:
+                        continue
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+            try:
+                chunk = sock.recv(self.read_size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                continue
+            if not chunk:
+                raise ConnectionError('closed after %d bytes' % received)
+            self.buf += chunk
+            while True:
+                frame = self._parse()
+                if frame is None:
+                    break
+                got.append(frame)
+                received += len(frame)
+        return b''.join(got)
+
+    def _parse(self):
+        """One complete binary frame's payload from buf, or None."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        length, pos = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, pos = struct.unpack_from('!H', buf, 2)[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, pos = struct.unpack_from('!Q', buf, 2)[0], 10
+        if len(buf) < pos + length:
+            return None
+        if buf[0] & 0x0F != 2:
+            raise ConnectionError('unexpected opcode %d' % (buf[0] & 0x0F))
+        self.buf = buf[pos + length:]
+        return buf[pos:pos + length]
+
+    def close(self):
+        self.sock.close()
+
+
+def wss_client(test, *args, **kwargs):
+    """A WSSClient closed in the test's cleanup."""
+    client = WSSClient(*args, **kwargs)
+    test.addCleanup(client.close)
+    return client
+
+
+class TLSStartupTest(unittest.TestCase):
+    """Start-up: bad TLS set-ups refuse to start with exit 2 and one line."""
+
+    def run_main(self, *args):
+        result = run_cli(*args, '127.0.0.1:0', '127.0.0.1:9', cwd=self.pki.dir,
+                         env=dict(os.environ, WSFY_TEST_PW='s3cret'))
+        return result.returncode, result.stderr
+
+    def setUp(self):
+        self.pki = get_pki()
+
+    def test_refusals(self):
+        p = self.pki
+        garbage = p.path('garbage.pem')
+        with open(garbage, 'w') as f:
+            f.write('not a certificate\n')
+        cases = [
+            (['--ssl-only'], '--ssl-only needs a certificate'),
+            (['--verify-client'], '--verify-client needs a certificate'),
+            (['--cert', p.path('missing.pem')], 'cannot read the certificate'),
+            (['--cert', garbage, '--key', p.server[1]], 'holds no PEM certificate'),
+            (['--cert', p.server[0]], 'holds no PEM private key'),
+            (['--cert', p.server[0], '--key', p.other[1]], 'does not belong'),
+            (['--cert', p.server[0], '--key', p.enc_key], 'no password given'),
+            (['--cert', p.server[0], '--key', p.enc_key, '--key-password', 'nope'],
+             'wrong password'),
+            (['--cert', p.server[0], '--key', p.server[1], '--ssl-ciphers', 'NO-SUCH'],
+             'selects no cipher'),
+            (['--cert', p.server[0], '--key', p.server[1], '--verify-client',
+              '--cafile', garbage], 'cannot load the client CA file'),
+            (['--ssl-target', '--ssl-target-cafile', p.path('missing.pem')],
+             'cannot load the target CA file'),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                code, err = self.run_main(*args)
+                self.assertEqual(code, 2, err)
+                lines = err.strip().splitlines()
+                self.assertEqual(len(lines), 1, err)
+                self.assertIn(message, lines[0])
+                self.assertNotIn('Traceback', err)
+
+    def test_usage_errors(self):
+        p = self.pki
+        for args in (['--cafile', p.ca[0]], ['--ssl-target-insecure'],
+                     ['--ssl-version', 'sslv3'],
+                     ['--key-password', 'a', '--key-password-env', 'WSFY_TEST_PW'],
+                     ['--key-password-env', 'WSFY_NO_SUCH_VARIABLE'],
+                     ['--ssl-target', '--ssl-target-insecure', '--ssl-target-cafile', p.ca[0]]):
+            with self.subTest(args=args):
+                code, err = self.run_main(*args)
+                self.assertEqual(code, 2, err)
+                self.assertIn('error:', err)
+
+    def test_key_password_from_env_and_file(self):
+        p = self.pki
+        pwfile = p.path('password.txt')
+        with open(pwfile, 'w') as f:
+            f.write('s3cret\n')
+        os.environ['WSFY_TEST_PW'] = 's3cret'
+        self.addCleanup(os.environ.pop, 'WSFY_TEST_PW', None)
+        target = TargetServer(self, echo)
+        for extra in (['--key-password-env', 'WSFY_TEST_PW'], ['--key-password-file', pwfile],
+                      ['--key-password', 's3cret']):
+            with self.subTest(extra=extra):
+                server = start_proxy(self, '--cert', p.server[0], '--key', p.enc_key, *extra,
+                                     '127.0.0.1:0', '127.0.0.1:%d' % target.port)
+                self.assertNotIn('s3cret', repr(server.settings))
+                ws = wss_client(self, server.server_address[1], client_context(p))
+                ws.send(b'hello')
+                self.assertEqual(ws.recv_bytes(5), b'hello')
+
+    def test_default_cert_is_self_pem_in_working_directory(self):
+        settings = websockify.parse_args(['127.0.0.1:0', 'localhost:9'])
+        self.assertEqual(settings.cert, os.path.join(os.getcwd(), 'self.pem'))
+        self.assertFalse(settings.cert_given)
+        code, err = self.run_main('--idle-timeout', '0.1')   # no self.pem in cwd: TLS off
+        self.assertEqual(code, 0, err)
+        self.assertIn('no certificate %s: wss:// is off' % self.pki.path('self.pem'), err)
+
+
+class TLSServerTest(unittest.TestCase):
+    """wss:// by sniffing, next to ws:// on the same port."""
+
+    def setUp(self):
+        self.pki = get_pki()
+        self.echo = TargetServer(self, echo)
+
+    def proxy(self, *args, cert=None):
+        cert = cert or self.pki.server
+        server = start_proxy(self, '--cert', cert[0], '--key', cert[1], *args,
+                             '127.0.0.1:0', '127.0.0.1:%d' % self.echo.port)
+        return server.server_address[1]
+
+    def test_wss_websockets_client_16mib(self):
+        connect = import_optional('websockets.asyncio.client', 'pip install websockets').connect
+        port = self.proxy()
+        ctx = client_context(self.pki)
+        total = 16 << 20
+
+        async def run():
+            async with connect('wss://127.0.0.1:%d/' % port, ssl=ctx, server_hostname='localhost',
+                               subprotocols=['binary'], max_size=None) as ws:
+                sent, got = hashlib.sha256(), hashlib.sha256()
+
+                async def reader():
+                    n = 0
+                    while n < total:
+                        m = await ws.recv()
+                        got.update(m)
+                        n += len(m)
+                task = asyncio.ensure_future(reader())
+                n, sizes = 0, (1, 125, 126, 20000, 65536, 1 << 20)
+                for i in range(1 << 20):
+                    if n >= total:
+                        break
+                    data = os.urandom(min(sizes[i % len(sizes)], total - n))
+                    sent.update(data)
+                    n += len(data)
+                    await ws.send(data)
+                await asyncio.wait_for(task, 60)
+                return ws.subprotocol, sent.digest() == got.digest()
+        self.assertEqual(asyncio.run(run()), ('binary', True))
+
+    def test_wss_node_ws_16mib(self):
+        node = node_with_ws()
+        port = self.proxy()
+        script = r'''
+const WebSocket = require('ws'), fs = require('fs'), crypto = require('crypto');
+const total = 16 << 20, chunk = 1 << 20;
+const ws = new WebSocket('wss://localhost:' + process.argv[1] + '/', ['binary'],
+                         {ca: fs.readFileSync(process.argv[2])});
+const sent = crypto.createHash('sha256'), got = crypto.createHash('sha256');
+let received = 0;
+ws.on('open', () => {
+  for (let n = 0; n < total; n += chunk) {
+    const data = crypto.randomBytes(chunk); sent.update(data); ws.send(data);
+  }
+});
+ws.on('message', (data) => {
+  got.update(data); received += data.length;
+  if (received >= total) {
+    console.log(received === total && sent.digest('hex') === got.digest('hex') ? 'equal' : 'DIFFERENT');
+    ws.close();
+  }
+});
+ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+'''
+        proc = subprocess.run([node, '-e', script, str(port), self.pki.ca[0]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                              env=dict(os.environ, NODE_PATH=NODE_MODULES))
+        self.assertEqual(proc.stdout.decode().strip(), 'equal', proc.stderr.decode())
+
+    def test_slow_tls_client_gets_every_byte(self):
+        # A small receive window and small reads: the proxy's TLS sends to the
+        # client keep meeting a full kernel buffer (SSLWantWrite) and are retried
+        # from the queue.
+        port = self.proxy()
+        ws = wss_client(self, port, client_context(self.pki), rcvbuf=4096, read_size=1000)
+        total = 4 << 20
+        data = os.urandom(total)
+        got = ws.exchange([data[pos:pos + 300000] for pos in range(0, total, 300000)], total,
+                          lazy=True)
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(data).digest())
+
+    def test_plain_and_tls_on_one_port_at_once(self):
+        port = self.proxy()
+        with LogWatch(self) as logs:
+            plain = wss_client(self, port)
+            secure = wss_client(self, port, client_context(self.pki))
+            secure.send(b'over tls')
+            plain.send(b'in clear')
+            self.assertEqual(plain.recv_bytes(8), b'in clear')
+            self.assertEqual(secure.recv_bytes(8), b'over tls')
+            answer = http_exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+                                   client_context(self.pki))
+            self.assertTrue(answer.startswith(b'HTTP/1.1 426 '), answer)
+        opened = logs.wait_for('session open', 2)
+        self.assertEqual(len(opened), 2)
+        self.assertEqual(sum('TLSv1.3' in r for r in opened), 1)
+
+    def test_no_certificate_plain_works_and_tls_logged(self):
+        settings = websockify.parse_args(['127.0.0.1:0', '127.0.0.1:%d' % self.echo.port])
+        settings = dataclasses.replace(settings, cert=self.pki.path('self.pem'))
+        with LogWatch(self) as logs:
+            server = start_proxy(self, settings=settings)
+            port = server.server_address[1]
+            with self.assertRaises((ssl.SSLError, ConnectionError)):
+                WSSClient(port, client_context(self.pki))
+            ws = wss_client(self, port)
+            ws.send(b'plain')
+            self.assertEqual(ws.recv_bytes(5), b'plain')
+        refused = logs.wait_for('TLS handshake refused')
+        self.assertEqual(len(refused), 1, logs.output)
+        self.assertIn('no certificate', refused[0])
+
+    def test_handshake_garbage_and_wrong_protocol_log_one_line(self):
+        port = self.proxy()
+        with LogWatch(self) as logs:
+            answer = http_exchange(port, b'\x16\x03\x01\x00\x05hello garbage\r\n\r\n')
+            self.assertNotIn(b'HTTP', answer)
+            answer = http_exchange(port, b'\x80\x00garbage')
+            ws = wss_client(self, port, client_context(self.pki))   # the server still works
+            ws.send(b'ok')
+            self.assertEqual(ws.recv_bytes(2), b'ok')
+        failed = logs.wait_for('TLS handshake failed', 2)
+        self.assertEqual(len(failed), 2, logs.output)
+        self.assertFalse([r for r in logs.output if 'Traceback' in r or 'internal' in r])
+
+    def test_stalled_tls_handshake_is_bounded(self):
+        port = self.proxy('--handshake-timeout', '0.5')
+        with LogWatch(self) as logs:
+            start = time.monotonic()
+            answer = http_exchange(port, b'\x16\x03\x01')    # a record header, then nothing
+            self.assertLess(time.monotonic() - start, 3.0)
+        self.assertEqual(answer, b'')
+        self.assertTrue(logs.wait_for('TLS handshake failed: timed out'), logs.output)
+
+    def test_ssl_only_refuses_plain_with_an_answer(self):
+        port = self.proxy('--ssl-only')
+        answer = http_exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
+        self.assertIn(b'wss://', answer)
+        answer = http_exchange(port, UPGRADE)
+        self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
+        ws = wss_client(self, port, client_context(self.pki))
+        ws.send(b'secure')
+        self.assertEqual(ws.recv_bytes(6), b'secure')
+
+    def test_client_certificates(self):
+        p = self.pki
+        port = self.proxy('--verify-client', '--cafile', p.ca[0])
+        with LogWatch(self) as logs:
+            ws = wss_client(self, port, client_context(p, cert=p.client))
+            ws.send(b'trusted')
+            self.assertEqual(ws.recv_bytes(7), b'trusted')
+            self.assertTrue(logs.wait_for('client client one'), logs.output)
+            for cert in (None, p.client2):
+                with self.subTest(cert=cert):
+                    with self.assertRaises((ssl.SSLError, ConnectionError)):
+                        WSSClient(port, client_context(p, cert=cert)).close()
+            answer = http_exchange(port, UPGRADE)      # --verify-client implies --ssl-only
+            self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
+        failed = logs.wait_for('TLS handshake failed', 2)
+        self.assertEqual(len(failed), 2, logs.output)
+        self.assertIn('certificate', failed[0])
+
+    def test_minimum_version_enforced(self):
+        port = self.proxy('--ssl-version', 'tlsv1_3')
+        with LogWatch(self) as logs:
+            with self.assertRaises((ssl.SSLError, ConnectionError)):
+                WSSClient(port, client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
+            ws = wss_client(self, port, client_context(self.pki))
+            self.assertEqual(ws.sock.version(), 'TLSv1.3')
+        failed = logs.wait_for('TLS handshake failed')
+        self.assertEqual(len(failed), 1, logs.output)
+        self.assertIn('protocol', failed[0])
+
+    def test_tls12_works_by_default(self):
+        port = self.proxy('--ssl-ciphers', 'ECDHE+AESGCM')
+        ws = wss_client(self, port, client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
+        self.assertEqual(ws.sock.version(), 'TLSv1.2')
+        self.assertIn('ECDHE', ws.sock.cipher()[0])
+        ws.send(b'1.2')
+        self.assertEqual(ws.recv_bytes(3), b'1.2')
+
+    def served_certificate(self, port):
+        with socket.create_connection(('127.0.0.1', port), TIMEOUT) as sock:
+            with client_context(self.pki).wrap_socket(sock, server_hostname='localhost') as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def wait_for_certificate(self, port, der):
+        deadline = time.monotonic() + 5 * websockify.TLS_RELOAD_INTERVAL + 2
+        seen = None
+        while time.monotonic() < deadline:
+            seen = self.served_certificate(port)
+            if seen == der:
+                return
+            time.sleep(0.1)   # the reload is rate-limited by time, not by an event
+        self.assertEqual(seen, der, 'the renewed certificate was not served')
+
+    def test_certificate_renewal_without_restart(self):
+        p = self.pki
+        cert, key = p.path('live.pem'), p.path('live.key')
+        shutil.copy(p.server[0], cert)
+        shutil.copy(p.server[1], key)
+        port = self.proxy(cert=(cert, key))
+        self.assertEqual(self.served_certificate(port), p.der(p.server))
+        with LogWatch(self) as logs:
+            # A renewal: both files replaced (certbot and most tools write new files).
+            shutil.copy(p.server2[0], cert + '.new')
+            shutil.copy(p.server2[1], key + '.new')
+            os.replace(key + '.new', key)
+            os.replace(cert + '.new', cert)
+            self.wait_for_certificate(port, p.der(p.server2))
+            ws = wss_client(self, port, client_context(p))
+            ws.send(b'renewed')
+            self.assertEqual(ws.recv_bytes(7), b'renewed')
+            # A broken renewal keeps the previous certificate and says why, once.
+            with open(cert, 'w') as f:
+                f.write('-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n')
+            deadline = time.monotonic() + 5 * websockify.TLS_RELOAD_INTERVAL + 2
+            while not any('not loaded' in r for r in logs.output):
+                self.assertLess(time.monotonic(), deadline, logs.output)
+                self.assertEqual(self.served_certificate(port), p.der(p.server2))
+                time.sleep(0.1)
+            for _ in range(3):
+                self.assertEqual(self.served_certificate(port), p.der(p.server2))
+            time.sleep(websockify.TLS_RELOAD_INTERVAL + 0.1)
+            self.assertEqual(self.served_certificate(port), p.der(p.server2))
+        self.assertEqual(len([r for r in logs.output if 'not loaded' in r]), 1, logs.output)
+        self.assertEqual(len([r for r in logs.output if '(re)loaded' in r]), 1, logs.output)
+
+
+class TLSTargetTest(unittest.TestCase):
+    """--ssl-target: verification, SNI, opt-out, and relaying through TLS."""
+
+    def setUp(self):
+        self.pki = get_pki()
+
+    def tls_target(self, pair, greeting=None, minimum=None):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(*pair)
+        if minimum is not None:
+            ctx.minimum_version = minimum
+        return TLSEchoServer(self, ctx, greeting)
+
+    def proxy(self, target, host, *args):
+        server = start_proxy(self, '--ssl-target', *args,
+                             '127.0.0.1:0', '%s:%d' % (host, target.port))
+        return server.server_address[1]
+
+    def test_verified_target_with_sni(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        ws.send(b'verified')
+        self.assertEqual(ws.recv_bytes(8), b'verified')
+        self.assertEqual(target.server_names, ['localhost'])
+
+    def refused(self, port):
+        with LogWatch(self) as logs:
+            answer = http_exchange(port, UPGRADE)
+        self.assertTrue(answer.startswith(b'HTTP/1.1 502 '), answer)
+        return answer.decode('latin-1'), logs.output
+
+    def test_wrong_ca_fails_clearly(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca2[0])
+        answer, logs = self.refused(port)
+        self.assertIn('certificate verify failed', answer)
+        self.assertTrue(any('certificate verify failed' in r for r in logs), logs)
+
+    def test_system_cas_by_default(self):
+        target = self.tls_target(self.pki.server)
+        answer, _ = self.refused(self.proxy(target, 'localhost'))
+        self.assertIn('certificate verify failed', answer)
+
+    def test_wrong_name_fails_clearly(self):
+        target = self.tls_target(self.pki.other)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        answer, _ = self.refused(port)
+        self.assertIn('certificate verify failed', answer)
+        self.assertIn('localhost', answer)
+
+    def test_insecure_opt_out(self):
+        target = self.tls_target(self.pki.selfsigned)
+        port = self.proxy(target, '127.0.0.1', '--ssl-target-insecure')
+        ws = wss_client(self, port)
+        ws.send(b'self-signed')
+        self.assertEqual(ws.recv_bytes(11), b'self-signed')
+
+    def test_tls13_target_that_waits_for_the_client(self):
+        target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        # Neither side has sent data yet, yet the handshake must be complete.
+        self.assertTrue(target.handshake_done.wait(TIMEOUT))
+        ws.send(b'you first')
+        self.assertEqual(ws.recv_bytes(9), b'you first')
+
+    def test_decrypted_bytes_held_by_openssl_are_relayed(self):
+        # One full 16 KiB TLS record; the proxy's first read takes half of it and
+        # the kernel then has nothing more: only sock.pending() tells.
+        greeting = os.urandom(16384)
+        target = self.tls_target(self.pki.server, greeting=greeting)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        ws.sock.settimeout(3.0)      # the target waits 10 s before giving up on us
+        self.assertEqual(ws.recv_bytes(len(greeting)), greeting)
+
+    def test_4mib_both_ways_through_a_tls_target(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port, None)
+        total = 4 << 20
+        data = os.urandom(total)
+        result = {}
+
+        def reader():
+            try:
+                result['got'] = ws.recv_bytes(total)
+            except Exception as exc:
+                result['error'] = exc
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        for pos in range(0, total, 100000):
+            ws.send(data[pos:pos + 100000])
+        thread.join(60)
+        self.assertFalse(thread.is_alive())
+        self.assertNotIn('error', result)
+        self.assertEqual(hashlib.sha256(result['got']).digest(), hashlib.sha256(data).digest())
+
+
+
+################################################################################
+################################################################################
+##
+## WEB (issue 6): the static web server (--web), the line service behind the
+## demo, the demo, and the pages in headless Chromium (Playwright)
+##
+################################################################################
+################################################################################
+
+################################################################################
+# The static web server
+################################################################################
+
+SECRET = b'TOP-SECRET-' + os.urandom(8).hex().encode()
+
+
+class WebServerTest(unittest.TestCase):
+    """--web DIR through real sockets: types, headers, 304, redirects, hostile paths."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        # The secret lives next to the web root, including in a sibling whose
+        # name shares the root's prefix (www-private vs www).
+        with open(os.path.join(self.tmp, 'secret.txt'), 'wb') as f:
+            f.write(SECRET)
+        os.mkdir(os.path.join(self.tmp, 'www-private'))
+        with open(os.path.join(self.tmp, 'www-private', 'secret.txt'), 'wb') as f:
+            f.write(SECRET)
+        self.root = root = os.path.join(self.tmp, 'www')
+        os.mkdir(root)
+        self.files = {
+            'index.html': b'<!DOCTYPE html><title>index</title>root index\n',
+            'app.js': b'console.log(1);\n', 'mod.mjs': b'export default 1;\n',
+            'style.css': b'body{}\n', 'data.json': b'{"a": 1}\n', 'pic.svg': b'<svg/>\n',
+            'pic.png': b'\x89PNG\r\n', 'pic.jpg': b'\xff\xd8\xff', 'pic.JPEG': b'\xff\xd8\xff',
+            'pic.gif': b'GIF89a', 'favicon.ico': b'\x00\x00\x01\x00', 'mod.wasm': b'\x00asm',
+            'font.woff': b'wOFF', 'font.woff2': b'wOF2', 'notes.txt': b'notes\n',
+            'app.js.map': b'{}\n', 'feed.xml': b'<a/>\n', 'doc.pdf': b'%PDF-1.4',
+            'pic.webp': b'RIFF', 'blob.bin': b'\x00\x01', 'README': b'no extension\n',
+        }
+        for name, data in self.files.items():
+            with open(os.path.join(root, name), 'wb') as f:
+                f.write(data)
+        os.mkdir(os.path.join(root, 'sub'))
+        with open(os.path.join(root, 'sub', 'index.html'), 'wb') as f:
+            f.write(b'sub index\n')
+        os.mkdir(os.path.join(root, 'docs'))               # no index.html
+        with open(os.path.join(root, 'docs', '<b>&.txt'), 'wb') as f:
+            f.write(b'escaped name\n')
+        with open(os.path.join(root.encode(), b'docs', b'caf\xe9.txt'), 'wb') as f:
+            f.write(b'latin-1 name\n')
+        os.mkdir(os.path.join(root, 'evil.example'))       # for the //evil.example redirect
+        os.mkdir(os.path.join(root, 'a%2e'))               # literal %2e in a name
+        with open(os.path.join(root, 'a%2e', 'f.txt'), 'wb') as f:
+            f.write(b'literal percent\n')
+        os.symlink(os.path.join(self.tmp, 'secret.txt'), os.path.join(root, 'out.txt'))
+        os.symlink(self.tmp, os.path.join(root, 'outdir'))
+        os.symlink('../www-private', os.path.join(root, 'sibling'))
+        os.symlink('app.js', os.path.join(root, 'alias.js'))  # inside: allowed
+        os.mkdir(os.path.join(root, 'trap'))                   # index.html leading outside
+        os.symlink(os.path.join(self.tmp, 'secret.txt'), os.path.join(root, 'trap', 'index.html'))
+        os.mkfifo(os.path.join(root, 'fifo.txt'))
+        self.port = start_proxy(self, '--web', root, '127.0.0.1:0',
+                                '127.0.0.1:9').server_address[1]
+
+    def get(self, target, method='GET', headers=(), port=None):
+        response = http_request(port or self.port, target, method, headers)
+        self.assertNotIn(SECRET, response.raw, 'secret leaked for %r' % (target,))
+        return response
+
+    def test_content_types(self):
+        expected = {
+            'index.html': 'text/html; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8',
+            'mod.mjs': 'text/javascript; charset=utf-8', 'style.css': 'text/css; charset=utf-8',
+            'data.json': 'application/json; charset=utf-8',
+            'pic.svg': 'image/svg+xml; charset=utf-8', 'pic.png': 'image/png',
+            'pic.jpg': 'image/jpeg', 'pic.JPEG': 'image/jpeg', 'pic.gif': 'image/gif',
+            'favicon.ico': 'image/vnd.microsoft.icon', 'mod.wasm': 'application/wasm',
+            'font.woff': 'font/woff', 'font.woff2': 'font/woff2',
+            'notes.txt': 'text/plain; charset=utf-8',
+            'app.js.map': 'application/json; charset=utf-8',
+            'feed.xml': 'application/xml; charset=utf-8', 'doc.pdf': 'application/pdf',
+            'pic.webp': 'image/webp', 'blob.bin': 'application/octet-stream',
+            'README': 'application/octet-stream',
+            'alias.js': 'text/javascript; charset=utf-8',
+        }
+        for name, ctype in expected.items():
+            with self.subTest(name=name):
+                r = self.get('/' + name)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.header('content-type'), ctype)
+                self.assertEqual(r.body, self.files[os.path.basename(name)
+                                                    if name != 'alias.js' else 'app.js'])
+
+    def test_get_headers(self):
+        r = self.get('/app.js')
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header('content-length'), str(len(self.files['app.js'])))
+        self.assertEqual(r.header('x-content-type-options'), 'nosniff')
+        self.assertEqual(r.header('cache-control'), 'no-cache')
+        self.assertEqual(r.header('connection'), 'close')
+        mtime = os.stat(os.path.join(self.root, 'app.js')).st_mtime
+        self.assertEqual(r.header('last-modified'), email.utils.formatdate(mtime, usegmt=True))
+
+    def test_head(self):
+        get = self.get('/style.css')
+        head = self.get('/style.css', 'HEAD')
+        self.assertEqual(head.status, 200)
+        self.assertEqual(head.body, b'')
+        for name in ('content-type', 'content-length', 'last-modified', 'cache-control'):
+            self.assertEqual(head.header(name), get.header(name), name)
+        self.assertEqual(self.get('/', 'HEAD').body, b'')
+
+    def test_if_modified_since(self):
+        path = os.path.join(self.root, 'notes.txt')
+        os.utime(path, (1700000000, 1700000000))
+        same = email.utils.formatdate(1700000000, usegmt=True)
+        later = email.utils.formatdate(1700000100, usegmt=True)
+        earlier = email.utils.formatdate(1699999999, usegmt=True)
+        for value, status in ((same, 304), (later, 304), (earlier, 200), ('yesterday', 200),
+                              ('Sun, 06 Nov 1994 08:49:37', 200)):
+            with self.subTest(value=value):
+                r = self.get('/notes.txt', headers=[('If-Modified-Since', value)])
+                self.assertEqual(r.status, status)
+                if status == 304:
+                    self.assertEqual(r.body, b'')
+                    self.assertEqual(r.header('last-modified'), same)
+                    self.assertEqual(r.header('cache-control'), 'no-cache')
+                else:
+                    self.assertEqual(r.body, b'notes\n')
+        r = self.get('/notes.txt', 'HEAD', headers=[('If-Modified-Since', same)])
+        self.assertEqual(r.status, 304)
+
+    def test_index_html_and_redirect(self):
+        self.assertEqual(self.get('/').body, self.files['index.html'])
+        self.assertEqual(self.get('/sub/').body, b'sub index\n')
+        r = self.get('/sub')
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header('location'), '/sub/')
+        r = self.get('/sub?host=x&port=1')
+        self.assertEqual(r.header('location'), '/sub/?host=x&port=1')
+        r = self.get('/sub', 'HEAD')
+        self.assertEqual((r.status, r.header('location'), r.body), (301, '/sub/', b''))
+        r = self.get('/a%252e')
+        self.assertEqual(r.header('location'), '/a%252e/')
+        self.assertEqual(self.get('/a%252e/f.txt').body, b'literal percent\n')
+
+    def test_no_listing_by_default(self):
+        r = self.get('/docs/')
+        self.assertEqual(r.status, 404)
+        self.assertNotIn(b'&.txt', r.body)
+
+    def test_listing_when_asked(self):
+        port = start_proxy(self, '--web', self.root, '--web-listing', '127.0.0.1:0',
+                           '127.0.0.1:9').server_address[1]
+        r = self.get('/docs/', port=port)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header('content-type'), 'text/html; charset=utf-8')
+        self.assertIn(b'&lt;b&gt;&amp;.txt', r.body)
+        self.assertIn(b'href="./%3Cb%3E&amp;.txt"', r.body)
+        self.assertNotIn(b'<b>', r.body)
+        # A name that is not UTF-8 is listed (escaped), and then refused as a path.
+        self.assertIn(b'href="./caf%E9.txt"', r.body)
+        self.assertEqual(self.get('/docs/caf%E9.txt', port=port).status, 403)
+        # A directory with an index.html still gets it, not a listing.
+        self.assertEqual(self.get('/sub/', port=port).body, b'sub index\n')
+        # The listing of a directory names only what is inside it.
+        self.assertEqual(self.get('/trap/', port=port).status, 200)
+        self.assertEqual(self.get('/outdir/', port=port).status, 404)
+
+    def test_other_methods_405(self):
+        for method in ('POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT'):
+            with self.subTest(method=method):
+                r = self.get('/index.html', method)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.header('allow'), 'GET, HEAD')
+                self.assertNotIn(b'root index', r.body)
+
+    def test_upgrade_never_answered_with_a_file(self):
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', self.root, '127.0.0.1:0',
+                           target.arg).server_address[1]
+        # A broken upgrade gets its error, not the file.
+        r = self.get('/index.html', headers=[('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+                                            ('Sec-WebSocket-Version', '13')], port=port)
+        self.assertEqual(r.status, 400)
+        self.assertNotIn(b'root index', r.raw)
+        # A good one on a file's path is a WebSocket to the target.
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(path='/index.html', protocols=['binary'])
+        ws.send_frame(BINARY, b'ping through the file path')
+        self.assertEqual(ws.recv_until(b'path'), b'ping through the file path')
+
+    def test_other_upgrade_is_ignored(self):
+        # curl --http2 on http:// offers h2c; the file server answers in HTTP/1.1.
+        r = self.get('/app.js', headers=[('Connection', 'Upgrade, HTTP2-Settings'),
+                                         ('Upgrade', 'h2c'), ('HTTP2-Settings', 'AAMAAABkAAQAAP__')])
+        self.assertEqual((r.status, r.body), (200, self.files['app.js']))
+
+    def test_without_web_plain_get_is_426(self):
+        port = start_proxy(self, '127.0.0.1:0', '127.0.0.1:9').server_address[1]
+        r = self.get('/index.html', port=port)
+        self.assertEqual(r.status, 426)
+        self.assertNotIn(b'root index', r.raw)
+
+    #: (request target, expected status, expected Location or None). Each must
+    #: never return the secret; 3xx Locations must stay on this host.
+    HOSTILE = [
+        ('/../secret.txt', 403, None),
+        ('/../../../../../../etc/passwd', 403, None),
+        ('/%2e%2e/secret.txt', 403, None),
+        ('/%2E%2E/secret.txt', 403, None),
+        ('/.%2e/secret.txt', 403, None),
+        ('/%2e%2e%2fsecret.txt', 403, None),
+        ('/..%2fsecret.txt', 403, None),
+        ('/..%2Fsecret.txt', 403, None),
+        ('/..%5csecret.txt', 403, None),
+        ('/..\\secret.txt', 403, None),
+        ('/sub/../../secret.txt', 403, None),
+        ('/sub%2f..%2f..%2fsecret.txt', 403, None),
+        ('/%252e%252e/secret.txt', 404, None),        # decoded once: a literal name
+        ('/%252e%252e%252fsecret.txt', 404, None),
+        ('/%c0%ae%c0%ae/secret.txt', 403, None),      # overlong UTF-8 '.'
+        ('/%c0%af..%c0%afsecret.txt', 403, None),     # overlong UTF-8 '/'
+        ('/%e0%80%ae%e0%80%ae/secret.txt', 403, None),
+        ('/%ef%bc%8e%ef%bc%8e/secret.txt', 404, None),  # fullwidth dots: a name
+        ('/..;/secret.txt', 404, None),
+        ('/./index.html', 403, None),
+        ('/index.html%00.txt', 403, None),
+        ('/%00', 403, None),
+        ('/index.html\x00', 403, None),
+        ('/%0d%0aSet-Cookie:%20x=1', 403, None),
+        ('/%zz', 403, None),
+        ('/%', 403, None),
+        ('/%2', 403, None),
+        ('/out.txt', 404, None),                       # symlink to the secret
+        ('/outdir/secret.txt', 404, None),             # symlinked directory outside
+        ('/sibling/secret.txt', 404, None),            # www-private shares the prefix
+        ('/trap/', 404, None),                         # index.html leads outside
+        ('/fifo.txt', 404, None),                      # not a regular file: no hang
+        ('//evil.example', 301, '/evil.example/'),
+        ('///evil.example', 301, '/evil.example/'),
+        ('//evil.example/%2e%2e', 403, None),
+        ('/\\evil.example', 403, None),
+        ('/%5cevil.example', 403, None),
+        ('/%2fevil.example', 403, None),
+        ('/%2F%2Fevil.example', 403, None),
+        ('/\\/evil.example', 403, None),
+        ('/sub?\rLocation:%20//evil', 301, '/sub/'),
+        ('/sub?//evil.example', 301, '/sub/?//evil.example'),
+        ('/etc/passwd', 404, None),                    # absolute: relative to DIR
+        ('/{tmp}/secret.txt', 404, None),               # the secret's absolute path
+        ('http://evil.example/index.html', 400, None),  # absolute-form
+        ('*', 400, None),
+        ('/index.html?../../secret.txt', 200, None),   # the query is no path
+        ('/index.html#../../secret.txt', 200, None),
+        ('/index.html/', 404, None),
+        ('/' + 'a' * 300, 404, None),                  # name too long for the OS
+        ('/' + 'a/' * 2500, 404, None),                # path too long for the OS
+        ('/' + '..%2f' * 1500 + 'secret.txt', 403, None),
+        ('/' + 'a' * 9000, 414, None),                 # request line too long
+    ]
+
+    def test_hostile_paths(self):
+        self.assertGreaterEqual(len(self.HOSTILE), 20)
+        listing = start_proxy(self, '--web', self.root, '--web-listing', '127.0.0.1:0',
+                              '127.0.0.1:9').server_address[1]
+        for target, status, location in self.HOSTILE:
+            target = target.replace('{tmp}', self.tmp.lstrip('/'))
+            for port in (self.port, listing):
+                if target == '/trap/' and port == listing:
+                    continue    # a listing of trap/ names index.html, no more
+                with self.subTest(target=target[:60], listing=port == listing):
+                    r = self.get(target, port=port)
+                    self.assertEqual(r.status, status, r.raw[:300])
+                    self.assertEqual(r.header('location'), location)
+                    head = r.raw.partition(b'\r\n\r\n')[0]
+                    self.assertNotIn(b'\r\n\r\n', head)
+                    self.assertEqual(head.count(b'\r'), head.count(b'\r\n'))
+                    if location:
+                        self.assertTrue(location.startswith('/'))
+                        self.assertFalse(location.startswith(('//', '/\\')))
+
+    def test_symlink_inside_is_served(self):
+        self.assertEqual(self.get('/alias.js').body, self.files['app.js'])
+
+    def test_client_gone_mid_file(self):
+        """A client closing during a big file costs one log line; the server goes on."""
+        with open(os.path.join(self.root, 'big.bin'), 'wb') as f:
+            f.truncate(8 << 20)
+        records = []
+        got = threading.Event()
+
+        class Catch(websockify.logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+                if 'big.bin' in record.getMessage():
+                    got.set()
+
+        handler = Catch(websockify.logging.DEBUG)
+        websockify.logger.addHandler(handler)
+        old_level = websockify.logger.level
+        websockify.logger.setLevel(websockify.logging.DEBUG)
+        self.addCleanup(websockify.logger.removeHandler, handler)
+        self.addCleanup(websockify.logger.setLevel, old_level)
+        sock = socket.create_connection(('127.0.0.1', self.port), TIMEOUT)
+        sock.sendall(b'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        sock.close()            # a reset, with most of the file unsent
+        self.assertTrue(got.wait(TIMEOUT + websockify.WEB_SEND_TIMEOUT))
+        line = [m for m in records if 'big.bin' in m][0]
+        self.assertRegex(line, r'200 GET /big\.bin, \d+ bytes: client lost')
+        self.assertEqual(self.get('/notes.txt').body, b'notes\n')
+
+
+class WebOptionsTest(unittest.TestCase):
+    """Parsing --web, --web-listing, --file-only and --web-auth."""
+
+    def parse(self, argv):
+        return websockify.parse_args(argv)
+
+    def fails(self, argv, text):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(argv)
+        self.assertEqual(cm.exception.code, 2)
+        self.assertIn(text, err.getvalue())
+
+    def test_web_is_absolute(self):
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        self.addCleanup(os.chdir, cwd)
+        os.mkdir('site')
+        s = self.parse(['--web', 'site', '6080', 'h:1'])
+        self.assertEqual(s.web, os.path.join(os.getcwd(), 'site'))
+        self.assertFalse(s.web_listing)
+        self.assertIsNone(self.parse(['6080', 'h:1']).web)
+
+    def test_missing_directory(self):
+        self.fails(['--web', '/nonexistent/dir', '6080', 'h:1'], 'not a directory')
+        self.fails(['--web', SCRIPT, '6080', 'h:1'], 'not a directory')
+
+    def test_listing_options(self):
+        web = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, web, True)
+        self.assertTrue(self.parse(['--web', web, '--web-listing', '6080', 'h:1']).web_listing)
+        self.assertFalse(self.parse(['--web', web, '--file-only', '6080', 'h:1']).web_listing)
+        self.parse(['--file-only', '6080', 'h:1'])
+        self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
+        self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
+        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'not supported yet')
+
+
+class StreamingTest(unittest.TestCase):
+    """Large files go out in bounded memory: sendfile on plain sockets, chunks on TLS."""
+
+    SIZE = 50 << 20
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='wsweb-')
+        cls.path = os.path.join(cls.tmp, 'big.bin')
+        digest = hashlib.sha256()
+        block = os.urandom(1 << 20)
+        with open(cls.path, 'wb') as f:
+            for i in range(cls.SIZE >> 20):
+                chunk = bytes([i & 255]) + block[1:]
+                digest.update(chunk)
+                f.write(chunk)
+        cls.digest = digest.hexdigest()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, True)
+
+    @staticmethod
+    def proc_status(pid):
+        values = {}
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                name, _, value = line.partition(':')
+                if name in ('VmRSS', 'VmHWM'):
+                    values[name] = int(value.split()[0]) * 1024
+        return values
+
+    def fetch(self, port, path):
+        """GET path reading it as it comes; returns (status line, length, sha256)."""
+        digest = hashlib.sha256()
+        with socket.create_connection(('127.0.0.1', port), TIMEOUT) as sock:
+            sock.sendall(b'GET ' + path + b' HTTP/1.1\r\nHost: x\r\n\r\n')
+            buf = bytearray(65536)
+            head = b''
+            while b'\r\n\r\n' not in head:
+                n = sock.recv_into(buf)
+                self.assertTrue(n, 'closed during the response head')
+                head += bytes(buf[:n])
+            head, _, rest = head.partition(b'\r\n\r\n')
+            digest.update(rest)
+            total = len(rest)
+            view = memoryview(buf)
+            while True:
+                n = sock.recv_into(view)
+                if not n:
+                    break
+                digest.update(view[:n])
+                total += n
+        return head.split(b'\r\n')[0], total, digest.hexdigest(), head
+
+    @unittest.skipUnless(os.path.exists('/proc/self/status'), 'needs /proc')
+    def test_50_mib_file_bounded_memory(self):
+        proxy = ProxyProcess(self, '--web', self.tmp, '127.0.0.1:0', '127.0.0.1:9')
+        port = proxy.address[1]
+        before = self.proc_status(proxy.proc.pid)
+        status, total, digest, head = self.fetch(port, b'/big.bin')
+        after = self.proc_status(proxy.proc.pid)
+        self.assertEqual(status, b'HTTP/1.1 200 OK')
+        self.assertIn(b'Content-Length: %d' % self.SIZE, head)
+        self.assertEqual(total, self.SIZE)
+        self.assertEqual(digest, self.digest)
+        growth = after['VmHWM'] - before['VmRSS']
+        sys.stderr.write('\n  50 MiB file: proxy peak RSS grew by %.1f MiB (RSS %.1f -> %.1f MiB) '
+                         % (growth / 2**20, before['VmRSS'] / 2**20, after['VmRSS'] / 2**20))
+        self.assertLess(growth, 8 << 20)
+
+    def test_chunked_loop_bounded_memory(self):
+        """The read/send loop used for TLS sockets (a socket with a cipher())."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class TLSLike:
+            """Looks like an ssl.SSLSocket to send_file: the loop must be used."""
+            def __init__(self, sock):
+                self.sock = sock
+                self.calls = 0
+
+            def cipher(self):
+                return ('TEST', 'TLSv1.3', 256)
+
+            def sendall(self, data):
+                self.calls += 1
+                self.sock.sendall(data)
+
+            def sendfile(self, *args):
+                raise AssertionError('sendfile used on a TLS socket')
+
+        result = {}
+
+        def reader():
+            digest, total = hashlib.sha256(), 0
+            buf = bytearray(65536)
+            while True:
+                n = b.recv_into(buf)
+                if not n:
+                    break
+                digest.update(memoryview(buf)[:n])
+                total += n
+            result.update(total=total, digest=digest.hexdigest())
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        sock = TLSLike(a)
+        tracemalloc.start()
+        try:
+            with open(self.path, 'rb', buffering=0) as f:
+                sent = websockify.send_file(sock, f, self.SIZE)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        a.shutdown(socket.SHUT_WR)
+        thread.join(TIMEOUT * 3)
+        self.assertEqual(sent, self.SIZE)
+        self.assertEqual(result, {'total': self.SIZE, 'digest': self.digest})
+        self.assertGreaterEqual(sock.calls, self.SIZE // websockify.WEB_CHUNK)
+        self.assertLess(peak, 4 * websockify.WEB_CHUNK)
+
+
+
+################################################################################
+# The line service and the demo
+################################################################################
+
+class LineService(TargetServer):
+    """A TCP line service (a thread per connection) that a terminal can exercise;
+    a TargetServer, stopped in the test's cleanup (or, without a test, by stop()).
+
+    It greets, echoes every character typed (remote echo, as a telnet server
+    does, so wstelnet shows what is typed; BS/DEL rub out), and on each line
+    (CR, CR LF, CR NUL or LF) runs a command or echoes the line back:
+      help     the commands
+      color    red, green and bold blue words (SGR 31, 32, 1;34)
+      cursor   clears the screen, writes two rows, then overwrites cells at
+               ESC[H and ESC[2;5H: rows read 'AB23456789' and 'abcdXYghij'
+      quit     says bye and closes
+    Telnet commands from the client (IAC ...) are dropped."""
+
+    GREETING = (b'websockify.py line service\r\n'
+                b'commands: help, color, cursor, quit; other lines are echoed\r\n')
+    PROMPT = b'> '
+    COLOR = (b'\x1b[31mred\x1b[0m \x1b[32mgreen\x1b[0m \x1b[1;34mbold blue\x1b[0m plain\r\n')
+    CURSOR = (b'\x1b[2J\x1b[H0123456789\r\nabcdefghij\r\n'
+              b'\x1b[HAB\x1b[2;5HXY\x1b[4;1H')
+    HELP = (b'help: this list; color: coloured words; cursor: cursor movement; '
+            b'quit: close\r\n')
+    _TELNET = re.compile(rb'\xff(?:[\xfb-\xfe][\s\S]|\xfa[\s\S]*?\xff\xf0|[\xf0-\xf9])')
+
+    def __init__(self, testcase=None, host='127.0.0.1'):
+        super().__init__(testcase, self._session, host=host, conn_timeout=None)
+
+    def _session(self, conn):
+        conn.sendall(self.GREETING + self.PROMPT)
+        line = bytearray()
+        after_cr = False
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            data = self._TELNET.sub(b'', data.replace(b'\xff\xff', b'\x00\xff\xff'))
+            out = bytearray()
+            for b in data:
+                if after_cr and b in (0, 10):
+                    after_cr = False
+                    continue
+                after_cr = b == 13
+                if b in (10, 13):
+                    out += b'\r\n'
+                    reply = self._command(bytes(line))
+                    line.clear()
+                    if reply is None:
+                        conn.sendall(bytes(out) + b'bye\r\n')
+                        return
+                    out += reply + self.PROMPT
+                elif b in (8, 127):
+                    if line:
+                        del line[-1]
+                        while line and 0x80 <= line[-1] < 0xC0:
+                            del line[-1]
+                        out += b'\b \b'
+                elif b == 3:
+                    line.clear()
+                    out += b'^C\r\n' + self.PROMPT
+                elif b >= 32 or b == 9:
+                    line.append(b)
+                    out.append(b)
+            if out:
+                conn.sendall(bytes(out))
+
+    def _command(self, line):
+        """The reply to a line, or None to close."""
+        word = line.strip().lower()
+        if word == b'quit':
+            return None
+        if word == b'help':
+            return self.HELP
+        if word == b'color':
+            return self.COLOR
+        if word == b'cursor':
+            return self.CURSOR
+        if not word:
+            return b''
+        return b'echo: ' + line + b'\r\n'
+
+
+class LineServiceTest(unittest.TestCase):
+    """The test line service: greeting, echo, commands, telnet bytes dropped."""
+
+    def setUp(self):
+        self.service = LineService(self)
+        self.sock = socket.create_connection(('127.0.0.1', self.service.port), TIMEOUT)
+        self.addCleanup(self.sock.close)
+        self.got = b''
+
+    def until(self, needle):
+        while needle not in self.got:
+            data = self.sock.recv(4096)
+            self.assertTrue(data, 'closed; got %r' % self.got)
+            self.got += data
+        return self.got
+
+    def test_session(self):
+        self.until(b'> ')
+        self.sock.sendall(b'hel\xff\xfb\x18lo\r\x00')
+        self.until(b'echo: hello\r\n> ')
+        self.sock.sendall(b'colr\x7fo')
+        self.sock.sendall(b'r\r\n')
+        self.until(LineService.COLOR)
+        self.assertIn(b'colr\b \bor\r\n', self.got)
+        self.sock.sendall(b'cursor\n')
+        self.until(LineService.CURSOR + b'> ')
+        self.sock.sendall(b'quit\r')
+        self.until(b'bye\r\n')
+        self.sock.settimeout(TIMEOUT)
+        self.assertEqual(self.sock.recv(100), b'')
+
+
+class DemoTest(unittest.TestCase):
+    """The demo, as `make demo` runs it and through `make demo` itself: its URL loads,
+    a WebSocket round trip works, and SIGINT stops it with all it started."""
+
+    def start(self, argv, **options):
+        """Run argv in a session (process group) of its own, killed in cleanup; its
+        stdout lines are read with printed_until(), its stderr lines go to self.errors."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                start_new_session=True, **options)
+        self.printed, self.errors, self.stdout_lines = [], [], queue.Queue()
+        self.copiers = [drain(proc.stdout, self.stdout_lines.put),
+                        drain(proc.stderr, self.errors.append)]
+        self.addCleanup(self.kill_group, proc)
+        return proc
+
+    def kill_group(self, proc):
+        """Cleanup: whatever is left of proc's group is killed, the pipes closed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def printed_until(self, pattern, timeout=TIMEOUT):
+        """Wait (bounded) for a stdout line matching pattern; returns the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.fail('no line matching %r in %s s; stdout %r; stderr %r'
+                          % (pattern, timeout, ''.join(self.printed), ''.join(self.errors)))
+            self.printed.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def stopped_by_sigint(self, proc, group):
+        """SIGINT to proc (or its whole group, as Ctrl-C in a terminal does): it must
+        exit in time and leave no process of its group behind."""
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail('the demo did not stop on SIGINT; stderr %r' % ''.join(self.errors))
+        wait_group_gone(self, proc.pid, TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+
+    def test_demo(self):
+        if not os.path.isdir(WEB_DIR):
+            self.fail('web/ is missing next to websockify.py')
+        proc = self.start([sys.executable, os.path.abspath(__file__), 'demo', '--port', '0'])
+        match = self.printed_until(r'(http://localhost:(\d+)/\S*)')
+        url, port = match.group(1), int(match.group(2))
+        self.printed_until('Ctrl-C')
+        self.assertIn('wstelnet.html?autoconnect=1', url)
+        path = url.split('localhost:%d' % port, 1)[1]
+        r = http_request(port, path)
+        self.assertEqual(r.status, 200)
+        self.assertIn(b'<script src="wstelnet.js"></script>', r.body)
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(b'> ')
+        ws.send_frame(BINARY, b'hello demo\n')
+        ws.recv_until(b'echo: hello demo')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        latency = [line for line in self.printed if 'latency.html' in line]
+        self.assertTrue(latency, self.printed)
+        echo_port = int(re.search(r'latency\.html\?port=(\d+)', latency[0]).group(1))
+        ws = WSClient(self, ('127.0.0.1', echo_port))
+        ws.handshake(protocols=['binary'])
+        ws.send_frame(BINARY, bytes(range(256)))
+        self.assertEqual(ws.recv_until(b'\xfe\xff'), bytes(range(256)))
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=False)    # the demo stops what it started
+        self.assertEqual(proc.returncode, 0)
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+
+    def test_make_demo(self):
+        """`make demo` on free ports: the URL it prints serves the page, its proxy
+        relays a WebSocket round trip, and Ctrl-C (SIGINT to the group) stops it all."""
+        make = shutil.which('make')
+        require('make', make, 'apt-get install make')
+        port = free_port()
+        echo_port = free_port()
+        while echo_port == port:
+            echo_port = free_port()
+        proc = self.start([make, '--no-print-directory', 'demo', 'PYTHON=' + sys.executable,
+                           'DEMO_PORT=%d' % port, 'DEMO_ECHO_PORT=%d' % echo_port], cwd=HERE)
+        # make may build rebind.so first; the demo then starts two websockify.py.
+        url = self.printed_until(r'http://localhost:%d/\S*' % port, 3 * TIMEOUT).group(0)
+        self.printed_until('Ctrl-C')
+        self.assertIn('latency.html?port=%d&' % echo_port, ''.join(self.printed))
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(url, timeout=TIMEOUT) as reply:
+            self.assertEqual(reply.status, 200)
+            self.assertEqual(reply.headers.get_content_type(), 'text/html')
+            page = reply.read()
+        self.assertTrue(page.lstrip().lower().startswith(b'<!doctype html'), page[:200])
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(LineService.PROMPT)
+        ws.send_frame(BINARY, b'hello make demo\r\n')
+        ws.recv_until(b'echo: hello make demo\r\n')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=True)
+        # make dies of the SIGINT once the demo, which stops cleanly, has exited.
+        self.assertIn(proc.returncode, (0, -signal.SIGINT), ''.join(self.errors))
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+        self.assertFalse(tcp_listening(port), 'port %d still listened on' % port)
+        self.assertFalse(tcp_listening(echo_port), 'port %d still listened on' % echo_port)
+
+
+################################################################################
+# The pages in headless Chromium
+################################################################################
+
+class BrowserTest(unittest.TestCase):
+    """wstelnet.html, wsecho.html and websock.js from --web, in headless Chromium."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.playwright = cls.browser = None
+        sync_api = import_optional('playwright.sync_api', 'pip install playwright')
+        require(CHROMIUM, os.path.exists(CHROMIUM), 'apt-get install chromium')
+        cls.playwright = sync_api.sync_playwright().start()
+        try:
+            cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM,
+                                                         args=CHROMIUM_ARGS)
+        except Exception:
+            cls.playwright.stop()
+            raise
+        os.makedirs(ARTIFACTS, exist_ok=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.browser is not None:
+            cls.browser.close()
+        if cls.playwright is not None:
+            cls.playwright.stop()
+
+    def setUp(self):
+        self.assertTrue(os.path.isdir(WEB_DIR), 'web/ is missing next to websockify.py')
+        self.console = []
+
+    def new_page(self, **context_options):
+        context = self.browser.new_context(**context_options)
+        self.addCleanup(context.close)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT * 1000)
+        page.on('console', lambda msg: self.console.append('%s: %s' % (msg.type, msg.text)))
+        page.on('pageerror', lambda exc: self.console.append('pageerror: %s' % exc))
+        return page
+
+    def screenshot(self, page, name):
+        page.screenshot(path=os.path.join(ARTIFACTS, name + '.png'))
+
+    def line_proxy(self, extra=()):
+        service = LineService(self)
+        return start_proxy(self, *extra, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % service.port).server_address[1]
+
+    def wait_text(self, page, text, hook='wstelnet'):
+        """Wait until the terminal (or wsecho output) shows text; returns the screen."""
+        expr = ('(t) => window.wstelnet && window.wstelnet.getText().indexOf(t) >= 0'
+                if hook == 'wstelnet' else
+                '(t) => window.wsecho && window.wsecho.output().indexOf(t) >= 0')
+        try:
+            page.wait_for_function(expr, arg=text)
+        except Exception:
+            screen = page.evaluate('window.%s ? (window.%s.getText ? window.%s.getText() : '
+                                   'window.%s.output()) : null' % ((hook,) * 4))
+            self.fail('%r never appeared; screen:\n%s\nconsole: %s' % (text, screen, self.console))
+        return page.evaluate('window.wstelnet ? window.wstelnet.getText() : window.wsecho.output()')
+
+    def find(self, page, text):
+        """(row, col) where text starts on the terminal screen."""
+        rows = page.evaluate('(function(){var t=window.wstelnet.term,r=[];'
+                             'for(var y=0;y<t.rows;y++){r.push(t.getRow(y));}return r;})()')
+        for y, row in enumerate(rows):
+            x = row.find(text)
+            if x >= 0:
+                return y, x
+        self.fail('%r is not on the screen' % text)
+
+    def cell(self, page, row, col):
+        return page.evaluate('([r, c]) => window.wstelnet.term.cellAttr(r, c)', [row, col])
+
+    def open_telnet(self, page, url):
+        response = page.goto(url)
+        self.assertEqual(response.status, 200)
+        page.wait_for_function("window.wstelnet && window.wstelnet.status === 'connected'")
+
+    def type_line(self, page, text):
+        page.click('#terminal')
+        page.keyboard.type(text)
+        page.keyboard.press('Enter')
+
+    def check_line_service(self, page, name):
+        """Type into the terminal and check echo, colours and cursor movement."""
+        self.wait_text(page, 'websockify.py line service')
+        self.type_line(page, 'hello from chromium')
+        self.wait_text(page, 'echo: hello from chromium')
+        page.click('#terminal')
+        page.keyboard.type('hellp')
+        page.keyboard.press('Backspace')
+        page.keyboard.type('o')
+        page.keyboard.press('Enter')
+        self.wait_text(page, 'echo: hello\n')
+        self.type_line(page, 'color')
+        self.wait_text(page, 'bold blue plain')
+        y, x = self.find(page, 'red green bold blue plain')
+        red, green, blue = self.cell(page, y, x), self.cell(page, y, x + 4), self.cell(page, y, x + 10)
+        plain = self.cell(page, y, x + 20)
+        self.assertEqual((red['ch'], red['fg'], red['bold']), ('r', 1, False))
+        self.assertEqual((green['ch'], green['fg']), ('g', 2))
+        self.assertEqual((blue['ch'], blue['fg'], blue['bold']), ('b', 4, True))
+        self.assertEqual((plain['ch'], plain['fg'], plain['bold']), ('p', None, False))
+        page.evaluate('window.wstelnet.term.render()')
+        spans = page.evaluate('''() => Array.prototype.map.call(
+            document.querySelectorAll('#terminal span.fg1'),
+            (s) => [s.textContent, getComputedStyle(s).color])''')
+        self.assertIn(['red', 'rgb(205, 0, 0)'], spans)
+        self.screenshot(page, name + '-color')
+        self.type_line(page, 'cursor')
+        page.wait_for_function("window.wstelnet.term.getRow(3).indexOf('> ') === 0")
+        rows = page.evaluate('[0, 1, 2, 3].map((y) => window.wstelnet.term.getRow(y).trimEnd())')
+        self.assertEqual(rows, ['AB23456789', 'abcdXYghij', '', '>'])
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['row'], 3)
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['col'], 2)
+        page.evaluate('window.wstelnet.term.render()')
+        dom = page.evaluate("document.querySelectorAll('#terminal .row')[1].textContent")
+        self.assertEqual(dom.rstrip(), 'abcdXYghij')
+        self.screenshot(page, name + '-cursor')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_wstelnet_line_service(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.open_telnet(page, 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.check_line_service(page, 'wstelnet-line-service')
+        self.type_line(page, 'quit')
+        page.wait_for_function("window.wstelnet.status === 'disconnected'")
+        self.assertIn('1000', page.evaluate('window.wstelnet.detail'))
+
+    def test_wsecho_round_trip(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.assertEqual(page.goto('http://127.0.0.1:%d/wsecho.html?autoconnect=1' % port).status,
+                         200)
+        page.wait_for_function("window.wsecho && window.wsecho.status === 'connected'")
+        self.wait_text(page, 'websockify.py line service', 'wsecho')
+        page.fill('#line', 'héllo wsecho')
+        page.press('#line', 'Enter')
+        self.wait_text(page, 'echo: héllo wsecho\r\n', 'wsecho')
+        self.assertIn('(binary)', page.evaluate('window.wsecho.detail'))
+        self.screenshot(page, 'wsecho')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_websock_js_loads_and_reports_mode(self):
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        scripts = {}
+        page.on('response', lambda r: scripts.__setitem__(r.url.rsplit('/', 1)[-1],
+                                                          r.headers.get('content-type')))
+        page.goto('http://127.0.0.1:%d/wsecho.html' % port)
+        self.assertEqual(scripts.get('websock.js'), 'text/javascript; charset=utf-8')
+        self.assertEqual(page.evaluate('typeof Websock'), 'function')
+        result = page.evaluate('''(uri) => new Promise((resolve, reject) => {
+            var sock = new Websock(), sent = [];
+            for (var i = 0; i < 256; i++) { sent.push(i); }
+            sock.on('open', function () { sock.send(sent); });
+            sock.on('message', function () {
+                if (sock.rQlen() < 256) { return; }
+                var got = Array.prototype.slice.call(sock.rQshiftBytes(256));
+                resolve({mode: sock.mode, same: got.join() === sent.join()});
+                sock.close();
+            });
+            sock.on('error', function () { reject(new Error('websocket error')); });
+            sock.open(uri);
+            setTimeout(function () { reject(new Error('timeout')); }, 8000);
+        })''', 'ws://127.0.0.1:%d/' % port)
+        self.assertEqual(result, {'mode': 'binary', 'same': True})
+
+    def test_index_links_every_page(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        statuses = {}
+        page.on('response', lambda r: statuses.__setitem__(r.url, r.status))
+        self.assertEqual(page.goto('http://127.0.0.1:%d/' % port).status, 200)
+        links = page.evaluate("Array.prototype.map.call(document.querySelectorAll('a'), "
+                              "(a) => a.getAttribute('href'))")
+        for name in ('wsecho.html', 'wstelnet.html', 'latency.html'):
+            self.assertIn(name, links)
+            page.goto('http://127.0.0.1:%d/%s' % (port, name))
+        self.assertEqual({u: s for u, s in statuses.items() if s not in (200, 304)}, {})
+        # The shared files were cached and revalidated (no-cache + If-Modified-Since).
+        self.assertEqual(statuses['http://127.0.0.1:%d/demo.css' % port], 304)
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_latency_page(self):
+        """latency.html against an echo server, the demo's second proxy."""
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        page.goto('http://127.0.0.1:%d/latency.html?n=200&size=64&bulk=4194304&autoconnect=1'
+                  % port)
+        page.wait_for_function('window.latencyResults', timeout=TIMEOUT * 3000)
+        results = page.evaluate('window.latencyResults')
+        self.assertTrue(results.get('done'), results)
+        self.assertEqual((results['count'], results['bulkBytes'], results['badBytes']),
+                         (200, 4194304, 0))
+        self.assertEqual(results['mode'], 'binary')
+        self.screenshot(page, 'latency')
+        sys.stderr.write('\n  latency.html: median %s us, p99 %s us, bulk %s MB/s '
+                         % (results['medianUs'], results['p99Us'], results['mbps']))
+
+    # -- in.telnetd, wrapped or not, and TLS ------------------------------------------
+
+    def telnetd_login(self, page, url, name):
+        self.open_telnet(page, url)
+        self.wait_text(page, 'login:')
+        self.screenshot(page, name + '-login')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name + '-password')
+
+    def telnetd_login_again(self, url, name):
+        """Log in on a new page, retrying while the next in.telnetd is not listening
+        yet (the page then ends up disconnected) until the deadline."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            page = self.new_page()
+            page.goto(url)
+            try:
+                page.wait_for_function("window.wstelnet && (window.wstelnet.status === "
+                                       "'disconnected' || window.wstelnet.getText()"
+                                       ".indexOf('login:') >= 0)")
+            except Exception:
+                pass
+            if 'login:' in page.evaluate('window.wstelnet ? window.wstelnet.getText() : ""'):
+                break
+            page.context.close()
+            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name)
+
+    def test_wstelnet_telnetd_direct(self):
+        """in.telnetd -debug P started by the test, websockify with a fixed target."""
+        telnetd = telnetd_path()
+        tport = free_port()
+        proc = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        # in.telnetd -debug serves one connection and exits, and says nothing when
+        # ready: watch the kernel's socket table instead of probing the port.
+        deadline = time.monotonic() + TIMEOUT
+        while not tcp_listening(tport):
+            self.assertIsNone(proc.poll(), 'in.telnetd exited')
+            self.assertLess(time.monotonic(), deadline, 'in.telnetd never listened')
+            time.sleep(0.02)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % tport).server_address[1]
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-telnetd')
+        page.context.close()
+        proc.wait(TIMEOUT)         # it served its one connection
+        # A fresh one on the same port, without waiting for it to listen: the
+        # page may see the proxy's 502 first and must retry, as after a respawn.
+        proc2 = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc2.poll() is None and (proc2.kill(), proc2.wait()))
+        self.telnetd_login_again(url, 'wstelnet-telnetd-again')
+
+    def test_wstelnet_wrapped_telnetd(self):
+        """The README's demo: websockify.py --web web P --wrap-mode=respawn -- in.telnetd -debug P."""
+        telnetd = telnetd_path()
+        port = free_port()
+        run = WrapperProcess(self, ['--web', WEB_DIR, '127.0.0.1:%d' % port,
+                                    '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
+        port = int(run.wait_log(LISTENING.pattern).group('port'))
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-wrapped-telnetd')
+        page.context.close()
+        # respawn: once that in.telnetd has exited, a new one serves the next session.
+        self.telnetd_login_again(url, 'wstelnet-wrapped-telnetd-again')
+
+    def test_wstelnet_over_wss(self):
+        trustme = import_optional('trustme', 'pip install trustme')
+        ca = trustme.CA()
+        cert = ca.issue_cert('127.0.0.1', 'localhost')
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cert_file, key_file = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        for pem in cert.cert_chain_pems[1:]:
+            with open(cert_file, 'ab') as f:
+                f.write(pem.bytes())
+        cert.private_key_pem.write_to_path(key_file)
+        port = self.line_proxy(['--cert', cert_file, '--key', key_file])
+        page = self.new_page(ignore_https_errors=True)
+        self.open_telnet(page, 'https://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.assertTrue(page.evaluate("document.getElementById('encrypt').checked"))
+        self.assertIn('wss://', page.evaluate('window.wstelnet.detail'))
+        self.check_line_service(page, 'wstelnet-wss')
+
+
+
+################################################################################
+################################################################################
+##
+## PROGRAM WRAPPING (issue 7): rebind.so, `-- PROGRAM ARGS`, --wrap-mode,
+## -D/--pid-file. rebind.so is built with `make rebind.so` if missing.
+##
+################################################################################
+################################################################################
+
+#: The wrapped program of these tests: a TCP server binding PORT on HOST.
+#:   serve     echo every connection, forever
+#:   once      echo one connection, then exit with status ARG (default 0)
+#:   fork      fork; the child echoes forever, the parent exits 7 (a daemonizing program)
+#:   stubborn  like serve, plus a child in the same group that ignores SIGTERM
+#:   crash     append a time to the file ARG and exit 3, binding nothing
+PROGRAM = r'''
+import os, signal, socket, sys, time
+port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+arg = sys.argv[4] if len(sys.argv) > 4 else ''
+if mode == 'crash':
+    with open(arg, 'a') as f:
+        f.write('%f\n' % time.monotonic())
+    sys.exit(3)
+ls = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((host, port))
+ls.listen(8)
+sys.stderr.write('program %s listening\n' % mode)
+sys.stderr.flush()
+
+def echo(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            c.sendall(d)
+
+if mode == 'once':
+    c, _ = ls.accept()
+    ls.close()
+    echo(c)
+    sys.exit(int(arg or 0))
+if mode == 'fork' and os.fork():
+    os._exit(7)
+if mode == 'stubborn' and os.fork() == 0:
+    ls.close()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        signal.pause()
+while True:
+    c, _ = ls.accept()
+    echo(c)
+'''
+
+
+def ensure_rebind():
+    if not os.path.exists(REBIND):
+        subprocess.run(['make', '-s', 'rebind.so'], cwd=HERE, check=True, timeout=120)
+
+
+def relay_checksummed(test, port, size=1 << 20):
+    """Send size random bytes through the proxy to an echo program; compare digests."""
+    client = WSClient(test, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
+    response = client.handshake(protocols=['binary'])
+    test.assertEqual(response.status, 101, response)
+    data = os.urandom(size)
+    sender = threading.Thread(target=lambda: [client.send_frame(BINARY, data[i:i + 65536])
+                                              for i in range(0, size, 65536)], daemon=True)
+    sender.start()
+    received = hashlib.sha256()
+    got = 0
+    while got < size:
+        _, opcode, payload = client.recv_frame()
+        test.assertEqual(opcode, BINARY)
+        received.update(payload)
+        got += len(payload)
+    sender.join(PROCESS_TIMEOUT)
+    client.send_close(1000)
+    client.expect_close(1000)
+    test.assertEqual(got, size)
+    test.assertEqual(received.hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+class WrapTestBase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        ensure_rebind()
+        cls.tmp = tempfile.mkdtemp(prefix='wrap-test-')
+        cls.program = os.path.join(cls.tmp, 'program.py')
+        with open(cls.program, 'w') as f:
+            f.write(PROGRAM)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, True)
+
+    def wrap(self, mode_args, prog_args, listen=None, extra=()):
+        """Run websockify wrapping the test program; return (run, port)."""
+        port = free_port()
+        listen = listen or '127.0.0.1:%d' % port
+        args = list(extra) + list(mode_args) + [listen, '--', sys.executable, self.program,
+                                                 str(port)] + list(prog_args)
+        run = WrapperProcess(self, args)
+        run.wait_log(r'listening on ')
+        return run, port
+
+
+class RebindShimTest(WrapTestBase):
+    """rebind.so alone, preloaded into a Python that binds sockets."""
+
+    def preload_run(self, code, port):
+        path = os.path.join(self.tmp, 'report-%d' % port)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as reports:
+            reports.bind(path)
+            reports.settimeout(0.5)
+            env = dict(os.environ, LD_PRELOAD=REBIND, WEBSOCKIFY_WRAP_PORT=str(port),
+                       WEBSOCKIFY_WRAP_REPORT=path)
+            out = subprocess.run([sys.executable, '-c', code, str(port)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 timeout=PROCESS_TIMEOUT)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            got = []
+            with contextlib.suppress(socket.timeout):
+                while True:
+                    got.append(reports.recv(100))
+        os.unlink(path)
+        return out.stdout.decode().split(), got
+
+    def test_moves_tcp_binds_of_the_port_only(self):
+        port = free_port()
+        other = free_port()
+        code = ('import socket, sys, errno\n'
+                'p = int(sys.argv[1])\n'
+                's = socket.socket(); s.bind(("0.0.0.0", p)); print("%s:%d" % s.getsockname())\n'
+                'u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))\n'
+                'print("%s:%d" % u.getsockname())\n'
+                'o = socket.socket(); o.bind(("127.0.0.1", ' + str(other) + '))\n'
+                'print("%s:%d" % o.getsockname())\n'
+                'try:\n    s.bind(("0.0.0.0", p))\n'
+                'except OSError as e:\n    print(errno.errorcode[e.errno])\n')
+        lines, reports = self.preload_run(code, port)
+        moved_host, moved_port = lines[0].rsplit(':', 1)
+        self.assertEqual(moved_host, '127.0.0.1')
+        self.assertNotEqual(int(moved_port), port)
+        self.assertEqual(lines[1], '127.0.0.1:%d' % port)      # UDP untouched
+        self.assertEqual(lines[2], '127.0.0.1:%d' % other)     # other port untouched
+        self.assertEqual(lines[3], 'EINVAL')                   # errno of the real bind kept
+        self.assertEqual(len(reports), 1, reports)
+        self.assertRegex(reports[0].decode(), r'^rebind 4 %s \d+$' % moved_port)
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_moves_ipv6_binds_to_loopback(self):
+        port = free_port()
+        code = ('import socket, sys\n'
+                's = socket.socket(socket.AF_INET6); s.bind(("::", int(sys.argv[1])))\n'
+                'print("%s:%d" % s.getsockname()[:2])\n')
+        lines, reports = self.preload_run(code, port)
+        host, moved = lines[0].rsplit(':', 1)
+        self.assertEqual(host, '::1')
+        self.assertEqual([r.decode().split()[:3] for r in reports], [['rebind', '6', moved]])
+
+
+class WrapRelayTest(WrapTestBase):
+    """The wrapped program's port is moved whatever address it binds; data arrives intact."""
+
+    def check_relay(self, host):
+        run, port = self.wrap([], [host, 'serve'])
+        run.wait_log(r'^program serve listening')        # its output passes through
+        relay_checksummed(self, port)
+        self.assertIn('session closed', run.wait_log(r'session closed.*program').group(0))
+
+    def test_program_binding_ipv4_any(self):
+        self.check_relay('0.0.0.0')
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_program_binding_ipv6_any(self):
+        self.check_relay('::')
+
+    def test_program_binding_ipv4_loopback(self):
+        self.check_relay('127.0.0.1')
+
+    def test_rebind_found_through_environment(self):
+        port = free_port()
+        env = dict(os.environ, WEBSOCKIFY_REBIND=REBIND)
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'], env=env)
+        run.wait_log(r'listening on ')
+        relay_checksummed(self, port, 4096)
+
+
+class WrapModeTest(WrapTestBase):
+
+    def test_exit_mode_propagates_status(self):
+        run, port = self.wrap([], ['0.0.0.0', 'once', '5'])
+        relay_checksummed(self, port, 65536)
+        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 5)
+        self.assertIn('exited with status 5', run.text())
+
+    def test_ignore_mode_keeps_serving(self):
+        run, port = self.wrap(['--wrap-mode=ignore'], ['0.0.0.0', 'fork'])
+        run.wait_log(r'exited with status 7: still serving')
+        relay_checksummed(self, port, 65536)
+        relay_checksummed(self, port, 65536)
+        self.assertIsNone(run.proc.poll())
+        pgid = run.pgids()[0]
+        self.assertEqual(run.stop(), 0)
+        wait_group_gone(self, pgid)
+
+    def test_respawn_restarts_after_each_session(self):
+        run, port = self.wrap(['--wrap-mode', 'respawn'], ['0.0.0.0', 'once'])
+        for _ in range(4):       # back to back: each arrives while the program restarts
+            relay_checksummed(self, port, 32768)
+        run.wait_log(r'restarting \(--wrap-mode=respawn\)', count=3)
+        self.assertGreaterEqual(len(run.pgids()), 4)
+        self.assertNotIn('back-off', run.text())
+        self.assertIsNone(run.proc.poll())
+
+    def test_respawn_backs_off_a_program_that_crashes_at_start(self):
+        starts = os.path.join(self.tmp, 'starts')
+        port = free_port()
+        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
+                                    sys.executable, self.program, str(port), '0.0.0.0', 'crash',
+                                    starts])
+        run.wait_log(r'started \S+ \(pid \d+\)', count=5, timeout=PROCESS_TIMEOUT)
+        with open(starts) as f:
+            times = [float(line) for line in f]
+        self.assertGreaterEqual(len(times), 4)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(gaps[0], 1.0, gaps)             # the first failure restarts at once
+        self.assertGreater(gaps[2], gaps[1], gaps)        # then the delay doubles
+        self.assertGreater(gaps[2], 0.9, gaps)
+        self.assertEqual(run.text().count('back-off'), 1, run.text())
+        self.assertIsNone(run.proc.poll())
+
+
+class WrapLifetimeTest(WrapTestBase):
+    """No wrapped process outlives websockify."""
+
+    def test_sigterm_leaves_no_process_of_the_group(self):
+        run, port = self.wrap([], ['0.0.0.0', 'stubborn'])
+        relay_checksummed(self, port, 4096)
+        pgid = run.pgids()[0]
+        os.killpg(pgid, 0)                                 # the group exists
+        self.assertEqual(run.stop(), 0)
+        wait_group_gone(self, pgid)
+        self.assertIn('SIGKILL', run.text())               # the child ignored SIGTERM
+
+    def test_timeout_stops_the_program(self):
+        pid_file = os.path.join(self.tmp, 'timeout.pid')
+        run, port = self.wrap([], ['0.0.0.0', 'serve'],
+                              extra=['--timeout', '1', '--pid-file', pid_file])
+        with open(pid_file) as f:
+            self.assertEqual(int(f.read()), run.proc.pid)
+        pgid = run.pgids()[0]
+        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 0)
+        wait_group_gone(self, pgid)
+        self.assertFalse(os.path.exists(pid_file))
+
+    def test_daemon_writes_pid_file_serves_and_stops_on_sigterm(self):
+        port = free_port()
+        pid_file = os.path.join(self.tmp, 'daemon.pid')
+        log_file = os.path.join(self.tmp, 'daemon.log')
+        fg = subprocess.run([sys.executable, SCRIPT, '-D', '--pid-file', pid_file,
+                             '--log-file', log_file, '127.0.0.1:%d' % port, '--',
+                             sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 0, fg.stderr)
+        with open(pid_file) as f:
+            pid = int(f.read())
+        self.addCleanup(self.stop_daemon, pid, pid_file, log_file)
+        self.assertNotEqual(os.getsid(pid), os.getsid(0))  # a session of its own,
+        self.assertNotEqual(os.getsid(pid), pid)           # which it does not lead
+        relay_checksummed(self, port, 65536)
+        with open(log_file) as f:
+            log = f.read()
+        pgid = int(re.search(r'started \S+ \(pid (\d+)\)', log).group(1))
+        self.assertIn('program serve listening', log)     # its output goes to the log
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + PROCESS_TIMEOUT
+        while os.path.exists(pid_file) and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(pid_file))
+        wait_group_gone(self, pgid)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(('127.0.0.1', port), PROCESS_TIMEOUT).close()
+
+    def stop_daemon(self, pid, pid_file, log_file):
+        """Cleanup after a failure: SIGTERM the daemon (it stops its program), then kill."""
+        if not os.path.exists(pid_file):
+            return                          # it stopped, and stopped its program
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + PROCESS_TIMEOUT
+        while os.path.exists(pid_file) and time.monotonic() < end:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with open(log_file) as f:
+            for pgid in re.findall(r'started \S+ \(pid (\d+)\)', f.read()):
+                with contextlib.suppress(OSError):
+                    os.killpg(int(pgid), signal.SIGKILL)
+
+    def test_daemon_errors_reach_the_terminal(self):
+        port = free_port()
+        fg = subprocess.run([sys.executable, SCRIPT, '-D', '127.0.0.1:%d' % port, '--',
+                             os.path.join(self.tmp, 'no-such-program')],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 1)
+        self.assertIn(b'cannot run', fg.stderr)
+        with socket.socket() as busy:
+            busy.bind(('127.0.0.1', 0))
+            busy.listen(1)
+            fg = subprocess.run([sys.executable, SCRIPT, '-D',
+                                 '127.0.0.1:%d' % busy.getsockname()[1], '127.0.0.1:9'],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 1)
+        self.assertIn(b'cannot listen', fg.stderr)
+
+
+class RebindLookupTest(WrapTestBase):
+
+    def copy_alone(self, with_source):
+        where = tempfile.mkdtemp(prefix='alone-', dir=self.tmp)
+        shutil.copy(SCRIPT, where)
+        if with_source:
+            shutil.copy(os.path.join(HERE, 'rebind.c'), where)
+        return os.path.join(where, 'websockify.py')
+
+    def env_without_rebind(self, path=None):
+        env = dict(os.environ)
+        env.pop('WEBSOCKIFY_REBIND', None)
+        if path is not None:
+            env['PATH'] = path
+        return env
+
+    def test_missing_rebind_gives_one_clear_message(self):
+        script = self.copy_alone(with_source=False)
+        port = free_port()
+        out = subprocess.run([sys.executable, script, '127.0.0.1:%d' % port, '--',
+                              sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
+                             env=self.env_without_rebind(), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=PROCESS_TIMEOUT)
+        err = out.stderr.decode()
+        self.assertEqual(out.returncode, 1, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn('rebind.so not found', err)
+        self.assertIn('`make`', err)
+        self.assertNotIn('Traceback', err)
+        self.assertNotIn('LD_PRELOAD', err)
+
+    def test_rebind_option_naming_a_missing_file(self):
+        port = free_port()
+        missing = os.path.join(self.tmp, 'nowhere', 'rebind.so')
+        out = subprocess.run([sys.executable, SCRIPT, '--rebind', missing,
+                              '127.0.0.1:%d' % port, '--', 'true'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(('rebind.so not found at %s (from --rebind)' % missing).encode(),
+                      out.stderr)
+
+    def test_builds_rebind_on_the_fly(self):
+        require('a C compiler', shutil.which('cc') or shutil.which('gcc'),
+                'apt-get install gcc')
+        script = self.copy_alone(with_source=True)
+        port = free_port()
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'],
+                             env=self.env_without_rebind(), script=script)
+        run.wait_log(r'built \S+rebind\.so from rebind\.c')
+        run.wait_log(r'listening on ')
+        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(script), 'rebind.so')))
+        relay_checksummed(self, port, 65536)
+
+
+class WrapUsageTest(unittest.TestCase):
+    """Contradictory or incomplete wrap command lines are usage errors."""
+
+    def refused(self, argv):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(argv)
+        self.assertEqual(cm.exception.code, 2)
+        return err.getvalue()
+
+    def test_parses_the_program_and_mode(self):
+        s = websockify.parse_args(['--wrap-mode=respawn', '6080', '--', 'prog', '-x', '--', 'y'])
+        self.assertEqual(s.wrap_cmd, ('prog', '-x', '--', 'y'))
+        self.assertEqual((s.wrap_mode, s.listen_port, s.target_host), ('respawn', 6080, None))
+        self.assertEqual(websockify.parse_args(['6080', '--', 'p']).wrap_mode, 'exit')
+
+    def test_contradictions(self):
+        self.assertIn('contradict', self.refused(['6080', 'localhost:5900', '--', 'prog']))
+        self.assertIn('contradict', self.refused(['--unix-target', '/tmp/x', '6080', '--', 'p']))
+        self.assertIn('PROGRAM', self.refused(['6080', '--']))
+        self.assertIn('not 0', self.refused(['0', '--', 'prog']))
+        self.assertIn('--unix-listen', self.refused(['--unix-listen', '/tmp/x', '--', 'p']))
+        self.assertIn('only apply', self.refused(['--wrap-mode=ignore', '6080', 'h:1']))
+
+
+class TelnetdTest(WrapTestBase):
+    """The seed's example: websockify.py P --wrap-mode=respawn -- in.telnetd -debug P."""
+
+    def login_prompt(self, port):
+        """Negotiate (refusing every option) until telnetd's login prompt; return all bytes."""
+        client = WSClient(self, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
+        response = client.handshake(protocols=['binary'])
+        self.assertEqual(response.status, 101, response)
+        seen = b''
+        end = time.monotonic() + 30
+        while b'login:' not in seen:
+            self.assertLess(time.monotonic(), end, seen)
+            _, opcode, data = client.recv_frame()
+            self.assertEqual(opcode, BINARY, data)
+            answer = b''
+            for verb, option in re.findall(rb'\xff([\xfb-\xfe])(.)', data, re.S):
+                # WILL/WONT -> DONT, DO/DONT -> WONT (RFC 854)
+                answer += b'\xff' + (b'\xfe' if verb in b'\xfb\xfc' else b'\xfc') + option
+            if answer:
+                client.send_frame(BINARY, answer)
+            seen += data
+        client.send_close(1000)
+        client.expect_close(1000)
+        return seen
+
+    def test_telnetd_login_prompt_across_two_connections(self):
+        telnetd = telnetd_path()
+        port = free_port()
+        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug',
+                                    str(port)])
+        run.wait_log(r'listening on ')
+        for n in (1, 2):
+            seen = self.login_prompt(port)
+            self.assertIn(b'\xff\xfd', seen)           # IAC DO: telnet negotiation
+            self.assertIn(b'login:', seen)
+            run.wait_log(r'session closed', count=n)
+        self.assertGreaterEqual(len(run.pgids()), 2)      # respawned after the first
+        self.assertEqual(run.stop(), 0)
+
+
+
+################################################################################
+################################################################################
+##
+## The demo behind `make demo`: python3 test_websockify.py demo [--port N]
+##
+################################################################################
+################################################################################
+
+def read_listening_port(proc, echo=None):
+    """The port of the 'listening on' line on a websockify subprocess's stderr (a
+    text pipe), copying its lines to echo until then."""
+    lines = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if echo is not None:
+            echo.write(line)
+            echo.flush()
+        lines.append(line)
+        match = LISTENING.search(line)
+        if match and not match.group('path'):
+            return int(match.group('port') or match.group('port6'))
+    raise AssertionError('no "listening on" line; stderr: %r' % ''.join(lines))
+
+
+def demo(argv):
+    """`make demo`: the line service behind websockify --web web on --port, and
+    an echo server (for latency.html) behind a second websockify; Ctrl-C stops all."""
+    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
+    parser.add_argument('--port', type=int, default=6080,
+                        help='port for the pages and the line service (default 6080; '
+                             '0 picks a free one)')
+    parser.add_argument('--echo-port', type=int, default=None,
+                        help='port for the echo server (default: --port + 1, or a free one)')
+    opts = parser.parse_args(argv)
+    if opts.echo_port is None:
+        opts.echo_port = opts.port + 1 if opts.port else 0
+    # Ctrl-C must reach us even when started with SIGINT ignored (from a
+    # background job, for instance); websockify.py sets its own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    service = LineService()
+    echo_target = TargetServer(None, echo, conn_timeout=None)
+    procs, copiers = [], []
+
+    def copy_line(line):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    try:
+        ports = []
+        for listen, target in ((opts.port, service.port), (opts.echo_port, echo_target.port)):
+            proc = subprocess.Popen([sys.executable, SCRIPT, '--web', WEB_DIR, str(listen),
+                                     '127.0.0.1:%d' % target],
+                                    stderr=subprocess.PIPE, universal_newlines=True)
+            procs.append(proc)
+            try:
+                ports.append(read_listening_port(proc, echo=sys.stderr))
+            except AssertionError:
+                proc.wait(TIMEOUT)
+                return proc.returncode or 1
+            copiers.append(drain(proc.stderr, copy_line))
+        port, echo_port = ports
+        base = 'http://localhost:%d/' % port
+        print('websockify.py on port %d relays to the line service (127.0.0.1:%d), '
+              'on port %d to an echo server (127.0.0.1:%d). Open:'
+              % (port, service.port, echo_port, echo_target.port))
+        print('  %swstelnet.html?autoconnect=1' % base)
+        print('  %swsecho.html?autoconnect=1' % base)
+        print('  %slatency.html?port=%d&autoconnect=1' % (base, echo_port))
+        print('  %s   (all the demo pages)' % base)
+        print('In the terminal type help, color or cursor. Ctrl-C stops the demo.')
+        sys.stdout.flush()
         procs[0].wait()
     except KeyboardInterrupt:
         pass
     finally:
         for proc in procs:
-            proc.terminate()
-            proc.wait(TIMEOUT)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for copier in copiers:      # their last log lines
+            copier.join(TIMEOUT)
+        service.stop()
+        echo_target.stop()
+    bad = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGINT)]
+    return bad[0] if bad else 0
 
 
 if __name__ == '__main__':
     if sys.argv[1:2] == ['demo']:
-        demo(sys.argv[2:])
-    else:
-        unittest.main()
+        sys.exit(demo(sys.argv[2:]))
+    unittest.main()
