@@ -19,12 +19,15 @@ the demo.
 """
 
 import argparse
+import ast
 import asyncio
 import base64
 import contextlib
 import dataclasses
 import email.utils
 import hashlib
+import hmac
+import http.server
 import importlib
 import io
 import itertools
@@ -44,10 +47,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import tracemalloc
 import unittest
+import urllib.parse
 import urllib.request
 from collections import namedtuple
 
@@ -1908,23 +1913,164 @@ class TestCommandLine(ProxyTestCase):
         self.relays(('127.0.0.1', int(match.group('port'))))
 
 
-class TestOptionsOfLaterIssues(unittest.TestCase):
-    """Options accepted now but implemented by later issues must refuse to run.
-    Delete an entry when its issue lands."""
+class TestWorkers(ProxyTestCase):
+    """--workers N: forked copies of the server sharing the listening socket."""
 
-    NOT_YET = [
-        ('--record', 'session.rec'),
-    ]
+    def children(self, pid):
+        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+            return [int(c) for c in f.read().split()]
 
-    def test_each_exits_2_saying_not_supported_yet(self):
-        folder = tempfile.mkdtemp(prefix='wsfy-')
-        self.addCleanup(shutil.rmtree, folder, True)
-        for option in self.NOT_YET:
-            with self.subTest(option=option):
-                result = run_cli(*option, '127.0.0.1:0', '127.0.0.1:9', cwd=folder)
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn('not supported yet', result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
+    def wait_children(self, pid, count, exclude=()):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            kids = [c for c in self.children(pid) if c not in exclude]
+            if len(kids) == count:
+                return kids
+            if time.monotonic() > deadline:
+                self.fail('expected %d workers, found %r' % (count, kids))
+            time.sleep(0.05)
+
+    def echo_once(self, address, payload):
+        client = self.session(address)
+        self.assertEqual(client.echo(payload), payload)
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+
+    def test_workers_relay_are_replaced_when_killed_and_stop_on_sigterm(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
+        workers = self.wait_children(proxy.proc.pid, 2)
+        for i in range(6):
+            self.echo_once(proxy.address, b'round %d' % i)
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = self.wait_children(proxy.proc.pid, 2, exclude=[workers[0]])
+        self.assertIn(workers[1], replaced)
+        for i in range(6):
+            self.echo_once(proxy.address, b'after %d' % i)
+        held = self.session(proxy.address)
+        os.kill(proxy.proc.pid, signal.SIGTERM)
+        code, _ = held.expect_close()
+        self.assertEqual(code, 1001)
+        self.assertEqual(proxy.wait(), 0)
+        for pid in replaced:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+        self.assertIn('worker 1', proxy.stderr + ' worker 2')
+        self.assertRegex(proxy.stderr, r'worker \d \(pid %d\) died' % workers[0])
+
+    def test_busy_worker_leaves_the_next_connection_to_an_idle_one(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
+        self.wait_children(proxy.proc.pid, 2)
+        held = [self.session(proxy.address) for _ in range(4)]
+        for client in held:
+            client.send_frame(BINARY, b'x')
+            self.assertEqual(client.recv_frame().payload, b'x')
+        deadline = time.monotonic() + TIMEOUT
+        while proxy.stderr.count('session open') < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        per_worker = [len(re.findall(r' w%d\.\d+ .*session open' % i, proxy.stderr))
+                      for i in (1, 2)]
+        self.assertEqual(sorted(per_worker), [2, 2], proxy.stderr)
+
+    def test_run_once_with_workers_is_a_usage_error(self):
+        result = run_cli('--workers', '2', '--run-once', '6080', 'localhost:5900')
+        self.assertEqual(result.returncode, 2)
+        self.assertIn('--run-once', result.stderr)
+
+
+#: A target for many idle sessions: one thread, selectors, echoes what it gets.
+_SELECT_ECHO = r"""
+import selectors, socket, sys
+ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(4096); ls.setblocking(False)
+sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
+print(ls.getsockname()[1], flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is ls:
+            try:
+                c, _ = ls.accept()
+            except BlockingIOError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b''
+            if data:
+                key.fileobj.send(data)
+            else:
+                sel.unregister(key.fileobj); key.fileobj.close()
+"""
+
+
+def pss_kb(pid):
+    """Proportional set size of a process, in kB (Linux smaps_rollup)."""
+    with open('/proc/%d/smaps_rollup' % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('Pss:'))
+
+
+@unittest.skipUnless(os.path.exists('/proc/self/smaps_rollup'), 'needs Linux /proc')
+class TestManyIdleSessions(ProxyTestCase):
+    """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""
+
+    #: Bound on the proportional memory of one idle session (issue 8 asks <= ~90 kB).
+    MAX_PSS_PER_SESSION_KB = 90
+
+    def test_ten_thousand_idle_sessions_each_echo_and_cost_little_memory(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = hard if hard != resource.RLIM_INFINITY else 65536
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        # The proxy holds two descriptors per session; where the hard limit is
+        # below 20,000 plus a few, open as many sessions as fit.
+        count = min(10000, (limit - 64) // 2)
+        self.assertGreater(count, 1000, 'RLIMIT_NOFILE hard limit %d is too low' % hard)
+        target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(target.wait, TIMEOUT)
+        self.addCleanup(target.kill)
+        port = int(target.stdout.readline())
+        proxy = ProxyProcess(self, '127.0.0.1:0', '127.0.0.1:%d' % port)
+        idle_pss = pss_kb(proxy.proc.pid)
+        request = upgrade_request()
+        frame = bytes((0x82, 0x81, 1, 2, 3, 4, ord('E') ^ 1))
+        clients = []
+        self.addCleanup(lambda: [c.close() for c in clients])
+        deadline = time.monotonic() + LONG_TIMEOUT
+        for _ in range(count):
+            sock = socket.create_connection(proxy.address, timeout=TIMEOUT)
+            clients.append(sock)
+            sock.sendall(request)
+            head = b''
+            while b'\r\n\r\n' not in head:
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk, 'proxy closed session %d during the handshake'
+                                % len(clients))
+                head += chunk
+            self.assertTrue(head.startswith(b'HTTP/1.1 101'), head[:100])
+            self.assertLess(time.monotonic(), deadline, 'opening sessions took too long')
+        # Every session echoes, checked in batches: a burst on thousands of
+        # threads at once only measures the GIL convoy (seconds for 5,000).
+        for first in range(0, count, 500):
+            batch = clients[first:first + 500]
+            for sock in batch:
+                sock.sendall(frame)
+            for sock in batch:
+                got = b''
+                while len(got) < 3:
+                    chunk = sock.recv(16)
+                    self.assertTrue(chunk, 'session closed before its echo')
+                    got += chunk
+                self.assertEqual(got, b'\x82\x01E')
+        per_session = (pss_kb(proxy.proc.pid) - idle_pss) / count
+        sys.stderr.write('\n  %d idle sessions: %.1f kB PSS each ... ' % (count, per_session))
+        self.assertLess(per_session, self.MAX_PSS_PER_SESSION_KB)
+
+
+ 
 
 
 ################################################################################
@@ -3753,7 +3899,7 @@ class WebOptionsTest(unittest.TestCase):
         self.parse(['--file-only', '6080', 'h:1'])
         self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
         self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
-        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'not supported yet')
+        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'needs --auth-plugin')
 
 
 class StreamingTest(unittest.TestCase):
@@ -4866,6 +5012,1282 @@ class TelnetdTest(WrapTestBase):
             run.wait_log(r'session closed', count=n)
         self.assertGreaterEqual(len(run.pgids()), 2)      # respawned after the first
         self.assertEqual(run.stop(), 0)
+
+
+################################################################################
+################################################################################
+##
+## TARGETS BY TOKEN: --target-config, --token-plugin, --token-source, --host-token.
+## Every target first sends its own name, so a client knows which one its token
+## reached; TokenRedis runs against a redis-server on a free loopback port.
+##
+################################################################################
+################################################################################
+
+def named_echo(name):
+    """Target behaviour: send `name`, then echo."""
+    def handler(sock):
+        sock.sendall(name)
+        echo(sock)
+    return handler
+
+
+def token_path(token):
+    return '/websockify?token=' + urllib.parse.quote(token, safe='')
+
+
+class TokenTestCase(ProxyTestCase):
+    """Named echo targets and clients that check which one they reached."""
+
+    def target(self, name, **options):
+        return TargetServer(self, named_echo(name), **options)
+
+    def token_file(self, lines, folder=None, name='tokens.cfg'):
+        path = os.path.join(folder or self.tempdir(), name)
+        with open(path, 'w') as f:
+            f.write(''.join(line + '\n' for line in lines))
+        return path
+
+    def reaches(self, address, name, path='/', extra=()):
+        """Handshake, expect the target's name, then one echo through it."""
+        client = WSClient(self, address)
+        client.handshake(path=path, extra=extra)
+        self.assertEqual(client.recv_data(len(name)), name)
+        self.assertEqual(client.echo(b'through ' + name), b'through ' + name)
+        client.send_close(1000)
+        client.expect_close()
+
+    def refused_token(self, address, path, status, extra=()):
+        return self.refused(address, upgrade_request(path=path, extra=extra), status)
+
+
+################################################################################
+# Token files
+################################################################################
+
+class TestTokenFiles(TokenTestCase):
+
+    def test_each_token_reaches_its_own_target(self):
+        one, two = self.target(b'one'), self.target(b'two')
+        unix = os.path.join(self.tempdir(), 'three.sock')
+        self.target(b'three', unix_path=unix)
+        lines = ['# targets', '', 'one: %s' % one.arg, 'two:\t%s' % two.arg,
+                 '  three: unix_socket:%s  ' % unix, 'not a token line']
+        with self.assertLogs('websockify', 'INFO') as logs:
+            address = self.proxy('--target-config', self.token_file(lines), '127.0.0.1:0')
+            self.reaches(address, b'one', token_path('one'))
+            self.reaches(address, b'two', token_path('two'))
+            self.reaches(address, b'three', token_path('three'))
+            self.wait_for_log(logs, lambda m: 'session open' in m
+                              and '%s (token one)' % one.arg in m)
+        self.assertTrue(any('line 6' in r.getMessage() for r in logs.records), logs.output)
+
+    def test_ipv6_target_in_brackets(self):
+        try:
+            target = self.target(b'six', host='::1')
+        except OSError:
+            self.skipTest('no IPv6 on this host')
+        path = self.token_file(['six: [::1]:%d' % target.port])
+        address = self.proxy('--token-plugin', 'ReadOnlyTokenFile', '--token-source', path,
+                             '127.0.0.1:0')
+        self.reaches(address, b'six', token_path('six'))
+
+    def test_directory_of_token_files(self):
+        one, two = self.target(b'one'), self.target(b'two')
+        folder = self.tempdir()
+        self.token_file(['one: %s' % one.arg], folder, 'a.conf')
+        self.token_file(['two: %s' % two.arg], folder, 'b.conf')
+        address = self.proxy('--token-plugin', 'websockify.token_plugins.TokenFile',
+                             '--token-source', folder, '127.0.0.1:0')
+        self.reaches(address, b'two', token_path('two'))
+        self.reaches(address, b'one', token_path('one'))
+        three = self.target(b'three')
+        self.token_file(['three: %s' % three.arg], folder, 'c.conf')
+        self.reaches(address, b'three', token_path('three'))
+
+    def test_token_file_edit_takes_effect_without_restart(self):
+        old, new = self.target(b'old'), self.target(b'new')
+        path = self.token_file(['vm: %s' % old.arg])
+        address = self.proxy('--token-plugin', 'TokenFile', '--token-source', path,
+                             '127.0.0.1:0')
+        self.reaches(address, b'old', token_path('vm'))
+        self.token_file(['# moved', 'vm: %s' % new.arg], os.path.dirname(path))
+        self.reaches(address, b'new', token_path('vm'))
+        os.unlink(path)                     # a token file that is gone: the back end failed
+        self.refused_token(address, token_path('vm'), 502)
+
+    def test_read_only_token_file_keeps_what_it_read(self):
+        old, new = self.target(b'old'), self.target(b'new')
+        path = self.token_file(['vm: %s' % old.arg])
+        address = self.proxy('--token-plugin', 'ReadOnlyTokenFile', '--token-source', path,
+                             '127.0.0.1:0')
+        self.token_file(['# moved', 'vm: %s' % new.arg, 'other: %s' % new.arg],
+                        os.path.dirname(path))
+        self.reaches(address, b'old', token_path('vm'))
+        self.refused_token(address, token_path('other'), 404)
+
+    def test_unknown_and_missing_tokens_get_404_and_a_log_line(self):
+        target = self.target(b'one')
+        address = self.proxy('--target-config', self.token_file(['one: %s' % target.arg]),
+                             '127.0.0.1:0')
+        with self.assertLogs('websockify', 'INFO') as logs:
+            response = self.refused_token(address, token_path('no\nsuch'), 404)
+            self.assertIn(b'unknown token', response.body)
+            self.assertNotIn(b'no\nsuch', response.body)
+            line = self.wait_for_log(logs, lambda m: 'unknown token' in m)
+            self.assertIn('no\\nsuch', line)
+            self.assertNotIn('\n', line)
+            response = self.refused_token(address, '/websockify', 404)
+            self.assertIn(b'token', response.body)
+        self.assertEqual(len(target._open), 0, 'the target was connected to')
+
+    def test_token_in_a_cookie(self):
+        one, two = self.target(b'one'), self.target(b'two')
+        address = self.proxy('--target-config', self.token_file(
+            ['one: %s' % one.arg, 'two: %s' % two.arg]), '127.0.0.1:0')
+        self.reaches(address, b'two', '/websockify', [('Cookie', 'theme=dark; token=two')])
+        # The query parameter wins over the cookie.
+        self.reaches(address, b'one', token_path('one'), [('Cookie', 'token=two')])
+
+    def test_host_token(self):
+        one, two = self.target(b'one'), self.target(b'two')
+        address = self.proxy('--target-config', self.token_file(
+            ['vm1.example.com: %s' % one.arg, 'vm2.example.com: %s' % two.arg]),
+            '--host-token', '127.0.0.1:0')
+        for host, name in (('vm1.example.com:6080', b'one'), ('vm2.example.com', b'two')):
+            client = WSClient(self, address)
+            client.send(upgrade_request(path=token_path('vm1.example.com'),
+                                        replace={'Host': host}))
+            self.assertEqual(client.read_response().status, 101)
+            self.assertEqual(client.recv_data(len(name)), name)
+        self.refused(address, upgrade_request(replace={'Host': 'vm3.example.com'}), 404)
+
+    def test_hixie_75_client_reaches_its_token_target(self):
+        target = self.target(b'old browser')
+        address = self.proxy('--target-config', self.token_file(['h: %s' % target.arg]),
+                             '127.0.0.1:0')
+        client = WSClient(self, address)
+        client.send(b'GET /websockify?token=h HTTP/1.1\r\nUpgrade: WebSocket\r\n'
+                    b'Connection: Upgrade\r\nHost: localhost\r\nOrigin: http://localhost\r\n\r\n')
+        self.assertEqual(client.read_response().status, 101)
+        self.assertEqual(client._take(1), b'\x00')
+        frame = b''
+        while not frame.endswith(b'\xff'):
+            frame += client._take(1)
+        self.assertEqual(base64.b64decode(frame[:-1]), b'old browser')
+
+    def test_concurrent_sessions_each_reach_their_target(self):
+        targets = [self.target(b'target %d' % i) for i in range(8)]
+        address = self.proxy('--target-config', self.token_file(
+            ['t%d: %s' % (i, t.arg) for i, t in enumerate(targets)]), '127.0.0.1:0')
+        errors = queue.Queue()
+
+        def run(i):
+            try:
+                self.reaches(address, b'target %d' % i, token_path('t%d' % i))
+            except BaseException as exc:
+                errors.put(exc)
+        threads = [threading.Thread(target=run, args=(i % 8,)) for i in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        self.assertTrue(errors.empty(), errors.queue and errors.queue[0])
+
+    def test_tls_client_and_tls_target_named_by_token(self):
+        folder = self.tempdir()
+        cert, key = os.path.join(folder, 'cert.pem'), os.path.join(folder, 'key.pem')
+        made = subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+                               '-keyout', key, '-out', cert, '-days', '2', '-subj',
+                               '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'],
+                              capture_output=True, timeout=TIMEOUT)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+
+        def tls_echo(sock):
+            with server_ctx.wrap_socket(sock, server_side=True) as tls:
+                tls.sendall(b'secret')
+                echo(tls)
+        target = TargetServer(self, tls_echo)
+        tokens = self.token_file(['vm: localhost:%d' % target.port])
+        address = self.proxy('--cert', cert, '--key', key, '--ssl-target',
+                             '--ssl-target-cafile', cert, '--target-config', tokens,
+                             '127.0.0.1:0')
+        client_ctx = ssl.create_default_context(cafile=cert)
+        raw = socket.create_connection(address[:2], TIMEOUT)
+        client = WSClient.__new__(WSClient)
+        client.sock = client_ctx.wrap_socket(raw, server_hostname='localhost')
+        self.addCleanup(client.sock.close)
+        client.buffer = bytearray()
+        client.handshake(path=token_path('vm'))
+        self.assertEqual(client.recv_data(6), b'secret')
+        self.assertEqual(client.echo(b'both ways'), b'both ways')
+
+    def test_websockets_library_client_through_a_token(self):
+        sync_client = import_optional(self, 'websockets.sync.client', 'pip install websockets')
+        target = self.target(b'lib')
+        address = self.proxy('--target-config', self.token_file(['lib: %s' % target.arg]),
+                             '127.0.0.1:0')
+        url = 'ws://127.0.0.1:%d/websockify?token=lib' % address[1]
+        with sync_client.connect(url, subprotocols=['binary'], open_timeout=TIMEOUT) as ws:
+            self.assertEqual(ws.recv(TIMEOUT), b'lib')
+            ws.send(b'\x00\x01binary')
+            self.assertEqual(ws.recv(TIMEOUT), b'\x00\x01binary')
+
+
+################################################################################
+# Unix socket directory
+################################################################################
+
+class TestUnixDomainSocketDirectory(TokenTestCase):
+
+    def test_token_names_a_socket_and_cannot_leave_the_directory(self):
+        outer = self.tempdir()
+        folder = os.path.join(outer, 'sockets')
+        os.mkdir(folder)
+        self.target(b'vm1', unix_path=os.path.join(folder, 'vm1'))
+        self.target(b'outside', unix_path=os.path.join(outer, 'outside'))
+        with open(os.path.join(folder, 'plain-file'), 'w'):
+            pass
+        address = self.proxy('--token-plugin', 'UnixDomainSocketDirectory',
+                             '--token-source', folder, '127.0.0.1:0')
+        self.reaches(address, b'vm1', token_path('vm1'))
+        for token in ('../outside', '..', 'a/../../outside', 'vm1\0'):
+            with self.subTest(token=token):
+                self.refused_token(address, token_path(token), 400)
+        self.refused_token(address, token_path('plain-file'), 404)
+        self.refused_token(address, token_path('absent'), 404)
+
+
+################################################################################
+# Token APIs
+################################################################################
+
+class _ApiHandler(http.server.BaseHTTPRequestHandler):
+    """GET /api/TOKEN: the table of the server, as JSON or as host:port text."""
+
+    def do_GET(self):
+        token = urllib.parse.unquote(self.path[len('/api/'):])
+        self.server.asked.append(token)
+        if token == 'broken':
+            self.send_error(500)
+            return
+        if token == 'huge':
+            body = b'x' * (websockify.TOKEN_ANSWER_MAX + 10)
+        elif token not in self.server.table:
+            self.send_error(404)
+            return
+        else:
+            host, port = self.server.table[token]
+            body = (json.dumps({'host': host, 'port': port}).encode() if self.server.as_json
+                    else ('%s:%d' % (host, port)).encode())
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class TestTokenApi(TokenTestCase):
+
+    def api(self, table, as_json):
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _ApiHandler)
+        server.table, server.as_json, server.asked = table, as_json, []
+        thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
+                                  daemon=True)
+        thread.start()
+
+        def stop():
+            server.shutdown()
+            server.server_close()
+            thread.join(TIMEOUT)
+        self.addCleanup(stop)
+        return server, 'http://127.0.0.1:%d/api/%%s' % server.server_address[1]
+
+    def test_json_token_api(self):
+        target = self.target(b'from api')
+        server, url = self.api({'vm/1': ('127.0.0.1', target.port)}, as_json=True)
+        address = self.proxy('--token-plugin', 'JSONTokenApi', '--token-source', url,
+                             '127.0.0.1:0')
+        self.reaches(address, b'from api', token_path('vm/1'))
+        self.assertEqual(server.asked, ['vm/1'])      # quoted on the way: one path segment
+        self.refused_token(address, token_path('unknown'), 404)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            response = self.refused_token(address, token_path('broken'), 502)
+            self.assertNotIn(url.encode()[:20], response.body)
+            self.wait_for_log(logs, lambda m: '502' in m and 'answered 500' in m)
+            self.refused_token(address, token_path('huge'), 502)
+
+    def test_plain_token_api_and_api_down(self):
+        target = self.target(b'plain')
+        server, url = self.api({'vm': ('127.0.0.1', target.port)}, as_json=False)
+        address = self.proxy('--token-plugin', 'BaseTokenAPI', '--token-source', url,
+                             '127.0.0.1:0')
+        self.reaches(address, b'plain', token_path('vm'))
+        down = self.proxy('--token-plugin', 'JSONTokenApi', '--token-source',
+                          'http://127.0.0.1:%d/%%s' % free_port(), '127.0.0.1:0')
+        self.refused_token(down, token_path('vm'), 502)
+
+
+################################################################################
+# Redis
+################################################################################
+
+def redis_call(port, *args, password=None, db=0):
+    """Run one command on the test's redis-server (own RESP client); the reply line."""
+    commands = ([('AUTH', password)] if password else []) + [('SELECT', str(db)), args]
+    data = b''
+    for command in commands:
+        data += b'*%d\r\n' % len(command)
+        for arg in command:
+            arg = arg.encode() if isinstance(arg, str) else arg
+            data += b'$%d\r\n%s\r\n' % (len(arg), arg)
+    with socket.create_connection(('127.0.0.1', port), TIMEOUT) as sock:
+        sock.sendall(data)
+        reader = sock.makefile('rb')
+        for _ in commands:
+            line = reader.readline()
+            if not line.startswith(b'+'):
+                raise AssertionError('redis answered %r' % line)
+    return line
+
+
+class RedisServer:
+    """redis-server on a free loopback port, with a password, stopped in cleanup."""
+
+    PASSWORD = 'pa55'
+
+    def __init__(self, testcase):
+        program = shutil.which('redis-server')
+        require(testcase, 'redis-server', program, 'apt-get install redis-server')
+        folder = testcase.tempdir()
+        for _ in range(3):
+            with socket.socket() as probe:
+                probe.bind(('127.0.0.1', 0))
+                self.port = probe.getsockname()[1]
+            self.proc = subprocess.Popen(
+                [program, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+                 '--appendonly', 'no', '--dir', folder, '--requirepass', self.PASSWORD,
+                 '--logfile', ''], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT)
+            testcase.addCleanup(self.stop)
+            ready = queue.Queue()
+            threading.Thread(target=self._watch, args=(ready,), daemon=True).start()
+            try:
+                if ready.get(timeout=TIMEOUT):
+                    return
+            except queue.Empty:
+                testcase.fail('redis-server did not start within %s s' % TIMEOUT)
+            self.stop()                      # the port was taken meanwhile: another one
+        testcase.fail('redis-server could not listen on a free port')
+
+    def _watch(self, ready):
+        for line in self.proc.stdout:
+            if b'Ready to accept connections' in line:
+                ready.put(True)
+        ready.put(False)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(TIMEOUT)
+        self.proc.stdout.close()
+
+    def set(self, key, value, db=0):
+        redis_call(self.port, 'SET', key, value, password=self.PASSWORD, db=db)
+
+
+class TestTokenRedis(TokenTestCase):
+
+    def test_json_and_plain_values_password_db_and_namespace(self):
+        redis = RedisServer(self)
+        one, two, three = self.target(b'one'), self.target(b'two'), self.target(b'three')
+        redis.set('app:vnc:one', json.dumps({'host': '127.0.0.1', 'port': str(one.port)}),
+                  db=3)
+        redis.set('app:vnc:two', json.dumps({'host': '127.0.0.1:%d' % two.port}), db=3)
+        redis.set('app:vnc:three', ' 127.0.0.1:%d\n' % three.port, db=3)
+        redis.set('app:vnc:junk', '{"port": 1}', db=3)
+        source = '127.0.0.1:%d:3:%s:app:vnc' % (redis.port, redis.PASSWORD)
+        address = self.proxy('--token-plugin', 'TokenRedis', '--token-source', source,
+                             '127.0.0.1:0')
+        self.reaches(address, b'one', token_path('one'))
+        self.reaches(address, b'two', token_path('two'))
+        self.reaches(address, b'three', token_path('three'))
+        self.refused_token(address, token_path('four'), 404)
+        self.refused_token(address, token_path('junk'), 502)
+
+    def test_wrong_password_and_redis_down_get_502_without_the_password(self):
+        redis = RedisServer(self)
+        redis.set('vm', '127.0.0.1:9')
+        address = self.proxy('--token-plugin', 'TokenRedis', '--token-source',
+                             '127.0.0.1:%d::wrong-secret' % redis.port, '127.0.0.1:0')
+        with self.assertLogs('websockify', 'INFO') as logs:
+            response = self.refused_token(address, token_path('vm'), 502)
+            line = self.wait_for_log(logs, lambda m: '502' in m)
+        self.assertNotIn(b'wrong-secret', response.body)
+        self.assertNotIn('wrong-secret', line)
+        self.assertIn('Redis at 127.0.0.1:%d' % redis.port, line)
+        redis.stop()
+        self.refused_token(address, token_path('vm'), 502)
+
+
+################################################################################
+# JWT
+################################################################################
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b'=').decode('ascii')
+
+
+def make_jwt(key, claims, alg='HS256'):
+    """A JWS compact token (RFC 7515 §7.1), signed here independently of websockify."""
+    head = b64url(json.dumps({'alg': alg, 'typ': 'JWT'}).encode())
+    body = b64url(json.dumps(claims).encode())
+    digest = {'HS256': hashlib.sha256, 'HS384': hashlib.sha384,
+              'HS512': hashlib.sha512}.get(alg, hashlib.sha256)
+    signature = hmac.new(key, ('%s.%s' % (head, body)).encode(), digest).digest()
+    return '%s.%s.%s' % (head, body, b64url(signature))
+
+
+class TestJWTTokenApi(TokenTestCase):
+
+    #: Upstream's key files hold the secret as a JWK "k" value (base64url).
+    SECRET_TEXT = 'secret_sauce_secret_sauce_secret_sauce_secret_sauce'
+
+    def setUp(self):
+        self.key_file = os.path.join(self.tempdir(), 'jwt.key')
+        with open(self.key_file, 'w') as f:
+            f.write(self.SECRET_TEXT + '\n')
+        self.key = base64.urlsafe_b64decode(self.SECRET_TEXT + '=')
+        self.target_server = self.target(b'jwt')
+        self.address = self.proxy('--token-plugin', 'JWTTokenApi', '--token-source',
+                                  self.key_file, '127.0.0.1:0')
+
+    def claims(self, **extra):
+        claims = {'host': '127.0.0.1', 'port': self.target_server.port}
+        claims.update(extra)
+        return claims
+
+    def test_valid_tokens(self):
+        now = int(time.time())
+        for alg in ('HS256', 'HS384', 'HS512'):
+            with self.subTest(alg=alg):
+                token = make_jwt(self.key, self.claims(nbf=now - 60, exp=now + 60), alg)
+                self.reaches(self.address, b'jwt', token_path(token))
+
+    def test_refused_tokens_get_403(self):
+        now = int(time.time())
+        good = make_jwt(self.key, self.claims())
+        head, body, _ = good.split('.')
+        cases = {
+            'expired': (make_jwt(self.key, self.claims(exp=now - 5)), b'expired'),
+            'not yet': (make_jwt(self.key, self.claims(nbf=now + 600)), b'not valid yet'),
+            'bad signature': (make_jwt(b'another key', self.claims()), b'signature'),
+            'claims changed': ('%s.%s.%s' % (head, b64url(json.dumps(self.claims(
+                port=1)).encode()), good.split('.')[2]), b'signature'),
+            'RS256': (make_jwt(self.key, self.claims(), 'RS256'), b'HMAC'),
+            'not a JWT': ('plain-token', b'not a JWT'),
+            'JWE': ('a.b.c.d.e', b'JWE'),
+        }
+        for name, (token, reason) in cases.items():
+            with self.subTest(name):
+                response = self.refused_token(self.address, token_path(token), 403)
+                self.assertIn(reason, response.body)
+                self.assertNotIn(self.SECRET_TEXT.encode(), response.body)
+
+    def test_pem_key_refuses_every_token_with_a_reason(self):
+        pem = os.path.join(self.tempdir(), 'public.pem')
+        with open(pem, 'w') as f:
+            f.write('-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n'
+                    '-----END PUBLIC KEY-----\n')
+        with self.assertLogs('websockify', 'WARNING'):
+            address = self.proxy('--token-plugin', 'JWTTokenApi', '--token-source', pem,
+                                 '127.0.0.1:0')
+        for alg in ('RS256', 'HS256'):
+            with self.subTest(alg=alg):
+                response = self.refused_token(
+                    address, token_path(make_jwt(b'x', self.claims(), alg)), 403)
+                self.assertIn(b'HMAC', response.body)
+
+
+################################################################################
+# Custom plugins and the command line
+################################################################################
+
+PLUGIN_MODULE = '''
+class PortPlugin:
+    """Test plugin: token "mine" goes to host:port given as --token-source."""
+
+    def __init__(self, source):
+        self.host, _, self.port = source.rpartition(':')
+
+    def lookup(self, token):
+        if token == 'fail':
+            raise RuntimeError('database unavailable')
+        return (self.host, self.port) if token == 'mine' else None
+'''
+
+
+class TestCustomPluginAndCommandLine(TokenTestCase):
+
+    def test_importable_module_class_plugin(self):
+        folder = self.tempdir()
+        module = 'wsfy_plugin_%d' % os.getpid()
+        with open(os.path.join(folder, module + '.py'), 'w') as f:
+            f.write(PLUGIN_MODULE)
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.modules.pop, module, None)
+        self.addCleanup(sys.path.remove, folder)
+        target = self.target(b'custom')
+        address = self.proxy('--token-plugin', module + '.PortPlugin', '--token-source',
+                             target.arg, '127.0.0.1:0')
+        self.reaches(address, b'custom', token_path('mine'))
+        self.refused_token(address, token_path('yours'), 404)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            self.refused_token(address, token_path('fail'), 502)
+            self.wait_for_log(logs, lambda m: 'database unavailable' in m)
+
+    def test_usage_errors_exit_2_on_one_line(self):
+        folder = self.tempdir()
+        tokens = self.token_file(['a: 127.0.0.1:9'], folder)
+        cases = [
+            (('--target-config', tokens, '127.0.0.1:0', '127.0.0.1:9'), 'contradict'),
+            (('--token-plugin', 'TokenFile', '--token-source', tokens, '127.0.0.1:0',
+              '127.0.0.1:9'), 'contradict'),
+            (('--token-plugin', 'TokenFile', '127.0.0.1:0'), 'needs --token-source'),
+            (('--token-source', tokens, '127.0.0.1:0'), 'needs --token-plugin'),
+            (('--host-token', '127.0.0.1:0', '127.0.0.1:9'), 'needs --token-plugin'),
+            (('--token-plugin', 'NoSuchPlugin', '--token-source', 'x', '127.0.0.1:0'),
+             'unknown --token-plugin'),
+            (('--token-plugin', 'no_such_module_xyz.Plugin', '127.0.0.1:0'), 'cannot import'),
+            (('--target-config', os.path.join(folder, 'absent'), '127.0.0.1:0'),
+             'No such file'),
+            (('--token-plugin', 'JSONTokenApi', '--token-source', 'http://h/no-slot',
+              '127.0.0.1:0'), '%s'),
+            (('--token-plugin', 'TokenRedis', '--token-source', 'h:port', '127.0.0.1:0'),
+             'port'),
+            (('--target-config', tokens, '--unix-target', tokens, '127.0.0.1:0'),
+             'contradict'),
+        ]
+        for args, text in cases:
+            with self.subTest(args=args):
+                result = run_cli(*args)
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+    def test_token_options_reach_settings(self):
+        settings = websockify.parse_args(['--target-config', 'tokens', '--host-token', '6080'])
+        self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
+                         ('TokenFile', os.path.abspath('tokens'), True))
+        self.assertIsNone(settings.target_host)
+
+
+if __name__ == '__main__':
+    unittest.main()
+
+
+################################################################################
+################################################################################
+##
+## RECORDING, SYSLOG AND AUTH: --record, --syslog/--legacy-syslog, --auth-plugin,
+## --auth-source, --web-auth.
+##
+################################################################################
+################################################################################
+
+def basic(user_password):
+    return 'Basic ' + base64.b64encode(user_password.encode('utf-8')).decode('ascii')
+
+
+def greet_then_echo(sock):
+    """Target: says hello first (as a VNC server does), then echoes."""
+    sock.sendall(b'RFB 003.008\n')
+    echo(sock)
+
+
+def hixie75_request(path='/', extra=()):
+    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
+             'Host: localhost', 'Origin: http://localhost']
+    lines += ['%s: %s' % h for h in extra]
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def hixie_frame(data):
+    return b'\x00' + base64.b64encode(data) + b'\xff'
+
+
+def read_hixie_data(client, total):
+    """Decoded payload of draft-75 frames from the proxy until `total` bytes."""
+    data = b''
+    while len(data) < total:
+        while b'\xff' not in client.buffer:
+            if not client._fill():
+                raise AssertionError('EOF after %d of %d bytes' % (len(data), total))
+        frame, _, rest = bytes(client.buffer).partition(b'\xff')
+        client.buffer = bytearray(rest)
+        if not frame.startswith(b'\x00'):
+            raise AssertionError('not a Hixie text frame: %r' % frame[:40])
+        data += base64.b64decode(frame[1:])
+    return data
+
+
+_ENTRY = re.compile(r"'([{}])(\d+)\1(.*)',\Z")
+
+
+def parse_recording(text):
+    """[(marker, ms, bytes)] of a recording file; fails unless it has the noVNC layout.
+
+    The entries' escapes (\\xNN \\n \\t \\r \\\\ \\') mean the same in Python and
+    JavaScript, so Python's literal parser reads them."""
+    lines = text.split('\n')
+    if lines[:2] != ["var VNC_frame_encoding = 'binary';", 'var VNC_frame_data = [']:
+        raise AssertionError('bad head: %r' % lines[:2])
+    if lines[-2:] != ["'EOF'];", '']:
+        raise AssertionError('bad tail: %r' % lines[-2:])
+    entries = []
+    for line in lines[2:-2]:
+        match = _ENTRY.match(line)
+        if not match:
+            raise AssertionError('bad entry %r' % line)
+        body = ast.literal_eval("'%s'" % match.group(3))
+        entries.append((match.group(1), int(match.group(2)), body.encode('latin-1')))
+    return entries
+
+
+def joined(entries, marker):
+    return b''.join(data for m, _, data in entries if m == marker)
+
+
+#: noVNC's playback page loads a recording as a script and turns each string into
+#: {fromClient, timestamp, data}; this does the same with Node's vm module.
+NODE_READER = r"""
+const fs = require('fs'), vm = require('vm');
+const scope = {};
+vm.runInNewContext(fs.readFileSync(process.argv[1], 'latin1'), scope);
+const out = [];
+for (const frame of scope.VNC_frame_data) {
+    if (frame === 'EOF') { out.push('EOF'); break; }
+    const mark = frame[0];
+    const dataIdx = frame.indexOf(mark, 1) + 1;
+    const bytes = [];
+    for (let i = dataIdx; i < frame.length; i++) { bytes.push(frame.charCodeAt(i)); }
+    out.push({fromClient: mark === '}', timestamp: parseInt(frame.slice(1, dataIdx - 1), 10),
+              data: Buffer.from(bytes).toString('hex')});
+}
+console.log(JSON.stringify({encoding: scope.VNC_frame_encoding, frames: out}));
+"""
+
+
+################################################################################
+# Recording
+################################################################################
+
+class TestRecording(ProxyTestCase):
+
+    def recorded_proxy(self, *options, handler=greet_then_echo):
+        folder = self.tempdir()
+        prefix = os.path.join(folder, 'session')
+        target = TargetServer(self, handler)
+        address = self.proxy('--record', prefix, *options, '127.0.0.1:0', target.arg)
+        return address, prefix
+
+    def read_when_closed(self, path):
+        """The recording once its session has ended (the file ends with 'EOF'];)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with contextlib.suppress(FileNotFoundError), open(path, encoding='ascii') as f:
+                text = f.read()
+                if text.endswith("'EOF'];\n"):
+                    return text
+            if time.monotonic() > deadline:
+                self.fail('%s was not completed' % path)
+            time.sleep(0.02)
+
+    #: Bytes that need escaping in a JavaScript string, and every byte value.
+    MESSAGES = [b"it's \\ a 'quote'\n\r\t", bytes(range(256)), b'x' * 70000]
+
+    def test_hybi_session_is_recorded_both_ways_in_a_0600_file(self):
+        address, prefix = self.recorded_proxy()
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            for message in self.MESSAGES:
+                self.assertEqual(client.echo(message), message)
+            client.send_frame(TEXT, 'héllo'.encode('utf-8'))
+            self.assertEqual(client.recv_data(6), 'héllo'.encode('utf-8'))
+            client.send_close(1000)
+            client.expect_close(1000)
+            line = self.wait_for_log(logs, lambda m: 'recording to' in m)
+        path = prefix + '.1'
+        self.assertIn(path, line)
+        entries = parse_recording(self.read_when_closed(path))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        sent = b''.join(self.MESSAGES) + 'héllo'.encode('utf-8')
+        self.assertEqual(joined(entries, '}'), sent)
+        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + sent)
+        self.assertEqual(entries[0][0], '{')        # the target spoke first
+        times = [ms for _, ms, _ in entries]
+        self.assertEqual(times, sorted(times))
+        self.assertLess(times[-1], TIMEOUT * 1000)
+
+    def test_sessions_go_to_numbered_files_and_an_existing_file_is_replaced_as_0600(self):
+        address, prefix = self.recorded_proxy()
+        with open(prefix + '.2', 'w') as f:
+            f.write('old content')
+        os.chmod(prefix + '.2', 0o644)
+        for n in (1, 2):
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
+            client.send_close(1000)
+            client.expect_close(1000)
+        for n in (1, 2):
+            entries = parse_recording(self.read_when_closed('%s.%d' % (prefix, n)))
+            self.assertEqual(joined(entries, '}'), b'session %d' % n)
+            self.assertEqual(stat.S_IMODE(os.stat('%s.%d' % (prefix, n)).st_mode), 0o600)
+
+    def test_base64_session_records_decoded_bytes(self):
+        address, prefix = self.recorded_proxy()
+        client = WSClient(self, address)
+        client.handshake(protocols=['base64'])
+        frame = client.recv_frame()
+        self.assertEqual(base64.b64decode(frame.payload), b'RFB 003.008\n')
+        payload = bytes(range(200))
+        client.send_frame(TEXT, base64.b64encode(payload))
+        echoed = b''
+        while len(echoed) < len(payload):
+            echoed += base64.b64decode(client.recv_frame().payload)
+        self.assertEqual(echoed, payload)
+        client.send_close(1000)
+        client.expect_close(1000)
+        entries = parse_recording(self.read_when_closed(prefix + '.1'))
+        self.assertEqual(joined(entries, '}'), payload)
+        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + payload)
+
+    def test_hixie_session_records_decoded_bytes(self):
+        address, prefix = self.recorded_proxy(handler=echo)
+        client = WSClient(self, address)
+        client.send(hixie75_request())
+        self.assertEqual(client.read_response().status, 101)
+        payload = b'\x00\xffhixie\'s bytes\\'
+        client.send(hixie_frame(payload))
+        self.assertEqual(read_hixie_data(client, len(payload)), payload)
+        client.sock.shutdown(socket.SHUT_WR)
+        client.read_until_eof()
+        entries = parse_recording(self.read_when_closed(prefix + '.1'))
+        self.assertEqual(joined(entries, '}'), payload)
+        self.assertEqual(joined(entries, '{'), payload)
+
+    def test_node_reads_the_recording_as_novnc_playback_does(self):
+        node = shutil.which('node') or shutil.which('nodejs')
+        require(self, 'Node.js', node, 'apt-get install nodejs')
+        address, prefix = self.recorded_proxy()
+        client = self.session(address)
+        self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+        for message in self.MESSAGES:
+            self.assertEqual(client.echo(message), message)
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.read_when_closed(prefix + '.1')
+        result = subprocess.run([node, '-e', NODE_READER, prefix + '.1'], capture_output=True,
+                                text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        parsed = json.loads(result.stdout)
+        self.assertEqual(parsed['encoding'], 'binary')
+        frames = parsed['frames']
+        self.assertEqual(frames[-1], 'EOF')
+        received = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if not f['fromClient'])
+        sent = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if f['fromClient'])
+        self.assertEqual(received, b'RFB 003.008\n' + b''.join(self.MESSAGES))
+        self.assertEqual(sent, b''.join(self.MESSAGES))
+        self.assertTrue(all(isinstance(f['timestamp'], int) for f in frames[:-1]))
+
+    def test_session_goes_on_when_its_file_cannot_be_made(self):
+        address, prefix = self.recorded_proxy()
+        os.mkdir(prefix + '.1')                 # FILE.1 cannot be opened for writing
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            self.assertEqual(client.echo(b'still relayed'), b'still relayed')
+            line = self.wait_for_log(logs, lambda m: 'cannot record' in m)
+        self.assertIn(prefix + '.1', line)
+
+    def test_a_failing_write_stops_the_recording_with_one_log_line(self):
+        if not os.path.exists('/dev/full'):
+            self.skipTest('no /dev/full here')
+        path = os.path.join(self.tempdir(), 'session.1')
+        recorder = websockify.SessionRecorder(path, 'test')
+        recorder._file.close()
+        recorder._file = open('/dev/full', 'wb', buffering=0)   # every write: ENOSPC
+        with self.assertLogs('websockify', 'WARNING') as logs:
+            recorder.target(b'first')
+            recorder.client([b'second'])
+            recorder.close()
+        self.assertEqual(len(logs.records), 1, logs.output)
+        self.assertIn('recording to %s stopped' % path, logs.output[0])
+
+    def test_usage_errors(self):
+        folder = self.tempdir()
+        for option, text in [
+                (os.path.join(folder, 'missing', 'session'), 'does not exist'),
+                (folder, 'is a directory'),
+                (folder + '/', 'is a directory')]:
+            with self.subTest(option=option):
+                result = run_cli('--record', option, '127.0.0.1:0', '127.0.0.1:9')
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+
+################################################################################
+# Syslog
+################################################################################
+
+#: The part after <PRI> of an RFC 5424 message and of a legacy (RFC 3164) one.
+RFC5424 = re.compile(r'<(\d+)>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) websockify '
+                     r'(\d+) - - (.*)\Z', re.S)
+LEGACY = re.compile(r'<(\d+)>([A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d) websockify\[(\d+)\]: '
+                    r'(.*)\Z', re.S)
+
+
+class TestSyslog(ProxyTestCase):
+
+    def udp_receiver(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(('127.0.0.1', 0))
+        sock.settimeout(TIMEOUT)
+        return sock
+
+    def unix_receiver(self):
+        path = os.path.join(self.tempdir(), 'log')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(TIMEOUT)
+        return sock, path
+
+    def message(self, sock, containing):
+        """The first datagram containing a text (others are skipped)."""
+        deadline = time.monotonic() + TIMEOUT
+        seen = []
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            text = data.decode('utf-8')
+            if containing in text:
+                return text
+            seen.append(text)
+        self.fail('no syslog message with %r in %r' % (containing, seen))
+
+    def test_udp_messages_are_rfc5424_with_facility_user(self):
+        receiver = self.udp_receiver()
+        target = TargetServer(self, echo)
+        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
+                            '127.0.0.1:0', target.arg)
+        text = self.message(receiver, 'listening on')
+        match = RFC5424.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 1 * 8 + 6)      # user.info
+        self.assertEqual(int(match.group(4)), proc.proc.pid)
+        self.assertEqual(match.group(3), socket.gethostname())
+        self.assertFalse(text.endswith('\x00'))
+        stamp = time.strptime(match.group(2)[:19], '%Y-%m-%dT%H:%M:%S')
+        self.assertLess(abs(time.mktime(stamp) - time.mktime(time.gmtime())), 120)
+        client = self.session(proc.address)         # session lines arrive too
+        self.assertEqual(client.echo(b'x'), b'x')
+        self.assertTrue(RFC5424.match(self.message(receiver, 'session open')))
+        self.assertIn('listening on', proc.stderr)   # stderr still has the log
+
+    def test_legacy_syslog_messages_are_rfc3164(self):
+        receiver = self.udp_receiver()
+        target = TargetServer(self, echo)
+        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
+                            '--legacy-syslog', '127.0.0.1:0', target.arg)
+        text = self.message(receiver, 'listening on')
+        match = LEGACY.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 14)
+        self.assertEqual(int(match.group(3)), proc.proc.pid)
+        self.assertTrue(match.group(4).startswith('websockify.py '), text)
+
+    def test_unix_datagram_socket(self):
+        receiver, path = self.unix_receiver()
+        target = TargetServer(self, echo)
+        ProxyProcess(self, '--syslog', path, '127.0.0.1:0', target.arg)
+        self.assertTrue(RFC5424.match(self.message(receiver, 'listening on')))
+
+    def test_daemon_logs_with_facility_daemon(self):
+        receiver, path = self.unix_receiver()
+        target = TargetServer(self, echo)
+        pid_file = os.path.join(self.tempdir(), 'pid')
+        result = run_cli('-D', '--pid-file', pid_file, '--syslog', path, '--legacy-syslog',
+                         '127.0.0.1:0', target.arg)
+        self.assertEqual(result.returncode, 0, result)
+        with open(pid_file) as f:
+            pid = int(f.read())
+        self.addCleanup(self.stop_daemon, pid)
+        text = self.message(receiver, 'listening on')
+        match = LEGACY.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 3 * 8 + 6)      # daemon.info
+        self.assertEqual(int(match.group(3)), pid)
+
+    def stop_daemon(self, pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+    def test_usage_errors(self):
+        folder = self.tempdir()
+        plain = os.path.join(folder, 'file')
+        open(plain, 'w').close()
+        for options, text in [
+                (['--legacy-syslog'], '--legacy-syslog needs --syslog'),
+                (['--syslog', 'localhost:x'], 'invalid syslog port'),
+                (['--syslog', 'localhost:0'], 'needs HOST:PORT'),
+                (['--syslog', ':514'], 'needs HOST:PORT'),
+                (['--syslog', 'no-such-host.invalid:514'], 'cannot resolve'),
+                (['--syslog', os.path.join(folder, 'missing')], 'No such file'),
+                (['--syslog', plain], 'is not a socket')]:
+            with self.subTest(options=options):
+                result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+
+################################################################################
+# Auth plugins
+################################################################################
+
+PLUGIN_MODULE = '''
+from websockify.auth_plugins import AuthenticationError
+
+
+class PathGate:
+    """Allows /open; other paths get the refusal the path names."""
+
+    def __init__(self, src):
+        self.src = src
+
+    def authenticate(self, headers, target_host, target_port):
+        path = headers.get('X-Path', '/open')
+        if path == '/open':
+            if (target_host, str(target_port)) != tuple(self.src.split('|')):
+                raise AuthenticationError('wrong target %r' % ((target_host, target_port),))
+            return
+        if path == '/teapot':
+            raise AuthenticationError(log_msg='short and stout', response_code=429,
+                                      response_headers={'Retry-After': '7',
+                                                        'X-Bad': 'a\\r\\nInjected: 1',
+                                                        'Content-Length': '0'},
+                                      response_msg='slow down')
+        if path == '/bad-status':
+            raise AuthenticationError(response_code=200)
+        if path == '/crash':
+            raise ValueError('plugin bug')
+        raise AuthenticationError(response_code=403)
+
+
+class NoSource:
+    def __init__(self, src):
+        if src is not None:
+            raise ValueError('takes no --auth-source')
+
+    def authenticate(self, headers, target_host, target_port):
+        pass
+'''
+
+
+class TestAuth(ProxyTestCase):
+
+    def auth_proxy(self, plugin, source=None, *options):
+        target = TargetServer(self, echo)
+        self.target = target
+        argv = ['--auth-plugin', plugin] + (['--auth-source', source] if source else [])
+        return self.proxy(*argv, *options, '127.0.0.1:0', target.arg)
+
+    def upgraded(self, address, extra=()):
+        client = WSClient(self, address)
+        client.handshake(extra=extra)
+        self.assertEqual(client.echo(b'allowed'), b'allowed')
+        return client
+
+    # -- BasicHTTPAuth -----------------------------------------------------------------
+
+    def test_basic_auth_good_credentials_are_upgraded(self):
+        address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret:with colon')
+        self.upgraded(address, [('Authorization', basic('alice:s3cret:with colon'))])
+        self.upgraded(address, [('authorization', 'basic ' + basic('alice:s3cret:with colon')[6:])])
+
+    def test_basic_auth_missing_or_wrong_credentials_get_401_with_a_challenge(self):
+        address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
+        with self.assertLogs('websockify', 'INFO') as logs:
+            for extra in ([], [('Authorization', basic('alice:Zz9wrong'))],
+                          [('Authorization', basic('bob:s3cret'))],
+                          [('Authorization', 'Bearer abc')]):
+                with self.subTest(extra=extra):
+                    response = self.refused(address, upgrade_request(extra=extra), 401)
+                    self.assertEqual(response.header('www-authenticate'),
+                                     'Basic realm="Websockify"')
+                    self.assertEqual(len(response.body.strip().splitlines()), 1)
+            self.wait_for_log(logs, lambda m: '401 GET /: BasicHTTPAuth refused: wrong '
+                                              'password for user bob' in m)
+        self.assertEqual(len(logs.records), 4, logs.output)
+        self.assertFalse([m for m in logs.output if 's3cret' in m or 'Zz9wrong' in m])
+        self.assertEqual(self.target._open, [])     # never connected to the target
+
+    def test_basic_auth_malformed_credentials_get_400(self):
+        address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
+        for value in ('Basic !!!', 'Basic ' + base64.b64encode(b'no colon').decode()):
+            with self.subTest(value=value):
+                self.refused(address, upgrade_request(extra=[('Authorization', value)]), 400)
+
+    def test_basic_auth_with_the_websockets_library(self):
+        websockets = import_optional(self, 'websockets', 'pip install websockets')
+        from websockets.sync.client import connect
+        address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
+        port = address[1]
+        with connect('ws://alice:s3cret@127.0.0.1:%d/' % port, open_timeout=TIMEOUT) as ws:
+            ws.send(b'from the URL')
+            self.assertEqual(ws.recv(TIMEOUT), b'from the URL')
+        headers = {'Authorization': basic('alice:s3cret')}
+        with connect('ws://127.0.0.1:%d/' % port, additional_headers=headers,
+                     open_timeout=TIMEOUT) as ws:
+            ws.send(b'from a header')
+            self.assertEqual(ws.recv(TIMEOUT), b'from a header')
+        for uri in ('ws://alice:nope@127.0.0.1:%d/' % port, 'ws://127.0.0.1:%d/' % port):
+            with self.subTest(uri=uri):
+                with self.assertRaises(websockets.exceptions.InvalidStatus) as caught:
+                    connect(uri, open_timeout=TIMEOUT)
+                response = caught.exception.response
+                self.assertEqual(response.status_code, 401)
+                self.assertEqual(response.headers['WWW-Authenticate'],
+                                 'Basic realm="Websockify"')
+
+    def test_hixie_handshake_is_authenticated_too(self):
+        address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
+        response = self.refused(address, hixie75_request(), 401)
+        self.assertEqual(response.header('www-authenticate'), 'Basic realm="Websockify"')
+        client = WSClient(self, address)
+        client.send(hixie75_request(extra=[('Authorization', basic('alice:s3cret'))]))
+        self.assertEqual(client.read_response().status, 101)
+        client.send(hixie_frame(b'hixie'))
+        self.assertEqual(read_hixie_data(client, 5), b'hixie')
+
+    # -- ExpectOrigin --------------------------------------------------------------------
+
+    def test_expect_origin(self):
+        address = self.auth_proxy('ExpectOrigin', 'https://a.example http://b.example:8080')
+        self.upgraded(address, [('Origin', 'https://a.example')])
+        self.upgraded(address, [('Origin', 'http://b.example:8080')])
+        client = WSClient(self, address)                # HyBi 8 named it Sec-WebSocket-Origin
+        client.send(upgrade_request(replace={'Sec-WebSocket-Version': '8'},
+                                    extra=[('Sec-WebSocket-Origin', 'https://a.example')]))
+        self.assertEqual(client.read_response().status, 101)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            for extra in ([('Origin', 'https://evil.example')], [],
+                          [('Origin', 'https://a.example.evil')]):
+                with self.subTest(extra=extra):
+                    response = self.refused(address, upgrade_request(extra=extra), 403)
+                    self.assertEqual(response.body, b'origin not allowed\n')
+            self.wait_for_log(logs, lambda m: "origin 'https://evil.example' is not allowed"
+                              in m)
+            self.wait_for_log(logs, lambda m: 'origin missing is not allowed' in m)
+
+    def test_dotted_upstream_name_is_accepted(self):
+        address = self.auth_proxy('websockify.auth_plugins.ExpectOrigin', 'https://a.example')
+        self.upgraded(address, [('Origin', 'https://a.example')])
+        self.refused(address, upgrade_request(), 403)
+
+    # -- ClientCertCNAuth ----------------------------------------------------------------
+
+    def test_client_certificate_common_name(self):
+        trustme = import_optional(self, 'trustme', 'pip install trustme')
+        ca = trustme.CA()
+        folder = self.tempdir()
+        server_pem = os.path.join(folder, 'server.pem')
+        ca_pem = os.path.join(folder, 'ca.pem')
+        ca.issue_cert('localhost', '127.0.0.1').private_key_and_cert_chain_pem.write_to_path(
+            server_pem)
+        ca.cert_pem.write_to_path(ca_pem)
+        address = self.auth_proxy('ClientCertCNAuth', 'alice carol', '--cert', server_pem,
+                                  '--verify-client', '--cafile', ca_pem)
+
+        def tls_client(common_name):
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            ca.issue_cert('%s@example.org' % common_name,
+                          common_name=common_name).configure_cert(context)
+            client = WSClient(self, address)
+            client.sock = context.wrap_socket(client.sock, server_hostname='localhost')
+            self.addCleanup(client.sock.close)
+            return client
+
+        for name in ('alice', 'carol'):
+            with self.subTest(name=name):
+                client = tls_client(name)
+                client.handshake()
+                self.assertEqual(client.echo(b'hello ' + name.encode()), b'hello ' + name.encode())
+        with self.assertLogs('websockify', 'INFO') as logs:
+            for extra in ([], [('SSL_CLIENT_S_DN_CN', 'alice')]):   # a forged header is ignored
+                with self.subTest(extra=extra):
+                    client = tls_client('mallory')
+                    client.send(upgrade_request(extra=extra))
+                    response = client.read_response()
+                    self.assertEqual(response.status, 403)
+                    self.assertIn(b'client certificate not allowed', client.read_until_eof())
+            self.wait_for_log(logs, lambda m: "client certificate 'mallory' is not allowed" in m)
+
+    # -- --web-auth ----------------------------------------------------------------------
+
+    def web_proxy(self, *options):
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'index.html'), 'w') as f:
+            f.write('<p>secret page</p>\n')
+        return self.auth_proxy('BasicHTTPAuth', 'alice:s3cret', '--web', folder, *options)
+
+    def get(self, address, extra=()):
+        lines = ['GET /index.html HTTP/1.1', 'Host: localhost'] + ['%s: %s' % h for h in extra]
+        client = WSClient(self, address)
+        client.send(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
+        response = client.read_response()
+        response.body = client.read_until_eof()
+        return response
+
+    def test_without_web_auth_files_are_public_and_upgrades_are_not(self):
+        address = self.web_proxy()
+        response = self.get(address)
+        self.assertEqual(response.status, 200)
+        self.assertIn(b'secret page', response.body)
+        self.refused(address, upgrade_request(), 401)
+
+    def test_web_auth_protects_files(self):
+        address = self.web_proxy('--web-auth')
+        response = self.get(address)
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.header('www-authenticate'), 'Basic realm="Websockify"')
+        self.assertNotIn(b'secret page', response.body)
+        response = self.get(address, [('Authorization', basic('alice:s3cret'))])
+        self.assertEqual(response.status, 200)
+        self.assertIn(b'secret page', response.body)
+        self.upgraded(address, [('Authorization', basic('alice:s3cret'))])
+
+    # -- custom plugins ------------------------------------------------------------------
+
+    def plugin_module(self):
+        folder = self.tempdir()
+        name = 'wsfy_test_plugin_%d' % id(self)
+        with open(os.path.join(folder, name + '.py'), 'w') as f:
+            f.write(textwrap.dedent(PLUGIN_MODULE))
+        return folder, name
+
+    def test_custom_plugin_class(self):
+        folder, name = self.plugin_module()
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.path.remove, folder)
+        self.addCleanup(sys.modules.pop, name, None)
+        target = TargetServer(self, echo)
+        address = self.proxy('--auth-plugin', name + '.PathGate', '--auth-source',
+                             '127.0.0.1|%d' % target.port, '127.0.0.1:0', target.arg)
+        self.upgraded(address)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            response = self.refused(address, upgrade_request(extra=[('X-Path', '/teapot')]), 429)
+            self.assertEqual(response.header('retry-after'), '7')
+            self.assertIsNone(response.header('x-bad'))          # CR LF: dropped
+            self.assertIsNone(response.header('injected'))
+            self.assertEqual(response.header('content-length'), str(len(response.body)))
+            self.assertEqual(response.body, b'slow down\n')
+            self.refused(address, upgrade_request(extra=[('X-Path', '/other')]), 403)
+            self.refused(address, upgrade_request(extra=[('X-Path', '/bad-status')]), 403)
+            response = self.refused(address, upgrade_request(extra=[('X-Path', '/crash')]), 500)
+            self.assertNotIn(b'plugin bug', response.body)     # details stay in the log
+            self.wait_for_log(logs, lambda m: 'PathGate refused: short and stout' in m)
+            self.wait_for_log(logs, lambda m: 'invalid status 200' in m)
+            self.wait_for_log(logs, lambda m: 'PathGate failed: ValueError: plugin bug' in m)
+        self.assertFalse(any(r.exc_info for r in logs.records))
+
+    def test_custom_plugin_in_a_program_imports_websockify_auth_plugins(self):
+        folder, name = self.plugin_module()
+        target = TargetServer(self, echo)
+        old = os.environ.get('PYTHONPATH')
+        os.environ['PYTHONPATH'] = folder
+        try:
+            proc = ProxyProcess(self, '--auth-plugin', name + '.PathGate', '--auth-source',
+                                '127.0.0.1|%d' % target.port, '127.0.0.1:0', target.arg)
+        finally:
+            if old is None:
+                del os.environ['PYTHONPATH']
+            else:
+                os.environ['PYTHONPATH'] = old
+        self.upgraded(proc.address)
+        response = self.refused(proc.address, upgrade_request(extra=[('X-Path', '/teapot')]), 429)
+        self.assertEqual(response.body, b'slow down\n')
+
+    def test_usage_errors(self):
+        folder, name = self.plugin_module()
+        web = self.tempdir()
+        for options, text in [
+                (['--auth-source', 'a:b'], '--auth-source needs --auth-plugin'),
+                (['--web-auth', '--web', web], '--web-auth needs --auth-plugin'),
+                (['--web-auth', '--auth-plugin', 'BasicHTTPAuth', '--auth-source', 'a:b'],
+                 '--web-auth needs --web'),
+                (['--auth-plugin', 'NoSuchPlugin'], 'unknown --auth-plugin NoSuchPlugin'),
+                (['--auth-plugin', 'websockify.auth_plugins.Nope'], 'unknown --auth-plugin'),
+                (['--auth-plugin', 'BasicHTTPAuth'], 'needs --auth-source USER:PASSWORD'),
+                (['--auth-plugin', 'BasicHTTPAuth', '--auth-source', 'nocolon'],
+                 'needs --auth-source USER:PASSWORD'),
+                (['--auth-plugin', 'ExpectOrigin'], 'ExpectOrigin needs --auth-source'),
+                (['--auth-plugin', 'ClientCertCNAuth', '--auth-source', 'alice'],
+                 'needs --verify-client'),
+                (['--auth-plugin', 'no_such_module_here.Plugin'], 'cannot import'),
+                (['--auth-plugin', 'os.NoSuchClass'], 'has no class NoSuchClass'),
+                (['--auth-plugin', 'os.sep'], 'has no class sep'),
+                (['--auth-plugin', 'collections.Counter'], 'has no authenticate()'),
+        ]:
+            with self.subTest(options=options):
+                result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+    def test_plugin_constructor_errors_are_usage_errors_in_process(self):
+        folder, name = self.plugin_module()
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.path.remove, folder)
+        self.addCleanup(sys.modules.pop, name, None)
+        with contextlib.redirect_stderr(open(os.devnull, 'w')) as err:
+            self.addCleanup(err.close)
+            with self.assertRaises(SystemExit) as caught:
+                websockify.parse_args(['--auth-plugin', name + '.NoSource', '--auth-source',
+                                       'x', '127.0.0.1:0', '127.0.0.1:9'])
+        self.assertEqual(caught.exception.code, 2)
+        settings = websockify.parse_args(['--auth-plugin', name + '.NoSource',
+                                          '127.0.0.1:0', '127.0.0.1:9'])
+        self.assertEqual(type(settings.auth_plugin).__name__, 'NoSource')
+
+
+if __name__ == '__main__':
+    unittest.main()
 
 
 
