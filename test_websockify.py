@@ -5225,7 +5225,7 @@ class TestTokenFiles(TokenTestCase):
         self.assertEqual(client.echo(b'both ways'), b'both ways')
 
     def test_websockets_library_client_through_a_token(self):
-        sync_client = import_optional(self, 'websockets.sync.client', 'pip install websockets')
+        sync_client = import_optional('websockets.sync.client', 'pip install websockets')
         target = self.target(b'lib')
         address = self.proxy('--target-config', self.token_file(['lib: %s' % target.arg]),
                              '127.0.0.1:0')
@@ -5362,7 +5362,7 @@ class RedisServer:
 
     def __init__(self, testcase):
         program = shutil.which('redis-server')
-        require(testcase, 'redis-server', program, 'apt-get install redis-server')
+        require('redis-server', program, 'apt-get install redis-server')
         folder = testcase.tempdir()
         for _ in range(3):
             with socket.socket() as probe:
@@ -5521,7 +5521,7 @@ class TestJWTTokenApi(TokenTestCase):
 # Custom plugins and the command line
 ################################################################################
 
-PLUGIN_MODULE = '''
+TOKEN_PLUGIN_MODULE = '''
 class PortPlugin:
     """Test plugin: token "mine" goes to host:port given as --token-source."""
 
@@ -5541,7 +5541,7 @@ class TestCustomPluginAndCommandLine(TokenTestCase):
         folder = self.tempdir()
         module = 'wsfy_plugin_%d' % os.getpid()
         with open(os.path.join(folder, module + '.py'), 'w') as f:
-            f.write(PLUGIN_MODULE)
+            f.write(TOKEN_PLUGIN_MODULE)
         sys.path.insert(0, folder)
         self.addCleanup(sys.modules.pop, module, None)
         self.addCleanup(sys.path.remove, folder)
@@ -5590,9 +5590,6 @@ class TestCustomPluginAndCommandLine(TokenTestCase):
                          ('TokenFile', os.path.abspath('tokens'), True))
         self.assertIsNone(settings.target_host)
 
-
-if __name__ == '__main__':
-    unittest.main()
 
 
 ################################################################################
@@ -5789,7 +5786,7 @@ class TestRecording(ProxyTestCase):
 
     def test_node_reads_the_recording_as_novnc_playback_does(self):
         node = shutil.which('node') or shutil.which('nodejs')
-        require(self, 'Node.js', node, 'apt-get install nodejs')
+        require('Node.js', node, 'apt-get install nodejs')
         address, prefix = self.recorded_proxy()
         client = self.session(address)
         self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
@@ -5978,7 +5975,7 @@ class TestSyslog(ProxyTestCase):
 # Auth plugins
 ################################################################################
 
-PLUGIN_MODULE = '''
+AUTH_PLUGIN_MODULE = '''
 from websockify.auth_plugins import AuthenticationError
 
 
@@ -6062,7 +6059,7 @@ class TestAuth(ProxyTestCase):
                 self.refused(address, upgrade_request(extra=[('Authorization', value)]), 400)
 
     def test_basic_auth_with_the_websockets_library(self):
-        websockets = import_optional(self, 'websockets', 'pip install websockets')
+        websockets = import_optional('websockets', 'pip install websockets')
         from websockets.sync.client import connect
         address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
         port = address[1]
@@ -6121,7 +6118,7 @@ class TestAuth(ProxyTestCase):
     # -- ClientCertCNAuth ----------------------------------------------------------------
 
     def test_client_certificate_common_name(self):
-        trustme = import_optional(self, 'trustme', 'pip install trustme')
+        trustme = import_optional('trustme', 'pip install trustme')
         ca = trustme.CA()
         folder = self.tempdir()
         server_pem = os.path.join(folder, 'server.pem')
@@ -6197,7 +6194,7 @@ class TestAuth(ProxyTestCase):
         folder = self.tempdir()
         name = 'wsfy_test_plugin_%d' % id(self)
         with open(os.path.join(folder, name + '.py'), 'w') as f:
-            f.write(textwrap.dedent(PLUGIN_MODULE))
+            f.write(textwrap.dedent(AUTH_PLUGIN_MODULE))
         return folder, name
 
     def test_custom_plugin_class(self):
@@ -6285,9 +6282,6 @@ class TestAuth(ProxyTestCase):
                                           '127.0.0.1:0', '127.0.0.1:9'])
         self.assertEqual(type(settings.auth_plugin).__name__, 'NoSource')
 
-
-if __name__ == '__main__':
-    unittest.main()
 
 
 
