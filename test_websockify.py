@@ -2030,6 +2030,7 @@ class TestManyIdleSessions(ProxyTestCase):
         self.assertGreater(count, 1000, 'RLIMIT_NOFILE hard limit %d is too low' % hard)
         target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
                                   stdout=subprocess.PIPE, text=True)
+        self.addCleanup(target.stdout.close)
         self.addCleanup(target.wait, TIMEOUT)
         self.addCleanup(target.kill)
         port = int(target.stdout.readline())
@@ -2059,6 +2060,7 @@ class TestManyIdleSessions(ProxyTestCase):
             for sock in batch:
                 sock.sendall(frame)
             for sock in batch:
+                sock.settimeout(LONG_TIMEOUT)     # a loaded machine may be slow, not lossy
                 got = b''
                 while len(got) < 3:
                     chunk = sock.recv(16)
