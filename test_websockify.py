@@ -943,16 +943,23 @@ class WrapperProcess:
             self.proc.stderr.close()
 
 
-def wait_group_gone(test, pgid, timeout=PROCESS_TIMEOUT):
-    """Wait (bounded) until no process of group pgid is left."""
+def wait_until_gone(probe, timeout):
+    """Poll probe (os.kill or os.killpg with signal 0) until the process or group is
+    gone; True if it went within timeout."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            os.killpg(pgid, 0)
+            probe()
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.05)
-    test.fail('process group %d still has processes' % pgid)
+    return False
+
+
+def wait_group_gone(test, pgid, timeout=PROCESS_TIMEOUT):
+    """Wait (bounded) until no process of group pgid is left."""
+    if not wait_until_gone(lambda: os.killpg(pgid, 0), timeout):
+        test.fail('process group %d still has processes' % pgid)
 
 
 
@@ -5118,6 +5125,17 @@ class TestTokenFiles(TokenTestCase):
         os.unlink(path)                     # a token file that is gone: the back end failed
         self.refused_token(address, token_path('vm'), 502)
 
+    def test_unreachable_token_target_is_named_in_the_log_only(self):
+        port = free_port()
+        path = self.token_file(['dead: 127.0.0.1:%d' % port])
+        address = self.proxy('--target-config', path, '127.0.0.1:0')
+        with self.assertLogs('websockify', 'INFO') as logs:
+            response = self.refused_token(address, token_path('dead'), 502)
+            self.assertIn(b'cannot connect to the target of this token', response.body)
+            self.assertNotIn(str(port).encode(), response.body)
+            self.wait_for_log(logs, lambda m: '502' in m and '127.0.0.1:%d' % port in m
+                              and 'token dead' in m)
+
     def test_read_only_token_file_keeps_what_it_read(self):
         old, new = self.target(b'old'), self.target(b'new')
         path = self.token_file(['vm: %s' % old.arg])
@@ -5332,6 +5350,15 @@ class TestTokenApi(TokenTestCase):
         down = self.proxy('--token-plugin', 'JSONTokenApi', '--token-source',
                           'http://127.0.0.1:%d/%%s' % free_port(), '127.0.0.1:0')
         self.refused_token(down, token_path('vm'), 502)
+
+    def test_password_in_the_api_url_stays_out_of_the_log(self):
+        down = self.proxy('--token-plugin', 'JSONTokenApi', '--token-source',
+                          'http://bob:hunter2@127.0.0.1:%d/%%s' % free_port(), '127.0.0.1:0')
+        with self.assertLogs('websockify', 'INFO') as logs:
+            self.refused_token(down, token_path('vm'), 502)
+            self.wait_for_log(logs, lambda m: '502' in m and 'token API at 127.0.0.1:' in m)
+        self.assertNotIn('hunter2', ' '.join(r.getMessage() for r in logs.records))
+        self.assertNotIn('bob', ' '.join(r.getMessage() for r in logs.records))
 
 
 ################################################################################
@@ -5738,9 +5765,9 @@ class TestRecording(ProxyTestCase):
         self.assertEqual(times, sorted(times))
         self.assertLess(times[-1], TIMEOUT * 1000)
 
-    def test_sessions_go_to_numbered_files_and_an_existing_file_is_replaced_as_0600(self):
+    def test_sessions_go_to_numbered_files_and_an_existing_file_is_kept(self):
         address, prefix = self.recorded_proxy()
-        with open(prefix + '.2', 'w') as f:
+        with open(prefix + '.2', 'w') as f:      # from a run before a restart
             f.write('old content')
         os.chmod(prefix + '.2', 0o644)
         for n in (1, 2):
@@ -5749,10 +5776,12 @@ class TestRecording(ProxyTestCase):
             self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
             client.send_close(1000)
             client.expect_close(1000)
-        for n in (1, 2):
-            entries = parse_recording(self.read_when_closed('%s.%d' % (prefix, n)))
+        for n, name in ((1, prefix + '.1'), (2, prefix + '.2.1')):
+            entries = parse_recording(self.read_when_closed(name))
             self.assertEqual(joined(entries, '}'), b'session %d' % n)
-            self.assertEqual(stat.S_IMODE(os.stat('%s.%d' % (prefix, n)).st_mode), 0o600)
+            self.assertEqual(stat.S_IMODE(os.stat(name).st_mode), 0o600)
+        with open(prefix + '.2') as f:
+            self.assertEqual(f.read(), 'old content')
 
     def test_base64_session_records_decoded_bytes(self):
         address, prefix = self.recorded_proxy()
@@ -5812,7 +5841,7 @@ class TestRecording(ProxyTestCase):
 
     def test_session_goes_on_when_its_file_cannot_be_made(self):
         address, prefix = self.recorded_proxy()
-        os.mkdir(prefix + '.1')                 # FILE.1 cannot be opened for writing
+        shutil.rmtree(os.path.dirname(prefix))  # gone after start-up: FILE.1 cannot be made
         with self.assertLogs('websockify', 'INFO') as logs:
             client = self.session(address)
             self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
@@ -5944,14 +5973,8 @@ class TestSyslog(ProxyTestCase):
     def stop_daemon(self, pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+        if not wait_until_gone(lambda: os.kill(pid, 0), TIMEOUT):
+            os.kill(pid, signal.SIGKILL)
 
     def test_usage_errors(self):
         folder = self.tempdir()

@@ -328,8 +328,9 @@ def is_upgrade(request):
     return 'websocket' in request.tokens('upgrade')
 
 
-def check_hybi_request(request):
-    """Validate a HyBi upgrade request (RFC 6455 §4.2.1); return its key or raise HTTPError."""
+def _check_upgrade(request):
+    """What every WebSocket handshake needs (RFC 6455 §4.1, draft-76 §4.1): GET,
+    HTTP/1.1, a Host, and Connection: Upgrade; raises HTTPError."""
     if request.method != 'GET':
         raise HTTPError(405, 'a WebSocket handshake must use GET', [('Allow', 'GET')])
     if request.version < (1, 1):
@@ -338,6 +339,11 @@ def check_hybi_request(request):
         raise HTTPError(400, 'missing Host header')
     if 'upgrade' not in request.tokens('connection'):
         raise HTTPError(400, 'Connection header lacks the "upgrade" token')
+
+
+def check_hybi_request(request):
+    """Validate a HyBi upgrade request (RFC 6455 §4.2.1); return its key or raise HTTPError."""
+    _check_upgrade(request)
     version = request.header('sec-websocket-version')
     if version not in HYBI_VERSIONS:
         raise HTTPError(426, 'unsupported WebSocket version %r' % (version,),
@@ -408,14 +414,7 @@ def _echoable(value, what):
 
 def check_hixie_request(request):
     """Validate a draft-75/76 upgrade request (draft-76 §5.1); raise HTTPError."""
-    if request.method != 'GET':
-        raise HTTPError(405, 'a WebSocket handshake must use GET', [('Allow', 'GET')])
-    if request.version < (1, 1):
-        raise HTTPError(400, 'a WebSocket handshake needs HTTP/1.1')
-    if not request.header('host'):
-        raise HTTPError(400, 'missing Host header')
-    if 'upgrade' not in request.tokens('connection'):
-        raise HTTPError(400, 'Connection header lacks the "upgrade" token')
+    _check_upgrade(request)
     _echoable(request.header('host'), 'Host')
     _echoable(request.target, 'request path')
     for name in ('origin', 'sec-websocket-protocol', 'websocket-protocol'):
@@ -2265,7 +2264,8 @@ class BaseTokenAPI(TokenPlugin):
 
     def lookup(self, token):
         url = self.source % (urllib.parse.quote(token, safe=''),)
-        where = 'token API at %s' % urllib.parse.urlsplit(url).netloc
+        # Never log a user name or password given in the URL.
+        where = 'token API at %s' % urllib.parse.urlsplit(url).netloc.rpartition('@')[2]
         deadline = time.monotonic() + TOKEN_LOOKUP_TIMEOUT
         body = bytearray()
         try:
@@ -2601,11 +2601,22 @@ def connect_target(settings, tls_context=None, wrapper=None, target=None):
             sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
-        raise HTTPError(502, 'cannot connect to target %s: %s'
-                        % (where, exc.strerror or exc)) from None
+        _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
     if tls_context is not None:
-        sock = start_target_tls(sock, tls_context, target.host, where)
+        try:
+            sock = start_target_tls(sock, tls_context, target.host, where)
+        except HTTPError as exc:
+            _refuse_target(target, exc.reason)
     return sock, where
+
+
+def _refuse_target(target, problem):
+    """Raise the 502 for a target that failed. A token's back end is not the
+    client's business: its problem goes to the log only."""
+    if target.token is not None:
+        raise HTTPError(502, 'cannot connect to the target of this token',
+                        detail=problem) from None
+    raise HTTPError(502, problem) from None
 
 
 def start_target_tls(sock, context, host, where):
@@ -2619,6 +2630,8 @@ def start_target_tls(sock, context, host, where):
         return context.wrap_socket(sock, server_hostname=host)
     except (OSError, ValueError) as exc:   # the ssl module closed the socket
         raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
+
+
 def _connect_wrapped(settings, wrapper):
     """Connect to any listener the wrapped program reported, newest first.
 
@@ -3262,6 +3275,8 @@ class ProgramWrapper:
 #: Start and end of a recording file.
 RECORD_HEAD = b"var VNC_frame_encoding = 'binary';\nvar VNC_frame_data = [\n"
 RECORD_TAIL = b"'EOF'];\n"
+#: Names tried for one session when FILE.N exists already: FILE.N, FILE.N.1, ...
+RECORD_NAME_TRIES = 100
 
 
 def js_string_body(data):
@@ -3276,14 +3291,19 @@ class SessionRecorder:
         self.path = path
         self._log_prefix = log_prefix
         self._start = time.monotonic()
-        # No symlinks followed, no FIFO waited for; an existing file becomes 0600 too.
-        flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0)
-                 | getattr(os, 'O_NONBLOCK', 0))
-        fd = os.open(path, flags, 0o600)
+        # A new file only (no symlink followed, no FIFO waited for, nothing
+        # overwritten): connection numbers start again at 1 after a restart, so
+        # FILE.N may exist; the session then goes to FILE.N.1, FILE.N.2, ...
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0)
+        for attempt in range(RECORD_NAME_TRIES):
+            try:
+                fd = os.open(self.path, flags, 0o600)
+                break
+            except FileExistsError:
+                if attempt == RECORD_NAME_TRIES - 1:
+                    raise
+                self.path = '%s.%d' % (path, attempt + 1)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(0, 'not a regular file')
-            os.fchmod(fd, 0o600)
             self._file = open(fd, 'wb')
         except BaseException:
             os.close(fd)
@@ -3659,7 +3679,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             logger.warning('%s: cannot record to %s: %s', self.log_prefix, path,
                            exc.strerror or exc)
             return None
-        logger.info('%s: recording to %s', self.log_prefix, path)
+        logger.info('%s: recording to %s', self.log_prefix, recorder.path)
         return recorder
 
     def _refuse(self, request, exc):
