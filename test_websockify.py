@@ -2034,7 +2034,9 @@ class TestManyIdleSessions(ProxyTestCase):
         # The proxy holds two descriptors per session; where the hard limit is
         # below 20,000 plus a few, open as many sessions as fit.
         count = min(10000, (limit - 64) // 2)
-        self.assertGreater(count, 1000, 'RLIMIT_NOFILE hard limit %d is too low' % hard)
+        if count < 1000:
+            self.skipTest('RLIMIT_NOFILE hard limit %d leaves room for %d sessions only'
+                          % (hard, count))
         target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
                                   stdout=subprocess.PIPE, text=True)
         self.addCleanup(target.stdout.close)
