@@ -1259,6 +1259,16 @@ class TestFrames(ProxyTestCase):
                 client.send_frame(BINARY, data)
                 self.assertEqual(recv_exactly(conn, n), data)
 
+    def test_thousands_of_tiny_frames_in_one_read_all_reach_the_target(self):
+        # One read of the client can hold more frames than sendmsg takes buffers
+        # (IOV_MAX, 1024): noVNC's input events are such tiny frames.
+        client, conn = self.open()
+        data = bytes(i % 251 for i in range(4000))
+        client.send(b''.join(encode_frame(BINARY, data[i:i + 1]) for i in range(len(data))))
+        self.assertEqual(recv_exactly(conn, len(data)), data)
+        conn.sendall(b'still open')
+        self.assertEqual(client.recv_data(10), b'still open')
+
     def test_target_data_arrives_in_binary_frames(self):
         client, conn = self.open()
         conn.sendall(b'from the target')
@@ -5138,6 +5148,13 @@ class TestTokenFiles(TokenTestCase):
             self.wait_for_log(logs, lambda m: '502' in m and '127.0.0.1:%d' % port in m
                               and 'token dead' in m)
 
+    def test_a_malformed_request_url_is_answered_not_raised(self):
+        target = self.target(b'odd')
+        path = self.token_file(['a: %s' % target.arg])
+        address = self.proxy('--target-config', path, '127.0.0.1:0')
+        self.reaches(address, b'odd', '//[x?token=a')     # urlsplit would raise here
+        self.refused_token(address, '//[x?token=b', 404)
+
     def test_read_only_token_file_keeps_what_it_read(self):
         old, new = self.target(b'old'), self.target(b'new')
         path = self.token_file(['vm: %s' % old.arg])
@@ -5526,6 +5543,10 @@ class TestJWTTokenApi(TokenTestCase):
             'RS256': (make_jwt(self.key, self.claims(), 'RS256'), b'HMAC'),
             'not a JWT': ('plain-token', b'not a JWT'),
             'JWE': ('a.b.c.d.e', b'JWE'),
+            'non-ASCII claims': ('%s.\u00e9t\u00e9.%s' % (head, good.split('.')[2]),
+                                 b'not a JWT'),
+            'alg not a string': ('%s.%s.%s' % (b64url(b'{"alg": []}'), body,
+                                               good.split('.')[2]), b'HMAC'),
         }
         for name, (token, reason) in cases.items():
             with self.subTest(name):
@@ -5598,6 +5619,7 @@ class TestCustomPluginAndCommandLine(TokenTestCase):
             (('--token-plugin', 'NoSuchPlugin', '--token-source', 'x', '127.0.0.1:0'),
              'unknown --token-plugin'),
             (('--token-plugin', 'no_such_module_xyz.Plugin', '127.0.0.1:0'), 'cannot import'),
+            (('--token-plugin', '.x.Y', '127.0.0.1:0'), 'cannot import'),
             (('--target-config', os.path.join(folder, 'absent'), '127.0.0.1:0'),
              'No such file'),
             (('--token-plugin', 'JSONTokenApi', '--token-source', 'http://h/no-slot',

@@ -105,6 +105,9 @@ WEB_LISTING_MAX = 10000
 #: Stack size of connection threads: deep enough for ssl and logging, small
 #: enough that ten thousand idle sessions cost little address space.
 THREAD_STACK_SIZE = 512 * 1024
+#: Most buffers one sendmsg takes (IOV_MAX; beyond it Linux fails with EMSGSIZE).
+#: A read full of tiny frames yields more pieces than that: they are joined.
+SENDMSG_MAX_BUFFERS = 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
 #: Seconds between two looks at the certificate files for a renewal (one
@@ -192,6 +195,21 @@ class ProtocolError(Exception):
 
 class UsageError(Exception):
     """A command line that cannot work; main() prints it and exits 2."""
+
+
+def format_address(host, port):
+    """host:port, with IPv6 hosts in brackets and IPv4-mapped ones unwrapped."""
+    if host and host.startswith('::ffff:') and '.' in host:
+        host = host[7:]
+    if host and ':' in host:
+        return '[%s]:%s' % (host, port)
+    return '%s:%s' % (host, port)
+
+
+def _printable(text, limit=200):
+    """A client-supplied string made safe for one log line."""
+    text = text[:limit]
+    return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
 
 
 class WrapError(Exception):
@@ -1298,7 +1316,7 @@ class _Side:
             for p in parts:
                 self.queue += p
             return
-        if self.use_sendmsg:
+        if self.use_sendmsg and len(parts) <= SENDMSG_MAX_BUFFERS:
             try:
                 done = self.sock.sendmsg(parts)
             except BlockingIOError:
@@ -1477,7 +1495,7 @@ class Pump:
             self._decode_client()
         else:
             self._relay_target()
-        if n == space and len(side.buf) < RECV_MAX:
+        if n == space and side.buf is not None and len(side.buf) < RECV_MAX:
             side.grow()
 
     def _decode_client(self):
@@ -2058,7 +2076,8 @@ def request_token(request, settings):
     else the first `token` query parameter (what noVNC sends), else a `token` cookie."""
     if settings.host_token:
         return _token_from_host(request) or None
-    query = urllib.parse.urlsplit(request.target).query
+    # Not urlsplit: it raises ValueError on a malformed authority ('//[x?token=a').
+    query = request.target.partition('?')[2].partition('#')[0]
     values = urllib.parse.parse_qs(query).get('token')
     if values and values[0].rstrip('\n'):
         return values[0].rstrip('\n')
@@ -2487,18 +2506,19 @@ class JWTTokenApi(TokenPlugin):
             raise HTTPError(403, 'the token is not a JWT')
         try:
             header = json.loads(_b64url_decode(parts[0]))
+            _b64url_decode(parts[1])
             signature = _b64url_decode(parts[2])
             alg = header.get('alg')
-        except (ValueError, AttributeError, RecursionError):
+            signed = ('%s.%s' % (parts[0], parts[1])).encode('ascii')
+        except (ValueError, AttributeError, RecursionError):   # UnicodeError is a ValueError
             raise HTTPError(403, 'the token is not a JWT') from None
-        digest = JWT_HMAC_ALGORITHMS.get(alg)
+        digest = JWT_HMAC_ALGORITHMS.get(alg) if isinstance(alg, str) else None
         if digest is None or self._key is None:
             raise HTTPError(403, 'token signed with %s: this stdlib-only websockify.py '
                                  'verifies HMAC keys only (HS256, HS384, HS512)'
                             % (_printable(str(alg), 20) if digest is None else
                                'an HMAC key, but --token-source holds a PEM key'))
-        expected = hmac.new(self._key, ('%s.%s' % (parts[0], parts[1])).encode('ascii'),
-                            digest).digest()
+        expected = hmac.new(self._key, signed, digest).digest()
         if not hmac.compare_digest(expected, signature):
             raise HTTPError(403, 'the token\'s signature does not match')
         try:
@@ -2540,13 +2560,14 @@ def make_token_plugin(settings):
         return builtin(settings.token_source)
     module_name, _, class_name = name.rpartition('.')
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as exc:
-        raise UsageError('--token-plugin %s: cannot import %s: %s'
-                         % (name, module_name, exc)) from None
-    except AttributeError:
+        module = importlib.import_module(module_name)
+    except Exception as exc:    # ImportError, or whatever the module raises on import
+        raise UsageError('--token-plugin %s: cannot import %s: %s: %s'
+                         % (name, module_name, type(exc).__name__, exc)) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
         raise UsageError('--token-plugin %s: module %s has no %s'
-                         % (name, module_name, class_name)) from None
+                         % (name, module_name, class_name))
     try:
         plugin = cls(settings.token_source)
     except Exception as exc:
@@ -3037,12 +3058,17 @@ class ProgramWrapper:
         self.stopping = False
         #: The status websockify exits with under --wrap-mode=exit, once known.
         self.exit_status = None
+        self._dir = self._reports = None
         try:
             self._dir = tempfile.mkdtemp(prefix='websockify-wrap-')
             self._report_path = os.path.join(self._dir, 'ports')
             self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._reports.bind(self._report_path)
         except OSError as exc:
+            if self._reports is not None:
+                self._reports.close()
+            if self._dir is not None:
+                shutil.rmtree(self._dir, True)
             raise WrapError('cannot create the socket rebind.so reports to: %s'
                             % (exc.strerror or exc)) from None
 
@@ -3380,26 +3406,10 @@ class RecordingPump(Pump):
 # Server and command line
 ################################################################################
 
-def format_address(host, port):
-    """host:port, with IPv6 hosts in brackets and IPv4-mapped ones unwrapped."""
-    if host and host.startswith('::ffff:') and '.' in host:
-        host = host[7:]
-    if host and ':' in host:
-        return '[%s]:%s' % (host, port)
-    return '%s:%s' % (host, port)
-
-
-def _printable(text, limit=200):
-    """A client-supplied string made safe for one log line."""
-    text = text[:limit]
-    return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
-
-
 def _tls_summary(sock):
     """'TLSv1.3', plus the common name of a verified client certificate."""
-    names = [value for rdn in (sock.getpeercert() or {}).get('subject', ())
-             for key, value in rdn if key == 'commonName']
-    return sock.version() + (', client %s' % _printable(names[0]) if names else '')
+    name = _certificate_cn(sock.getpeercert())
+    return sock.version() + (', client %s' % _printable(name) if name else '')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -3736,6 +3746,8 @@ class _ServerMixin:
         self.stop_event = threading.Event()
         self.wake_fd = self._wake_w = None
         self.renew_wake_pipe()
+        #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
+        self.wrapper = None
 
     def renew_wake_pipe(self):
         """Make the pipe whose read end every pump polls: one byte written wakes
@@ -3744,8 +3756,6 @@ class _ServerMixin:
             if fd is not None:
                 os.close(fd)
         self.wake_fd, self._wake_w = os.pipe()
-        #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
-        self.wrapper = None
 
     def session_started(self):
         with self._lock:
@@ -4329,10 +4339,47 @@ def _configure_logging(settings):
     logger.propagate = False
 
 
-def _wait_for_stop(server, settings):
+class _SignalPipe:
+    """Signals for the main thread, with no lock taken in the handler.
+
+    A handler that set a threading.Event could deadlock: it runs in the main
+    thread, which may hold that Event's lock at that moment. The handler only
+    notes the signal; signal.set_wakeup_fd writes a byte to a pipe that wait()
+    polls, so a sleeping main thread wakes at once."""
+
+    def __init__(self, signals):
+        #: Signal numbers received, oldest first.
+        self.received = []
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        self._poll = select.poll()
+        self._poll.register(self._read, select.POLLIN)
+        self._previous = signal.set_wakeup_fd(self._write)
+        for sig in signals:
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, frame):
+        self.received.append(signum)
+
+    def wait(self, timeout):
+        """Sleep up to timeout seconds, less when a signal arrives."""
+        self._poll.poll(max(0, int(timeout * 1000)))
+        try:
+            os.read(self._read, 512)
+        except BlockingIOError:
+            pass
+
+    def close(self):
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
+
+
+def _wait_for_stop(server, settings, signals):
     """Block until a signal, --run-once, --timeout or --idle-timeout ends the server."""
     started = time.monotonic()
-    while not server.stop_event.is_set():
+    while not (server.stop_event.is_set() or signals.received):
         if server.supervisor and os.getppid() != server.supervisor:
             logger.error('the supervisor process (pid %d) is gone: stopping', server.supervisor)
             return
@@ -4342,7 +4389,9 @@ def _wait_for_stop(server, settings):
             if now - started >= settings.timeout:
                 logger.info('--timeout %g reached: no new connections', settings.timeout)
                 server.shutdown()
-                server.wait_idle()
+                while not (server.wait_idle(MAIN_WAKE_INTERVAL) or server.stop_event.is_set()
+                           or signals.received):
+                    pass
                 return
             deadlines.append(started + settings.timeout)
         if settings.idle_timeout:
@@ -4353,7 +4402,7 @@ def _wait_for_stop(server, settings):
                 return
             deadlines.append(last + settings.idle_timeout if not active else now + 1.0)
         wait = max(0.01, min(deadlines) - now) if deadlines else MAIN_WAKE_INTERVAL
-        server.stop_event.wait(min(wait, MAIN_WAKE_INTERVAL))
+        signals.wait(min(wait, MAIN_WAKE_INTERVAL))
 
 
 def _daemonize():
@@ -4420,19 +4469,16 @@ def _remove_pid_file(path):
 def _serve(server, settings):
     """Serve until a signal, the wrapped program (exit mode) or a timeout stops us."""
 
-    def on_signal(signum, frame):
-        server.stop_event.set()
-
-    signals = [signal.SIGTERM, signal.SIGINT]
+    stop_signals = [signal.SIGTERM, signal.SIGINT]
     if settings.wrap_cmd:
-        signals.append(signal.SIGHUP)     # a closed terminal must not orphan the program
-    for sig in signals:
-        signal.signal(sig, on_signal)
+        stop_signals.append(signal.SIGHUP)  # a closed terminal must not orphan the program
+    signals = _SignalPipe(stop_signals)
     acceptor = threading.Thread(target=server.serve_forever, name='acceptor', daemon=True)
     acceptor.start()
     try:
-        _wait_for_stop(server, settings)
+        _wait_for_stop(server, settings, signals)
     finally:
+        signals.close()
         server.shutdown()
         left = server.close_sessions(SHUTDOWN_GRACE)
         if left:
@@ -4441,18 +4487,28 @@ def _serve(server, settings):
     return 0
 
 
-def _fork_worker(server, settings, index):
-    """Start worker `index` in a child process; returns its pid in the parent."""
-    pid = os.fork()
+def _fork_worker(server, settings, index, signals):
+    """Start worker `index` in a child process; returns its pid in the parent, or
+    None if fork failed (logged)."""
+    supervisor = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        logger.error('cannot start worker %d: %s', index, exc.strerror or exc)
+        return None
     if pid:
         return pid
     status = 1
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # The supervisor's signal handling is not the worker's: a signal arriving
+        # before _serve sets its own takes the default action (stop).
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        signals.close()
         server.renew_wake_pipe()
         server.id_prefix = 'w%d.' % index
         server.worker_slot = index - 1
-        server.supervisor = os.getppid()
+        server.supervisor = supervisor
         server.load_board[index - 1] = 0
         status = _serve(server, settings)
     except BaseException as exc:      # a worker must never return into the parent's loop
@@ -4473,24 +4529,19 @@ def _supervise(server, settings):
     # A dead worker's slot holds the largest count until its successor starts.
     dead_slot = (1 << 32) - 1
     server.load_board = memoryview(mmap.mmap(-1, 4 * settings.workers)).cast('I')
-    wake = threading.Event()
-    stopping = []
-
-    def on_signal(signum, frame):
-        if signum != signal.SIGCHLD:
-            stopping.append(signum)
-        wake.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-        signal.signal(sig, on_signal)
+    signals = _SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
     workers = {}                          # pid -> (index, start time)
-    pending = {}                          # index -> time to restart it
+    pending = {}                          # index -> time to (re)start it
     backoff = {}                          # index -> seconds of the next back-off
+    now = time.monotonic()
     for index in range(1, settings.workers + 1):
-        workers[_fork_worker(server, settings, index)] = (index, time.monotonic())
+        pending[index] = now
     kill_at = None
-    while workers or (pending and not stopping):
-        wake.clear()
+    stopping = False
+    while True:
+        stopping = stopping or any(sig != signal.SIGCHLD for sig in signals.received)
+        if not workers and (stopping or not pending):
+            break
         while True:                        # reap every worker that ended
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -4528,11 +4579,16 @@ def _supervise(server, settings):
             kill_at = now + 1.0
         for index, when in list(pending.items()):
             if when <= now:
+                pid = _fork_worker(server, settings, index, signals)
+                if pid is None:
+                    pending[index] = now + WORKER_BACKOFF_MAX
+                    continue
                 del pending[index]
-                workers[_fork_worker(server, settings, index)] = (index, time.monotonic())
+                workers[pid] = (index, time.monotonic())
         deadlines = list(pending.values()) + ([kill_at] if kill_at else [])
         if workers or pending:
-            wake.wait(min([MAIN_WAKE_INTERVAL] + [d - now for d in deadlines]))
+            signals.wait(min([MAIN_WAKE_INTERVAL] + [d - now for d in deadlines]))
+    signals.close()
     server.server_close()
     return 0
 
