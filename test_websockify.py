@@ -52,6 +52,7 @@ import threading
 import time
 import tracemalloc
 import unittest
+import unittest.mock
 import urllib.parse
 import urllib.request
 from collections import namedtuple
@@ -5605,6 +5606,24 @@ class TestCustomPluginAndCommandLine(TokenTestCase):
         with self.assertLogs('websockify', 'INFO') as logs:
             self.refused_token(address, token_path('fail'), 502)
             self.wait_for_log(logs, lambda m: 'database unavailable' in m)
+
+    def test_plugin_written_for_upstream_runs_in_the_program(self):
+        # Run as a program, websockify.py is __main__: a plugin importing
+        # upstream's websockify.token_plugins must still find its base class.
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'upstream_style.py'), 'w') as f:
+            f.write('from websockify.token_plugins import BasePlugin\n\n\n'
+                    'class Mine(BasePlugin):\n'
+                    '    def lookup(self, token):\n'
+                    '        host, _, port = self.source.rpartition(":")\n'
+                    '        return (host, port) if token == "mine" else None\n')
+        target = self.target(b'upstream style')
+        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
+        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
+            proxy = ProxyProcess(self, '--token-plugin', 'upstream_style.Mine',
+                                 '--token-source', target.arg, '127.0.0.1:0')
+        self.reaches(proxy.address, b'upstream style', token_path('mine'))
+        self.refused_token(proxy.address, token_path('other'), 404)
 
     def test_usage_errors_exit_2_on_one_line(self):
         folder = self.tempdir()

@@ -89,6 +89,11 @@ RECV_MAX = 262144
 PUMP_HIGH_WATER = RECV_MAX + 65536
 #: Seconds a side may take to finish the closing handshake and reach EOF.
 CLOSE_TIMEOUT = 3.0
+#: After an answer that ends a connection (an HTTP error, a Flash policy), read
+#: what the peer still sends for up to DRAIN_TIMEOUT seconds and DRAIN_READS
+#: reads, so that close() does not reset the connection before it read the answer.
+DRAIN_TIMEOUT = 1.0
+DRAIN_READS = 16
 #: Seconds live sessions get to close after SIGTERM/SIGINT.
 SHUTDOWN_GRACE = 2.0
 #: Seconds without traffic after which a session gives back its big buffers.
@@ -522,7 +527,6 @@ def http_response(status, body='', headers=(), content_type='text/plain; charset
 
 # RFC 6455 §5.2 opcodes.
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_DATA_OPCODES = (OP_CONT, OP_TEXT, OP_BINARY)
 _CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
 
 _pack_short = struct.Struct('!BBH').pack
@@ -923,10 +927,8 @@ class Connection:
     Bytes read past the request head (an eager first frame) are kept in
     `extra` and handed to the pump."""
 
-    def __init__(self, sock, peer):
+    def __init__(self, sock):
         self.sock = sock
-        #: "host:port" or "unix" for logging.
-        self.peer = peer
         #: Bytes received after the request head.
         self.extra = b''
         #: True once TLS wraps the socket (set by the TLS layer).
@@ -1191,8 +1193,21 @@ class ServerTLS:
         logger.info('TLS: certificate %s (re)loaded', cert)
 
 
+def _close_gently(sock):
+    """Half-close after a response and read what the client still sends, so that
+    close() does not reset the connection before the client has read it all."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(DRAIN_TIMEOUT)
+        for _ in range(DRAIN_READS):
+            if not sock.recv(4096):
+                break
+    except OSError:
+        pass
+
+
 ################################################################################
-# Pump: the select loop relaying one session
+# Pump: the poll loop relaying one session
 ################################################################################
 #
 # One thread per session polls two non-blocking sockets with select.poll
@@ -1364,9 +1379,8 @@ class Pump:
         #: Close code and reason of the session, for the log.
         self.close_code = None
         self.close_reason = ''
-        #: Whether we sent / received a close frame.
+        #: Whether we sent a close frame.
         self.close_sent = False
-        self.close_received = False
         self.deadline = None
         self._poll = select.poll()
         if initial:
@@ -1564,7 +1578,6 @@ class Pump:
 
     def _client_closed(self, code, reason):
         """The client sent a close frame: answer it and shut both sides down."""
-        self.close_received = True
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         if not self.close_sent:
@@ -1891,19 +1904,6 @@ def send_file(sock, fileobj, size):
         sock.sendall(view[:n])
         sent += n
     return sent
-
-
-def _close_gently(sock):
-    """Half-close after a response and read what the client still sends, so that
-    close() does not reset the connection before the client has read it all."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(1.0)
-        for _ in range(16):
-            if not sock.recv(4096):
-                break
-    except OSError:
-        pass
 
 
 def serve_web(conn, request, root, listing):
@@ -2551,6 +2551,32 @@ TOKEN_PLUGINS = {cls.__name__: cls for cls in (
 UPSTREAM_PLUGIN_MODULE = 'websockify.token_plugins.'
 
 
+#: Module names that plugins written for upstream import (their base classes,
+#: AuthenticationError): all of them are this file.
+UPSTREAM_MODULES = ('websockify', 'websockify.token_plugins', 'websockify.auth_plugins')
+
+
+def import_plugin_class(flag, name):
+    """The class of a custom plugin, `package.module.Class` on the Python path, for
+    the option `flag`; UsageError if it cannot be imported."""
+    # This file runs as __main__ when started as a program: make it importable
+    # under upstream's names too.
+    this = sys.modules[__name__]
+    for alias in UPSTREAM_MODULES:
+        sys.modules.setdefault(alias, this)
+    module_name, _, class_name = name.rpartition('.')
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:      # ImportError, or whatever the plugin's module raises
+        raise UsageError('%s %s: cannot import %s: %s: %s'
+                         % (flag, name, module_name, type(exc).__name__, exc)) from None
+    cls = getattr(module, class_name, None)
+    if not callable(cls):
+        raise UsageError('%s %s: module %s has no class %s' % (flag, name, module_name,
+                                                              class_name))
+    return cls
+
+
 def make_token_plugin(settings):
     """The --token-plugin object, made once when the server starts; UsageError if
     the class cannot be found or made, or has no lookup()."""
@@ -2558,16 +2584,7 @@ def make_token_plugin(settings):
     builtin = TOKEN_PLUGINS.get(name)
     if builtin is not None:
         return builtin(settings.token_source)
-    module_name, _, class_name = name.rpartition('.')
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:    # ImportError, or whatever the module raises on import
-        raise UsageError('--token-plugin %s: cannot import %s: %s: %s'
-                         % (name, module_name, type(exc).__name__, exc)) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise UsageError('--token-plugin %s: module %s has no %s'
-                         % (name, module_name, class_name))
+    cls = import_plugin_class('--token-plugin', name)
     try:
         plugin = cls(settings.token_source)
     except Exception as exc:
@@ -2812,20 +2829,7 @@ def load_auth_plugin(name, source):
             raise UsageError('unknown --auth-plugin %s: give one of %s, or package.module.Class'
                              % (name, ', '.join(AUTH_PLUGINS)))
     else:
-        # Plugins written for upstream import websockify.auth_plugins: that is this
-        # file (which runs as __main__ when started as a program).
-        this = sys.modules[__name__]
-        sys.modules.setdefault('websockify', this)
-        sys.modules.setdefault(UPSTREAM_AUTH_MODULE, this)
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:         # the plugin's own code may raise anything
-            raise UsageError('--auth-plugin %s: cannot import %s: %s: %s'
-                             % (name, module_name, type(exc).__name__, exc)) from None
-        cls = getattr(module, class_name, None)
-        if not callable(cls):
-            raise UsageError('--auth-plugin %s: module %s has no class %s'
-                             % (name, module_name, class_name))
+        cls = import_plugin_class('--auth-plugin', name)
     try:
         plugin = cls(source)
     except Exception as exc:
@@ -3485,7 +3489,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         else:
             peer = 'unix'
         self.log_prefix = '%s %s' % (self.conn_id, peer)
-        self.conn = Connection(self.request, peer)
+        self.conn = Connection(self.request)
         try:
             self._handle()
         except Exception as exc:   # one guard per connection thread
@@ -3635,13 +3639,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         logger.info('%s: Flash socket policy served', self.log_prefix)
         try:
             self.conn.send_all(FLASH_POLICY, 2.0)
-            self.request.shutdown(socket.SHUT_WR)
-            self.request.settimeout(1.0)      # await the player's close: no reset
-            for _ in range(16):
-                if not self.request.recv(4096):
-                    break
         except OSError:
-            pass
+            return
+        _close_gently(self.request)           # await the player's close: no reset
 
     def _serve_file(self, request):
         """A plain HTTP request with --web: serve it and log one line."""
@@ -3700,15 +3700,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                     ' (%s)' % exc.detail if exc.detail else '')
         try:
             self.conn.send_all(http_response(exc.status, exc.reason + '\n', exc.headers), 2.0)
-            self.request.shutdown(socket.SHUT_WR)
-            # Read what the client still sends so that close() does not reset the
-            # connection and destroy the response before the client reads it.
-            self.request.settimeout(1.0)
-            for _ in range(16):
-                if not self.request.recv(4096):
-                    break
         except OSError:
-            pass
+            return
+        _close_gently(self.request)
 
 
 class _ServerMixin:
