@@ -68,7 +68,7 @@ floor:
 	fi
 
 # -- demo and benchmark ---------------------------------------------------------
-demo: all
+demo:
 	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
 
 # Full mode (7 interleaved runs per metric) over ws://, then quick runs over
