@@ -4022,16 +4022,15 @@ def _split_hostport(parser, text, what):
     """'host:port', ':port', 'port', '[v6]:port', 'v6:port' -> (host, port)."""
     if ':' in text:
         host, port = text.rsplit(':', 1)
-        host = host.strip('[]')
+        if host.startswith('[') and host.endswith(']'):
+            host = host[1:-1]
     else:
         host, port = '', text
-    try:
-        port = int(port)
-        if not 0 <= port <= 65535:
-            raise ValueError
-    except ValueError:
+    # Digits only (int() would take ' 59_00'); port 0 only where the OS may choose.
+    lowest = 0 if what == 'listening' else 1
+    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
         parser.error('invalid %s port in %r' % (what, text))
-    return host, port
+    return host, int(port)
 
 
 def _key_password(parser, opts):
