@@ -6029,7 +6029,7 @@ class TestSyslog(ProxyTestCase):
         for options, text in [
                 (['--legacy-syslog'], '--legacy-syslog needs --syslog'),
                 (['--syslog', 'localhost:x'], 'invalid syslog port'),
-                (['--syslog', 'localhost:0'], 'needs HOST:PORT'),
+                (['--syslog', 'localhost:0'], 'invalid syslog port'),
                 (['--syslog', ':514'], 'needs HOST:PORT'),
                 (['--syslog', 'no-such-host.invalid:514'], 'cannot resolve'),
                 (['--syslog', os.path.join(folder, 'missing')], 'No such file'),
