@@ -2291,6 +2291,14 @@ class HixieClient:
             data += frame
         return data
 
+    def expect_end(self):
+        """After the server's closing handshake: no byte follows it; then close, as
+        the peer does once the closing handshake is done."""
+        rest = self.reader.rest()
+        if rest:
+            raise AssertionError('bytes after the closing handshake: %r' % rest[:100])
+        self.close()
+
     def close(self):
         self.sock.close()
 
@@ -2708,8 +2716,7 @@ class LegacyWireTest(unittest.TestCase):
         self.assertEqual(client.recv_bytes(12), b'split groups')
         client.sock.sendall(b'\x00QQ=*\xff')
         self.assertIsNone(client.recv_frame())
-        self.assertEqual(client.reader.rest(), b'')
-        client.close()   # the peer closes after the closing handshake
+        client.expect_end()
         self.assertTrue(self.log.wait_line('session closed', 'invalid base64'))
 
     def test_hixie_length_prefixed_frame_ends_session(self):
@@ -2717,8 +2724,7 @@ class LegacyWireTest(unittest.TestCase):
         self.addCleanup(client.close)
         client.sock.sendall(b'\x80\x05hello')
         self.assertIsNone(client.recv_frame())
-        self.assertEqual(client.reader.rest(), b'')
-        client.close()   # the peer closes after the closing handshake
+        client.expect_end()
         self.assertTrue(self.log.wait_line('session closed', 'length-prefixed'))
 
     def test_hixie_target_close_sends_closing_handshake(self):
@@ -2729,8 +2735,7 @@ class LegacyWireTest(unittest.TestCase):
         self.assertEqual(client.recv_frame(), b'bye')
         self.assertIsNone(client.recv_frame())
         client.sock.sendall(b'\xff\x00')
-        self.assertEqual(client.reader.rest(), b'')
-        client.close()   # the peer closes after the closing handshake
+        client.expect_end()
         self.assertTrue(log.wait_line('session closed', 'target closed'))
 
     def test_hixie_heartbeat_sends_nothing_invalid(self):
