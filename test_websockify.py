@@ -2373,7 +2373,7 @@ def _decode_all(codec, data, chunk=None):
         pos = codec.decode(buf, 0, len(buf), parts, events)
         out += [bytes(p) for p in parts]
         del buf[:pos]
-        if events and events[-1][0] == 'close':
+        if events and isinstance(events[-1], websockify.CloseReceived):
             buf += data[i + step:]
             break
     return b''.join(out), events, bytes(buf)
@@ -2462,7 +2462,7 @@ class LegacyProtocolTest(unittest.TestCase):
             codec = websockify.HixieCodec('hixie-76')
             data, events, rest = _decode_all(codec, frames + b'\x00trailing', chunk)
             self.assertEqual(data, b'helloABC')
-            self.assertEqual(events, [('close', 1005, '')])
+            self.assertEqual(events, [websockify.CloseReceived(1005, '')])
             self.assertEqual(rest, b'\x00trailing')
 
     def test_hixie_decode_errors(self):
@@ -2507,7 +2507,8 @@ class LegacyProtocolTest(unittest.TestCase):
         for chunk in (None, 1, 7):
             codec = websockify.HybiBase64Codec()
             data, events, rest = _decode_all(codec, frames, chunk)
-            self.assertEqual((data, events, rest), (b'helloABC', [('ping', b'p')], b''))
+            self.assertEqual((data, events, rest),
+                             (b'helloABC', [websockify.PingReceived(b'p')], b''))
         parts = codec.encode(memoryview(b'\x01\x02'))
         self.assertEqual(b''.join(parts), b'\x81\x04AQI=')
         codec = websockify.HybiBase64Codec()

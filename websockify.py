@@ -260,6 +260,9 @@ _STATUS_TEXT = {
     500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable',
 }
 
+#: Our Server header.
+SERVER_NAME = 'websockify.py/' + __version__
+
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VERSION = re.compile(r'HTTP/(\d)\.(\d)\Z')
 _WS_GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -397,13 +400,23 @@ def offered_subprotocols(request):
             for t in v.split(',') if t.strip()]
 
 
-def hybi_response(key, protocol):
-    """The 101 reply accepting a HyBi handshake."""
-    lines = ['HTTP/1.1 101 Switching Protocols', 'Upgrade: websocket',
-             'Connection: Upgrade', 'Sec-WebSocket-Accept: ' + accept_key(key)]
-    if protocol is not None:
-        lines.append('Sec-WebSocket-Protocol: ' + protocol)
+def response_head(status, headers=(), reason=None):
+    """Status line and header lines of an HTTP/1.1 response, up to the blank line:
+    the one builder of every answer (refusals, --web files, the 101s)."""
+    if reason is None:
+        reason = _STATUS_TEXT.get(status) or http.client.responses.get(status, 'Error')
+    lines = ['HTTP/1.1 %d %s' % (status, reason)]
+    lines.extend('%s: %s' % h for h in headers)
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def hybi_response(key, protocol):
+    """The 101 reply accepting a HyBi handshake (RFC 6455 §4.2.2 step 5)."""
+    headers = [('Upgrade', 'websocket'), ('Connection', 'Upgrade'),
+               ('Sec-WebSocket-Accept', accept_key(key))]
+    if protocol is not None:
+        headers.append(('Sec-WebSocket-Protocol', protocol))
+    return response_head(101, headers)
 
 
 def handshake_kind(request):
@@ -474,10 +487,11 @@ def hixie76_answer(key1, key2, key3):
     return hashlib.md5(challenge).digest()
 
 
-#: Start of every Hixie reply. Draft-75 clients compare these 85 bytes literally;
-#: draft-76 clients require exactly "WebSocket" and "Upgrade" in the next two lines.
-HIXIE_REPLY_PREFIX = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
-                      b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n')
+#: Status text and first headers of every Hixie reply: draft-75 clients compare
+#: the first 85 bytes literally; draft-76 clients require exactly "WebSocket" and
+#: "Upgrade" in the two header lines.
+HIXIE_REASON = 'Web Socket Protocol Handshake'
+HIXIE_HEADERS = (('Upgrade', 'WebSocket'), ('Connection', 'Upgrade'))
 
 
 def hixie_response(kind, request, secure, answer=b''):
@@ -492,14 +506,13 @@ def hixie_response(kind, request, secure, answer=b''):
         prefix, protocol = 'Sec-WebSocket-', request.header('sec-websocket-protocol')
     else:
         prefix, protocol = 'WebSocket-', request.header('websocket-protocol')
-    lines = []
+    headers = list(HIXIE_HEADERS)
     if origin is not None:
-        lines.append(prefix + 'Origin: ' + origin)
-    lines.append(prefix + 'Location: ' + location)
+        headers.append((prefix + 'Origin', origin))
+    headers.append((prefix + 'Location', location))
     if protocol is not None:
-        lines.append(prefix + 'Protocol: ' + protocol)
-    return (HIXIE_REPLY_PREFIX + ''.join(line + '\r\n' for line in lines).encode('latin-1')
-            + b'\r\n' + answer)
+        headers.append((prefix + 'Protocol', protocol))
+    return response_head(101, headers, HIXIE_REASON) + answer
 
 
 #: What a Flash player sends first to ask for the socket policy, and our answer:
@@ -517,12 +530,10 @@ FLASH_POLICY = (b'<?xml version="1.0"?>\n'
 def http_response(status, body='', headers=(), content_type='text/plain; charset=utf-8'):
     """A complete HTTP/1.1 response that closes the connection."""
     payload = body.encode('utf-8') if isinstance(body, str) else body
-    lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status)
-                                 or http.client.responses.get(status, 'Error'))]
-    lines.extend('%s: %s' % h for h in headers)
-    lines.extend(('Content-Type: ' + content_type, 'Content-Length: %d' % len(payload),
-                  'Connection: close', 'Server: websockify.py/' + __version__))
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1') + payload
+    headers = list(headers)
+    headers.extend((('Content-Type', content_type), ('Content-Length', str(len(payload))),
+                    ('Connection', 'close'), ('Server', SERVER_NAME)))
+    return response_head(status, headers) + payload
 
 
 # RFC 6455 §5.2 opcodes.
@@ -560,14 +571,17 @@ def unmask_inplace(buf, start, end, mask):
     """XOR buf[start:end] (a bytearray) with the 4-byte mask, starting at mask[0].
 
     Four strided slices, each mapped through a 256-byte table: the fastest
-    stdlib method measured (see `make bench` and README, Performance)."""
+    stdlib method measured (see `make bench` and README, Performance). The one
+    unmasking routine: payloads, control frames and unmask() use it."""
     if end - start < 16:
         for i in range(start, end):
             buf[i] ^= mask[(i - start) & 3]
         return
-    for k in range(4):
-        s = slice(start + k, end, 4)
-        buf[s] = buf[s].translate(_XOR[mask[k]])
+    xor = _XOR
+    buf[start:end:4] = buf[start:end:4].translate(xor[mask[0]])
+    buf[start + 1:end:4] = buf[start + 1:end:4].translate(xor[mask[1]])
+    buf[start + 2:end:4] = buf[start + 2:end:4].translate(xor[mask[2]])
+    buf[start + 3:end:4] = buf[start + 3:end:4].translate(xor[mask[3]])
 
 
 def unmask(data, mask):
@@ -575,6 +589,48 @@ def unmask(data, mask):
     buf = bytearray(data)
     unmask_inplace(buf, 0, len(buf), mask)
     return bytes(buf)
+
+
+class _Event:
+    """A control frame the client sent, as the codec reports it to the session."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self):
+        return '%s(%s)' % (type(self).__name__,
+                           ', '.join(repr(getattr(self, name)) for name in self.__slots__))
+
+
+class PingReceived(_Event):
+    """A ping (RFC 6455 §5.5.2): the session answers it with a pong."""
+
+    __slots__ = ('payload',)
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class PongReceived(_Event):
+    """A pong (RFC 6455 §5.5.3): an answer to a heartbeat ping, or unsolicited."""
+
+    __slots__ = ('payload',)
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class CloseReceived(_Event):
+    """A close frame (RFC 6455 §5.5.1) with its code (1005: none) and reason."""
+
+    __slots__ = ('code', 'reason')
+
+    def __init__(self, code, reason):
+        self.code = code
+        self.reason = reason
 
 
 def _parse_close(payload):
@@ -636,28 +692,19 @@ class HybiCodec:
     def decode(self, buf, pos, end, out, events):
         """Consume frames from buf[pos:end] (a bytearray, unmasked in place).
 
-        Appends payload views to out and ('ping'|'pong'|'close', ...) tuples to
-        events; returns the position of the first byte not consumed. Stops after a
-        close frame. Raises ProtocolError."""
+        Appends payload views to out and PingReceived / PongReceived /
+        CloseReceived to events; returns the position of the first byte not
+        consumed. Stops after a close frame. Raises ProtocolError.
+
+        Steps per frame: the header (RFC 6455 §5.2: flags, opcode, mask bit),
+        its length (7, 16 or 64 bits), then a control frame whole (_control) or
+        the start of a data frame whose payload _payload forwards as it comes."""
         view = memoryview(buf)
         while pos < end:
             if self._remaining:
-                n = min(self._remaining, end - pos)
-                mask = self._mask
-                unmask_inplace(buf, pos, pos + n, mask)
-                self._remaining -= n
-                if n & 3:
-                    self._mask = mask[n & 3:] + mask[:n & 3]
-                piece = view[pos:pos + n]
-                pos += n
-                if self._utf8 is not None:
-                    self._check_text(piece, not self._remaining and self._fin)
-                out.append(piece)
-                if not self._remaining and self._fin:
-                    self._message = None
+                pos = self._payload(buf, view, pos, end, out)
                 continue
-            avail = end - pos
-            if avail < 2:
+            if end - pos < 2:
                 break
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -665,78 +712,89 @@ class HybiCodec:
                 raise ProtocolError(1002, 'reserved bits set without an extension')
             if not b1 & 0x80:
                 raise ProtocolError(1002, 'client frame is not masked')
-            opcode = b0 & 0x0F
             length = b1 & 0x7F
-            head = 6
-            if length == 126:
-                head = 8
-            elif length == 127:
-                head = 14
-            if avail < head:
-                break
-            if length == 126:
+            if length < 126:
+                start = pos + 6
+                if start > end:
+                    break
+            elif length == 126:
+                start = pos + 8
+                if start > end:
+                    break
                 length = _unpack_short(buf, pos + 2)[0]
-            elif length == 127:
+            else:
+                start = pos + 14
+                if start > end:
+                    break
                 length = _unpack_long(buf, pos + 2)[0]
                 if length >> 63:
                     raise ProtocolError(1002, 'frame length has its top bit set')
-            fin = b0 & 0x80
-            start = pos + head
-            stop = start + length
-            if opcode == OP_BINARY and fin and stop <= end and self._message is None:
-                # The common case, kept short: a whole unfragmented binary message.
-                mask = buf[start - 4:start]
-                if length < 16:
-                    for i in range(start, stop):
-                        buf[i] ^= mask[(i - start) & 3]
-                else:
-                    xor = _XOR
-                    buf[start:stop:4] = buf[start:stop:4].translate(xor[mask[0]])
-                    buf[start + 1:stop:4] = buf[start + 1:stop:4].translate(xor[mask[1]])
-                    buf[start + 2:stop:4] = buf[start + 2:stop:4].translate(xor[mask[2]])
-                    buf[start + 3:stop:4] = buf[start + 3:stop:4].translate(xor[mask[3]])
-                out.append(view[start:stop])
-                pos = stop
-                continue
+            opcode = b0 & 0x0F
             if opcode in _CONTROL_OPCODES:
-                if not fin:
+                if not b0 & 0x80:
                     raise ProtocolError(1002, 'fragmented control frame')
                 if length > 125:
                     raise ProtocolError(1002, 'control frame longer than 125 bytes')
-                if avail < head + length:
+                if start + length > end:
                     break
-                payload = buf[pos + head:pos + head + length]
-                unmask_inplace(payload, 0, length, buf[pos + head - 4:pos + head])
-                pos += head + length
-                if opcode == OP_PING:
-                    events.append(('ping', bytes(payload)))
-                elif opcode == OP_PONG:
-                    events.append(('pong', bytes(payload)))
-                else:
-                    code, reason = _parse_close(payload)
-                    events.append(('close', code, reason))
+                event = self._control(opcode, buf, start, length)
+                events.append(event)
+                pos = start + length
+                if opcode == OP_CLOSE:
                     return pos
                 continue
-            if opcode == OP_CONT:
-                if self._message is None:
-                    raise ProtocolError(1002, 'continuation frame without a message')
-            elif opcode in (OP_TEXT, OP_BINARY):
-                if self._message is not None:
-                    raise ProtocolError(1002, 'new message inside a fragmented message')
-                self._message = opcode
-                self._utf8 = (codecs.getincrementaldecoder('utf-8')()
-                              if opcode == OP_TEXT else None)
-            else:
-                raise ProtocolError(1002, 'unknown opcode %d' % opcode)
-            self._mask = bytes(buf[pos + head - 4:pos + head])
-            self._remaining = length
-            self._fin = bool(fin)
-            pos += head
-            if not length and fin:
-                if self._utf8 is not None:
-                    self._check_text(b'', True)
-                self._message = None
+            self._start_data(opcode, b0 & 0x80, buf[start - 4:start], length)
+            pos = start
         return pos
+
+    def _payload(self, buf, view, pos, end, out):
+        """Unmask and forward what buf[pos:end] holds of the current data frame."""
+        n = min(self._remaining, end - pos)
+        mask = self._mask
+        unmask_inplace(buf, pos, pos + n, mask)
+        self._remaining -= n
+        if n & 3:
+            self._mask = mask[n & 3:] + mask[:n & 3]
+        piece = view[pos:pos + n]
+        done = not self._remaining and self._fin
+        if self._utf8 is not None:
+            self._check_text(piece, done)
+        out.append(piece)
+        if done:
+            self._message = None
+        return pos + n
+
+    def _start_data(self, opcode, fin, mask, length):
+        """A data frame header (RFC 6455 §5.4: fragments continue one message)."""
+        if opcode == OP_CONT:
+            if self._message is None:
+                raise ProtocolError(1002, 'continuation frame without a message')
+        elif opcode == OP_BINARY or opcode == OP_TEXT:
+            if self._message is not None:
+                raise ProtocolError(1002, 'new message inside a fragmented message')
+            self._message = opcode
+            self._utf8 = (codecs.getincrementaldecoder('utf-8')()
+                          if opcode == OP_TEXT else None)
+        else:
+            raise ProtocolError(1002, 'unknown opcode %d' % opcode)
+        self._mask = mask
+        self._remaining = length
+        self._fin = bool(fin)
+        if not length and fin:
+            if self._utf8 is not None:
+                self._check_text(b'', True)
+            self._message = None
+
+    @staticmethod
+    def _control(opcode, buf, start, length):
+        """The event of a whole control frame whose payload is buf[start:start+length]."""
+        payload = buf[start:start + length]
+        unmask_inplace(payload, 0, length, buf[start - 4:start])
+        if opcode == OP_PING:
+            return PingReceived(bytes(payload))
+        if opcode == OP_PONG:
+            return PongReceived(bytes(payload))
+        return CloseReceived(*_parse_close(payload))
 
     def _check_text(self, piece, final):
         try:
@@ -866,7 +924,7 @@ class HixieCodec:
         self._b64 = Base64Stream()
 
     def decode(self, buf, pos, end, out, events):
-        """Same contract as HybiCodec.decode; emits only ('close', 1005, '')."""
+        """Same contract as HybiCodec.decode; emits only CloseReceived(1005, '')."""
         while pos < end:
             if self._in_frame:
                 stop = buf.find(b'\xff', pos, end)
@@ -897,7 +955,7 @@ class HixieCodec:
                     if end - pos < 2:
                         break
                     if buf[pos + 1] == 0x00:
-                        events.append(('close', 1005, ''))
+                        events.append(CloseReceived(1005, ''))
                         return pos + 2
                 raise ProtocolError(1002, 'length-prefixed Hixie frame (type 0x%02X) '
                                           'is not supported' % b0)
@@ -915,6 +973,286 @@ class HixieCodec:
     def close_frame(self, code, reason=''):
         """The draft-76 closing handshake; the drafts carry no code or reason."""
         return b'\xff\x00'
+
+
+# -- the session ------------------------------------------------------------------
+#
+# A Session is one upgraded connection's WebSocket state, without sockets. The
+# pump feeds it what each peer sent and what happened to each socket, and does
+# what it says: relay the payload it returns, send `to_client` (pongs, pings,
+# close frames), and treat each side as its `client_end` / `target_end` says:
+#
+#   RELAY    read it and relay what it sends (the session is open);
+#   FINISH   relay nothing more from it: send what is queued for it, shut down
+#            its writing direction, and read (and drop) until its EOF;
+#   DROP     close its socket now.
+#
+# Ends only move forward (RELAY -> FINISH -> DROP). The session is `finished`
+# once both ends are DROP. Its state is OPEN until a close frame is sent or
+# received or a side ends, CLOSING until both ends are DROP, then CLOSED. Any
+# end leaving RELAY arms the closing deadline (CLOSE_TIMEOUT): past it, tick()
+# drops both. `changed` tells the pump that it has something to do.
+
+OPEN, CLOSING, CLOSED = 'open', 'closing', 'closed'
+RELAY, FINISH, DROP = 0, 1, 2
+
+
+class Session:
+    """The WebSocket session of one connection: closing handshake (RFC 6455 §7),
+    close codes, ping/pong and heartbeat pings, and the closing deadline.
+
+    codec frames the bytes (HybiCodec, HybiBase64Codec, HixieCodec); heartbeat
+    is the seconds between pings (0: none); clock is time.monotonic unless a test
+    gives its own."""
+
+    def __init__(self, codec, heartbeat=0, clock=time.monotonic):
+        self.codec = codec
+        self.heartbeat = heartbeat
+        self.clock = clock
+        #: What the pump does with each side: RELAY, FINISH or DROP (see above).
+        self.client_end = RELAY
+        self.target_end = RELAY
+        #: Close code and reason of the session, for the log (None: none yet).
+        self.close_code = None
+        self.close_reason = ''
+        #: Whether we sent a close frame.
+        self.close_sent = False
+        #: Frames for the client that the pump has not taken yet.
+        self.to_client = []
+        #: Set whenever to_client or an end changed; the pump clears it.
+        self.changed = False
+        #: clock() time by which the closing must be over, once armed.
+        self.deadline = None
+        #: clock() time of the next heartbeat ping, or None.
+        self.next_ping = clock() + heartbeat if heartbeat else None
+        self._events = []
+
+    # -- what the session is doing --------------------------------------------------
+
+    @property
+    def state(self):
+        if self.client_end == self.target_end == DROP:
+            return CLOSED
+        if self.close_sent or self.client_end or self.target_end:
+            return CLOSING
+        return OPEN
+
+    @property
+    def finished(self):
+        """True once both sides are to be closed: nothing more will happen."""
+        return self.client_end == self.target_end == DROP
+
+    def reads_client(self):
+        """Whether what the client sends is relayed (else it is drained or gone)."""
+        return self.client_end == RELAY
+
+    def reads_target(self):
+        """Whether what the target sends is relayed."""
+        return self.target_end == RELAY
+
+    def next_wakeup(self):
+        """The clock() time at which tick() has something to do, or None."""
+        wake = self.deadline
+        if self.next_ping is not None and not self.close_sent:
+            if wake is None or self.next_ping < wake:
+                wake = self.next_ping
+        return wake
+
+    # -- what happened ----------------------------------------------------------------
+
+    def receive_client(self, buf, end):
+        """Bytes from the client in buf[:end] (a bytearray, unmasked in place).
+
+        Returns (consumed, payload pieces for the target). A protocol error
+        closes the session with its code; the payload before it still goes."""
+        out = []
+        events = self._events
+        try:
+            pos = self.codec.decode(buf, 0, end, out, events)
+        except ProtocolError as exc:
+            events.clear()
+            self.fail(exc.code, exc.reason)
+            return end, out
+        if events:
+            for event in events:
+                self._EVENT_HANDLERS[type(event)](self, event)
+            events.clear()
+        return pos, out
+
+    def receive_target(self, data):
+        """Bytes from the target (a memoryview): the buffers to send to the client."""
+        try:
+            return self.codec.encode(data)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.reason)
+            return []
+
+    def _on_ping(self, event):
+        # RFC 6455 §5.5.2: a pong with the same payload, unless we are closing.
+        if not self.close_sent:
+            self._send(self.codec.control(OP_PONG, event.payload))
+
+    def _on_pong(self, event):
+        """An unsolicited pong needs no answer (RFC 6455 §5.5.3)."""
+
+    def _on_close(self, event):
+        # RFC 6455 §5.5.1: echo the code (none for 1005), then both sides end.
+        if self.close_code is None:
+            self.close_code, self.close_reason = event.code, event.reason
+        if not self.close_sent:
+            self.close_sent = True
+            self._send(self.codec.close_frame(None if event.code == 1005 else event.code))
+        self._end(FINISH, FINISH)
+
+    _EVENT_HANDLERS = {PingReceived: _on_ping, PongReceived: _on_pong,
+                       CloseReceived: _on_close}
+
+    def client_eof(self):
+        """The client ended its sending direction (TCP FIN)."""
+        if self.client_end == RELAY:
+            self._note(1006, 'client closed without a close frame')
+            self._end(DROP, FINISH)
+        else:
+            self._end(DROP, None)
+
+    def target_eof(self):
+        """The target ended its sending direction: close the session with 1000."""
+        if self.target_end == RELAY:
+            self.close(1000, 'target closed the connection')
+        else:
+            self._end(None, DROP)
+
+    def client_lost(self, why):
+        """The client connection failed (reset, broken pipe); why names the error."""
+        self._note(1006, 'client connection lost (%s)' % why)
+        self._end(DROP, FINISH)
+
+    def target_lost(self, why):
+        """The target connection failed: close the session with 1011."""
+        self._end(None, DROP)
+        self.close(1011, 'target connection lost (%s)' % why)
+
+    def close(self, code, reason):
+        """End the session from our side (target gone, server stopping): send a
+        close frame, stop relaying from the target, await the client's close."""
+        if self.close_sent or self.client_end != RELAY:
+            self._end(None, FINISH)
+            return
+        self.close_sent = True
+        self._note(code, reason)
+        self._send(self.codec.close_frame(code, reason))
+        self._end(None, FINISH)
+
+    def fail(self, code, reason):
+        """A protocol error (RFC 6455 §7.1.7): close with code, relay nothing more."""
+        if self.close_code is None or self.close_code < 1002:
+            self.close_code, self.close_reason = code, reason
+        if not self.close_sent:
+            self.close_sent = True
+            self._send(self.codec.close_frame(code, reason))
+        self._end(FINISH, FINISH)
+
+    def tick(self):
+        """Act on the time: the closing deadline, the heartbeat ping."""
+        now = self.clock()
+        if self.deadline is not None and now >= self.deadline and not self.finished:
+            self._note(1006, 'closing handshake timed out')
+            self._end(DROP, DROP)
+        if self.next_ping is not None and now >= self.next_ping:
+            self.next_ping = now + self.heartbeat
+            if not self.close_sent and self.client_end == RELAY:
+                self._send(self.codec.control(OP_PING, b''))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _note(self, code, reason):
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+    def _send(self, frame):
+        if frame:
+            self.to_client.append(frame)
+            self.changed = True
+
+    def _end(self, client, target):
+        """Move the ends forward (None: unchanged); arm the closing deadline."""
+        if client is not None and client > self.client_end:
+            self.client_end = client
+            self.changed = True
+        if target is not None and target > self.target_end:
+            self.target_end = target
+            self.changed = True
+        if self.deadline is None and (self.client_end or self.target_end):
+            self.deadline = self.clock() + CLOSE_TIMEOUT
+
+
+# -- the handshake decision ---------------------------------------------------------
+
+class Acceptance:
+    """A WebSocket handshake that may go ahead (what accept() returns for it).
+
+    family: 'hybi', 'hixie-76' or 'hixie-75'; protocol: the subprotocol (HyBi:
+    chosen, Hixie: as offered) or None; session: the Session to relay with;
+    extra_needed: bytes after the request head the reply depends on (8 for the
+    draft-76 key3, else 0), given to reply()."""
+
+    __slots__ = ('family', 'protocol', 'session', 'extra_needed', '_head', '_keys')
+
+    def __init__(self, family, protocol, session, head, keys=None):
+        self.family = family
+        self.protocol = protocol
+        self.session = session
+        self._head = head
+        self._keys = keys
+        self.extra_needed = 8 if keys else 0
+
+    def reply(self, extra=b''):
+        """The bytes that accept the handshake; extra: the extra_needed bytes."""
+        if self._keys is None:
+            return self._head
+        return self._head + hixie76_answer(self._keys[0], self._keys[1], extra)
+
+
+def accept(request, secure=False, serve_web=False, text_frames=False, heartbeat=0):
+    """Decide a parsed request: an Acceptance, a refusal (an HTTPError, returned,
+    not raised: status, reason, headers), or None for a plain HTTP request that
+    the --web server answers (serve_web). secure: the connection is TLS (the
+    draft-75/76 Location says wss://)."""
+    try:
+        return _decide(request, secure, serve_web, text_frames, heartbeat)
+    except HTTPError as refusal:
+        return refusal
+
+
+def _decide(request, secure, serve_web, text_frames, heartbeat):
+    if not is_upgrade(request):
+        if serve_web:
+            # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
+            return None
+        if request.header('upgrade') is not None:
+            raise HTTPError(400, 'Upgrade header lacks the "websocket" token')
+        if request.method != 'GET':
+            raise HTTPError(405, 'this port only serves WebSocket connections',
+                            [('Allow', 'GET')])
+        raise HTTPError(426, 'this port serves WebSocket connections only '
+                             '(websockify.py %s)' % __version__, [('Upgrade', 'websocket')])
+    kind = handshake_kind(request)
+    if kind == 'hybi':
+        key = check_hybi_request(request)
+        protocol = choose_subprotocol(offered_subprotocols(request))
+        codec = HybiBase64Codec() if protocol == 'base64' else HybiCodec(text_frames)
+        return Acceptance(kind, protocol, Session(codec, heartbeat), hybi_response(key, protocol))
+    check_hixie_request(request)
+    keys = None
+    if kind == 'hixie-76':
+        keys = (request.header('sec-websocket-key1'), request.header('sec-websocket-key2'))
+        hixie76_key_number(keys[0], 'Sec-WebSocket-Key1')    # 400 before key3 is awaited
+        hixie76_key_number(keys[1], 'Sec-WebSocket-Key2')
+        protocol = request.header('sec-websocket-protocol')
+    else:
+        protocol = request.header('websocket-protocol')
+    return Acceptance(kind, protocol, Session(HixieCodec(kind), heartbeat),
+                      hixie_response(kind, request, secure), keys)
 
 
 ################################################################################
@@ -1366,22 +1704,23 @@ class _Side:
 
 
 class Pump:
-    """Relays one WebSocket session between a client and a target socket."""
+    """Relays one WebSocket session between a client and a target socket: the
+    I/O of a Session, which decides everything else.
 
-    def __init__(self, client_sock, target_sock, codec, initial=b'', heartbeat=0,
-                 wake_fd=None, traffic=False):
+    initial: bytes the client sent after its request head (an eager first
+    frame); wake_fd: a descriptor that becomes readable when the server stops
+    (the session then closes with 1001); traffic: print the --traffic markers;
+    observer: an object whose client(pieces) and target(data) see what each
+    side sends (a SessionRecorder), or None."""
+
+    def __init__(self, client_sock, target_sock, session, initial=b'', wake_fd=None,
+                 traffic=False, observer=None):
         self.client = _Side('client', client_sock)
         self.target = _Side('target', target_sock)
-        self.codec = codec
-        self.heartbeat = heartbeat
+        self.session = session
         self.wake_fd = wake_fd
         self.traffic = traffic
-        #: Close code and reason of the session, for the log.
-        self.close_code = None
-        self.close_reason = ''
-        #: Whether we sent a close frame.
-        self.close_sent = False
-        self.deadline = None
+        self.observer = observer
         self._poll = select.poll()
         if initial:
             self.client.ensure_buffer()
@@ -1394,7 +1733,7 @@ class Pump:
 
     def run(self):
         """Relay until both sides are closed; returns (code, reason) for the log."""
-        client, target = self.client, self.target
+        client, target, session = self.client, self.target, self.session
         for side in (client, target):
             side.sock.setblocking(False)
         poll = self._poll
@@ -1402,23 +1741,18 @@ class Pump:
             poll.register(self.wake_fd, _POLLIN)
         if client.end:
             self._decode_client()
-        now = time.monotonic()
-        next_ping = now + self.heartbeat if self.heartbeat else None
-        last_activity = now
+            self._sync()
+        last_activity = time.monotonic()
         while not (client.closed and target.closed):
             self._update_masks()
-            timeout = None
             now = time.monotonic()
-            deadlines = []
-            if self.deadline is not None:
-                deadlines.append(self.deadline)
-            if next_ping is not None and not self.close_sent:
-                deadlines.append(next_ping)
+            wake = session.next_wakeup()
             if ((client.buf is not None and not client.end)
                     or (target.buf is not None and not target.end)):
-                deadlines.append(last_activity + BUFFER_RELEASE_IDLE)
-            if deadlines:
-                timeout = max(0, int((min(deadlines) - now) * 1000) + 1)
+                release = last_activity + BUFFER_RELEASE_IDLE
+                if wake is None or release < wake:
+                    wake = release
+            timeout = None if wake is None else max(0, int((wake - now) * 1000) + 1)
             # Bytes OpenSSL already decrypted wake no poll: serve them now.
             pending = [side for side in (client, target)
                        if side.tls and side.mask & _POLLIN and side.sock.pending()]
@@ -1439,18 +1773,16 @@ class Pump:
                 elif fd == self.wake_fd:
                     poll.unregister(fd)
                     self.wake_fd = None
-                    self.start_close(1001, 'server shutting down')
-            if self.deadline is not None and now >= self.deadline:
-                self._abort_all('closing handshake timed out')
-            if next_ping is not None and now >= next_ping:
-                next_ping = now + self.heartbeat
-                ping = self.codec.control(OP_PING, b'')
-                if ping and not self.close_sent and not client.shut:
-                    self._send_client([ping])
+                    session.close(1001, 'server shutting down')
+                if session.changed:
+                    self._sync()
+            session.tick()
+            if session.changed:
+                self._sync()
             if not events and now - last_activity >= BUFFER_RELEASE_IDLE:
                 client.release_buffer()
                 target.release_buffer()
-        return self.close_code, self.close_reason
+        return session.close_code, session.close_reason
 
     def _update_masks(self):
         for side, other in ((self.client, self.target), (self.target, self.client)):
@@ -1488,6 +1820,24 @@ class Pump:
         except _LOST as exc:
             self._lost(side, exc)
 
+    def _sync(self):
+        """Do what the session asks: send its frames, finish or drop the sides."""
+        session = self.session
+        while session.changed:
+            session.changed = False
+            if session.to_client:
+                frames, session.to_client = session.to_client, []
+                self._send_client(frames)
+            for side, end in ((self.client, session.client_end),
+                              (self.target, session.target_end)):
+                if end == RELAY or side.closed:
+                    continue
+                if end == FINISH:
+                    if not side.shut:
+                        self._finish(side)
+                else:
+                    self._close_side(side)
+
     # -- reading ----------------------------------------------------------------------
 
     def _read(self, side):
@@ -1514,33 +1864,21 @@ class Pump:
 
     def _decode_client(self):
         client = self.client
-        out, events = [], []
-        try:
-            pos = self.codec.decode(client.buf, 0, client.end, out, events)
-        except ProtocolError as exc:
-            self._to_target(out)
-            out = None
-            self._fail(exc.code, exc.reason)
-            return
-        if out:
-            self._to_target(out)
-        out = None
+        pos, parts = self.session.receive_client(client.buf, client.end)
+        if parts:
+            self._to_target(parts)
+        parts = None
         rest = client.end - pos
         if rest:
             client.buf[:rest] = client.buf[pos:client.end]
         client.end = rest
-        for event in events:
-            if event[0] == 'ping':
-                pong = self.codec.control(OP_PONG, event[1])
-                if pong and not self.close_sent:
-                    self._send_client([pong])
-            elif event[0] == 'close':
-                self._client_closed(event[1], event[2])
 
     def _to_target(self, parts):
         target = self.target
-        if not parts or target.shut or target.closed:
+        if target.shut or target.closed:
             return
+        if self.observer is not None:
+            self.observer.client(parts)
         try:
             target.write(parts)
         except _LOST as exc:
@@ -1552,12 +1890,9 @@ class Pump:
     def _relay_target(self):
         target = self.target
         data = target.view[:target.end]
-        try:
-            parts = self.codec.encode(data)
-        except ProtocolError as exc:
-            target.end = 0
-            self._fail(exc.code, exc.reason)
-            return
+        if self.observer is not None:
+            self.observer.target(data)
+        parts = self.session.receive_target(data)
         target.end = 0
         if parts:
             self._send_client(parts)
@@ -1576,75 +1911,28 @@ class Pump:
 
     # -- closing ----------------------------------------------------------------------
 
-    def _client_closed(self, code, reason):
-        """The client sent a close frame: answer it and shut both sides down."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        if not self.close_sent:
-            self.close_sent = True
-            echo = None if code == 1005 else code
-            self._send_client([self.codec.close_frame(echo)])
-        self._finish(self.client)
-        self._finish(self.target)
-
-    def start_close(self, code, reason):
-        """End the session from our side: send a close frame and await the reply."""
-        if self.close_sent or self.client.closed:
-            self._finish(self.target)
-            return
-        self.close_sent = True
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        self._send_client([self.codec.close_frame(code, reason)])
-        self._finish(self.target)
-        self._arm_deadline()
-        if self.client.shut:
-            self._finish(self.client)
-
-    def _fail(self, code, reason):
-        """A protocol error: close with code, stop relaying from the client."""
-        if self.close_code is None or self.close_code < 1002:
-            self.close_code, self.close_reason = code, reason
-        if not self.close_sent:
-            self.close_sent = True
-            self._send_client([self.codec.close_frame(code, reason)])
-        self._finish(self.client)
-        self._finish(self.target)
-
     def _eof(self, side):
-        """A side closed its sending direction."""
-        if side.draining or side.shut:
-            self._close_side(side)
-            return
+        """A side closed its sending direction: the session decides what follows."""
         side.reading = False
-        if side is self.target:
-            self.start_close(1000, 'target closed the connection')
+        if side is self.client:
+            self.session.client_eof()
         else:
-            if self.close_code is None:
-                self.close_code, self.close_reason = 1006, 'client closed without a close frame'
-            self._finish(self.target)
-            self._close_side(self.client)
+            self.session.target_eof()
 
     def _lost(self, side, exc):
-        """A side failed (reset, broken pipe): drop it and close the other."""
+        """A side failed (reset, broken pipe): drop it; the session decides the rest."""
         self._close_side(side)
         if side is self.client:
-            if self.close_code is None:
-                self.close_code = 1006
-                self.close_reason = 'client connection lost (%s)' % _errname(exc)
-            self._finish(self.target)
+            self.session.client_lost(_errname(exc))
         else:
-            self.start_close(1011, 'target connection lost (%s)' % _errname(exc))
+            self.session.target_lost(_errname(exc))
 
     def _finish(self, side):
         """Stop relaying from side; shut down writing once its queue is sent; drain."""
-        if side.closed:
-            return
         side.reading = False
         side.draining = True
         side.shut = True
         side.end = 0
-        self._arm_deadline()
         if not side.queue:
             self._after_flush(side)
 
@@ -1652,12 +1940,8 @@ class Pump:
         if side.shut and not side.queue:
             try:
                 side.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                self._close_side(side)
-
-    def _arm_deadline(self):
-        if self.deadline is None:
-            self.deadline = time.monotonic() + CLOSE_TIMEOUT
+            except OSError as exc:
+                self._lost(side, exc)
 
     def _close_side(self, side):
         if side.closed:
@@ -1676,12 +1960,6 @@ class Pump:
             side.sock.close()
         except OSError:
             pass
-
-    def _abort_all(self, reason):
-        if self.close_code is None:
-            self.close_code, self.close_reason = 1006, reason
-        self._close_side(self.client)
-        self._close_side(self.target)
 
 
 def _errname(exc):
@@ -1833,11 +2111,10 @@ def _http_date(timestamp):
 
 def web_response_head(status, headers):
     """Status line and headers (no body) of a --web response that closes the connection."""
-    lines = ['HTTP/1.1 %d %s' % (status, _STATUS_TEXT.get(status, 'OK'))]
-    lines.extend('%s: %s' % h for h in headers)
-    lines.extend(('Date: ' + _http_date(time.time()), 'Connection: close',
-                  'Server: websockify.py/' + __version__))
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+    headers = list(headers)
+    headers.extend((('Date', _http_date(time.time())), ('Connection', 'close'),
+                    ('Server', SERVER_NAME)))
+    return response_head(status, headers)
 
 
 def _not_modified_since(request, mtime):
@@ -3298,8 +3575,8 @@ class ProgramWrapper:
 # as \xNN, \t, \n, \r, \\ and \'. Older noVNC pages require VNC_frame_encoding;
 # newer ones use it when present. Playback replays the '{' entries.
 #
-# Recording costs nothing when off: only sessions relayed by RecordingPump
-# record. A write that fails (disk full) is logged once and ends the recording,
+# Recording costs nothing when off: the pump calls a SessionRecorder, its
+# observer, only when there is one. A write that fails (disk full) is logged once and ends the recording,
 # never the session.
 
 #: Start and end of a recording file.
@@ -3386,24 +3663,6 @@ class SessionRecorder:
             file.close()          # closes the descriptor even when the flush fails
         except (OSError, ValueError):
             pass
-
-
-class RecordingPump(Pump):
-    """A Pump that also gives what each side sends to a SessionRecorder."""
-
-    def __init__(self, *args, recorder, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recorder = recorder
-
-    def _to_target(self, parts):
-        if parts:
-            self.recorder.client(parts)
-        super()._to_target(parts)
-
-    def _relay_target(self):
-        target = self.target
-        self.recorder.target(target.view[:target.end])
-        super()._relay_target()
 
 
 ################################################################################
@@ -3555,68 +3814,32 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         return True
 
     def _serve_request(self, request):
-        settings = self.server.settings
-        if not is_upgrade(request):
-            if settings.web:
-                if settings.web_auth:
-                    self._authenticate(request)
-                # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
-                self._serve_file(request)
-                return
-            if request.header('upgrade') is not None:
-                raise HTTPError(400, 'Upgrade header lacks the "websocket" token')
-            if request.method != 'GET':
-                raise HTTPError(405, 'this port only serves WebSocket connections',
-                                [('Allow', 'GET')])
-            raise HTTPError(426, 'this port serves WebSocket connections only '
-                                 '(websockify.py %s)' % __version__,
-                            [('Upgrade', 'websocket')])
-        kind = handshake_kind(request)
-        if kind != 'hybi':
-            self._serve_hixie(request, kind)
+        """Decide (accept), then for a WebSocket: resolve the target, authenticate,
+        read the draft-76 key3, connect, reply and relay."""
+        server = self.server
+        settings = server.settings
+        decision = accept(request, self.conn.secure, serve_web=bool(settings.web),
+                          text_frames=settings.text_frames, heartbeat=settings.heartbeat)
+        if decision is None:
+            if settings.web_auth:
+                self._authenticate(request)
+            self._serve_file(request)
             return
-        key = check_hybi_request(request)
-        protocol = choose_subprotocol(offered_subprotocols(request))
-        chosen = resolve_target(request, settings, self.server.token_plugin)
+        if isinstance(decision, HTTPError):
+            raise decision
+        chosen = resolve_target(request, settings, server.token_plugin)
         if settings.auth_plugin is not None:
             self._authenticate(request, chosen)
-        target, where = connect_target(settings, self.server.target_tls,
-                                       self.server.wrapper, chosen)
-        try:
-            self.conn.send_all(hybi_response(key, protocol))
-            if protocol == 'base64':
-                codec = HybiBase64Codec()
-            else:
-                codec = HybiCodec(text_frames=settings.text_frames)
-            self._relay(request, target, where, codec, protocol)
-        finally:
-            target.close()
-
-    def _serve_hixie(self, request, kind):
-        """Draft-75/76: check, read key3 (76) within the handshake deadline, connect, reply."""
-        check_hixie_request(request)
-        settings = self.server.settings
-        chosen = resolve_target(request, settings, self.server.token_plugin)
-        if settings.auth_plugin is not None:
-            self._authenticate(request, chosen)
-        answer = b''
-        if kind == 'hixie-76':
-            key1 = request.header('sec-websocket-key1')
-            key2 = request.header('sec-websocket-key2')
-            hixie76_key_number(key1, 'Sec-WebSocket-Key1')   # 400 before waiting for key3
-            hixie76_key_number(key2, 'Sec-WebSocket-Key2')
-            key3 = self.conn.read_extra(8, self.deadline)
-            if key3 is None:
+        extra = b''
+        if decision.extra_needed:
+            extra = self.conn.read_extra(decision.extra_needed, self.deadline)
+            if extra is None:
                 logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
                 return
-            answer = hixie76_answer(key1, key2, key3)
-        protocol = request.header('sec-websocket-protocol' if kind == 'hixie-76'
-                                  else 'websocket-protocol')
-        target, where = connect_target(settings, self.server.target_tls,
-                                       self.server.wrapper, chosen)
+        target, where = connect_target(settings, server.target_tls, server.wrapper, chosen)
         try:
-            self.conn.send_all(hixie_response(kind, request, self.conn.secure, answer))
-            self._relay(request, target, where, HixieCodec(kind), protocol)
+            self.conn.send_all(decision.reply(extra))
+            self._relay(request, target, where, decision)
         finally:
             target.close()
 
@@ -3651,21 +3874,19 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         log('%s: %d %s %s, %d bytes%s', self.log_prefix, status, request.method,
             _printable(request.target), sent, ': ' + note if note else '')
 
-    def _relay(self, request, target, where, codec, protocol):
+    def _relay(self, request, target, where, acceptance):
         server = self.server
         settings = server.settings
+        session = acceptance.session
+        protocol = acceptance.protocol
         path = _printable(request.target)
         logger.info('%s: session open: path %s, target %s, %s/%s%s%s', self.log_prefix, path,
-                    where, codec.family, codec.mode,
+                    where, session.codec.family, session.codec.mode,
                     ', protocol %s' % _printable(protocol) if protocol else '',
                     ', ' + _tls_summary(self.request) if self.conn.secure else '')
-        options = dict(initial=self.conn.extra, heartbeat=settings.heartbeat,
-                       wake_fd=server.wake_fd, traffic=settings.traffic)
         recorder = self._open_recording() if settings.record else None
-        if recorder is None:
-            pump = Pump(self.request, target, codec, **options)
-        else:
-            pump = RecordingPump(self.request, target, codec, recorder=recorder, **options)
+        pump = Pump(self.request, target, session, initial=self.conn.extra,
+                    wake_fd=server.wake_fd, traffic=settings.traffic, observer=recorder)
         started = time.monotonic()
         server.session_started()
         try:
