@@ -730,16 +730,23 @@ class HybiCodec:
                 if length >> 63:
                     raise ProtocolError(1002, 'frame length has its top bit set')
             opcode = b0 & 0x0F
+            stop = start + length
+            if opcode == OP_BINARY and b0 & 0x80 and stop <= end and self._message is None:
+                # The common case, kept short: a whole unfragmented binary message.
+                unmask_inplace(buf, start, stop, buf[start - 4:start])
+                out.append(view[start:stop])
+                pos = stop
+                continue
             if opcode in _CONTROL_OPCODES:
                 if not b0 & 0x80:
                     raise ProtocolError(1002, 'fragmented control frame')
                 if length > 125:
                     raise ProtocolError(1002, 'control frame longer than 125 bytes')
-                if start + length > end:
+                if stop > end:
                     break
                 event = self._control(opcode, buf, start, length)
                 events.append(event)
-                pos = start + length
+                pos = stop
                 if opcode == OP_CLOSE:
                     return pos
                 continue
