@@ -2435,7 +2435,7 @@ class LegacyProtocolTest(unittest.TestCase):
         self.assertEqual(len(PREFIX_85), 85)
 
     def test_echoed_values_refuse_control_characters(self):
-        req = _request('GET / HTTP/1.1\nHost: a\rb\nUpgrade: WebSocket\nConnection: Upgrade\n')
+        req = _request('GET / HTTP/1.1\nHost: a\tb\nUpgrade: WebSocket\nConnection: Upgrade\n')
         with self.assertRaises(websockify.HTTPError) as cm:
             websockify.check_hixie_request(req)
         self.assertEqual(cm.exception.status, 400)

@@ -236,10 +236,20 @@ class AuthenticationError(Exception):
 
 
 ################################################################################
-# Protocol (Sans-I/O): requests, handshakes, frames
+# Protocol (Sans-I/O): requests, handshakes, frames, the session
 ################################################################################
 #
 # Nothing here touches a socket, a logger or the settings: bytes in, results out.
+# It owns every WebSocket rule; it calls only section 1. In file order:
+#
+#   parse_request()   a request head -> Request, or HTTPError 400/414/431
+#   accept()          a Request -> Acceptance (reply bytes, Session, key3 bytes
+#                     still needed), a refusal (400/405/426), or None (--web's)
+#   HybiCodec, HybiBase64Codec, HixieCodec
+#                     framing: client bytes -> payload + events, target bytes ->
+#                     frames; Base64Stream for base64 cut anywhere
+#   Session           one connection after the upgrade: closing handshake, close
+#                     codes, ping/pong, heartbeat pings, closing deadline
 #
 # The client-to-target direction is a stream decoder. `HybiCodec.decode` takes
 # the pump's receive buffer, unmasks payload *in place* and appends memoryviews
@@ -265,6 +275,9 @@ SERVER_NAME = 'websockify.py/' + __version__
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VERSION = re.compile(r'HTTP/(\d)\.(\d)\Z')
+#: What may not appear in a header value or request target (RFC 9110 §5.5:
+#: field values are visible characters, spaces and tabs).
+_FIELD_CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f]')
 _WS_GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 
 
@@ -328,6 +341,8 @@ def parse_request(head):
     parts = lines[0].split(' ')
     if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
         raise HTTPError(400, 'malformed request line')
+    if _FIELD_CONTROL.search(parts[1]) or '\t' in parts[1]:
+        raise HTTPError(400, 'control characters in the request target')
     version = _VERSION.match(parts[2])
     if not version:
         raise HTTPError(400, 'malformed HTTP version')
@@ -335,10 +350,18 @@ def parse_request(head):
         raise HTTPError(431, 'more than %d header lines' % MAX_HEADERS)
     headers = {}
     for line in lines[1:]:
+        if line[:1] in (' ', '\t'):
+            # RFC 9112 §5.2: obs-fold is refused, never joined.
+            raise HTTPError(400, 'folded header line (obs-fold)')
         name, colon, value = line.partition(':')
         if not colon or not _TOKEN.match(name):
             raise HTTPError(400, 'malformed header line')
+        if _FIELD_CONTROL.search(value):
+            # RFC 9110 §5.5: NUL, CR, LF and other controls are never valid.
+            raise HTTPError(400, 'control characters in the %s header' % name)
         headers.setdefault(name.lower(), []).append(value.strip(' \t'))
+    if len(headers.get('host', ())) > 1:
+        raise HTTPError(400, 'more than one Host header')     # RFC 9112 §3.2
     return Request(parts[0], parts[1], (int(version.group(1)), int(version.group(2))),
                    headers)
 
@@ -395,9 +418,15 @@ def choose_subprotocol(offered):
 
 
 def offered_subprotocols(request):
-    """Sec-WebSocket-Protocol values in order, over all header lines (case kept)."""
-    return [t.strip() for v in request.headers.get('sec-websocket-protocol', ())
-            for t in v.split(',') if t.strip()]
+    """Sec-WebSocket-Protocol values in order, over all header lines (case kept);
+    400 unless each is a token (RFC 6455 §4.1 item 10), since one is echoed."""
+    offered = [t.strip() for v in request.headers.get('sec-websocket-protocol', ())
+               for t in v.split(',') if t.strip()]
+    for value in offered:
+        if not _TOKEN.match(value):
+            raise HTTPError(400, 'Sec-WebSocket-Protocol offers %r, which is not a token'
+                            % value[:40])
+    return offered
 
 
 def response_head(status, headers=(), reason=None):
@@ -1265,6 +1294,9 @@ def _decide(request, secure, serve_web, text_frames, heartbeat):
 ################################################################################
 # Connection: first byte, request head, blocking I/O before the upgrade
 ################################################################################
+#
+# A client socket until its session starts: reading the request head (and the
+# bytes after it), TLS for clients and targets, gentle closes. Calls sections 1-2.
 
 class Connection:
     """A client socket before the WebSocket session: sniffing and the request head.
@@ -1555,6 +1587,9 @@ def _close_gently(sock):
 # Pump: the poll loop relaying one session
 ################################################################################
 #
+# The I/O of a session: it owns the two sockets, their buffers and queues, and
+# calls the Session (section 2) for every decision; it calls sections 1-3.
+#
 # One thread per session polls two non-blocking sockets with select.poll
 # (no descriptor limit, unlike select.select).
 #
@@ -1570,10 +1605,11 @@ def _close_gently(sock):
 # data (so client->target keeps flowing when the client does not read), up to
 # PUMP_HIGH_WATER, which only pongs and close frames can reach.
 #
-# Closing: whoever ends the session, the pump sends what it holds, sends or
-# answers the close frame, shuts down writing on each socket and reads (and
-# drops) until the peer's EOF, so no unread byte turns close() into a reset that
-# would destroy data still in flight. CLOSE_TIMEOUT bounds all of it.
+# Closing: the Session decides (close frames, codes, which side ends how, the
+# deadline); the pump reports each EOF and failure to it and carries out its
+# ends: a FINISH side gets what is queued for it, a shutdown of its writing
+# direction, and reads (dropped) until its EOF, so no unread byte turns close()
+# into a reset that would destroy data still in flight; a DROP side is closed.
 #
 # TLS sides (a wss:// client, an --ssl-target target) differ in three ways.
 # OpenSSL may hold decrypted bytes that poll cannot see, so a side with
