@@ -161,6 +161,13 @@ ACCEPT_YIELD = 0.002
 TOKEN_LOOKUP_TIMEOUT = 5.0
 #: Largest answer read from Redis or a token API: a target is a few dozen bytes.
 TOKEN_ANSWER_MAX = 65536
+#: Client payloads up to this size are moved next to each other in the receive
+#: buffer and relayed as one piece: a read full of tiny frames then costs a few
+#: objects instead of one per frame (bounded memory whatever the frame size).
+COALESCE_MAX = 512
+#: Most control frames decoded per call; the session answers them, then asks for
+#: more: a read full of pings costs a bounded number of objects at a time.
+DECODE_EVENTS = 64
 #: WebSocket versions we speak (RFC 6455 §4.4).
 HYBI_VERSIONS = ('13', '8', '7')
 #: Longest Hixie frame accepted, in base64 characters (3 MiB of data). A Hixie
@@ -723,79 +730,98 @@ class HybiCodec:
 
         Appends payload views to out and PingReceived / PongReceived /
         CloseReceived to events; returns the position of the first byte not
-        consumed. Stops after a close frame. Raises ProtocolError.
+        consumed. Stops after a close frame or DECODE_EVENTS events. Raises
+        ProtocolError (what was decoded before the error is in out).
 
         Steps per frame: the header (RFC 6455 §5.2: flags, opcode, mask bit),
         its length (7, 16 or 64 bits), then a control frame whole (_control) or
-        the start of a data frame whose payload _payload forwards as it comes."""
+        the start of a data frame whose payload _payload forwards as it comes.
+        Payloads of at most COALESCE_MAX bytes are moved together in buf, so that
+        a read full of tiny frames yields a few pieces, not one per frame."""
         view = memoryview(buf)
-        while pos < end:
-            if self._remaining:
-                pos = self._payload(buf, view, pos, end, out)
-                continue
-            if end - pos < 2:
-                break
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            if b0 & 0x70:
-                raise ProtocolError(1002, 'reserved bits set without an extension')
-            if not b1 & 0x80:
-                raise ProtocolError(1002, 'client frame is not masked')
-            length = b1 & 0x7F
-            if length < 126:
-                start = pos + 6
-                if start > end:
-                    break
-            elif length == 126:
-                start = pos + 8
-                if start > end:
-                    break
-                length = _unpack_short(buf, pos + 2)[0]
-            else:
-                start = pos + 14
-                if start > end:
-                    break
-                length = _unpack_long(buf, pos + 2)[0]
-                if length >> 63:
-                    raise ProtocolError(1002, 'frame length has its top bit set')
-            opcode = b0 & 0x0F
-            stop = start + length
-            if opcode == OP_BINARY and b0 & 0x80 and stop <= end and self._message is None:
-                # The common case, kept short: a whole unfragmented binary message.
-                unmask_inplace(buf, start, stop, buf[start - 4:start])
-                out.append(view[start:stop])
-                pos = stop
-                continue
-            if opcode in _CONTROL_OPCODES:
-                if not b0 & 0x80:
-                    raise ProtocolError(1002, 'fragmented control frame')
-                if length > 125:
-                    raise ProtocolError(1002, 'control frame longer than 125 bytes')
-                if stop > end:
-                    break
-                event = self._control(opcode, buf, start, length)
-                events.append(event)
-                pos = stop
-                if opcode == OP_CLOSE:
-                    return pos
-                continue
-            self._start_data(opcode, b0 & 0x80, buf[start - 4:start], length)
-            pos = start
+        run_start = run_end = -1          # buf[run_start:run_end]: small payloads joined
+        try:
+            while pos < end:
+                if self._remaining:
+                    first = pos
+                    pos = self._payload(buf, view, pos, end)
+                else:
+                    if end - pos < 2:
+                        break
+                    b0 = buf[pos]
+                    b1 = buf[pos + 1]
+                    if b0 & 0x70:
+                        raise ProtocolError(1002, 'reserved bits set without an extension')
+                    if not b1 & 0x80:
+                        raise ProtocolError(1002, 'client frame is not masked')
+                    length = b1 & 0x7F
+                    if length < 126:
+                        first = pos + 6
+                        if first > end:
+                            break
+                    elif length == 126:
+                        first = pos + 8
+                        if first > end:
+                            break
+                        length = _unpack_short(buf, pos + 2)[0]
+                    else:
+                        first = pos + 14
+                        if first > end:
+                            break
+                        length = _unpack_long(buf, pos + 2)[0]
+                        if length >> 63:
+                            raise ProtocolError(1002, 'frame length has its top bit set')
+                    opcode = b0 & 0x0F
+                    stop = first + length
+                    if opcode == OP_BINARY and b0 & 0x80 and stop <= end and self._message is None:
+                        # The common case, kept short: a whole unfragmented binary message.
+                        unmask_inplace(buf, first, stop, buf[first - 4:first])
+                        pos = stop
+                    elif opcode in _CONTROL_OPCODES:
+                        if not b0 & 0x80:
+                            raise ProtocolError(1002, 'fragmented control frame')
+                        if length > 125:
+                            raise ProtocolError(1002, 'control frame longer than 125 bytes')
+                        if stop > end:
+                            break
+                        events.append(self._control(opcode, buf, first, length))
+                        pos = stop
+                        if opcode == OP_CLOSE or len(events) >= DECODE_EVENTS:
+                            break
+                        continue
+                    else:
+                        self._start_data(opcode, b0 & 0x80, buf[first - 4:first], length)
+                        pos = first
+                        continue
+                # Forward buf[first:pos], joined to the run when it is small.
+                n = pos - first
+                if n > COALESCE_MAX:
+                    if run_end > run_start:
+                        out.append(view[run_start:run_end])
+                    run_start = run_end = -1
+                    out.append(view[first:pos])
+                elif run_end < 0:
+                    run_start, run_end = first, pos
+                else:
+                    buf[run_end:run_end + n] = buf[first:pos]
+                    run_end += n
+        finally:
+            if run_end > run_start:
+                out.append(view[run_start:run_end])
         return pos
 
-    def _payload(self, buf, view, pos, end, out):
-        """Unmask and forward what buf[pos:end] holds of the current data frame."""
+    def _payload(self, buf, view, pos, end):
+        """Unmask and check what buf[pos:end] holds of the current data frame;
+        returns the position after it."""
         n = min(self._remaining, end - pos)
         mask = self._mask
         unmask_inplace(buf, pos, pos + n, mask)
         self._remaining -= n
         if n & 3:
             self._mask = mask[n & 3:] + mask[:n & 3]
-        piece = view[pos:pos + n]
         done = not self._remaining and self._fin
         if self._utf8 is not None:
-            self._check_text(piece, done)
-        out.append(piece)
+            self._check_text(view[pos:pos + n], done)
         if done:
             self._message = None
         return pos + n
@@ -1103,16 +1129,31 @@ class Session:
         closes the session with its code; the payload before it still goes."""
         out = []
         events = self._events
-        try:
-            pos = self.codec.decode(buf, 0, end, out, events)
-        except ProtocolError as exc:
-            events.clear()
-            self.fail(exc.code, exc.reason)
-            return end, out
-        if events:
+        pos = 0
+        # RFC 6455 §5.5.3: of several pings not answered yet, answering the last
+        # is enough: a read full of pings costs one pong.
+        ping = None
+        while True:
+            try:
+                pos = self.codec.decode(buf, pos, end, out, events)
+            except ProtocolError as exc:
+                events.clear()
+                self.fail(exc.code, exc.reason)
+                return end, out
             for event in events:
+                if type(event) is PingReceived:
+                    ping = event
+                    continue
+                if ping is not None:
+                    self._on_ping(ping)
+                    ping = None
                 self._EVENT_HANDLERS[type(event)](self, event)
+            if not events or self.client_end != RELAY:
+                break
             events.clear()
+        events.clear()
+        if ping is not None:
+            self._on_ping(ping)
         return pos, out
 
     def receive_target(self, data):
