@@ -41,7 +41,6 @@ import itertools
 import json
 import logging
 import logging.handlers
-import mmap
 import os
 import re
 import select
@@ -49,7 +48,6 @@ import shutil
 import signal
 import socket
 import socketserver
-import ssl
 import stat
 import struct
 import subprocess
@@ -61,6 +59,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+
+try:                    # only TLS needs it; minimal and embedded builds may lack it
+    import ssl
+except ImportError:
+    ssl = None
+try:                    # only --workers needs it
+    import mmap
+except ImportError:
+    mmap = None
 
 __version__ = '0.1.0'
 
@@ -126,6 +133,9 @@ TLS_FIRST_BYTES = (b'\x16', b'\x80')
 #: Pythons); OpenSSL 3 refuses TLS 1.1 at its default security level anyway.
 TLS_MIN_VERSIONS = {'default': None, 'tlsv1_1': 'TLSv1_1', 'tlsv1_2': 'TLSv1_2',
                     'tlsv1_3': 'TLSv1_3'}
+#: Protocol versions oldest first: where SSLContext.minimum_version is missing
+#: (Python 3.6), the ones below the minimum are switched off with OP_NO_*.
+TLS_VERSION_ORDER = ('TLSv1', 'TLSv1_1', 'TLSv1_2', 'TLSv1_3')
 #: Longest sleep of the main thread: the kernel may hand SIGTERM to another thread
 #: (measured: often one in fork or waitpid, as the wrapped-program watcher is), and
 #: Python runs the handler only once the main thread wakes up.
@@ -1436,17 +1446,36 @@ class Connection:
         self.sock.sendall(data)
 
 
+#: SSL errors to catch: none where there is no ssl module.
+SSL_ERRORS = (ssl.SSLError,) if ssl is not None else ()
+#: Why TLS options fail on an interpreter without the ssl module.
+NO_SSL = 'this Python has no ssl module, so TLS (wss://, %s) is not available'
+
+
 def tls_error_text(exc):
     """A short, log-friendly reason for a failed TLS handshake or load."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return 'certificate verify failed: %s' % exc.verify_message
+    verify_message = getattr(exc, 'verify_message', None)       # Python 3.7+
+    if verify_message:
+        return 'certificate verify failed: %s' % verify_message
     if isinstance(exc, socket.timeout):
         return 'timed out'
-    if isinstance(exc, ssl.SSLError) and exc.reason:
+    if isinstance(exc, SSL_ERRORS) and exc.reason:
         return exc.reason.lower().replace('_', ' ')
-    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
+            ssl is not None and isinstance(exc, ssl.SSLEOFError)):
         return 'the peer closed the connection'
     return '%s: %s' % (type(exc).__name__, getattr(exc, 'strerror', None) or exc)
+
+
+def _set_minimum_version(context, version):
+    """Refuse TLS versions older than version ('TLSv1_2'), on every Python."""
+    if hasattr(context, 'minimum_version'):
+        with warnings.catch_warnings():          # TLS 1.1 is deprecated, and asked for
+            warnings.simplefilter('ignore', DeprecationWarning)
+            context.minimum_version = getattr(ssl.TLSVersion, version)
+        return
+    for older in TLS_VERSION_ORDER[:TLS_VERSION_ORDER.index(version)]:
+        context.options |= getattr(ssl, 'OP_NO_' + older, 0)
 
 
 def _read_pem(path, what):
@@ -1500,9 +1529,7 @@ def _base_server_context(settings):
     context.options |= getattr(ssl, 'OP_NO_RENEGOTIATION', 0)
     version = TLS_MIN_VERSIONS[settings.ssl_version]
     if version is not None:
-        with warnings.catch_warnings():          # TLS 1.1 is deprecated, and asked for
-            warnings.simplefilter('ignore', DeprecationWarning)
-            context.minimum_version = getattr(ssl.TLSVersion, version)
+        _set_minimum_version(context, version)
     if settings.ssl_ciphers:
         try:
             context.set_ciphers(settings.ssl_ciphers)
@@ -1524,6 +1551,8 @@ def _base_server_context(settings):
 def make_target_tls_context(settings):
     """The client SSLContext for --ssl-target: verifies certificate and name unless
     --ssl-target-insecure; --ssl-target-cafile replaces the system CAs."""
+    if ssl is None:
+        raise UsageError(NO_SSL % '--ssl-target')
     try:
         context = ssl.create_default_context(cafile=settings.ssl_target_cafile)
     except (OSError, ssl.SSLError) as exc:
@@ -1564,6 +1593,12 @@ class ServerTLS:
         self._context = None
         if settings.cert is None:
             return
+        if ssl is None:
+            if settings.cert_given or self.tls_only or settings.cafile or settings.ssl_ciphers \
+                    or settings.ssl_version != 'default':
+                raise UsageError(NO_SSL % 'the TLS options')
+            logger.info('this Python has no ssl module: wss:// is off')
+            return
         if self._stamp[0] is None and not settings.cert_given:
             if self.tls_only:
                 raise UsageError('%s needs a certificate, and there is no %s (give --cert FILE)'
@@ -1584,7 +1619,7 @@ class ServerTLS:
 
     def context(self):
         """The SSLContext for a new handshake, or None without a certificate."""
-        if self.settings.cert is None:
+        if self.settings.cert is None or ssl is None:
             return None
         now = time.monotonic()
         if now >= self._next_check and self._lock.acquire(blocking=False):
@@ -1668,7 +1703,8 @@ _LOST = (ConnectionError, TimeoutError, OSError)
 #: "Not now" from a non-blocking socket. A TLS socket says SSLWantRead when a
 #: record is incomplete and SSLWantWrite when the kernel buffer is full; both are
 #: OSErrors, so they are caught before _LOST.
-_WAIT = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_WAIT = (BlockingIOError,) + ((ssl.SSLWantReadError, ssl.SSLWantWriteError)
+                              if ssl is not None else ())
 
 
 class _Side:
@@ -1687,7 +1723,7 @@ class _Side:
         self.end = 0
         self.queue = bytearray()
         #: A TLS socket: no sendmsg, and OpenSSL may hold decrypted bytes poll cannot see.
-        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.tls = ssl is not None and isinstance(sock, ssl.SSLSocket)
         self.use_sendmsg = hasattr(sock, 'sendmsg') and not self.tls
         #: Relay what this side sends.
         self.reading = True
@@ -3876,7 +3912,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         except (ConnectionError, socket.timeout) as exc:
             logger.info('%s: connection lost during the handshake: %s',
                         self.log_prefix, type(exc).__name__)
-        except ssl.SSLError as exc:
+        except SSL_ERRORS as exc:
             logger.info('%s: TLS error during the handshake: %s',
                         self.log_prefix, tls_error_text(exc))
 
@@ -3884,8 +3920,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         """Wrap the client socket in TLS; False (and one log line) if that fails."""
         context = self.server.tls.context()
         if context is None:
-            logger.info('%s: TLS handshake refused: no certificate loaded (%s)',
-                        self.log_prefix, self.server.settings.cert or 'no --cert')
+            why = ('this Python has no ssl module' if ssl is None else
+                   'no certificate loaded (%s)' % (self.server.settings.cert or 'no --cert'))
+            logger.info('%s: TLS handshake refused: %s', self.log_prefix, why)
             return False
         try:
             self.conn.start_tls(context, deadline)
