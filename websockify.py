@@ -1074,12 +1074,17 @@ class Session:
     close codes, ping/pong and heartbeat pings, and the closing deadline.
 
     codec frames the bytes (HybiCodec, HybiBase64Codec, HixieCodec); heartbeat
-    is the seconds between pings (0: none); clock is time.monotonic unless a test
-    gives its own."""
+    is the seconds between pings (0: none); heartbeat_timeout the seconds a ping
+    may wait for a pong before the client counts as gone (0: forever);
+    idle_timeout the seconds without data either way that end the session (0:
+    forever); clock is time.monotonic unless a test gives its own."""
 
-    def __init__(self, codec, heartbeat=0, clock=time.monotonic):
+    def __init__(self, codec, heartbeat=0, clock=time.monotonic, heartbeat_timeout=0,
+                 idle_timeout=0):
         self.codec = codec
         self.heartbeat = heartbeat
+        self.heartbeat_timeout = heartbeat_timeout
+        self.idle_timeout = idle_timeout
         self.clock = clock
         #: What the pump does with each side: RELAY, FINISH or DROP (see above).
         self.client_end = RELAY
@@ -1095,8 +1100,13 @@ class Session:
         self.changed = False
         #: clock() time by which the closing must be over, once armed.
         self.deadline = None
+        now = clock()
         #: clock() time of the next heartbeat ping, or None.
-        self.next_ping = clock() + heartbeat if heartbeat else None
+        self.next_ping = now + heartbeat if heartbeat else None
+        #: clock() time by which a pong must come (a ping is unanswered), or None.
+        self.pong_due = None
+        #: clock() time of the last payload either way (for idle_timeout).
+        self.last_data = now
         self._events = []
 
     # -- what the session is doing --------------------------------------------------
@@ -1124,11 +1134,14 @@ class Session:
 
     def next_wakeup(self):
         """The clock() time at which tick() has something to do, or None."""
-        wake = self.deadline
-        if self.next_ping is not None and not self.close_sent:
-            if wake is None or self.next_ping < wake:
-                wake = self.next_ping
-        return wake
+        times = [self.deadline]
+        if not self.close_sent and self.client_end == RELAY:
+            times.append(self.next_ping)
+            times.append(self.pong_due)
+            if self.idle_timeout:
+                times.append(self.last_data + self.idle_timeout)
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
 
     # -- what happened ----------------------------------------------------------------
 
@@ -1164,10 +1177,14 @@ class Session:
         events.clear()
         if ping is not None:
             self._on_ping(ping)
+        if out and self.idle_timeout:
+            self.last_data = self.clock()
         return pos, out
 
     def receive_target(self, data):
         """Bytes from the target (a memoryview): the buffers to send to the client."""
+        if self.idle_timeout:
+            self.last_data = self.clock()
         try:
             return self.codec.encode(data)
         except ProtocolError as exc:
@@ -1180,7 +1197,8 @@ class Session:
             self._send(self.codec.control(OP_PONG, event.payload))
 
     def _on_pong(self, event):
-        """An unsolicited pong needs no answer (RFC 6455 §5.5.3)."""
+        # The client is alive. An unsolicited pong needs no answer (RFC 6455 §5.5.3).
+        self.pong_due = None
 
     def _on_close(self, event):
         # RFC 6455 §5.5.1: echo the code (none for 1005), then both sides end.
@@ -1240,15 +1258,30 @@ class Session:
         self._end(FINISH, FINISH)
 
     def tick(self):
-        """Act on the time: the closing deadline, the heartbeat ping."""
+        """Act on the time: the closing deadline, heartbeat pings and their pongs,
+        the idle timeout."""
         now = self.clock()
         if self.deadline is not None and now >= self.deadline and not self.finished:
             self._note(1006, 'closing handshake timed out')
             self._end(DROP, DROP)
+        if self.close_sent or self.client_end != RELAY:
+            return
+        if self.pong_due is not None and now >= self.pong_due:
+            # A peer that does not answer is gone (asleep, unplugged): no close
+            # frame would reach it either.
+            self._note(1006, 'no answer to a ping within %g s' % self.heartbeat_timeout)
+            self._end(DROP, FINISH)
+            return
+        if self.idle_timeout and now >= self.last_data + self.idle_timeout:
+            self.close(1001, 'no data either way for %g s' % self.idle_timeout)
+            return
         if self.next_ping is not None and now >= self.next_ping:
             self.next_ping = now + self.heartbeat
-            if not self.close_sent and self.client_end == RELAY:
-                self._send(self.codec.control(OP_PING, b''))
+            ping = self.codec.control(OP_PING, b'')
+            if ping:
+                self._send(ping)
+                if self.heartbeat_timeout and self.pong_due is None:
+                    self.pong_due = now + self.heartbeat_timeout
 
     # -- helpers ------------------------------------------------------------------------
 
