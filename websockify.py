@@ -217,6 +217,17 @@ def _printable(text, limit=200):
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
 
 
+#: The control characters of RFC 5234 (CTL): C0 and DEL. HTTP forbids them in
+#: field values (RFC 9110 §5.5), and a host name or a header we send must not hold one.
+_CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
+
+
+def has_control_characters(text):
+    """True if text holds a control character (U+0000-U+001F or U+007F): the one
+    check of client, plugin and token-file text before we use or send it."""
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
 class WrapError(Exception):
     """The wrapped program cannot be run (no rebind.so, no such program); main() exits 1."""
 
@@ -2861,7 +2872,7 @@ def _plugin_headers(headers):
             continue
         name, value = str(name), str(value)
         if (_TOKEN.match(name) and name.lower() not in _OWN_HEADERS
-                and not _CONTROL.search(value)):
+                and not has_control_characters(value)):
             safe.append((name, value))
     return safe
 
