@@ -6362,6 +6362,175 @@ class TestAuth(ProxyTestCase):
 
 
 ################################################################################
+# One host:port parser, one restart back-off, one prepare step
+################################################################################
+
+class _StubRequest:
+    """The three things request_token reads of a request: target, header(), headers."""
+
+    def __init__(self, host=None, target='/websockify'):
+        self.target = target
+        self.headers = {'host': [host]} if host is not None else {}
+
+    def header(self, name, default=None):
+        values = self.headers.get(name)
+        return ', '.join(values) if values else default
+
+
+class TestHostPortParsing(unittest.TestCase):
+    """Every place that reads host:port text applies the same rules (no sockets)."""
+
+    REFUSED_TARGETS = {
+        'h:59_00': 'digits only', 'h: 5900': 'digits only', 'h:+5900': 'digits only',
+        'h:5900 ': 'digits only', 'h:\u0665\u0669': 'digits only', 'h:0': 'not in 1-65535',
+        'h:65536': 'not in 1-65535', 'h:' + '9' * 40: 'not in 1-65535', 'h:': 'no target port',
+        'h': 'has no port', ':5900': 'has no host', '[]:5900': 'has no host',
+        '[::1:5900': '"[" without "]"', '[::1]x:5900': 'only ":port"',
+        'a[b]:5900': 'brackets', 'a b:5900': 'whitespace', 'a\tb:5900': 'control characters',
+        'a\x7fb:5900': 'control characters', 'a\u200bb:5900': 'unprintable',
+        'a\u00a0b:5900': 'whitespace',
+    }
+
+    def test_the_rules(self):
+        parse = websockify.parse_host_port
+        self.assertEqual(parse('example.com:5900'), ('example.com', 5900))
+        self.assertEqual(parse('[::1]:5900'), ('::1', 5900))
+        self.assertEqual(parse('fe80::1:5900'), ('fe80::1', 5900))
+        self.assertEqual(parse('vnc_host-1.example:1'), ('vnc_host-1.example', 1))
+        self.assertEqual(parse('h:65535'), ('h', 65535))
+        self.assertEqual(parse('h:05900'), ('h', 5900))
+        for text, problem in self.REFUSED_TARGETS.items():
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError) as caught:
+                    parse(text)
+                self.assertIn(problem, str(caught.exception))
+
+    def test_optional_parts(self):
+        parse = websockify.parse_host_port
+        self.assertEqual(parse('6080', 'listening', need_host=False, zero_port=True), ('', 6080))
+        self.assertEqual(parse(':0', 'listening', need_host=False, zero_port=True), ('', 0))
+        self.assertEqual(parse('[::]:0', 'listening', need_host=False, zero_port=True),
+                         ('::', 0))
+        self.assertEqual(parse('example.com', 'Host', need_port=False), ('example.com', None))
+        self.assertEqual(parse('[::1]', 'Host', need_port=False), ('::1', None))
+        with self.assertRaisesRegex(ValueError, 'invalid listening port 70000'):
+            parse('70000', 'listening', need_host=False, zero_port=True)
+
+    def test_ports_given_as_numbers(self):
+        self.assertEqual(websockify.parse_port(5900), 5900)
+        self.assertEqual(websockify.parse_port(0, 'listening', zero=True), 0)
+        for port in (0, 65536, True, 5900.0, None, -1):
+            with self.subTest(port=port), self.assertRaises(ValueError):
+                websockify.parse_port(port)
+
+    def refused_cli(self, *argv):
+        with contextlib.redirect_stderr(io.StringIO()) as err, \
+                self.assertRaises(SystemExit) as caught:
+            websockify.parse_args(list(argv))
+        self.assertEqual(caught.exception.code, 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+        return err.getvalue()
+
+    def test_command_line(self):
+        settings = websockify.parse_args(['[::1]:0', '[::1]:5900'])
+        self.assertEqual((settings.listen_host, settings.listen_port), ('::1', 0))
+        self.assertEqual((settings.target_host, settings.target_port), ('::1', 5900))
+        settings = websockify.parse_args(['6080', 'vnc_host:5900'])
+        self.assertEqual((settings.listen_host, settings.target_host), ('', 'vnc_host'))
+        for text, problem in self.REFUSED_TARGETS.items():
+            with self.subTest(text=text):
+                self.assertIn(problem, self.refused_cli('6080', text))
+        self.assertIn('digits only', self.refused_cli('60_80', 'h:1'))
+        self.assertIn('digits only', self.refused_cli('--syslog', 'h:5_14', '6080', 'h:1'))
+
+    def token_file(self, lines):
+        folder = tempfile.mkdtemp(prefix='host-port-')
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, 'tokens')
+        with open(path, 'w') as f:
+            f.write(''.join(line + '\n' for line in lines))
+        return path
+
+    def test_token_file_lines(self):
+        good = {'six': ('[::1]:5900', ('::1', 5900)), 'under': ('a_b:1', ('a_b', 1)),
+                'spaced': ('  h:5900  ', ('h', 5900)), 'unix': ('unix_socket:/run/s', None)}
+        lines = ['%s: %s' % (token, text) for token, (text, _) in good.items()]
+        # A tab ends the token; whitespace around the whole target is ignored.
+        refused = ['t%d: %s' % (i, text) for i, text in enumerate(self.REFUSED_TARGETS)
+                   if '\t' not in text and text == text.strip()]
+        with self.assertLogs('websockify', 'WARNING') as logs:
+            plugin = websockify.ReadOnlyTokenFile(self.token_file(lines + refused))
+        self.assertEqual(len(logs.records), len(refused), logs.output)
+        for token, (_, expected) in good.items():
+            target = plugin.lookup(token)
+            if expected is None:
+                self.assertEqual(target.unix, '/run/s')
+            else:
+                self.assertEqual((target.host, target.port), expected)
+        for line in refused:
+            self.assertIsNone(plugin.lookup(line.partition(':')[0]), line)
+
+    def test_redis_values(self):
+        parse = websockify.TokenRedis.parse_value
+        for value in (b'[::1]:5900', b'{"host": "[::1]:5900"}',
+                      b'{"host": "[::1]", "port": 5900}', b'{"host": "::1", "port": "5900"}'):
+            with self.subTest(value=value):
+                target = parse(value)
+                self.assertEqual((target.host, target.port), ('::1', 5900))
+        for value in (b'h:59_00', b'h: 5900', b'{"host": "h", "port": "59_00"}',
+                      b'{"host": "h:0"}', b'{"host": "a b", "port": 1}'):
+            with self.subTest(value=value), self.assertRaises(ValueError):
+                parse(value)
+
+    def test_token_api_answers(self):
+        text_api = websockify.BaseTokenAPI('http://127.0.0.1:9/%s')
+        json_api = websockify.JSONTokenApi('http://127.0.0.1:9/%s')
+        self.assertEqual(repr(text_api.parse_answer(b'[::1]:5900\n')), repr(
+            websockify.Target('::1', 5900)))
+        self.assertEqual(repr(json_api.parse_answer(b'{"host": "[::1]", "port": "5900"}')),
+                         repr(websockify.Target('::1', 5900)))
+        for api, body in ((text_api, b'h:59_00'), (text_api, b'h: 5900'),
+                          (json_api, b'{"host": "h", "port": " 5900"}'),
+                          (json_api, b'{"host": "h", "port": "59_00"}'),
+                          (json_api, b'{"host": "h\\u0000", "port": 1}')):
+            with self.subTest(body=body), self.assertRaises(ValueError):
+                api.parse_answer(body)
+
+    def test_plugin_results(self):
+        class Plugin:
+            def __init__(self, answer):
+                self.answer = answer
+
+            def lookup(self, token):
+                return self.answer
+        settings = websockify.parse_args(['--token-plugin', 'm.P', '6080'])
+        request = _StubRequest(target='/?token=t')
+        for answer, where in ((('[::1]', '5900'), '[::1]:5900'), ((b'h', b'1'), 'h:1'),
+                              (('unix_socket', '/s'), 'unix:/s')):
+            with self.subTest(answer=answer):
+                target = websockify.resolve_target(request, settings, Plugin(answer))
+                self.assertTrue(str(target).startswith(where + ' '), str(target))
+        for answer in (('h', '59_00'), ('h', ' 1'), ('h', 0), ('h h', 1), ('h', True),
+                       ('unix_socket', '/s\n'), (b'h\xff', 1)):
+            with self.subTest(answer=answer), self.assertRaises(websockify.HTTPError) as caught:
+                websockify.resolve_target(request, settings, Plugin(answer))
+            self.assertEqual(caught.exception.status, 502)
+
+    def test_host_token(self):
+        settings = websockify.parse_args(['--target-config', 'tokens', '--host-token', '6080'])
+        for host, token in (('vm1.example.com:6080', 'vm1.example.com'), ('vm_2', 'vm_2'),
+                            ('[::1]:6080', '::1'), ('[fe80::1]', 'fe80::1')):
+            with self.subTest(host=host):
+                self.assertEqual(websockify.request_token(_StubRequest(host), settings), token)
+        self.assertIsNone(websockify.request_token(_StubRequest(), settings))
+        for host in ('vm:x', 'vm:60_80', 'vm:99999', '[::1', '[::1]x', 'a b:80'):
+            with self.subTest(host=host), self.assertRaises(websockify.HTTPError) as caught:
+                websockify.request_token(_StubRequest(host), settings)
+            self.assertEqual(caught.exception.status, 400)
+
+
+
+################################################################################
 ################################################################################
 ##
 ## The demo behind `make demo`: python3 test_websockify.py demo [--port N]

@@ -2033,53 +2033,129 @@ class Target:
 UNIX_SOCKET_HOST = 'unix_socket'
 
 
+#: Highest TCP port number.
+MAX_PORT = 65535
+_DIGITS = re.compile(r'[0-9]+\Z')
+
+
+def parse_port(value, what='target', zero=False):
+    """A port number from text (ASCII digits only) or an int, in 1..MAX_PORT, or
+    0..MAX_PORT with zero=True (a listening port the OS picks); ValueError naming
+    `what` ('target', 'listening', ...) and the problem if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError('invalid %s port %r: not a number' % (what, value))
+    shown = value
+    if isinstance(value, str):
+        if not value:
+            raise ValueError('no %s port' % what)
+        if not _DIGITS.match(value):
+            raise ValueError('invalid %s port %r: digits only' % (what, value))
+        # Past ten digits it is out of range anyway: do not convert a huge string.
+        value = int(value) if len(value) <= 10 else -1
+    lowest = 0 if zero else 1
+    if not lowest <= value <= MAX_PORT:
+        raise ValueError('invalid %s port %s: not in %d-%d' % (what, shown, lowest, MAX_PORT))
+    return value
+
+
+def parse_host(text, what='target'):
+    """A host name or address; '[v6]' loses its brackets. ValueError naming `what`
+    for an empty host, stray brackets, whitespace, control or other unprintable
+    characters. Host names may hold underscores (DNS allows any byte)."""
+    if text.startswith('[') and text.endswith(']'):
+        text = text[1:-1]
+    if not text:
+        raise ValueError('no %s host' % what)
+    if '[' in text or ']' in text:
+        raise ValueError('%s host %r: brackets go around a whole IPv6 address only'
+                         % (what, text))
+    if has_control_characters(text):
+        raise ValueError('%s host %r contains control characters' % (what, text))
+    if any(c.isspace() for c in text):
+        raise ValueError('%s host %r contains whitespace' % (what, text))
+    if not text.isprintable():
+        raise ValueError('%s host %r contains unprintable characters' % (what, text))
+    return text
+
+
+def parse_host_port(text, what='target', need_host=True, need_port=True, zero_port=False):
+    """Split 'host:port' or '[v6]:port' into (host, port): the one parser of
+    host:port text, for the command line, token files, token back ends and the Host
+    header. The port follows the last colon (an IPv6 address without brackets,
+    'fe80::1:5900', still splits right); parse_host and parse_port check the parts.
+
+    need_host=False also takes ':port' and 'port', giving host ''; need_port=False
+    also takes 'host', giving port None. ValueError says what is wrong."""
+    if text.startswith('['):
+        end = text.find(']')
+        if end < 0:
+            raise ValueError('%s address %r: "[" without "]"' % (what, text))
+        host, rest = text[:end + 1], text[end + 1:]
+        if rest and not rest.startswith(':'):
+            raise ValueError('%s address %r: only ":port" may follow "]"' % (what, text))
+        port = rest[1:] if rest else None
+    elif ':' in text:
+        host, _, port = text.rpartition(':')
+    elif need_port and not need_host:
+        host, port = '', text
+    else:
+        host, port = text, None
+    if need_host and host in ('', '[]'):
+        raise ValueError('%s address %r has no host' % (what, text))
+    if port is not None:
+        port = parse_port(port, what, zero_port)
+    elif need_port:
+        raise ValueError('%s address %r has no port: give host:port' % (what, text))
+    if host or need_host:
+        host = parse_host(host, what)
+    return host, port
+
+
 def parse_target_text(text):
-    """'host:port', '[v6]:port' or 'unix_socket:/path' -> Target; ValueError if not."""
+    """'host:port', '[v6]:port' or 'unix_socket:/path' -> Target; ValueError if not.
+    Whitespace around the whole text is ignored (token files, answers of back ends)."""
     text = text.strip()
     if text.startswith(UNIX_SOCKET_HOST + ':'):
-        path = text[len(UNIX_SOCKET_HOST) + 1:]
-        if not path:
-            raise ValueError('no socket path after unix_socket:')
-        return Target(unix=path)
-    host, colon, port = text.rpartition(':')
-    if not colon:
-        raise ValueError('%r is not host:port' % text)
-    return make_target(host, port)
+        return make_target(UNIX_SOCKET_HOST, text[len(UNIX_SOCKET_HOST) + 1:])
+    host, port = parse_host_port(text)
+    return Target(host, port)
+
+
+def _text(value, what):
+    """A plugin's str or ASCII bytes as str; ValueError otherwise."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode('ascii')
+        except UnicodeDecodeError:
+            raise ValueError('%s %r is not ASCII' % (what, value)) from None
+    return value
 
 
 def make_target(host, port):
-    """A Target from a plugin's host and port (strings, bytes or a number); ValueError."""
-    if isinstance(host, bytes):
-        host = host.decode('ascii')
-    if isinstance(port, bytes):
-        port = port.decode('ascii')
-    if not isinstance(host, str) or not host:
-        raise ValueError('no target host')
-    if not host.isprintable() or ' ' in host:
-        raise ValueError('target host %r is not a host name' % host)
+    """A Target from a plugin's host and port (strings, bytes, or a number for the
+    port), checked as parse_host_port checks text; ValueError if not one."""
+    host, port = _text(host, 'target host'), _text(port, 'target port')
+    if not isinstance(host, str):
+        raise ValueError('target host %r is not text' % (host,))
     if host == UNIX_SOCKET_HOST:
         if not isinstance(port, str) or not port:
             raise ValueError('no socket path after unix_socket')
+        if has_control_characters(port):
+            raise ValueError('socket path %r contains control characters' % port)
         return Target(unix=port)
-    if host.startswith('[') and host.endswith(']'):
-        host = host[1:-1]
-    if isinstance(port, bool) or not isinstance(port, (int, str)):
-        raise ValueError('port %r is not a number' % (port,))
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError('port %r is not a number' % (port,)) from None
-    if not 0 < number < 65536:
-        raise ValueError('port %d is out of range' % number)
-    return Target(host, number)
+    return Target(parse_host(host), parse_port(port))
 
 
 def _token_from_host(request):
-    """--host-token: the host name of the Host header, without a port."""
-    host = request.header('host') or ''
-    if host.startswith('['):
-        return host[1:host.find(']')] if ']' in host else host
-    return host.partition(':')[0]
+    """--host-token: the host name of the Host header, without its port; 400 if the
+    header is not host[:port]."""
+    host = request.header('host')
+    if not host:
+        return None
+    try:
+        return parse_host_port(host, 'Host header', need_port=False)[0]
+    except ValueError as exc:
+        raise HTTPError(400, 'the Host header is not host[:port]', detail=str(exc)) from None
 
 
 def request_token(request, settings):
@@ -2341,6 +2417,10 @@ class JSONTokenApi(BaseTokenAPI):
         return make_target(answer['host'], answer['port'])
 
 
+#: Redis's port when --token-source does not name one.
+REDIS_PORT = 6379
+
+
 def _redis_command(*args):
     """One command in RESP, the Redis protocol: an array of bulk strings."""
     out = [b'*%d\r\n' % len(args)]
@@ -2414,13 +2494,13 @@ class TokenRedis(TokenPlugin):
             raise UsageError('--token-source of TokenRedis is '
                              'host[:port[:db[:password[:namespace]]]], not %r' % source)
         try:
-            self.port = int(port) if port else 6379
+            self.port = parse_port(port, 'Redis') if port else REDIS_PORT
             self.db = int(db) if db else 0
-            if not 0 < self.port < 65536 or self.db < 0:
-                raise ValueError
-        except ValueError:
+            if self.db < 0:
+                raise ValueError('negative database number')
+        except ValueError as exc:
             raise UsageError('--token-source of TokenRedis: bad port or database number in '
-                             'host[:port[:db[:password[:namespace]]]]') from None
+                             'host[:port[:db[:password[:namespace]]]]: %s' % exc) from None
 
     def lookup(self, token):
         key = '%s:%s' % (self.namespace, token) if self.namespace else token
@@ -4030,18 +4110,14 @@ def _build_parser():
 
 
 def _split_hostport(parser, text, what):
-    """'host:port', ':port', 'port', '[v6]:port', 'v6:port' -> (host, port)."""
-    if ':' in text:
-        host, port = text.rsplit(':', 1)
-        if host.startswith('[') and host.endswith(']'):
-            host = host[1:-1]
-    else:
-        host, port = '', text
-    # Digits only (int() would take ' 59_00'); port 0 only where the OS may choose.
-    lowest = 0 if what == 'listening' else 1
-    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
-        parser.error('invalid %s port in %r' % (what, text))
-    return host, int(port)
+    """parse_host_port for a command-line address, a usage error if it fails: the
+    listening address may omit its host ('6080', ':6080') and have port 0 (the OS
+    picks one); a target needs host:port."""
+    listening = what == 'listening'
+    try:
+        return parse_host_port(text, what, need_host=not listening, zero_port=listening)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _key_password(parser, opts):
@@ -4109,10 +4185,10 @@ def _syslog_address(parser, text):
         if not stat.S_ISSOCK(mode):
             parser.error('--syslog %s is not a socket' % text)
         return path
-    host, port = _split_hostport(parser, text, 'syslog')
-    if not host or not port:
-        parser.error('--syslog needs HOST:PORT (UDP) or the path of a Unix socket, not %r'
-                     % text)
+    try:
+        host, port = parse_host_port(text, 'syslog')
+    except ValueError as exc:
+        parser.error('--syslog needs HOST:PORT (UDP) or the path of a Unix socket: %s' % exc)
     try:
         socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
     except OSError as exc:
@@ -4180,12 +4256,7 @@ def parse_args(argv):
     if not opts.unix_target and wrap is None and not token_plugin:
         if not args:
             parser.error('missing the target_addr:target_port')
-        target = args.pop(0)
-        if ':' not in target:
-            parser.error('the target must be target_addr:target_port, not %r' % target)
-        target_host, target_port = _split_hostport(parser, target, 'target')
-        if not target_host:
-            parser.error('the target %r has no host' % target)
+        target_host, target_port = _split_hostport(parser, args.pop(0), 'target')
     if args:
         parser.error('unexpected argument %r' % args[0])
     for name in ('timeout', 'idle_timeout', 'heartbeat', 'handshake_timeout'):
