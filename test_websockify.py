@@ -6530,6 +6530,52 @@ class TestHostPortParsing(unittest.TestCase):
 
 
 
+class TestRestartBackoff(unittest.TestCase):
+    """The one restart policy of --wrap-mode=respawn and --workers (no sockets, no sleeps)."""
+
+    def delays(self, policy, runs):
+        return [policy.next_delay(*run) for run in runs]
+
+    def test_worker_policy(self):
+        policy = websockify.RestartBackoff(websockify.WORKER_MIN_LIFE,
+                                           websockify.WORKER_FIRST_DELAY,
+                                           websockify.WORKER_BACKOFF_MAX)
+        quick = (websockify.WORKER_MIN_LIFE / 2,)
+        self.assertEqual(self.delays(policy, [quick] * 8),
+                         [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        self.assertEqual(policy.next_delay(websockify.WORKER_MIN_LIFE), 0)
+        self.assertEqual(policy.failures, 0)
+        self.assertEqual(policy.next_delay(0.1), 0.5, 'a long life starts the back-off anew')
+        self.assertEqual(self.delays(policy, [quick] * 1000)[-1], websockify.WORKER_BACKOFF_MAX)
+
+    def test_program_policy(self):
+        policy = websockify.RestartBackoff(
+            websockify.RESPAWN_QUICK_EXIT, websockify.RESPAWN_FIRST_DELAY,
+            websockify.RESPAWN_MAX_DELAY, websockify.RESPAWN_IMMEDIATE_RETRIES)
+        self.assertEqual(self.delays(policy, [(0.1,)] * 9),
+                         [0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        self.assertTrue(policy.backing_off)
+        self.assertEqual(policy.next_delay(0.1, True), 0, 'a run that served a session')
+        self.assertFalse(policy.backing_off)
+        self.assertEqual(self.delays(policy, [(0.1,), (0.1,), (websockify.RESPAWN_QUICK_EXIT,),
+                                              (0.1,)]), [0, 0.5, 0, 0])
+
+    def test_program_wrapper_uses_it_and_warns_once(self):
+        settings = websockify.parse_args(['--wrap-mode=respawn', '6080', '--', 'true'])
+        wrapper = websockify.ProgramWrapper(settings, '/nonexistent/rebind.so', lambda: None)
+        self.addCleanup(wrapper.stop)
+        with self.assertLogs('websockify', 'DEBUG') as logs:
+            delays = [wrapper._respawn_delay(False, 0.2, 'exited') for _ in range(4)]
+            delays.append(wrapper._respawn_delay(True, 0.2, 'exited'))
+            delays.append(wrapper._respawn_delay(False, 0.2, 'exited'))
+        self.assertEqual(delays, [0, 0.5, 1.0, 2.0, 0, 0])
+        warnings = [r for r in logs.records if r.levelno == logging.WARNING]
+        self.assertEqual(len(warnings), 1, logs.output)
+        self.assertTrue(any('restarts are immediate again' in r.getMessage()
+                            for r in logs.records), logs.output)
+
+
+
 ################################################################################
 ################################################################################
 ##

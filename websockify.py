@@ -138,6 +138,9 @@ WRAP_RETRY = 0.05
 #: A respawned program that exits within this many seconds of starting, without
 #: having accepted a session, failed to start (see ProgramWrapper).
 RESPAWN_QUICK_EXIT = 3.0
+#: Failed starts in a row restarted at once before the back-off begins: one
+#: failure may be bad luck (the old run still held a resource), two are a pattern.
+RESPAWN_IMMEDIATE_RETRIES = 1
 #: First and longest delay before restarting a program that keeps failing to start.
 RESPAWN_FIRST_DELAY = 0.5
 RESPAWN_MAX_DELAY = 30.0
@@ -150,8 +153,10 @@ DAEMON_READY_TIMEOUT = 30.0
 #: Most --workers processes: more than cores only adds contention.
 MAX_WORKERS = 64
 #: A worker that dies sooner than this after starting is restarted after a
-#: back-off that doubles each time, up to WORKER_BACKOFF_MAX seconds.
+#: back-off from WORKER_FIRST_DELAY that doubles each time, up to WORKER_BACKOFF_MAX
+#: seconds (also the wait after a failed fork).
 WORKER_MIN_LIFE = 5.0
+WORKER_FIRST_DELAY = 0.5
 WORKER_BACKOFF_MAX = 30.0
 #: Seconds a worker relaying more sessions than the least busy one waits before
 #: accepting, so that the kernel's wake-up of every worker favours the idle one.
@@ -3016,12 +3021,48 @@ def authenticate(plugin, request, peer_cert, target_host, target_port):
 #   respawn  PROGRAM starts again. A run that served a session or lasted
 #            RESPAWN_QUICK_EXIT seconds restarts at once, however often (telnetd
 #            exits after every connection). A run that ended sooner without a
-#            session failed to start: from the second such failure in a row the
-#            restart waits RESPAWN_FIRST_DELAY seconds, doubling up to
-#            RESPAWN_MAX_DELAY, with one warning, until a run succeeds. Sessions
-#            arriving meanwhile wait for the new run, up to WRAP_CONNECT_WAIT s.
+#            session failed to start: after RESPAWN_IMMEDIATE_RETRIES such failures
+#            in a row the restart waits RESPAWN_FIRST_DELAY seconds, doubling up
+#            to RESPAWN_MAX_DELAY, with one warning, until a run succeeds (the
+#            RestartBackoff below, which --workers uses too). Sessions arriving
+#            meanwhile wait for the new run, up to WRAP_CONNECT_WAIT s.
 # Whenever websockify stops (signal, error, --timeout, exit mode), every process
 # group it started gets SIGTERM, then SIGKILL after WRAP_KILL_GRACE seconds.
+
+class RestartBackoff:
+    """When to restart something that ended: the one policy of --wrap-mode=respawn
+    (ProgramWrapper) and of --workers (the supervisor, section Server).
+
+    A run that lived min_life seconds, or did its job (succeeded), is restarted at
+    once and clears the record. A run that ended sooner is a failure: after
+    `immediate` of them in a row, each further one waits first_delay seconds,
+    doubling up to max_delay. One object per restarted thing; not thread-safe."""
+
+    def __init__(self, min_life, first_delay, max_delay, immediate=0):
+        self.min_life = min_life
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.immediate = immediate
+        #: Runs in a row that ended before min_life without succeeding.
+        self.failures = 0
+
+    @property
+    def backing_off(self):
+        """True once failures are past the immediate retries (the next one waits)."""
+        return self.failures > self.immediate
+
+    def next_delay(self, lived, succeeded=False):
+        """Record a run that lasted `lived` seconds; the seconds to wait before the next."""
+        if succeeded or lived >= self.min_life:
+            self.failures = 0
+            return 0.0
+        self.failures += 1
+        if not self.backing_off:
+            return 0.0
+        # The exponent is capped so that the float cannot overflow, whatever the count.
+        doublings = min(self.failures - self.immediate - 1, 64)
+        return min(self.max_delay, self.first_delay * 2 ** doublings)
+
 
 #: Environment variable naming rebind.so when --rebind is not given.
 REBIND_ENV = 'WEBSOCKIFY_REBIND'
@@ -3142,8 +3183,9 @@ class ProgramWrapper:
         self._started = 0.0
         #: True once a session connected to the current run.
         self._served = False
-        self._quick_failures = 0
-        self._backoff_logged = False
+        #: When to respawn (--wrap-mode=respawn).
+        self._restarts = RestartBackoff(RESPAWN_QUICK_EXIT, RESPAWN_FIRST_DELAY,
+                                        RESPAWN_MAX_DELAY, RESPAWN_IMMEDIATE_RETRIES)
         #: Process groups started that may still have members.
         self._groups = set()
         self._stop = threading.Event()
@@ -3306,21 +3348,17 @@ class ProgramWrapper:
 
     def _respawn_delay(self, served, ran, how):
         """Seconds to wait before the next run (the rule in this section's comment)."""
-        if served or ran >= RESPAWN_QUICK_EXIT:
-            if self._backoff_logged:
+        was_backing_off = self._restarts.backing_off
+        delay = self._restarts.next_delay(ran, served)
+        if not self._restarts.failures:
+            if was_backing_off:
                 logger.info('%s ran normally again: restarts are immediate again', self.name)
-            self._quick_failures = 0
-            self._backoff_logged = False
             logger.info('%s %s: restarting (--wrap-mode=respawn)', self.name, how)
-            return 0
-        self._quick_failures += 1
-        if self._quick_failures < 2:
+            return delay
+        if not self._restarts.backing_off:
             logger.info('%s %s after %.1f s without a session: restarting', self.name, how, ran)
-            return 0
-        delay = min(RESPAWN_MAX_DELAY,
-                    RESPAWN_FIRST_DELAY * 2 ** min(self._quick_failures - 2, 16))
-        if not self._backoff_logged:
-            self._backoff_logged = True
+            return delay
+        if not was_backing_off:
             logger.warning('%s keeps failing within %g s of starting without a session (%s): '
                            'restarting it with a back-off from %g s doubling up to %g s',
                            self.name, RESPAWN_QUICK_EXIT, how, delay, RESPAWN_MAX_DELAY)
@@ -4598,7 +4636,8 @@ def _supervise(server, settings):
 
     Workers share the listening socket. One that exits with status 0 (--timeout,
     --idle-timeout) is done; one that dies otherwise is restarted, after a
-    doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds.
+    doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds
+    (RestartBackoff, the policy of --wrap-mode=respawn without its immediate retry).
     SIGTERM/SIGINT are passed on to every worker; the parent waits for them."""
     server.socket.setblocking(False)      # a worker that loses the accept race returns
     # A dead worker's slot holds the largest count until its successor starts.
@@ -4607,7 +4646,8 @@ def _supervise(server, settings):
     signals = _SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
     workers = {}                          # pid -> (index, start time)
     pending = {}                          # index -> time to (re)start it
-    backoff = {}                          # index -> seconds of the next back-off
+    restarts = {index: RestartBackoff(WORKER_MIN_LIFE, WORKER_FIRST_DELAY, WORKER_BACKOFF_MAX)
+                for index in range(1, settings.workers + 1)}
     now = time.monotonic()
     for index in range(1, settings.workers + 1):
         pending[index] = now
@@ -4631,13 +4671,7 @@ def _supervise(server, settings):
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 logger.info('worker %d finished', index)
                 continue
-            lived = time.monotonic() - started
-            delay = 0.0
-            if lived < WORKER_MIN_LIFE:
-                delay = backoff.get(index, 0.5)
-                backoff[index] = min(WORKER_BACKOFF_MAX, delay * 2)
-            else:
-                backoff.pop(index, None)
+            delay = restarts[index].next_delay(time.monotonic() - started)
             logger.error('worker %d (pid %d) died (%s); restarting it in %.1f s', index, pid,
                          'signal %d' % os.WTERMSIG(status) if os.WIFSIGNALED(status)
                          else 'status %d' % os.WEXITSTATUS(status), delay)
