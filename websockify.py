@@ -1997,6 +1997,13 @@ def serve_web(conn, request, root, listing):
 # Targets
 ################################################################################
 #
+# Owns where a session goes: the Target, the one host:port parser (command line,
+# token files, token back ends, the Host header), the token of a request,
+# resolve_target (token -> Target through a token plugin's lookup) and
+# open_target (TCP or Unix connect, TLS for --ssl-target). Calls only sections
+# 1-3 (errors, has_control_characters, tls_error_text); token plugins, auth
+# plugins and the wrapped program are the sections after this one.
+#
 # Without a token option every session goes to the one target of the command
 # line. With --token-plugin (or --target-config FILE, which is --token-plugin
 # TokenFile --token-source FILE) each WebSocket request carries a token and the
@@ -2006,11 +2013,6 @@ def serve_web(conn, request, root, listing):
 #   plugin.lookup()   token -> (host, port), ('unix_socket', path), a Target or None
 #   resolve_target()  either of those -> a Target, or HTTPError: 404 no such token,
 #                     403 a token that fails its check (JWT), 502 a back end down
-#
-# Plugins are built once per server (make_token_plugin) and called from many
-# connection threads at once: each keeps its state thread-safe. The interface is
-# upstream websockify's: Class(source) and lookup(token), so its plugins and the
-# names of its built-in ones (websockify.token_plugins.TokenFile) work here.
 
 class Target:
     """Where one session goes: a TCP host and port, or a Unix socket path."""
@@ -2221,6 +2223,70 @@ def resolve_target(request, settings, plugin):
     target.token = token
     return target
 
+
+def open_target(target, tls_context=None):
+    """Connect to a Target (TLS with tls_context, for --ssl-target): (sock, where),
+    where naming it for the log; raises HTTPError 502 naming the target."""
+    where = str(target)
+    try:
+        if target.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(target.unix)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            # create_connection tries every getaddrinfo address in order.
+            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
+    if tls_context is not None:
+        try:
+            sock = start_target_tls(sock, tls_context, target.host, where)
+        except HTTPError as exc:
+            _refuse_target(target, exc.reason)
+    return sock, where
+
+
+def _refuse_target(target, problem):
+    """Raise the 502 for a target that failed. A token's back end is not the
+    client's business: its problem goes to the log only."""
+    if target.token is not None:
+        raise HTTPError(502, 'cannot connect to the target of this token',
+                        detail=problem) from None
+    raise HTTPError(502, problem) from None
+
+
+def start_target_tls(sock, context, host, where):
+    """Wrap a connected target socket in TLS, SNI and name check with host.
+
+    The handshake runs here, before the relay: a TLS 1.3 server that waits for
+    the client to speak first would otherwise wait forever for a pump that only
+    writes what the WebSocket client sends."""
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        return context.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:   # the ssl module closed the socket
+        raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
+
+
+################################################################################
+# Token plugins
+################################################################################
+#
+# Owns the --token-plugin classes: the built-in ones (token files, a directory of
+# Unix sockets, a token API, Redis with its small RESP client, HMAC JWTs), the
+# loading of custom ones, and make_token_plugin, which the prepare step calls
+# once. Calls sections 1-3 and Targets (make_target, parse_target_text,
+# parse_port, Target); the handler reaches a plugin through resolve_target only.
+#
+# Plugins are built once per server and called from many connection threads at
+# once: each keeps its state thread-safe. The interface is upstream websockify's:
+# Class(source) and lookup(token), so its plugins and the names of its built-in
+# ones (websockify.token_plugins.TokenFile) work here.
 
 def _lookup_failed(what, exc):
     """The 502 of a token back end that cannot be asked (its details are logged only)."""
@@ -2691,113 +2757,14 @@ def make_token_plugin(settings):
     return plugin
 
 
-def describe_target(settings):
-    """The fixed target as a log string (or how tokens choose it)."""
-    if settings.token_plugin:
-        path = TOKEN_PLUGINS.get(settings.token_plugin, TokenPlugin).source_is_path
-        return 'the target of each token (%s%s%s)' % (
-            settings.token_plugin, ' ' + settings.token_source if path else '',
-            ', token from Host' if settings.host_token else '')
-    if settings.wrap_cmd:
-        return 'program %s (its port %d moved to loopback)' % (
-            _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
-    if settings.unix_target:
-        return 'unix:' + settings.unix_target
-    return format_address(settings.target_host, settings.target_port)
-
-
-def connect_target(settings, tls_context=None, wrapper=None, target=None):
-    """Open the session's target socket (TLS with tls_context, for --ssl-target);
-    raises HTTPError 502 naming the target.
-
-    `target` is the Target a token chose (resolve_target); without one the fixed
-    target of settings is used. The target of a wrapped program is a loopback
-    port that its rebind.so reported to `wrapper` (a ProgramWrapper)."""
-    if target is None:
-        if settings.wrap_cmd:
-            sock, where = _connect_wrapped(settings, wrapper)
-            if tls_context is not None:
-                sock = start_target_tls(sock, tls_context, None, where)
-            return sock, where
-        target = Target(settings.target_host, settings.target_port, settings.unix_target)
-    where = str(target)
-    try:
-        if target.unix:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect(target.unix)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            # create_connection tries every getaddrinfo address in order.
-            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:
-        _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
-    if tls_context is not None:
-        try:
-            sock = start_target_tls(sock, tls_context, target.host, where)
-        except HTTPError as exc:
-            _refuse_target(target, exc.reason)
-    return sock, where
-
-
-def _refuse_target(target, problem):
-    """Raise the 502 for a target that failed. A token's back end is not the
-    client's business: its problem goes to the log only."""
-    if target.token is not None:
-        raise HTTPError(502, 'cannot connect to the target of this token',
-                        detail=problem) from None
-    raise HTTPError(502, problem) from None
-
-
-def start_target_tls(sock, context, host, where):
-    """Wrap a connected target socket in TLS, SNI and name check with host.
-
-    The handshake runs here, before the relay: a TLS 1.3 server that waits for
-    the client to speak first would otherwise wait forever for a pump that only
-    writes what the WebSocket client sends."""
-    try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        return context.wrap_socket(sock, server_hostname=host)
-    except (OSError, ValueError) as exc:   # the ssl module closed the socket
-        raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
-
-
-def _connect_wrapped(settings, wrapper):
-    """Connect to any listener the wrapped program reported, newest first.
-
-    While none accepts (the program is starting, restarting, or serving its one
-    connection), wait for a new report or retry, for up to WRAP_CONNECT_WAIT s."""
-    name = os.path.basename(settings.wrap_cmd[0])
-    if wrapper is None:
-        raise HTTPError(502, 'wrapped program %s is not running' % name)
-    deadline = time.monotonic() + WRAP_CONNECT_WAIT
-    version, listeners = wrapper.listeners()
-    problem = 'it has not bound port %d yet' % settings.listen_port
-    while True:
-        for host, port in listeners:
-            remaining = deadline - time.monotonic()
-            try:
-                sock = socket.create_connection((host, port),
-                                                max(0.5, min(CONNECT_TIMEOUT, remaining)))
-            except OSError as exc:
-                problem = '%s: %s' % (format_address(host, port), exc.strerror or exc)
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            wrapper.session_connected()
-            return sock, 'program %s at %s' % (_printable(name), format_address(host, port))
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or wrapper.stopping:
-            raise HTTPError(502, 'wrapped program %s is not accepting connections: %s'
-                            % (_printable(name), problem))
-        version, listeners = wrapper.wait_listeners(
-            version, min(remaining, WRAP_RETRY) if listeners else remaining)
-
-
-# -- auth plugins ---------------------------------------------------------------
+################################################################################
+# Auth plugins
+################################################################################
+#
+# Owns --auth-plugin: the built-in plugins (BasicHTTPAuth, ExpectOrigin,
+# ClientCertCNAuth), load_auth_plugin (called once by the prepare step) and
+# authenticate, which the handler calls for each request it checks. Calls
+# sections 1-3 and import_plugin_class (Token plugins).
 #
 # --auth-plugin CLASS --auth-source ARG: the plugin is built once, at start-up,
 # with ARG; its authenticate(headers, target_host, target_port) runs for every
@@ -3006,12 +2973,18 @@ def authenticate(plugin, request, peer_cert, target_host, target_port):
 # Program wrapping
 ################################################################################
 #
+# Owns `-- PROGRAM`: finding or building rebind.so, running the program, the
+# ports it reports, --wrap-mode, the restart policy (RestartBackoff, which the
+# --workers supervisor uses too), and connect_target, the handler's one call to
+# reach its target: the wrapped program, or open_target for any other. Calls
+# sections 1-3 and Targets.
+#
 # `websockify.py PORT -- PROGRAM ARGS`: websockify listens on PORT itself and
 # runs PROGRAM in a process group of its own with rebind.so preloaded. When
 # PROGRAM, or anything it starts, binds a TCP socket to PORT, rebind.so binds it
 # to loopback on a port the kernel picks and sends that port to a Unix datagram
 # socket in a private (0700) directory; the reader thread here records it, and
-# `_connect_wrapped` (Targets) connects each session to any recorded port that
+# ProgramWrapper.connect connects each session to any recorded port that
 # accepts. A program binding IPv4 and IPv6 reports two ports.
 #
 # When PROGRAM exits, --wrap-mode decides:
@@ -3165,8 +3138,7 @@ def _describe_status(status):
 class ProgramWrapper:
     """Runs the wrapped program, records the ports rebind.so reports, applies --wrap-mode.
 
-    Created by main(); the handler threads call listeners(), wait_listeners() and
-    session_connected() (through connect_target)."""
+    Created by main(); the handler threads call connect() (through connect_target)."""
 
     def __init__(self, settings, rebind, on_exit):
         self.settings = settings
@@ -3273,6 +3245,34 @@ class ProgramWrapper:
         """A session reached the program: this run works, whenever it exits."""
         with self._cond:
             self._served = True
+
+    def connect(self):
+        """Connect to any listener the program reported, newest first: (sock, where).
+
+        While none accepts (the program is starting, restarting, or serving its one
+        connection), wait for a new report or retry, for up to WRAP_CONNECT_WAIT s;
+        then HTTPError 502."""
+        deadline = time.monotonic() + WRAP_CONNECT_WAIT
+        version, listeners = self.listeners()
+        problem = 'it has not bound port %d yet' % self.settings.listen_port
+        while True:
+            for host, port in listeners:
+                remaining = deadline - time.monotonic()
+                try:
+                    sock = socket.create_connection((host, port),
+                                                    max(0.5, min(CONNECT_TIMEOUT, remaining)))
+                except OSError as exc:
+                    problem = '%s: %s' % (format_address(host, port), exc.strerror or exc)
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.session_connected()
+                return sock, 'program %s at %s' % (self.name, format_address(host, port))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stopping:
+                raise HTTPError(502, 'wrapped program %s is not accepting connections: %s'
+                                % (self.name, problem))
+            version, listeners = self.wait_listeners(
+                version, min(remaining, WRAP_RETRY) if listeners else remaining)
 
     # -- threads ----------------------------------------------------------------------
 
@@ -3401,6 +3401,26 @@ class ProgramWrapper:
                 thread.join(1.0)
         self._reports.close()
         shutil.rmtree(self._dir, True)
+
+
+def connect_target(settings, tls_context=None, wrapper=None, target=None):
+    """Open the session's target socket (TLS with tls_context, for --ssl-target):
+    (sock, where); raises HTTPError 502 naming the target.
+
+    `target` is the Target a token chose (resolve_target); without one the fixed
+    target of settings is used. The target of a wrapped program is a loopback
+    port that its rebind.so reported to `wrapper` (a ProgramWrapper)."""
+    if target is None and settings.wrap_cmd:
+        if wrapper is None:
+            raise HTTPError(502, 'wrapped program %s is not running'
+                            % _printable(os.path.basename(settings.wrap_cmd[0])))
+        sock, where = wrapper.connect()
+        if tls_context is not None:
+            sock = start_target_tls(sock, tls_context, None, where)
+        return sock, where
+    if target is None:
+        target = Target(settings.target_host, settings.target_port, settings.unix_target)
+    return open_target(target, tls_context)
 
 
 ################################################################################
@@ -4019,6 +4039,21 @@ def make_server(settings):
     family, address = _listen_family(settings.listen_host, settings.listen_port,
                                      settings.prefer_ipv6)
     return WebSockifyServer(settings, address, family)
+
+
+def describe_target(settings):
+    """The fixed target as a log string (or how tokens choose it)."""
+    if settings.token_plugin:
+        path = TOKEN_PLUGINS.get(settings.token_plugin, TokenPlugin).source_is_path
+        return 'the target of each token (%s%s%s)' % (
+            settings.token_plugin, ' ' + settings.token_source if path else '',
+            ', token from Host' if settings.host_token else '')
+    if settings.wrap_cmd:
+        return 'program %s (its port %d moved to loopback)' % (
+            _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
+    if settings.unix_target:
+        return 'unix:' + settings.unix_target
+    return format_address(settings.target_host, settings.target_port)
 
 
 def describe_listener(server):
