@@ -6348,15 +6348,14 @@ class TestAuth(ProxyTestCase):
         sys.path.insert(0, folder)
         self.addCleanup(sys.path.remove, folder)
         self.addCleanup(sys.modules.pop, name, None)
-        with contextlib.redirect_stderr(open(os.devnull, 'w')) as err:
-            self.addCleanup(err.close)
-            with self.assertRaises(SystemExit) as caught:
-                websockify.parse_args(['--auth-plugin', name + '.NoSource', '--auth-source',
-                                       'x', '127.0.0.1:0', '127.0.0.1:9'])
-        self.assertEqual(caught.exception.code, 2)
-        settings = websockify.parse_args(['--auth-plugin', name + '.NoSource',
-                                          '127.0.0.1:0', '127.0.0.1:9'])
-        self.assertEqual(type(settings.auth_plugin).__name__, 'NoSource')
+        with self.assertRaises(websockify.UsageError) as caught:
+            websockify.prepare(websockify.parse_args([
+                '--auth-plugin', name + '.NoSource', '--auth-source', 'x', '127.0.0.1:0',
+                '127.0.0.1:9']))
+        self.assertEqual(caught.exception.exit_status, 2)
+        runtime = websockify.prepare(websockify.parse_args(['--auth-plugin', name + '.NoSource',
+                                                            '127.0.0.1:0', '127.0.0.1:9']))
+        self.assertEqual(type(runtime.auth_plugin).__name__, 'NoSource')
 
 
 
@@ -6529,7 +6528,6 @@ class TestHostPortParsing(unittest.TestCase):
             self.assertEqual(caught.exception.status, 400)
 
 
-
 class TestRestartBackoff(unittest.TestCase):
     """The one restart policy of --wrap-mode=respawn and --workers (no sockets, no sleeps)."""
 
@@ -6573,6 +6571,82 @@ class TestRestartBackoff(unittest.TestCase):
         self.assertEqual(len(warnings), 1, logs.output)
         self.assertTrue(any('restarts are immediate again' in r.getMessage()
                             for r in logs.records), logs.output)
+
+
+class TestPrepare(unittest.TestCase):
+    """parse_args gives plain values; prepare() builds every object or raises UsageError."""
+
+    def prepared(self, *argv):
+        return websockify.prepare(websockify.parse_args(list(argv)))
+
+    def refused(self, *argv):
+        with self.assertRaises(websockify.UsageError) as caught:
+            self.prepared(*argv)
+        return caught.exception
+
+    def test_settings_hold_plain_values_only(self):
+        settings = websockify.parse_args(['--auth-plugin', 'BasicHTTPAuth', '--auth-source',
+                                          'u:p', '--target-config', 'tokens', '6080'])
+        self.assertEqual((settings.auth_plugin_name, settings.auth_source),
+                         ('BasicHTTPAuth', 'u:p'))
+        plain = (str, int, float, bool, tuple, type(None))
+        for name, value in dataclasses.asdict(settings).items():
+            self.assertIsInstance(value, plain, name)
+        self.assertFalse(hasattr(settings, 'auth_plugin'))
+
+    def test_every_usage_error(self):
+        missing = os.path.join(tempfile.gettempdir(), 'no-such-dir-%d' % os.getpid(), 'x')
+        cases = [
+            (['--auth-plugin', 'NoSuchPlugin', '6080', 'h:1'], 'unknown --auth-plugin'),
+            (['--auth-plugin', 'BasicHTTPAuth', '6080', 'h:1'], 'needs --auth-source'),
+            (['--auth-plugin', 'no_such_module_here.P', '6080', 'h:1'], 'cannot import'),
+            (['--auth-plugin', 'ClientCertCNAuth', '--auth-source', 'alice', '6080', 'h:1'],
+             'needs --verify-client'),
+            (['--token-plugin', 'TokenFile', '--token-source', missing, '6080'],
+             '--token-source'),
+            (['--token-plugin', 'no_such_module_here.P', '--token-source', 'x', '6080'],
+             'cannot import'),
+            (['--ssl-target', '--ssl-target-cafile', missing, '6080', 'h:1'],
+             'cannot load the target CA file'),
+            (['--cert', missing, '6080', 'h:1'], 'cannot read the certificate'),
+        ]
+        for argv, text in cases:
+            with self.subTest(argv=argv):
+                exc = self.refused(*argv)
+                self.assertIn(text, str(exc))
+                self.assertEqual(exc.exit_status, 2)
+        exc = self.refused('--rebind', missing, '6080', '--', 'true')
+        self.assertIn('rebind.so not found', str(exc))
+        self.assertEqual(exc.exit_status, 1, 'a missing rebind.so exits 1, as before')
+
+    def test_runtime_parts_reach_the_server(self):
+        folder = tempfile.mkdtemp(prefix='prepare-')
+        self.addCleanup(shutil.rmtree, folder)
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('a: h:1\n')
+        settings = websockify.parse_args(['--auth-plugin', 'ExpectOrigin', '--auth-source',
+                                          'https://a.example', '--target-config', tokens,
+                                          '--ssl-target', '127.0.0.1:0'])
+        runtime = websockify.prepare(settings)
+        self.assertIsInstance(runtime.server_tls, websockify.ServerTLS)
+        self.assertIsInstance(runtime.target_tls, ssl.SSLContext)
+        self.assertIsInstance(runtime.token_plugin, websockify.TokenFile)
+        self.assertIsInstance(runtime.auth_plugin, websockify.ExpectOrigin)
+        self.assertIsNone(runtime.rebind)
+        server = websockify.make_server(settings, runtime)
+        self.addCleanup(server.server_close)
+        self.assertIs(server.settings, settings)
+        self.assertIs(server.tls, runtime.server_tls)
+        self.assertIs(server.target_tls, runtime.target_tls)
+        self.assertIs(server.token_plugin, runtime.token_plugin)
+        self.assertIs(server.auth_plugin, runtime.auth_plugin)
+        self.assertIsNone(server.wrapper)
+
+    def test_rebind_path_is_prepared(self):
+        require('rebind.so (make rebind.so)', os.path.isfile(REBIND), 'make rebind.so')
+        runtime = self.prepared('--rebind', REBIND, '6080', '--', 'true')
+        self.assertEqual(runtime.rebind, REBIND)
 
 
 

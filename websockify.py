@@ -204,7 +204,13 @@ class ProtocolError(Exception):
 
 
 class UsageError(Exception):
-    """A command line that cannot work; main() prints it and exits 2."""
+    """A command line that cannot work; main() prints it and exits with
+    exit_status: 2, or 1 for a setup problem that is not the command line's (no
+    rebind.so)."""
+
+    def __init__(self, message, exit_status=2):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def format_address(host, port):
@@ -3558,6 +3564,12 @@ class RecordingPump(Pump):
 ################################################################################
 # Server and command line
 ################################################################################
+#
+# Owns the options and the process: Settings (plain values) from parse_args
+# (syntax, one place), prepare() turning them into the Runtime (TLS, plugins,
+# rebind.so; UsageError), the servers that hand the Runtime's parts to each
+# connection, the handler, logging and syslog, signals, -D, --workers (with
+# RestartBackoff) and main(). May call every section above.
 
 def _tls_summary(sock):
     """'TLSv1.3', plus the common name of a verified client certificate."""
@@ -3567,7 +3579,8 @@ def _tls_summary(sock):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the command line decides; built once by parse_args()."""
+    """Everything the command line decides, as plain values; built once by
+    parse_args(). prepare() builds the objects they name (the Runtime)."""
     listen_host: str = ''
     listen_port: int = 0
     unix_listen: str = None
@@ -3621,8 +3634,11 @@ class Settings:
     #: Where to send the log too: a Unix socket path, or a (host, port) for UDP.
     syslog: object = None
     legacy_syslog: bool = False
-    #: The --auth-plugin object (built once with --auth-source), or None.
-    auth_plugin: object = None
+    #: --auth-plugin: a built-in plugin's name (BasicHTTPAuth) or an importable
+    #: module.Class; prepare() builds it. None: no authentication.
+    auth_plugin_name: str = None
+    #: --auth-source, the argument the auth plugin is built with.
+    auth_source: str = dataclasses.field(default=None, repr=False)
     web_auth: bool = False
 
 
@@ -3727,7 +3743,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
         chosen = resolve_target(request, settings, self.server.token_plugin)
-        if settings.auth_plugin is not None:
+        if self.server.auth_plugin is not None:
             self._authenticate(request, chosen)
         target, where = connect_target(settings, self.server.target_tls,
                                        self.server.wrapper, chosen)
@@ -3746,7 +3762,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         check_hixie_request(request)
         settings = self.server.settings
         chosen = resolve_target(request, settings, self.server.token_plugin)
-        if settings.auth_plugin is not None:
+        if self.server.auth_plugin is not None:
             self._authenticate(request, chosen)
         answer = b''
         if kind == 'hixie-76':
@@ -3776,7 +3792,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         cert = self.request.getpeercert() if self.conn.secure else None
         host, port = ((chosen.host, chosen.port) if chosen is not None
                       else (settings.target_host, settings.target_port))
-        authenticate(settings.auth_plugin, request, cert, host, port)
+        authenticate(self.server.auth_plugin, request, cert, host, port)
 
     def _serve_flash_policy(self):
         """Answer a Flash socket policy request on this port, then close."""
@@ -3862,14 +3878,18 @@ class _ServerMixin:
     request_queue_size = LISTEN_BACKLOG
     is_tcp = True
 
-    def _setup(self, settings):
-        self.settings = settings
+    def _setup(self, runtime):
+        #: What prepare() built for these settings; the attributes below are its parts.
+        self.runtime = runtime
+        self.settings = runtime.settings
         #: Client SSLContext for --ssl-target, else None.
-        self.target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+        self.target_tls = runtime.target_tls
         #: The --token-plugin object (shared by every connection thread), else None.
-        self.token_plugin = make_token_plugin(settings) if settings.token_plugin else None
+        self.token_plugin = runtime.token_plugin
+        #: The --auth-plugin object (shared by every connection thread), else None.
+        self.auth_plugin = runtime.auth_plugin
         #: TLS for clients (the context may be None: no certificate).
-        self.tls = ServerTLS(settings)
+        self.tls = runtime.server_tls
         self.ids = itertools.count(1)
         #: Put before connection numbers in log lines ('w2.' in worker 2).
         self.id_prefix = ''
@@ -3961,9 +3981,9 @@ class _ServerMixin:
 class WebSockifyServer(_ServerMixin, socketserver.ThreadingTCPServer):
     """The TCP listener: one thread per connection."""
 
-    def __init__(self, settings, address, family, sock=None):
+    def __init__(self, runtime, address, family, sock=None):
         self.address_family = family
-        self._setup(settings)
+        self._setup(runtime)
         super().__init__(address, WebSockifyHandler, bind_and_activate=sock is None)
         if sock is not None:
             self.socket.close()
@@ -3985,9 +4005,9 @@ class WebSockifyUnixServer(_ServerMixin, socketserver.ThreadingUnixStreamServer)
 
     is_tcp = False
 
-    def __init__(self, settings):
-        self._setup(settings)
-        super().__init__(settings.unix_listen, WebSockifyHandler)
+    def __init__(self, runtime):
+        self._setup(runtime)
+        super().__init__(runtime.settings.unix_listen, WebSockifyHandler)
 
     def server_bind(self):
         path = self.server_address
@@ -4028,17 +4048,20 @@ def _listen_family(host, port, prefer_ipv6):
     return family, address[:2]
 
 
-def make_server(settings):
-    """Create the listening server (bound, listening) for these settings."""
+def make_server(settings, runtime=None):
+    """Create the listening server (bound, listening) for these settings and what
+    prepare() built from them (prepared here when not given: UsageError)."""
+    if runtime is None:
+        runtime = prepare(settings)
     threading.stack_size(THREAD_STACK_SIZE)
     if settings.unix_listen:
-        return WebSockifyUnixServer(settings)
+        return WebSockifyUnixServer(runtime)
     if settings.inetd:
         sock = socket.socket(fileno=os.dup(sys.stdin.fileno()))
-        return WebSockifyServer(settings, ('', 0), sock.family, sock)
+        return WebSockifyServer(runtime, ('', 0), sock.family, sock)
     family, address = _listen_family(settings.listen_host, settings.listen_port,
                                      settings.prefer_ipv6)
-    return WebSockifyServer(settings, address, family)
+    return WebSockifyServer(runtime, address, family)
 
 
 def describe_target(settings):
@@ -4376,14 +4399,6 @@ def parse_args(argv):
         parser.error('--legacy-syslog needs --syslog')
     record = _record_prefix(parser, opts.record) if opts.record is not None else None
     syslog = _syslog_address(parser, opts.syslog) if opts.syslog is not None else None
-    auth_plugin = None
-    if opts.auth_plugin:
-        try:
-            auth_plugin = load_auth_plugin(opts.auth_plugin, opts.auth_source)
-        except UsageError as exc:
-            parser.error(str(exc))
-        if isinstance(auth_plugin, ClientCertCNAuth) and not opts.verify_client:
-            parser.error('ClientCertCNAuth checks client certificates: it needs --verify-client')
 
     def absolute(path):
         return os.path.abspath(path) if path else None
@@ -4406,7 +4421,48 @@ def parse_args(argv):
         wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
         pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
         token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
-        legacy_syslog=opts.legacy_syslog, auth_plugin=auth_plugin, web_auth=opts.web_auth)
+        legacy_syslog=opts.legacy_syslog, auth_plugin_name=opts.auth_plugin,
+        auth_source=opts.auth_source, web_auth=opts.web_auth)
+
+
+class Runtime:
+    """What prepare() builds from the Settings, once, before serving: the objects
+    the servers hand to every connection. Set once, then only read."""
+
+    def __init__(self, settings, server_tls, target_tls=None, token_plugin=None,
+                 auth_plugin=None, rebind=None):
+        self.settings = settings
+        #: The listener's ServerTLS (its context is None without a certificate).
+        self.server_tls = server_tls
+        #: Client SSLContext for --ssl-target, else None.
+        self.target_tls = target_tls
+        #: The --token-plugin object, else None.
+        self.token_plugin = token_plugin
+        #: The --auth-plugin object, else None.
+        self.auth_plugin = auth_plugin
+        #: Path of rebind.so for -- PROGRAM, else None.
+        self.rebind = rebind
+
+
+def prepare(settings):
+    """Turn the plain values of parse_args() into the Runtime: plugins, rebind.so,
+    TLS contexts. The one place after parsing where options can still fail:
+    UsageError for every problem (exit_status 1 for a missing rebind.so)."""
+    auth_plugin = None
+    if settings.auth_plugin_name:
+        auth_plugin = load_auth_plugin(settings.auth_plugin_name, settings.auth_source)
+        if isinstance(auth_plugin, ClientCertCNAuth) and not settings.verify_client:
+            raise UsageError('ClientCertCNAuth checks client certificates: it needs '
+                             '--verify-client')
+    rebind = None
+    if settings.wrap_cmd:
+        try:
+            rebind = find_rebind(settings.rebind)
+        except WrapError as exc:
+            raise UsageError(str(exc), exit_status=1) from None
+    target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+    token_plugin = make_token_plugin(settings) if settings.token_plugin else None
+    return Runtime(settings, ServerTLS(settings), target_tls, token_plugin, auth_plugin, rebind)
 
 
 #: APP-NAME of our syslog messages (upstream's).
@@ -4742,21 +4798,14 @@ def main(argv=None):
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         _configure_logging(settings)
-    except UsageError as exc:
-        sys.stderr.write('websockify.py: error: %s\n' % exc)
-        return 2
-    try:
-        rebind = find_rebind(settings.rebind) if settings.wrap_cmd else None
-    except WrapError as exc:
-        logger.error('%s', exc)
-        return 1
-    try:
-        server = make_server(settings)
+        runtime = prepare(settings)
     except UsageError as exc:
         sys.stderr.write('websockify.py: error: %s\n' % exc)
         if settings.log_file:
             logger.error('%s', exc)
-        return 2
+        return exc.exit_status
+    try:
+        server = make_server(settings, runtime)
     except OSError as exc:
         where = settings.unix_listen or format_address(settings.listen_host or '*',
                                                        settings.listen_port)
@@ -4774,9 +4823,9 @@ def main(argv=None):
             except OSError as exc:
                 failure = 'cannot write the pid file %s: %s' % (settings.pid_file,
                                                                 exc.strerror or exc)
-        if rebind and failure is None:
+        if runtime.rebind and failure is None:
             try:
-                wrapper = ProgramWrapper(settings, rebind, server.stop_event.set)
+                wrapper = ProgramWrapper(settings, runtime.rebind, server.stop_event.set)
                 server.wrapper = wrapper
                 wrapper.start()
             except WrapError as exc:
@@ -4793,9 +4842,9 @@ def main(argv=None):
         if settings.web:
             logger.info('serving files from %s%s', settings.web,
                         ' (with directory listings)' if settings.web_listing else '')
-        if settings.auth_plugin is not None:
+        if runtime.auth_plugin is not None:
             logger.info('auth plugin %s checks WebSocket handshakes%s',
-                        type(settings.auth_plugin).__name__,
+                        type(runtime.auth_plugin).__name__,
                         ' and --web requests' if settings.web_auth else '')
         if settings.record:
             logger.info('recording sessions to %s.N', settings.record)
