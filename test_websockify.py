@@ -6528,6 +6528,31 @@ class TestHostPortParsing(unittest.TestCase):
             self.assertEqual(caught.exception.status, 400)
 
 
+class TestControlCharacters(unittest.TestCase):
+    """has_control_characters is the one check of text we use or send (no sockets)."""
+
+    def test_the_rule(self):
+        for text in ('a\x00', 'a\tb', '\r\n', 'x\x1f', 'del\x7f'):
+            self.assertTrue(websockify.has_control_characters(text), repr(text))
+        for text in ('', 'plain text', 'caf\u00e9', '\u00a0', '\x80', 'a b'):
+            self.assertFalse(websockify.has_control_characters(text), repr(text))
+
+    def test_its_users(self):
+        headers = websockify._plugin_headers({'X-Ok': 'fine', 'X-Bad': 'a\x7fb',
+                                              'X-Split': 'a\r\nSet-Cookie: x'})
+        self.assertEqual(headers, [('X-Ok', 'fine')])
+        folder = tempfile.mkdtemp(prefix='control-')
+        self.addCleanup(shutil.rmtree, folder)
+        plugin = websockify.UnixDomainSocketDirectory(folder)
+        self.assertIsNone(plugin.lookup('absent'))
+        for token in ('vm\n', 'vm\x00', 'vm\x7f'):
+            with self.subTest(token=token), self.assertRaises(websockify.HTTPError) as caught:
+                plugin.lookup(token)
+            self.assertEqual(caught.exception.status, 400)
+        with self.assertRaisesRegex(ValueError, 'control characters'):
+            websockify.make_target('unix_socket', '/run/a\nb')
+
+
 class TestRestartBackoff(unittest.TestCase):
     """The one restart policy of --wrap-mode=respawn and --workers (no sockets, no sleeps)."""
 

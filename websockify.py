@@ -2416,9 +2416,9 @@ class UnixDomainSocketDirectory(TokenPlugin):
             raise UsageError('--token-source %s is not a directory' % source)
 
     def lookup(self, token):
-        if '/' in token or '\0' in token or '..' in token or token in ('', '.'):
+        if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
             raise HTTPError(400, 'a token names a socket in one directory: no "/", ".." '
-                                 'or NUL')
+                                 'or control characters')
         path = os.path.join(self.source, token)
         try:
             if not stat.S_ISSOCK(os.stat(path).st_mode):
