@@ -70,6 +70,11 @@ logger = logging.getLogger('websockify')
 ################################################################################
 # Constants and errors
 ################################################################################
+#
+# Owns the limits (named constants, each with its reason), the exceptions that
+# carry their answer (status, close code, exit status), and the small text
+# helpers every section uses: format_address, _printable (log escaping) and
+# has_control_characters. Calls nothing else in this file.
 
 #: Longest request line accepted (414 beyond): URLs carry at most a token.
 MAX_REQUEST_LINE = 8192
