@@ -3297,7 +3297,7 @@ class ProgramWrapper:
                 return
             match = _REPORT.match(data)
             port = int(match.group(2)) if match else 0
-            if not 0 < port < 65536:
+            if not 0 < port <= MAX_PORT:
                 logger.warning('ignoring a malformed report from rebind.so: %r', data[:80])
                 continue
             host = '::1' if match.group(1) == b'6' else '127.0.0.1'
