@@ -6349,16 +6349,330 @@ class TestAuth(ProxyTestCase):
         sys.path.insert(0, folder)
         self.addCleanup(sys.path.remove, folder)
         self.addCleanup(sys.modules.pop, name, None)
-        with contextlib.redirect_stderr(open(os.devnull, 'w')) as err:
-            self.addCleanup(err.close)
-            with self.assertRaises(SystemExit) as caught:
-                websockify.parse_args(['--auth-plugin', name + '.NoSource', '--auth-source',
-                                       'x', '127.0.0.1:0', '127.0.0.1:9'])
-        self.assertEqual(caught.exception.code, 2)
-        settings = websockify.parse_args(['--auth-plugin', name + '.NoSource',
-                                          '127.0.0.1:0', '127.0.0.1:9'])
-        self.assertEqual(type(settings.auth_plugin).__name__, 'NoSource')
+        with self.assertRaises(websockify.UsageError) as caught:
+            websockify.prepare(websockify.parse_args([
+                '--auth-plugin', name + '.NoSource', '--auth-source', 'x', '127.0.0.1:0',
+                '127.0.0.1:9']))
+        self.assertEqual(caught.exception.exit_status, 2)
+        runtime = websockify.prepare(websockify.parse_args(['--auth-plugin', name + '.NoSource',
+                                                            '127.0.0.1:0', '127.0.0.1:9']))
+        self.assertEqual(type(runtime.auth_plugin).__name__, 'NoSource')
 
+
+
+
+################################################################################
+# One host:port parser, one restart back-off, one prepare step
+################################################################################
+
+class _StubRequest:
+    """The three things request_token reads of a request: target, header(), headers."""
+
+    def __init__(self, host=None, target='/websockify'):
+        self.target = target
+        self.headers = {'host': [host]} if host is not None else {}
+
+    def header(self, name, default=None):
+        values = self.headers.get(name)
+        return ', '.join(values) if values else default
+
+
+class TestHostPortParsing(unittest.TestCase):
+    """Every place that reads host:port text applies the same rules (no sockets)."""
+
+    REFUSED_TARGETS = {
+        'h:59_00': 'digits only', 'h: 5900': 'digits only', 'h:+5900': 'digits only',
+        'h:5900 ': 'digits only', 'h:\u0665\u0669': 'digits only', 'h:0': 'not in 1-65535',
+        'h:65536': 'not in 1-65535', 'h:' + '9' * 40: 'not in 1-65535', 'h:': 'no target port',
+        'h': 'has no port', ':5900': 'has no host', '[]:5900': 'has no host',
+        '[::1:5900': '"[" without "]"', '[::1]x:5900': 'only ":port"',
+        'a[b]:5900': 'brackets', 'a b:5900': 'whitespace', 'a\tb:5900': 'control characters',
+        'a\x7fb:5900': 'control characters', 'a\u200bb:5900': 'unprintable',
+        'a\u00a0b:5900': 'whitespace',
+    }
+
+    def test_the_rules(self):
+        parse = websockify.parse_host_port
+        self.assertEqual(parse('example.com:5900'), ('example.com', 5900))
+        self.assertEqual(parse('[::1]:5900'), ('::1', 5900))
+        self.assertEqual(parse('fe80::1:5900'), ('fe80::1', 5900))
+        self.assertEqual(parse('vnc_host-1.example:1'), ('vnc_host-1.example', 1))
+        self.assertEqual(parse('h:65535'), ('h', 65535))
+        self.assertEqual(parse('h:05900'), ('h', 5900))
+        for text, problem in self.REFUSED_TARGETS.items():
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError) as caught:
+                    parse(text)
+                self.assertIn(problem, str(caught.exception))
+
+    def test_optional_parts(self):
+        parse = websockify.parse_host_port
+        self.assertEqual(parse('6080', 'listening', need_host=False, zero_port=True), ('', 6080))
+        self.assertEqual(parse(':0', 'listening', need_host=False, zero_port=True), ('', 0))
+        self.assertEqual(parse('[::]:0', 'listening', need_host=False, zero_port=True),
+                         ('::', 0))
+        self.assertEqual(parse('example.com', 'Host', need_port=False), ('example.com', None))
+        self.assertEqual(parse('[::1]', 'Host', need_port=False), ('::1', None))
+        with self.assertRaisesRegex(ValueError, 'invalid listening port 70000'):
+            parse('70000', 'listening', need_host=False, zero_port=True)
+
+    def test_ports_given_as_numbers(self):
+        self.assertEqual(websockify.parse_port(5900), 5900)
+        self.assertEqual(websockify.parse_port(0, 'listening', zero=True), 0)
+        for port in (0, 65536, True, 5900.0, None, -1):
+            with self.subTest(port=port), self.assertRaises(ValueError):
+                websockify.parse_port(port)
+
+    def refused_cli(self, *argv):
+        with contextlib.redirect_stderr(io.StringIO()) as err, \
+                self.assertRaises(SystemExit) as caught:
+            websockify.parse_args(list(argv))
+        self.assertEqual(caught.exception.code, 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+        return err.getvalue()
+
+    def test_command_line(self):
+        settings = websockify.parse_args(['[::1]:0', '[::1]:5900'])
+        self.assertEqual((settings.listen_host, settings.listen_port), ('::1', 0))
+        self.assertEqual((settings.target_host, settings.target_port), ('::1', 5900))
+        settings = websockify.parse_args(['6080', 'vnc_host:5900'])
+        self.assertEqual((settings.listen_host, settings.target_host), ('', 'vnc_host'))
+        for text, problem in self.REFUSED_TARGETS.items():
+            with self.subTest(text=text):
+                self.assertIn(problem, self.refused_cli('6080', text))
+        self.assertIn('digits only', self.refused_cli('60_80', 'h:1'))
+        self.assertIn('digits only', self.refused_cli('--syslog', 'h:5_14', '6080', 'h:1'))
+
+    def token_file(self, lines):
+        folder = tempfile.mkdtemp(prefix='host-port-')
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, 'tokens')
+        with open(path, 'w') as f:
+            f.write(''.join(line + '\n' for line in lines))
+        return path
+
+    def test_token_file_lines(self):
+        good = {'six': ('[::1]:5900', ('::1', 5900)), 'under': ('a_b:1', ('a_b', 1)),
+                'spaced': ('  h:5900  ', ('h', 5900)), 'unix': ('unix_socket:/run/s', None)}
+        lines = ['%s: %s' % (token, text) for token, (text, _) in good.items()]
+        # A tab ends the token; whitespace around the whole target is ignored.
+        refused = ['t%d: %s' % (i, text) for i, text in enumerate(self.REFUSED_TARGETS)
+                   if '\t' not in text and text == text.strip()]
+        with self.assertLogs('websockify', 'WARNING') as logs:
+            plugin = websockify.ReadOnlyTokenFile(self.token_file(lines + refused))
+        self.assertEqual(len(logs.records), len(refused), logs.output)
+        for token, (_, expected) in good.items():
+            target = plugin.lookup(token)
+            if expected is None:
+                self.assertEqual(target.unix, '/run/s')
+            else:
+                self.assertEqual((target.host, target.port), expected)
+        for line in refused:
+            self.assertIsNone(plugin.lookup(line.partition(':')[0]), line)
+
+    def test_redis_values(self):
+        parse = websockify.TokenRedis.parse_value
+        for value in (b'[::1]:5900', b'{"host": "[::1]:5900"}',
+                      b'{"host": "[::1]", "port": 5900}', b'{"host": "::1", "port": "5900"}'):
+            with self.subTest(value=value):
+                target = parse(value)
+                self.assertEqual((target.host, target.port), ('::1', 5900))
+        for value in (b'h:59_00', b'h: 5900', b'{"host": "h", "port": "59_00"}',
+                      b'{"host": "h:0"}', b'{"host": "a b", "port": 1}'):
+            with self.subTest(value=value), self.assertRaises(ValueError):
+                parse(value)
+
+    def test_token_api_answers(self):
+        text_api = websockify.BaseTokenAPI('http://127.0.0.1:9/%s')
+        json_api = websockify.JSONTokenApi('http://127.0.0.1:9/%s')
+        self.assertEqual(repr(text_api.parse_answer(b'[::1]:5900\n')), repr(
+            websockify.Target('::1', 5900)))
+        self.assertEqual(repr(json_api.parse_answer(b'{"host": "[::1]", "port": "5900"}')),
+                         repr(websockify.Target('::1', 5900)))
+        for api, body in ((text_api, b'h:59_00'), (text_api, b'h: 5900'),
+                          (json_api, b'{"host": "h", "port": " 5900"}'),
+                          (json_api, b'{"host": "h", "port": "59_00"}'),
+                          (json_api, b'{"host": "h\\u0000", "port": 1}')):
+            with self.subTest(body=body), self.assertRaises(ValueError):
+                api.parse_answer(body)
+
+    def test_plugin_results(self):
+        class Plugin:
+            def __init__(self, answer):
+                self.answer = answer
+
+            def lookup(self, token):
+                return self.answer
+        settings = websockify.parse_args(['--token-plugin', 'm.P', '6080'])
+        request = _StubRequest(target='/?token=t')
+        for answer, where in ((('[::1]', '5900'), '[::1]:5900'), ((b'h', b'1'), 'h:1'),
+                              (('unix_socket', '/s'), 'unix:/s')):
+            with self.subTest(answer=answer):
+                target = websockify.resolve_target(request, settings, Plugin(answer))
+                self.assertTrue(str(target).startswith(where + ' '), str(target))
+        for answer in (('h', '59_00'), ('h', ' 1'), ('h', 0), ('h h', 1), ('h', True),
+                       ('unix_socket', '/s\n'), (b'h\xff', 1)):
+            with self.subTest(answer=answer), self.assertRaises(websockify.HTTPError) as caught:
+                websockify.resolve_target(request, settings, Plugin(answer))
+            self.assertEqual(caught.exception.status, 502)
+
+    def test_host_token(self):
+        settings = websockify.parse_args(['--target-config', 'tokens', '--host-token', '6080'])
+        for host, token in (('vm1.example.com:6080', 'vm1.example.com'), ('vm_2', 'vm_2'),
+                            ('[::1]:6080', '::1'), ('[fe80::1]', 'fe80::1')):
+            with self.subTest(host=host):
+                self.assertEqual(websockify.request_token(_StubRequest(host), settings), token)
+        self.assertIsNone(websockify.request_token(_StubRequest(), settings))
+        for host in ('vm:x', 'vm:60_80', 'vm:99999', '[::1', '[::1]x', 'a b:80'):
+            with self.subTest(host=host), self.assertRaises(websockify.HTTPError) as caught:
+                websockify.request_token(_StubRequest(host), settings)
+            self.assertEqual(caught.exception.status, 400)
+
+
+class TestControlCharacters(unittest.TestCase):
+    """has_control_characters is the one check of text we use or send (no sockets)."""
+
+    def test_the_rule(self):
+        for text in ('a\x00', 'a\tb', '\r\n', 'x\x1f', 'del\x7f'):
+            self.assertTrue(websockify.has_control_characters(text), repr(text))
+        for text in ('', 'plain text', 'caf\u00e9', '\u00a0', '\x80', 'a b'):
+            self.assertFalse(websockify.has_control_characters(text), repr(text))
+
+    def test_its_users(self):
+        headers = websockify._plugin_headers({'X-Ok': 'fine', 'X-Bad': 'a\x7fb',
+                                              'X-Split': 'a\r\nSet-Cookie: x'})
+        self.assertEqual(headers, [('X-Ok', 'fine')])
+        folder = tempfile.mkdtemp(prefix='control-')
+        self.addCleanup(shutil.rmtree, folder)
+        plugin = websockify.UnixDomainSocketDirectory(folder)
+        self.assertIsNone(plugin.lookup('absent'))
+        for token in ('vm\n', 'vm\x00', 'vm\x7f'):
+            with self.subTest(token=token), self.assertRaises(websockify.HTTPError) as caught:
+                plugin.lookup(token)
+            self.assertEqual(caught.exception.status, 400)
+        with self.assertRaisesRegex(ValueError, 'control characters'):
+            websockify.make_target('unix_socket', '/run/a\nb')
+
+
+class TestRestartBackoff(unittest.TestCase):
+    """The one restart policy of --wrap-mode=respawn and --workers (no sockets, no sleeps)."""
+
+    def delays(self, policy, runs):
+        return [policy.next_delay(*run) for run in runs]
+
+    def test_worker_policy(self):
+        policy = websockify.RestartBackoff(websockify.WORKER_MIN_LIFE,
+                                           websockify.WORKER_FIRST_DELAY,
+                                           websockify.WORKER_BACKOFF_MAX)
+        quick = (websockify.WORKER_MIN_LIFE / 2,)
+        self.assertEqual(self.delays(policy, [quick] * 8),
+                         [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        self.assertEqual(policy.next_delay(websockify.WORKER_MIN_LIFE), 0)
+        self.assertEqual(policy.failures, 0)
+        self.assertEqual(policy.next_delay(0.1), 0.5, 'a long life starts the back-off anew')
+        self.assertEqual(self.delays(policy, [quick] * 1000)[-1], websockify.WORKER_BACKOFF_MAX)
+
+    def test_program_policy(self):
+        policy = websockify.RestartBackoff(
+            websockify.RESPAWN_QUICK_EXIT, websockify.RESPAWN_FIRST_DELAY,
+            websockify.RESPAWN_MAX_DELAY, websockify.RESPAWN_IMMEDIATE_RETRIES)
+        self.assertEqual(self.delays(policy, [(0.1,)] * 9),
+                         [0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        self.assertTrue(policy.backing_off)
+        self.assertEqual(policy.next_delay(0.1, True), 0, 'a run that served a session')
+        self.assertFalse(policy.backing_off)
+        self.assertEqual(self.delays(policy, [(0.1,), (0.1,), (websockify.RESPAWN_QUICK_EXIT,),
+                                              (0.1,)]), [0, 0.5, 0, 0])
+
+    def test_program_wrapper_uses_it_and_warns_once(self):
+        settings = websockify.parse_args(['--wrap-mode=respawn', '6080', '--', 'true'])
+        wrapper = websockify.ProgramWrapper(settings, '/nonexistent/rebind.so', lambda: None)
+        self.addCleanup(wrapper.stop)
+        with self.assertLogs('websockify', 'DEBUG') as logs:
+            delays = [wrapper._respawn_delay(False, 0.2, 'exited') for _ in range(4)]
+            delays.append(wrapper._respawn_delay(True, 0.2, 'exited'))
+            delays.append(wrapper._respawn_delay(False, 0.2, 'exited'))
+        self.assertEqual(delays, [0, 0.5, 1.0, 2.0, 0, 0])
+        warnings = [r for r in logs.records if r.levelno == logging.WARNING]
+        self.assertEqual(len(warnings), 1, logs.output)
+        self.assertTrue(any('restarts are immediate again' in r.getMessage()
+                            for r in logs.records), logs.output)
+
+
+class TestPrepare(unittest.TestCase):
+    """parse_args gives plain values; prepare() builds every object or raises UsageError."""
+
+    def prepared(self, *argv):
+        return websockify.prepare(websockify.parse_args(list(argv)))
+
+    def refused(self, *argv):
+        with self.assertRaises(websockify.UsageError) as caught:
+            self.prepared(*argv)
+        return caught.exception
+
+    def test_settings_hold_plain_values_only(self):
+        settings = websockify.parse_args(['--auth-plugin', 'BasicHTTPAuth', '--auth-source',
+                                          'u:p', '--target-config', 'tokens', '6080'])
+        self.assertEqual((settings.auth_plugin_name, settings.auth_source),
+                         ('BasicHTTPAuth', 'u:p'))
+        plain = (str, int, float, bool, tuple, type(None))
+        for name, value in dataclasses.asdict(settings).items():
+            self.assertIsInstance(value, plain, name)
+        self.assertFalse(hasattr(settings, 'auth_plugin'))
+
+    def test_every_usage_error(self):
+        missing = os.path.join(tempfile.gettempdir(), 'no-such-dir-%d' % os.getpid(), 'x')
+        cases = [
+            (['--auth-plugin', 'NoSuchPlugin', '6080', 'h:1'], 'unknown --auth-plugin'),
+            (['--auth-plugin', 'BasicHTTPAuth', '6080', 'h:1'], 'needs --auth-source'),
+            (['--auth-plugin', 'no_such_module_here.P', '6080', 'h:1'], 'cannot import'),
+            (['--auth-plugin', 'ClientCertCNAuth', '--auth-source', 'alice', '6080', 'h:1'],
+             'needs --verify-client'),
+            (['--token-plugin', 'TokenFile', '--token-source', missing, '6080'],
+             '--token-source'),
+            (['--token-plugin', 'no_such_module_here.P', '--token-source', 'x', '6080'],
+             'cannot import'),
+            (['--ssl-target', '--ssl-target-cafile', missing, '6080', 'h:1'],
+             'cannot load the target CA file'),
+            (['--cert', missing, '6080', 'h:1'], 'cannot read the certificate'),
+        ]
+        for argv, text in cases:
+            with self.subTest(argv=argv):
+                exc = self.refused(*argv)
+                self.assertIn(text, str(exc))
+                self.assertEqual(exc.exit_status, 2)
+        exc = self.refused('--rebind', missing, '6080', '--', 'true')
+        self.assertIn('rebind.so not found', str(exc))
+        self.assertEqual(exc.exit_status, 1, 'a missing rebind.so exits 1, as before')
+
+    def test_runtime_parts_reach_the_server(self):
+        folder = tempfile.mkdtemp(prefix='prepare-')
+        self.addCleanup(shutil.rmtree, folder)
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('a: h:1\n')
+        settings = websockify.parse_args(['--auth-plugin', 'ExpectOrigin', '--auth-source',
+                                          'https://a.example', '--target-config', tokens,
+                                          '--ssl-target', '127.0.0.1:0'])
+        runtime = websockify.prepare(settings)
+        self.assertIsInstance(runtime.server_tls, websockify.ServerTLS)
+        self.assertIsInstance(runtime.target_tls, ssl.SSLContext)
+        self.assertIsInstance(runtime.token_plugin, websockify.TokenFile)
+        self.assertIsInstance(runtime.auth_plugin, websockify.ExpectOrigin)
+        self.assertIsNone(runtime.rebind)
+        server = websockify.make_server(settings, runtime)
+        self.addCleanup(server.server_close)
+        self.assertIs(server.settings, settings)
+        self.assertIs(server.tls, runtime.server_tls)
+        self.assertIs(server.target_tls, runtime.target_tls)
+        self.assertIs(server.token_plugin, runtime.token_plugin)
+        self.assertIs(server.auth_plugin, runtime.auth_plugin)
+        self.assertIsNone(server.wrapper)
+
+    def test_rebind_path_is_prepared(self):
+        require('rebind.so (make rebind.so)', os.path.isfile(REBIND), 'make rebind.so')
+        runtime = self.prepared('--rebind', REBIND, '6080', '--', 'true')
+        self.assertEqual(runtime.rebind, REBIND)
 
 
 

@@ -77,6 +77,11 @@ logger = logging.getLogger('websockify')
 ################################################################################
 # Constants and errors
 ################################################################################
+#
+# Owns the limits (named constants, each with its reason), the exceptions that
+# carry their answer (status, close code, exit status), and the small text
+# helpers every section uses: format_address, _printable (log escaping) and
+# has_control_characters. Calls nothing else in this file.
 
 #: Longest request line accepted (414 beyond): URLs carry at most a token.
 MAX_REQUEST_LINE = 8192
@@ -148,6 +153,9 @@ WRAP_RETRY = 0.05
 #: A respawned program that exits within this many seconds of starting, without
 #: having accepted a session, failed to start (see ProgramWrapper).
 RESPAWN_QUICK_EXIT = 3.0
+#: Failed starts in a row restarted at once before the back-off begins: one
+#: failure may be bad luck (the old run still held a resource), two are a pattern.
+RESPAWN_IMMEDIATE_RETRIES = 1
 #: First and longest delay before restarting a program that keeps failing to start.
 RESPAWN_FIRST_DELAY = 0.5
 RESPAWN_MAX_DELAY = 30.0
@@ -160,8 +168,10 @@ DAEMON_READY_TIMEOUT = 30.0
 #: Most --workers processes: more than cores only adds contention.
 MAX_WORKERS = 64
 #: A worker that dies sooner than this after starting is restarted after a
-#: back-off that doubles each time, up to WORKER_BACKOFF_MAX seconds.
+#: back-off from WORKER_FIRST_DELAY that doubles each time, up to WORKER_BACKOFF_MAX
+#: seconds (also the wait after a failed fork).
 WORKER_MIN_LIFE = 5.0
+WORKER_FIRST_DELAY = 0.5
 WORKER_BACKOFF_MAX = 30.0
 #: Seconds a worker relaying more sessions than the least busy one waits before
 #: accepting, so that the kernel's wake-up of every worker favours the idle one.
@@ -216,7 +226,13 @@ class ProtocolError(Exception):
 
 
 class UsageError(Exception):
-    """A command line that cannot work; main() prints it and exits 2."""
+    """A command line that cannot work; main() prints it and exits with
+    exit_status: 2, or 1 for a setup problem that is not the command line's (no
+    rebind.so)."""
+
+    def __init__(self, message, exit_status=2):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def format_address(host, port):
@@ -232,6 +248,17 @@ def _printable(text, limit=200):
     """A client-supplied string made safe for one log line."""
     text = text[:limit]
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
+
+
+#: The control characters of RFC 5234 (CTL): C0 and DEL. HTTP forbids them in
+#: field values (RFC 9110 §5.5), and a host name or a header we send must not hold one.
+_CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
+
+
+def has_control_characters(text):
+    """True if text holds a control character (U+0000-U+001F or U+007F): the one
+    check of client, plugin and token-file text before we use or send it."""
+    return _CONTROL_CHARACTERS.search(text) is not None
 
 
 class WrapError(Exception):
@@ -292,9 +319,6 @@ SERVER_NAME = 'websockify.py/' + __version__
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VERSION = re.compile(r'HTTP/(\d)\.(\d)\Z')
-#: What may not appear in a header value or request target (RFC 9110 §5.5:
-#: field values are visible characters, spaces and tabs).
-_FIELD_CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f]')
 _WS_GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 
 
@@ -358,7 +382,7 @@ def parse_request(head):
     parts = lines[0].split(' ')
     if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
         raise HTTPError(400, 'malformed request line')
-    if _FIELD_CONTROL.search(parts[1]) or '\t' in parts[1]:
+    if has_control_characters(parts[1]):
         raise HTTPError(400, 'control characters in the request target')
     version = _VERSION.match(parts[2])
     if not version:
@@ -373,8 +397,8 @@ def parse_request(head):
         name, colon, value = line.partition(':')
         if not colon or not _TOKEN.match(name):
             raise HTTPError(400, 'malformed header line')
-        if _FIELD_CONTROL.search(value):
-            # RFC 9110 §5.5: NUL, CR, LF and other controls are never valid.
+        if has_control_characters(value.replace('\t', ' ')):
+            # RFC 9110 §5.5: a value holds visible characters, spaces and tabs.
             raise HTTPError(400, 'control characters in the %s header' % name)
         headers.setdefault(name.lower(), []).append(value.strip(' \t'))
     if len(headers.get('host', ())) > 1:
@@ -489,7 +513,7 @@ def handshake_kind(request):
 
 def _echoable(value, what):
     """A client value we repeat in our reply: refuse control characters (no injection)."""
-    if any(c < ' ' or c == '\x7f' for c in value):
+    if has_control_characters(value):
         raise HTTPError(400, '%s contains control characters' % what)
     return value
 
@@ -2184,7 +2208,6 @@ WEB_METHODS = ('GET', 'HEAD')
 WEB_CACHE_CONTROL = 'no-cache'
 
 _BAD_ESCAPE = re.compile(rb'%(?![0-9A-Fa-f]{2})')
-_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
 #: Characters left as they are in a redirect's path segments.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 
@@ -2218,7 +2241,7 @@ def web_path_segments(target):
             raise HTTPError(403, 'dot segments are not allowed in the path')
         if '/' in segment or '\\' in segment:
             raise HTTPError(403, 'encoded slashes and backslashes are not allowed in the path')
-        if _CONTROL.search(segment):
+        if has_control_characters(segment):
             raise HTTPError(403, 'control characters are not allowed in the path')
         segments.append(segment)
     return segments
@@ -2411,6 +2434,13 @@ def serve_web(conn, request, root, listing):
 # Targets
 ################################################################################
 #
+# Owns where a session goes: the Target, the one host:port parser (command line,
+# token files, token back ends, the Host header), the token of a request,
+# resolve_target (token -> Target through a token plugin's lookup) and
+# open_target (TCP or Unix connect, TLS for --ssl-target). Calls only sections
+# 1-3 (errors, has_control_characters, tls_error_text); token plugins, auth
+# plugins and the wrapped program are the sections after this one.
+#
 # Without a token option every session goes to the one target of the command
 # line. With --token-plugin (or --target-config FILE, which is --token-plugin
 # TokenFile --token-source FILE) each WebSocket request carries a token and the
@@ -2420,11 +2450,6 @@ def serve_web(conn, request, root, listing):
 #   plugin.lookup()   token -> (host, port), ('unix_socket', path), a Target or None
 #   resolve_target()  either of those -> a Target, or HTTPError: 404 no such token,
 #                     403 a token that fails its check (JWT), 502 a back end down
-#
-# Plugins are built once per server (make_token_plugin) and called from many
-# connection threads at once: each keeps its state thread-safe. The interface is
-# upstream websockify's: Class(source) and lookup(token), so its plugins and the
-# names of its built-in ones (websockify.token_plugins.TokenFile) work here.
 
 class Target:
     """Where one session goes: a TCP host and port, or a Unix socket path."""
@@ -2452,53 +2477,129 @@ class Target:
 UNIX_SOCKET_HOST = 'unix_socket'
 
 
+#: Highest TCP port number.
+MAX_PORT = 65535
+_DIGITS = re.compile(r'[0-9]+\Z')
+
+
+def parse_port(value, what='target', zero=False):
+    """A port number from text (ASCII digits only) or an int, in 1..MAX_PORT, or
+    0..MAX_PORT with zero=True (a listening port the OS picks); ValueError naming
+    `what` ('target', 'listening', ...) and the problem if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError('invalid %s port %r: not a number' % (what, value))
+    shown = value
+    if isinstance(value, str):
+        if not value:
+            raise ValueError('no %s port' % what)
+        if not _DIGITS.match(value):
+            raise ValueError('invalid %s port %r: digits only' % (what, value))
+        # Past ten digits it is out of range anyway: do not convert a huge string.
+        value = int(value) if len(value) <= 10 else -1
+    lowest = 0 if zero else 1
+    if not lowest <= value <= MAX_PORT:
+        raise ValueError('invalid %s port %s: not in %d-%d' % (what, shown, lowest, MAX_PORT))
+    return value
+
+
+def parse_host(text, what='target'):
+    """A host name or address; '[v6]' loses its brackets. ValueError naming `what`
+    for an empty host, stray brackets, whitespace, control or other unprintable
+    characters. Host names may hold underscores (DNS allows any byte)."""
+    if text.startswith('[') and text.endswith(']'):
+        text = text[1:-1]
+    if not text:
+        raise ValueError('no %s host' % what)
+    if '[' in text or ']' in text:
+        raise ValueError('%s host %r: brackets go around a whole IPv6 address only'
+                         % (what, text))
+    if has_control_characters(text):
+        raise ValueError('%s host %r contains control characters' % (what, text))
+    if any(c.isspace() for c in text):
+        raise ValueError('%s host %r contains whitespace' % (what, text))
+    if not text.isprintable():
+        raise ValueError('%s host %r contains unprintable characters' % (what, text))
+    return text
+
+
+def parse_host_port(text, what='target', need_host=True, need_port=True, zero_port=False):
+    """Split 'host:port' or '[v6]:port' into (host, port): the one parser of
+    host:port text, for the command line, token files, token back ends and the Host
+    header. The port follows the last colon (an IPv6 address without brackets,
+    'fe80::1:5900', still splits right); parse_host and parse_port check the parts.
+
+    need_host=False also takes ':port' and 'port', giving host ''; need_port=False
+    also takes 'host', giving port None. ValueError says what is wrong."""
+    if text.startswith('['):
+        end = text.find(']')
+        if end < 0:
+            raise ValueError('%s address %r: "[" without "]"' % (what, text))
+        host, rest = text[:end + 1], text[end + 1:]
+        if rest and not rest.startswith(':'):
+            raise ValueError('%s address %r: only ":port" may follow "]"' % (what, text))
+        port = rest[1:] if rest else None
+    elif ':' in text:
+        host, _, port = text.rpartition(':')
+    elif need_port and not need_host:
+        host, port = '', text
+    else:
+        host, port = text, None
+    if need_host and host in ('', '[]'):
+        raise ValueError('%s address %r has no host' % (what, text))
+    if port is not None:
+        port = parse_port(port, what, zero_port)
+    elif need_port:
+        raise ValueError('%s address %r has no port: give host:port' % (what, text))
+    if host or need_host:
+        host = parse_host(host, what)
+    return host, port
+
+
 def parse_target_text(text):
-    """'host:port', '[v6]:port' or 'unix_socket:/path' -> Target; ValueError if not."""
+    """'host:port', '[v6]:port' or 'unix_socket:/path' -> Target; ValueError if not.
+    Whitespace around the whole text is ignored (token files, answers of back ends)."""
     text = text.strip()
     if text.startswith(UNIX_SOCKET_HOST + ':'):
-        path = text[len(UNIX_SOCKET_HOST) + 1:]
-        if not path:
-            raise ValueError('no socket path after unix_socket:')
-        return Target(unix=path)
-    host, colon, port = text.rpartition(':')
-    if not colon:
-        raise ValueError('%r is not host:port' % text)
-    return make_target(host, port)
+        return make_target(UNIX_SOCKET_HOST, text[len(UNIX_SOCKET_HOST) + 1:])
+    host, port = parse_host_port(text)
+    return Target(host, port)
+
+
+def _text(value, what):
+    """A plugin's str or ASCII bytes as str; ValueError otherwise."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode('ascii')
+        except UnicodeDecodeError:
+            raise ValueError('%s %r is not ASCII' % (what, value)) from None
+    return value
 
 
 def make_target(host, port):
-    """A Target from a plugin's host and port (strings, bytes or a number); ValueError."""
-    if isinstance(host, bytes):
-        host = host.decode('ascii')
-    if isinstance(port, bytes):
-        port = port.decode('ascii')
-    if not isinstance(host, str) or not host:
-        raise ValueError('no target host')
-    if not host.isprintable() or ' ' in host:
-        raise ValueError('target host %r is not a host name' % host)
+    """A Target from a plugin's host and port (strings, bytes, or a number for the
+    port), checked as parse_host_port checks text; ValueError if not one."""
+    host, port = _text(host, 'target host'), _text(port, 'target port')
+    if not isinstance(host, str):
+        raise ValueError('target host %r is not text' % (host,))
     if host == UNIX_SOCKET_HOST:
         if not isinstance(port, str) or not port:
             raise ValueError('no socket path after unix_socket')
+        if has_control_characters(port):
+            raise ValueError('socket path %r contains control characters' % port)
         return Target(unix=port)
-    if host.startswith('[') and host.endswith(']'):
-        host = host[1:-1]
-    if isinstance(port, bool) or not isinstance(port, (int, str)):
-        raise ValueError('port %r is not a number' % (port,))
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError('port %r is not a number' % (port,)) from None
-    if not 0 < number < 65536:
-        raise ValueError('port %d is out of range' % number)
-    return Target(host, number)
+    return Target(parse_host(host), parse_port(port))
 
 
 def _token_from_host(request):
-    """--host-token: the host name of the Host header, without a port."""
-    host = request.header('host') or ''
-    if host.startswith('['):
-        return host[1:host.find(']')] if ']' in host else host
-    return host.partition(':')[0]
+    """--host-token: the host name of the Host header, without its port; 400 if the
+    header is not host[:port]."""
+    host = request.header('host')
+    if not host:
+        return None
+    try:
+        return parse_host_port(host, 'Host header', need_port=False)[0]
+    except ValueError as exc:
+        raise HTTPError(400, 'the Host header is not host[:port]', detail=str(exc)) from None
 
 
 def request_token(request, settings):
@@ -2559,6 +2660,70 @@ def resolve_target(request, settings, plugin):
     target.token = token
     return target
 
+
+def open_target(target, tls_context=None):
+    """Connect to a Target (TLS with tls_context, for --ssl-target): (sock, where),
+    where naming it for the log; raises HTTPError 502 naming the target."""
+    where = str(target)
+    try:
+        if target.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(target.unix)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            # create_connection tries every getaddrinfo address in order.
+            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
+    if tls_context is not None:
+        try:
+            sock = start_target_tls(sock, tls_context, target.host, where)
+        except HTTPError as exc:
+            _refuse_target(target, exc.reason)
+    return sock, where
+
+
+def _refuse_target(target, problem):
+    """Raise the 502 for a target that failed. A token's back end is not the
+    client's business: its problem goes to the log only."""
+    if target.token is not None:
+        raise HTTPError(502, 'cannot connect to the target of this token',
+                        detail=problem) from None
+    raise HTTPError(502, problem) from None
+
+
+def start_target_tls(sock, context, host, where):
+    """Wrap a connected target socket in TLS, SNI and name check with host.
+
+    The handshake runs here, before the relay: a TLS 1.3 server that waits for
+    the client to speak first would otherwise wait forever for a pump that only
+    writes what the WebSocket client sends."""
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        return context.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:   # the ssl module closed the socket
+        raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
+
+
+################################################################################
+# Token plugins
+################################################################################
+#
+# Owns the --token-plugin classes: the built-in ones (token files, a directory of
+# Unix sockets, a token API, Redis with its small RESP client, HMAC JWTs), the
+# loading of custom ones, and make_token_plugin, which the prepare step calls
+# once. Calls sections 1-3 and Targets (make_target, parse_target_text,
+# parse_port, Target); the handler reaches a plugin through resolve_target only.
+#
+# Plugins are built once per server and called from many connection threads at
+# once: each keeps its state thread-safe. The interface is upstream websockify's:
+# Class(source) and lookup(token), so its plugins and the names of its built-in
+# ones (websockify.token_plugins.TokenFile) work here.
 
 def _lookup_failed(what, exc):
     """The 502 of a token back end that cannot be asked (its details are logged only)."""
@@ -2682,9 +2847,9 @@ class UnixDomainSocketDirectory(TokenPlugin):
             raise UsageError('--token-source %s is not a directory' % source)
 
     def lookup(self, token):
-        if '/' in token or '\0' in token or '..' in token or token in ('', '.'):
+        if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
             raise HTTPError(400, 'a token names a socket in one directory: no "/", ".." '
-                                 'or NUL')
+                                 'or control characters')
         path = os.path.join(self.source, token)
         try:
             if not stat.S_ISSOCK(os.stat(path).st_mode):
@@ -2760,6 +2925,10 @@ class JSONTokenApi(BaseTokenAPI):
         return make_target(answer['host'], answer['port'])
 
 
+#: Redis's port when --token-source does not name one.
+REDIS_PORT = 6379
+
+
 def _redis_command(*args):
     """One command in RESP, the Redis protocol: an array of bulk strings."""
     out = [b'*%d\r\n' % len(args)]
@@ -2833,13 +3002,13 @@ class TokenRedis(TokenPlugin):
             raise UsageError('--token-source of TokenRedis is '
                              'host[:port[:db[:password[:namespace]]]], not %r' % source)
         try:
-            self.port = int(port) if port else 6379
+            self.port = parse_port(port, 'Redis') if port else REDIS_PORT
             self.db = int(db) if db else 0
-            if not 0 < self.port < 65536 or self.db < 0:
-                raise ValueError
-        except ValueError:
+            if self.db < 0:
+                raise ValueError('negative database number')
+        except ValueError as exc:
             raise UsageError('--token-source of TokenRedis: bad port or database number in '
-                             'host[:port[:db[:password[:namespace]]]]') from None
+                             'host[:port[:db[:password[:namespace]]]]: %s' % exc) from None
 
     def lookup(self, token):
         key = '%s:%s' % (self.namespace, token) if self.namespace else token
@@ -3025,113 +3194,14 @@ def make_token_plugin(settings):
     return plugin
 
 
-def describe_target(settings):
-    """The fixed target as a log string (or how tokens choose it)."""
-    if settings.token_plugin:
-        path = TOKEN_PLUGINS.get(settings.token_plugin, TokenPlugin).source_is_path
-        return 'the target of each token (%s%s%s)' % (
-            settings.token_plugin, ' ' + settings.token_source if path else '',
-            ', token from Host' if settings.host_token else '')
-    if settings.wrap_cmd:
-        return 'program %s (its port %d moved to loopback)' % (
-            _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
-    if settings.unix_target:
-        return 'unix:' + settings.unix_target
-    return format_address(settings.target_host, settings.target_port)
-
-
-def connect_target(settings, tls_context=None, wrapper=None, target=None):
-    """Open the session's target socket (TLS with tls_context, for --ssl-target);
-    raises HTTPError 502 naming the target.
-
-    `target` is the Target a token chose (resolve_target); without one the fixed
-    target of settings is used. The target of a wrapped program is a loopback
-    port that its rebind.so reported to `wrapper` (a ProgramWrapper)."""
-    if target is None:
-        if settings.wrap_cmd:
-            sock, where = _connect_wrapped(settings, wrapper)
-            if tls_context is not None:
-                sock = start_target_tls(sock, tls_context, None, where)
-            return sock, where
-        target = Target(settings.target_host, settings.target_port, settings.unix_target)
-    where = str(target)
-    try:
-        if target.unix:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect(target.unix)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            # create_connection tries every getaddrinfo address in order.
-            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:
-        _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
-    if tls_context is not None:
-        try:
-            sock = start_target_tls(sock, tls_context, target.host, where)
-        except HTTPError as exc:
-            _refuse_target(target, exc.reason)
-    return sock, where
-
-
-def _refuse_target(target, problem):
-    """Raise the 502 for a target that failed. A token's back end is not the
-    client's business: its problem goes to the log only."""
-    if target.token is not None:
-        raise HTTPError(502, 'cannot connect to the target of this token',
-                        detail=problem) from None
-    raise HTTPError(502, problem) from None
-
-
-def start_target_tls(sock, context, host, where):
-    """Wrap a connected target socket in TLS, SNI and name check with host.
-
-    The handshake runs here, before the relay: a TLS 1.3 server that waits for
-    the client to speak first would otherwise wait forever for a pump that only
-    writes what the WebSocket client sends."""
-    try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        return context.wrap_socket(sock, server_hostname=host)
-    except (OSError, ValueError) as exc:   # the ssl module closed the socket
-        raise HTTPError(502, 'TLS to target %s failed: %s' % (where, tls_error_text(exc))) from None
-
-
-def _connect_wrapped(settings, wrapper):
-    """Connect to any listener the wrapped program reported, newest first.
-
-    While none accepts (the program is starting, restarting, or serving its one
-    connection), wait for a new report or retry, for up to WRAP_CONNECT_WAIT s."""
-    name = os.path.basename(settings.wrap_cmd[0])
-    if wrapper is None:
-        raise HTTPError(502, 'wrapped program %s is not running' % name)
-    deadline = time.monotonic() + WRAP_CONNECT_WAIT
-    version, listeners = wrapper.listeners()
-    problem = 'it has not bound port %d yet' % settings.listen_port
-    while True:
-        for host, port in listeners:
-            remaining = deadline - time.monotonic()
-            try:
-                sock = socket.create_connection((host, port),
-                                                max(0.5, min(CONNECT_TIMEOUT, remaining)))
-            except OSError as exc:
-                problem = '%s: %s' % (format_address(host, port), exc.strerror or exc)
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            wrapper.session_connected()
-            return sock, 'program %s at %s' % (_printable(name), format_address(host, port))
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or wrapper.stopping:
-            raise HTTPError(502, 'wrapped program %s is not accepting connections: %s'
-                            % (_printable(name), problem))
-        version, listeners = wrapper.wait_listeners(
-            version, min(remaining, WRAP_RETRY) if listeners else remaining)
-
-
-# -- auth plugins ---------------------------------------------------------------
+################################################################################
+# Auth plugins
+################################################################################
+#
+# Owns --auth-plugin: the built-in plugins (BasicHTTPAuth, ExpectOrigin,
+# ClientCertCNAuth), load_auth_plugin (called once by the prepare step) and
+# authenticate, which the handler calls for each request it checks. Calls
+# sections 1-3 and import_plugin_class (Token plugins).
 #
 # --auth-plugin CLASS --auth-source ARG: the plugin is built once, at start-up,
 # with ARG; its authenticate(headers, target_host, target_port) runs for every
@@ -3291,7 +3361,7 @@ def _plugin_headers(headers):
             continue
         name, value = str(name), str(value)
         if (_TOKEN.match(name) and name.lower() not in _OWN_HEADERS
-                and not _CONTROL.search(value)):
+                and not has_control_characters(value)):
             safe.append((name, value))
     return safe
 
@@ -3340,12 +3410,18 @@ def authenticate(plugin, request, peer_cert, target_host, target_port):
 # Program wrapping
 ################################################################################
 #
+# Owns `-- PROGRAM`: finding or building rebind.so, running the program, the
+# ports it reports, --wrap-mode, the restart policy (RestartBackoff, which the
+# --workers supervisor uses too), and connect_target, the handler's one call to
+# reach its target: the wrapped program, or open_target for any other. Calls
+# sections 1-3 and Targets.
+#
 # `websockify.py PORT -- PROGRAM ARGS`: websockify listens on PORT itself and
 # runs PROGRAM in a process group of its own with rebind.so preloaded. When
 # PROGRAM, or anything it starts, binds a TCP socket to PORT, rebind.so binds it
 # to loopback on a port the kernel picks and sends that port to a Unix datagram
 # socket in a private (0700) directory; the reader thread here records it, and
-# `_connect_wrapped` (Targets) connects each session to any recorded port that
+# ProgramWrapper.connect connects each session to any recorded port that
 # accepts. A program binding IPv4 and IPv6 reports two ports.
 #
 # When PROGRAM exits, --wrap-mode decides:
@@ -3355,12 +3431,48 @@ def authenticate(plugin, request, peer_cert, target_host, target_port):
 #   respawn  PROGRAM starts again. A run that served a session or lasted
 #            RESPAWN_QUICK_EXIT seconds restarts at once, however often (telnetd
 #            exits after every connection). A run that ended sooner without a
-#            session failed to start: from the second such failure in a row the
-#            restart waits RESPAWN_FIRST_DELAY seconds, doubling up to
-#            RESPAWN_MAX_DELAY, with one warning, until a run succeeds. Sessions
-#            arriving meanwhile wait for the new run, up to WRAP_CONNECT_WAIT s.
+#            session failed to start: after RESPAWN_IMMEDIATE_RETRIES such failures
+#            in a row the restart waits RESPAWN_FIRST_DELAY seconds, doubling up
+#            to RESPAWN_MAX_DELAY, with one warning, until a run succeeds (the
+#            RestartBackoff below, which --workers uses too). Sessions arriving
+#            meanwhile wait for the new run, up to WRAP_CONNECT_WAIT s.
 # Whenever websockify stops (signal, error, --timeout, exit mode), every process
 # group it started gets SIGTERM, then SIGKILL after WRAP_KILL_GRACE seconds.
+
+class RestartBackoff:
+    """When to restart something that ended: the one policy of --wrap-mode=respawn
+    (ProgramWrapper) and of --workers (the supervisor, section Server).
+
+    A run that lived min_life seconds, or did its job (succeeded), is restarted at
+    once and clears the record. A run that ended sooner is a failure: after
+    `immediate` of them in a row, each further one waits first_delay seconds,
+    doubling up to max_delay. One object per restarted thing; not thread-safe."""
+
+    def __init__(self, min_life, first_delay, max_delay, immediate=0):
+        self.min_life = min_life
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.immediate = immediate
+        #: Runs in a row that ended before min_life without succeeding.
+        self.failures = 0
+
+    @property
+    def backing_off(self):
+        """True once failures are past the immediate retries (the next one waits)."""
+        return self.failures > self.immediate
+
+    def next_delay(self, lived, succeeded=False):
+        """Record a run that lasted `lived` seconds; the seconds to wait before the next."""
+        if succeeded or lived >= self.min_life:
+            self.failures = 0
+            return 0.0
+        self.failures += 1
+        if not self.backing_off:
+            return 0.0
+        # The exponent is capped so that the float cannot overflow, whatever the count.
+        doublings = min(self.failures - self.immediate - 1, 64)
+        return min(self.max_delay, self.first_delay * 2 ** doublings)
+
 
 #: Environment variable naming rebind.so when --rebind is not given.
 REBIND_ENV = 'WEBSOCKIFY_REBIND'
@@ -3463,8 +3575,7 @@ def _describe_status(status):
 class ProgramWrapper:
     """Runs the wrapped program, records the ports rebind.so reports, applies --wrap-mode.
 
-    Created by main(); the handler threads call listeners(), wait_listeners() and
-    session_connected() (through connect_target)."""
+    Created by main(); the handler threads call connect() (through connect_target)."""
 
     def __init__(self, settings, rebind, on_exit):
         self.settings = settings
@@ -3481,8 +3592,9 @@ class ProgramWrapper:
         self._started = 0.0
         #: True once a session connected to the current run.
         self._served = False
-        self._quick_failures = 0
-        self._backoff_logged = False
+        #: When to respawn (--wrap-mode=respawn).
+        self._restarts = RestartBackoff(RESPAWN_QUICK_EXIT, RESPAWN_FIRST_DELAY,
+                                        RESPAWN_MAX_DELAY, RESPAWN_IMMEDIATE_RETRIES)
         #: Process groups started that may still have members.
         self._groups = set()
         self._stop = threading.Event()
@@ -3571,6 +3683,34 @@ class ProgramWrapper:
         with self._cond:
             self._served = True
 
+    def connect(self):
+        """Connect to any listener the program reported, newest first: (sock, where).
+
+        While none accepts (the program is starting, restarting, or serving its one
+        connection), wait for a new report or retry, for up to WRAP_CONNECT_WAIT s;
+        then HTTPError 502."""
+        deadline = time.monotonic() + WRAP_CONNECT_WAIT
+        version, listeners = self.listeners()
+        problem = 'it has not bound port %d yet' % self.settings.listen_port
+        while True:
+            for host, port in listeners:
+                remaining = deadline - time.monotonic()
+                try:
+                    sock = socket.create_connection((host, port),
+                                                    max(0.5, min(CONNECT_TIMEOUT, remaining)))
+                except OSError as exc:
+                    problem = '%s: %s' % (format_address(host, port), exc.strerror or exc)
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.session_connected()
+                return sock, 'program %s at %s' % (self.name, format_address(host, port))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stopping:
+                raise HTTPError(502, 'wrapped program %s is not accepting connections: %s'
+                                % (self.name, problem))
+            version, listeners = self.wait_listeners(
+                version, min(remaining, WRAP_RETRY) if listeners else remaining)
+
     # -- threads ----------------------------------------------------------------------
 
     def _read_reports(self):
@@ -3583,7 +3723,7 @@ class ProgramWrapper:
                 return
             match = _REPORT.match(data)
             port = int(match.group(2)) if match else 0
-            if not 0 < port < 65536:
+            if not 0 < port <= MAX_PORT:
                 logger.warning('ignoring a malformed report from rebind.so: %r', data[:80])
                 continue
             host = '::1' if match.group(1) == b'6' else '127.0.0.1'
@@ -3645,21 +3785,17 @@ class ProgramWrapper:
 
     def _respawn_delay(self, served, ran, how):
         """Seconds to wait before the next run (the rule in this section's comment)."""
-        if served or ran >= RESPAWN_QUICK_EXIT:
-            if self._backoff_logged:
+        was_backing_off = self._restarts.backing_off
+        delay = self._restarts.next_delay(ran, served)
+        if not self._restarts.failures:
+            if was_backing_off:
                 logger.info('%s ran normally again: restarts are immediate again', self.name)
-            self._quick_failures = 0
-            self._backoff_logged = False
             logger.info('%s %s: restarting (--wrap-mode=respawn)', self.name, how)
-            return 0
-        self._quick_failures += 1
-        if self._quick_failures < 2:
+            return delay
+        if not self._restarts.backing_off:
             logger.info('%s %s after %.1f s without a session: restarting', self.name, how, ran)
-            return 0
-        delay = min(RESPAWN_MAX_DELAY,
-                    RESPAWN_FIRST_DELAY * 2 ** min(self._quick_failures - 2, 16))
-        if not self._backoff_logged:
-            self._backoff_logged = True
+            return delay
+        if not was_backing_off:
             logger.warning('%s keeps failing within %g s of starting without a session (%s): '
                            'restarting it with a back-off from %g s doubling up to %g s',
                            self.name, RESPAWN_QUICK_EXIT, how, delay, RESPAWN_MAX_DELAY)
@@ -3702,6 +3838,26 @@ class ProgramWrapper:
                 thread.join(1.0)
         self._reports.close()
         shutil.rmtree(self._dir, True)
+
+
+def connect_target(settings, tls_context=None, wrapper=None, target=None):
+    """Open the session's target socket (TLS with tls_context, for --ssl-target):
+    (sock, where); raises HTTPError 502 naming the target.
+
+    `target` is the Target a token chose (resolve_target); without one the fixed
+    target of settings is used. The target of a wrapped program is a loopback
+    port that its rebind.so reported to `wrapper` (a ProgramWrapper)."""
+    if target is None and settings.wrap_cmd:
+        if wrapper is None:
+            raise HTTPError(502, 'wrapped program %s is not running'
+                            % _printable(os.path.basename(settings.wrap_cmd[0])))
+        sock, where = wrapper.connect()
+        if tls_context is not None:
+            sock = start_target_tls(sock, tls_context, None, where)
+        return sock, where
+    if target is None:
+        target = Target(settings.target_host, settings.target_port, settings.unix_target)
+    return open_target(target, tls_context)
 
 
 ################################################################################
@@ -3821,6 +3977,12 @@ class SessionRecorder:
 ################################################################################
 # Server and command line
 ################################################################################
+#
+# Owns the options and the process: Settings (plain values) from parse_args
+# (syntax, one place), prepare() turning them into the Runtime (TLS, plugins,
+# rebind.so; UsageError), the servers that hand the Runtime's parts to each
+# connection, the handler, logging and syslog, signals, -D, --workers (with
+# RestartBackoff) and main(). May call every section above.
 
 def _tls_summary(sock):
     """'TLSv1.3', plus the common name of a verified client certificate."""
@@ -3830,7 +3992,8 @@ def _tls_summary(sock):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the command line decides; built once by parse_args()."""
+    """Everything the command line decides, as plain values; built once by
+    parse_args(). prepare() builds the objects they name (the Runtime)."""
     listen_host: str = ''
     listen_port: int = 0
     unix_listen: str = None
@@ -3884,8 +4047,11 @@ class Settings:
     #: Where to send the log too: a Unix socket path, or a (host, port) for UDP.
     syslog: object = None
     legacy_syslog: bool = False
-    #: The --auth-plugin object (built once with --auth-source), or None.
-    auth_plugin: object = None
+    #: --auth-plugin: a built-in plugin's name (BasicHTTPAuth) or an importable
+    #: module.Class; prepare() builds it. None: no authentication.
+    auth_plugin_name: str = None
+    #: --auth-source, the argument the auth plugin is built with.
+    auth_source: str = dataclasses.field(default=None, repr=False)
     web_auth: bool = False
 
 
@@ -3982,7 +4148,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         if isinstance(decision, HTTPError):
             raise decision
         chosen = resolve_target(request, settings, server.token_plugin)
-        if settings.auth_plugin is not None:
+        if server.auth_plugin is not None:
             self._authenticate(request, chosen)
         extra = b''
         if decision.extra_needed:
@@ -4004,7 +4170,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         cert = self.request.getpeercert() if self.conn.secure else None
         host, port = ((chosen.host, chosen.port) if chosen is not None
                       else (settings.target_host, settings.target_port))
-        authenticate(settings.auth_plugin, request, cert, host, port)
+        authenticate(self.server.auth_plugin, request, cert, host, port)
 
     def _serve_flash_policy(self):
         """Answer a Flash socket policy request on this port, then close."""
@@ -4088,14 +4254,18 @@ class _ServerMixin:
     request_queue_size = LISTEN_BACKLOG
     is_tcp = True
 
-    def _setup(self, settings):
-        self.settings = settings
+    def _setup(self, runtime):
+        #: What prepare() built for these settings; the attributes below are its parts.
+        self.runtime = runtime
+        self.settings = runtime.settings
         #: Client SSLContext for --ssl-target, else None.
-        self.target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+        self.target_tls = runtime.target_tls
         #: The --token-plugin object (shared by every connection thread), else None.
-        self.token_plugin = make_token_plugin(settings) if settings.token_plugin else None
+        self.token_plugin = runtime.token_plugin
+        #: The --auth-plugin object (shared by every connection thread), else None.
+        self.auth_plugin = runtime.auth_plugin
         #: TLS for clients (the context may be None: no certificate).
-        self.tls = ServerTLS(settings)
+        self.tls = runtime.server_tls
         self.ids = itertools.count(1)
         #: Put before connection numbers in log lines ('w2.' in worker 2).
         self.id_prefix = ''
@@ -4187,9 +4357,9 @@ class _ServerMixin:
 class WebSockifyServer(_ServerMixin, socketserver.ThreadingTCPServer):
     """The TCP listener: one thread per connection."""
 
-    def __init__(self, settings, address, family, sock=None):
+    def __init__(self, runtime, address, family, sock=None):
         self.address_family = family
-        self._setup(settings)
+        self._setup(runtime)
         super().__init__(address, WebSockifyHandler, bind_and_activate=sock is None)
         if sock is not None:
             self.socket.close()
@@ -4211,9 +4381,9 @@ class WebSockifyUnixServer(_ServerMixin, socketserver.ThreadingUnixStreamServer)
 
     is_tcp = False
 
-    def __init__(self, settings):
-        self._setup(settings)
-        super().__init__(settings.unix_listen, WebSockifyHandler)
+    def __init__(self, runtime):
+        self._setup(runtime)
+        super().__init__(runtime.settings.unix_listen, WebSockifyHandler)
 
     def server_bind(self):
         path = self.server_address
@@ -4254,17 +4424,35 @@ def _listen_family(host, port, prefer_ipv6):
     return family, address[:2]
 
 
-def make_server(settings):
-    """Create the listening server (bound, listening) for these settings."""
+def make_server(settings, runtime=None):
+    """Create the listening server (bound, listening) for these settings and what
+    prepare() built from them (prepared here when not given: UsageError)."""
+    if runtime is None:
+        runtime = prepare(settings)
     threading.stack_size(THREAD_STACK_SIZE)
     if settings.unix_listen:
-        return WebSockifyUnixServer(settings)
+        return WebSockifyUnixServer(runtime)
     if settings.inetd:
         sock = socket.socket(fileno=os.dup(sys.stdin.fileno()))
-        return WebSockifyServer(settings, ('', 0), sock.family, sock)
+        return WebSockifyServer(runtime, ('', 0), sock.family, sock)
     family, address = _listen_family(settings.listen_host, settings.listen_port,
                                      settings.prefer_ipv6)
-    return WebSockifyServer(settings, address, family)
+    return WebSockifyServer(runtime, address, family)
+
+
+def describe_target(settings):
+    """The fixed target as a log string (or how tokens choose it)."""
+    if settings.token_plugin:
+        path = TOKEN_PLUGINS.get(settings.token_plugin, TokenPlugin).source_is_path
+        return 'the target of each token (%s%s%s)' % (
+            settings.token_plugin, ' ' + settings.token_source if path else '',
+            ', token from Host' if settings.host_token else '')
+    if settings.wrap_cmd:
+        return 'program %s (its port %d moved to loopback)' % (
+            _printable(' '.join(settings.wrap_cmd)), settings.listen_port)
+    if settings.unix_target:
+        return 'unix:' + settings.unix_target
+    return format_address(settings.target_host, settings.target_port)
 
 
 def describe_listener(server):
@@ -4394,18 +4582,14 @@ def _build_parser():
 
 
 def _split_hostport(parser, text, what):
-    """'host:port', ':port', 'port', '[v6]:port', 'v6:port' -> (host, port)."""
-    if ':' in text:
-        host, port = text.rsplit(':', 1)
-        if host.startswith('[') and host.endswith(']'):
-            host = host[1:-1]
-    else:
-        host, port = '', text
-    # Digits only (int() would take ' 59_00'); port 0 only where the OS may choose.
-    lowest = 0 if what == 'listening' else 1
-    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
-        parser.error('invalid %s port in %r' % (what, text))
-    return host, int(port)
+    """parse_host_port for a command-line address, a usage error if it fails: the
+    listening address may omit its host ('6080', ':6080') and have port 0 (the OS
+    picks one); a target needs host:port."""
+    listening = what == 'listening'
+    try:
+        return parse_host_port(text, what, need_host=not listening, zero_port=listening)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _key_password(parser, opts):
@@ -4473,10 +4657,10 @@ def _syslog_address(parser, text):
         if not stat.S_ISSOCK(mode):
             parser.error('--syslog %s is not a socket' % text)
         return path
-    host, port = _split_hostport(parser, text, 'syslog')
-    if not host or not port:
-        parser.error('--syslog needs HOST:PORT (UDP) or the path of a Unix socket, not %r'
-                     % text)
+    try:
+        host, port = parse_host_port(text, 'syslog')
+    except ValueError as exc:
+        parser.error('--syslog needs HOST:PORT (UDP) or the path of a Unix socket: %s' % exc)
     try:
         socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
     except OSError as exc:
@@ -4544,12 +4728,7 @@ def parse_args(argv):
     if not opts.unix_target and wrap is None and not token_plugin:
         if not args:
             parser.error('missing the target_addr:target_port')
-        target = args.pop(0)
-        if ':' not in target:
-            parser.error('the target must be target_addr:target_port, not %r' % target)
-        target_host, target_port = _split_hostport(parser, target, 'target')
-        if not target_host:
-            parser.error('the target %r has no host' % target)
+        target_host, target_port = _split_hostport(parser, args.pop(0), 'target')
     if args:
         parser.error('unexpected argument %r' % args[0])
     for name in ('timeout', 'idle_timeout', 'heartbeat', 'handshake_timeout'):
@@ -4596,14 +4775,6 @@ def parse_args(argv):
         parser.error('--legacy-syslog needs --syslog')
     record = _record_prefix(parser, opts.record) if opts.record is not None else None
     syslog = _syslog_address(parser, opts.syslog) if opts.syslog is not None else None
-    auth_plugin = None
-    if opts.auth_plugin:
-        try:
-            auth_plugin = load_auth_plugin(opts.auth_plugin, opts.auth_source)
-        except UsageError as exc:
-            parser.error(str(exc))
-        if isinstance(auth_plugin, ClientCertCNAuth) and not opts.verify_client:
-            parser.error('ClientCertCNAuth checks client certificates: it needs --verify-client')
 
     def absolute(path):
         return os.path.abspath(path) if path else None
@@ -4626,7 +4797,48 @@ def parse_args(argv):
         wrap_mode=opts.wrap_mode or 'exit', rebind=opts.rebind, daemon=opts.daemon,
         pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
         token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
-        legacy_syslog=opts.legacy_syslog, auth_plugin=auth_plugin, web_auth=opts.web_auth)
+        legacy_syslog=opts.legacy_syslog, auth_plugin_name=opts.auth_plugin,
+        auth_source=opts.auth_source, web_auth=opts.web_auth)
+
+
+class Runtime:
+    """What prepare() builds from the Settings, once, before serving: the objects
+    the servers hand to every connection. Set once, then only read."""
+
+    def __init__(self, settings, server_tls, target_tls=None, token_plugin=None,
+                 auth_plugin=None, rebind=None):
+        self.settings = settings
+        #: The listener's ServerTLS (its context is None without a certificate).
+        self.server_tls = server_tls
+        #: Client SSLContext for --ssl-target, else None.
+        self.target_tls = target_tls
+        #: The --token-plugin object, else None.
+        self.token_plugin = token_plugin
+        #: The --auth-plugin object, else None.
+        self.auth_plugin = auth_plugin
+        #: Path of rebind.so for -- PROGRAM, else None.
+        self.rebind = rebind
+
+
+def prepare(settings):
+    """Turn the plain values of parse_args() into the Runtime: plugins, rebind.so,
+    TLS contexts. The one place after parsing where options can still fail:
+    UsageError for every problem (exit_status 1 for a missing rebind.so)."""
+    auth_plugin = None
+    if settings.auth_plugin_name:
+        auth_plugin = load_auth_plugin(settings.auth_plugin_name, settings.auth_source)
+        if isinstance(auth_plugin, ClientCertCNAuth) and not settings.verify_client:
+            raise UsageError('ClientCertCNAuth checks client certificates: it needs '
+                             '--verify-client')
+    rebind = None
+    if settings.wrap_cmd:
+        try:
+            rebind = find_rebind(settings.rebind)
+        except WrapError as exc:
+            raise UsageError(str(exc), exit_status=1) from None
+    target_tls = make_target_tls_context(settings) if settings.ssl_target else None
+    token_plugin = make_token_plugin(settings) if settings.token_plugin else None
+    return Runtime(settings, ServerTLS(settings), target_tls, token_plugin, auth_plugin, rebind)
 
 
 #: APP-NAME of our syslog messages (upstream's).
@@ -4891,7 +5103,8 @@ def _supervise(server, settings):
 
     Workers share the listening socket. One that exits with status 0 (--timeout,
     --idle-timeout) is done; one that dies otherwise is restarted, after a
-    doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds.
+    doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds
+    (RestartBackoff, the policy of --wrap-mode=respawn without its immediate retry).
     SIGTERM/SIGINT are passed on to every worker; the parent waits for them."""
     server.socket.setblocking(False)      # a worker that loses the accept race returns
     # A dead worker's slot holds the largest count until its successor starts.
@@ -4900,7 +5113,8 @@ def _supervise(server, settings):
     signals = _SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
     workers = {}                          # pid -> (index, start time)
     pending = {}                          # index -> time to (re)start it
-    backoff = {}                          # index -> seconds of the next back-off
+    restarts = {index: RestartBackoff(WORKER_MIN_LIFE, WORKER_FIRST_DELAY, WORKER_BACKOFF_MAX)
+                for index in range(1, settings.workers + 1)}
     now = time.monotonic()
     for index in range(1, settings.workers + 1):
         pending[index] = now
@@ -4924,13 +5138,7 @@ def _supervise(server, settings):
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 logger.info('worker %d finished', index)
                 continue
-            lived = time.monotonic() - started
-            delay = 0.0
-            if lived < WORKER_MIN_LIFE:
-                delay = backoff.get(index, 0.5)
-                backoff[index] = min(WORKER_BACKOFF_MAX, delay * 2)
-            else:
-                backoff.pop(index, None)
+            delay = restarts[index].next_delay(time.monotonic() - started)
             logger.error('worker %d (pid %d) died (%s); restarting it in %.1f s', index, pid,
                          'signal %d' % os.WTERMSIG(status) if os.WIFSIGNALED(status)
                          else 'status %d' % os.WEXITSTATUS(status), delay)
@@ -4966,21 +5174,14 @@ def main(argv=None):
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         _configure_logging(settings)
-    except UsageError as exc:
-        sys.stderr.write('websockify.py: error: %s\n' % exc)
-        return 2
-    try:
-        rebind = find_rebind(settings.rebind) if settings.wrap_cmd else None
-    except WrapError as exc:
-        logger.error('%s', exc)
-        return 1
-    try:
-        server = make_server(settings)
+        runtime = prepare(settings)
     except UsageError as exc:
         sys.stderr.write('websockify.py: error: %s\n' % exc)
         if settings.log_file:
             logger.error('%s', exc)
-        return 2
+        return exc.exit_status
+    try:
+        server = make_server(settings, runtime)
     except OSError as exc:
         where = settings.unix_listen or format_address(settings.listen_host or '*',
                                                        settings.listen_port)
@@ -4998,9 +5199,9 @@ def main(argv=None):
             except OSError as exc:
                 failure = 'cannot write the pid file %s: %s' % (settings.pid_file,
                                                                 exc.strerror or exc)
-        if rebind and failure is None:
+        if runtime.rebind and failure is None:
             try:
-                wrapper = ProgramWrapper(settings, rebind, server.stop_event.set)
+                wrapper = ProgramWrapper(settings, runtime.rebind, server.stop_event.set)
                 server.wrapper = wrapper
                 wrapper.start()
             except WrapError as exc:
@@ -5017,9 +5218,9 @@ def main(argv=None):
         if settings.web:
             logger.info('serving files from %s%s', settings.web,
                         ' (with directory listings)' if settings.web_listing else '')
-        if settings.auth_plugin is not None:
+        if runtime.auth_plugin is not None:
             logger.info('auth plugin %s checks WebSocket handshakes%s',
-                        type(settings.auth_plugin).__name__,
+                        type(runtime.auth_plugin).__name__,
                         ' and --web requests' if settings.web_auth else '')
         if settings.record:
             logger.info('recording sessions to %s.N', settings.record)
