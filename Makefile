@@ -69,7 +69,7 @@ floor:
 
 # -- demo and benchmark ---------------------------------------------------------
 demo:
-	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
+	$(PYTHON) web/demo.py --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
 
 # Full mode (7 interleaved runs per metric) over ws://, then quick runs over
 # wss:// and with 4 streams on both cores (--workers 2 against the forking upstream).

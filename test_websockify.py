@@ -1,8 +1,7 @@
-"""Tests for websockify.py, through real sockets, and the demo behind `make demo`.
+"""Tests for websockify.py, through real sockets, and of the demo behind `make demo`.
 
     python3 -m unittest test_websockify          # stdlib only; other clients are skipped
     make test                                    # installs them; WEBSOCKIFY_REQUIRE_ALL=1
-    python3 test_websockify.py demo [--port N]   # the demo (make demo)
 
 Servers listen on 127.0.0.1 / ::1 port 0 or on Unix sockets in a temporary folder, are
 ready once bound and are stopped by addCleanup. Clients we did not write (Python
@@ -14,11 +13,10 @@ a test asks for, including the ones no library would send.
 
 The file: the helpers all features share, then one part per feature, each under a
 banner with its own fixtures and TestCases: CORE (one TestCase per section of
-websockify.py, in file order), LEGACY PROTOCOLS, TLS, WEB, PROGRAM WRAPPING; then
-the demo.
+websockify.py, in file order), LEGACY PROTOCOLS, TLS, WEB, PROGRAM WRAPPING.
+The demo itself lives in web/demo.py.
 """
 
-import argparse
 import ast
 import asyncio
 import base64
@@ -29,6 +27,7 @@ import hashlib
 import hmac
 import http.server
 import importlib
+import importlib.util
 import io
 import itertools
 import json
@@ -65,6 +64,8 @@ SCRIPT = os.path.join(HERE, 'websockify.py')
 REBIND = os.path.join(HERE, 'rebind.so')
 #: The pages --web serves in the browser tests and the demo.
 WEB_DIR = os.path.join(HERE, 'web')
+#: The demo behind `make demo`: its services and its entry point.
+DEMO = os.path.join(WEB_DIR, 'demo.py')
 #: Screenshots of the browser tests.
 ARTIFACTS = os.path.join(HERE, 'build', 'test-artifacts')
 CHROMIUM = '/usr/bin/chromium'
@@ -73,6 +74,17 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backg
 NODE_MODULES = (os.environ.get('NODE_PATH')
                 or os.path.join(HERE, 'build', 'node', 'node_modules'))
 REQUIRE_ALL = bool(os.environ.get('WEBSOCKIFY_REQUIRE_ALL'))
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location('websockify_demo', DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: web/demo.py, whose line service the demo and browser tests talk to.
+web_demo = _load_demo()
 
 #: Seconds any single wait may take (a socket operation, a join, a process exit).
 TIMEOUT = 10.0
@@ -4061,92 +4073,18 @@ class StreamingTest(unittest.TestCase):
 # The line service and the demo
 ################################################################################
 
-class LineService(TargetServer):
-    """A TCP line service (a thread per connection) that a terminal can exercise;
-    a TargetServer, stopped in the test's cleanup (or, without a test, by stop()).
-
-    It greets, echoes every character typed (remote echo, as a telnet server
-    does, so wstelnet shows what is typed; BS/DEL rub out), and on each line
-    (CR, CR LF, CR NUL or LF) runs a command or echoes the line back:
-      help     the commands
-      color    red, green and bold blue words (SGR 31, 32, 1;34)
-      cursor   clears the screen, writes two rows, then overwrites cells at
-               ESC[H and ESC[2;5H: rows read 'AB23456789' and 'abcdXYghij'
-      quit     says bye and closes
-    Telnet commands from the client (IAC ...) are dropped."""
-
-    GREETING = (b'websockify.py line service\r\n'
-                b'commands: help, color, cursor, quit; other lines are echoed\r\n')
-    PROMPT = b'> '
-    COLOR = (b'\x1b[31mred\x1b[0m \x1b[32mgreen\x1b[0m \x1b[1;34mbold blue\x1b[0m plain\r\n')
-    CURSOR = (b'\x1b[2J\x1b[H0123456789\r\nabcdefghij\r\n'
-              b'\x1b[HAB\x1b[2;5HXY\x1b[4;1H')
-    HELP = (b'help: this list; color: coloured words; cursor: cursor movement; '
-            b'quit: close\r\n')
-    _TELNET = re.compile(rb'\xff(?:[\xfb-\xfe][\s\S]|\xfa[\s\S]*?\xff\xf0|[\xf0-\xf9])')
-
-    def __init__(self, testcase=None, host='127.0.0.1'):
-        super().__init__(testcase, self._session, host=host, conn_timeout=None)
-
-    def _session(self, conn):
-        conn.sendall(self.GREETING + self.PROMPT)
-        line = bytearray()
-        after_cr = False
-        while True:
-            data = conn.recv(4096)
-            if not data:
-                return
-            data = self._TELNET.sub(b'', data.replace(b'\xff\xff', b'\x00\xff\xff'))
-            out = bytearray()
-            for b in data:
-                if after_cr and b in (0, 10):
-                    after_cr = False
-                    continue
-                after_cr = b == 13
-                if b in (10, 13):
-                    out += b'\r\n'
-                    reply = self._command(bytes(line))
-                    line.clear()
-                    if reply is None:
-                        conn.sendall(bytes(out) + b'bye\r\n')
-                        return
-                    out += reply + self.PROMPT
-                elif b in (8, 127):
-                    if line:
-                        del line[-1]
-                        while line and 0x80 <= line[-1] < 0xC0:
-                            del line[-1]
-                        out += b'\b \b'
-                elif b == 3:
-                    line.clear()
-                    out += b'^C\r\n' + self.PROMPT
-                elif b >= 32 or b == 9:
-                    line.append(b)
-                    out.append(b)
-            if out:
-                conn.sendall(bytes(out))
-
-    def _command(self, line):
-        """The reply to a line, or None to close."""
-        word = line.strip().lower()
-        if word == b'quit':
-            return None
-        if word == b'help':
-            return self.HELP
-        if word == b'color':
-            return self.COLOR
-        if word == b'cursor':
-            return self.CURSOR
-        if not word:
-            return b''
-        return b'echo: ' + line + b'\r\n'
+def line_service(testcase):
+    """The demo's line service (web/demo.py) on 127.0.0.1, stopped in the test's cleanup."""
+    service = web_demo.LineService()
+    testcase.addCleanup(service.stop)
+    return service
 
 
 class LineServiceTest(unittest.TestCase):
     """The test line service: greeting, echo, commands, telnet bytes dropped."""
 
     def setUp(self):
-        self.service = LineService(self)
+        self.service = line_service(self)
         self.sock = socket.create_connection(('127.0.0.1', self.service.port), TIMEOUT)
         self.addCleanup(self.sock.close)
         self.got = b''
@@ -4164,10 +4102,10 @@ class LineServiceTest(unittest.TestCase):
         self.until(b'echo: hello\r\n> ')
         self.sock.sendall(b'colr\x7fo')
         self.sock.sendall(b'r\r\n')
-        self.until(LineService.COLOR)
+        self.until(web_demo.LineService.COLOR)
         self.assertIn(b'colr\b \bor\r\n', self.got)
         self.sock.sendall(b'cursor\n')
-        self.until(LineService.CURSOR + b'> ')
+        self.until(web_demo.LineService.CURSOR + b'> ')
         self.sock.sendall(b'quit\r')
         self.until(b'bye\r\n')
         self.sock.settimeout(TIMEOUT)
@@ -4232,7 +4170,7 @@ class DemoTest(unittest.TestCase):
     def test_demo(self):
         if not os.path.isdir(WEB_DIR):
             self.fail('web/ is missing next to websockify.py')
-        proc = self.start([sys.executable, os.path.abspath(__file__), 'demo', '--port', '0'])
+        proc = self.start([sys.executable, DEMO, '--port', '0'])
         match = self.printed_until(r'(http://localhost:(\d+)/\S*)')
         url, port = match.group(1), int(match.group(2))
         self.printed_until('Ctrl-C')
@@ -4285,7 +4223,7 @@ class DemoTest(unittest.TestCase):
         self.assertTrue(page.lstrip().lower().startswith(b'<!doctype html'), page[:200])
         ws = WSClient(self, ('127.0.0.1', port))
         ws.handshake(protocols=['binary'])
-        ws.recv_until(LineService.PROMPT)
+        ws.recv_until(web_demo.LineService.PROMPT)
         ws.send_frame(BINARY, b'hello make demo\r\n')
         ws.recv_until(b'echo: hello make demo\r\n')
         ws.send_close(1000)
@@ -4344,7 +4282,7 @@ class BrowserTest(unittest.TestCase):
         page.screenshot(path=os.path.join(ARTIFACTS, name + '.png'))
 
     def line_proxy(self, extra=()):
-        service = LineService(self)
+        service = line_service(self)
         return start_proxy(self, *extra, '--web', WEB_DIR, '127.0.0.1:0',
                            '127.0.0.1:%d' % service.port).server_address[1]
 
@@ -6361,101 +6299,5 @@ class TestAuth(ProxyTestCase):
 
 
 
-################################################################################
-################################################################################
-##
-## The demo behind `make demo`: python3 test_websockify.py demo [--port N]
-##
-################################################################################
-################################################################################
-
-def read_listening_port(proc, echo=None):
-    """The port of the 'listening on' line on a websockify subprocess's stderr (a
-    text pipe), copying its lines to echo until then."""
-    lines = []
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        if echo is not None:
-            echo.write(line)
-            echo.flush()
-        lines.append(line)
-        match = LISTENING.search(line)
-        if match and not match.group('path'):
-            return int(match.group('port') or match.group('port6'))
-    raise AssertionError('no "listening on" line; stderr: %r' % ''.join(lines))
-
-
-def demo(argv):
-    """`make demo`: the line service behind websockify --web web on --port, and
-    an echo server (for latency.html) behind a second websockify; Ctrl-C stops all."""
-    parser = argparse.ArgumentParser(prog='test_websockify.py demo')
-    parser.add_argument('--port', type=int, default=6080,
-                        help='port for the pages and the line service (default 6080; '
-                             '0 picks a free one)')
-    parser.add_argument('--echo-port', type=int, default=None,
-                        help='port for the echo server (default: --port + 1, or a free one)')
-    opts = parser.parse_args(argv)
-    if opts.echo_port is None:
-        opts.echo_port = opts.port + 1 if opts.port else 0
-    # Ctrl-C must reach us even when started with SIGINT ignored (from a
-    # background job, for instance); websockify.py sets its own handler.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    service = LineService()
-    echo_target = TargetServer(None, echo, conn_timeout=None)
-    procs, copiers = [], []
-
-    def copy_line(line):
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    try:
-        ports = []
-        for listen, target in ((opts.port, service.port), (opts.echo_port, echo_target.port)):
-            proc = subprocess.Popen([sys.executable, SCRIPT, '--web', WEB_DIR, str(listen),
-                                     '127.0.0.1:%d' % target],
-                                    stderr=subprocess.PIPE, universal_newlines=True)
-            procs.append(proc)
-            try:
-                ports.append(read_listening_port(proc, echo=sys.stderr))
-            except AssertionError:
-                proc.wait(TIMEOUT)
-                return proc.returncode or 1
-            copiers.append(drain(proc.stderr, copy_line))
-        port, echo_port = ports
-        base = 'http://localhost:%d/' % port
-        print('websockify.py on port %d relays to the line service (127.0.0.1:%d), '
-              'on port %d to an echo server (127.0.0.1:%d). Open:'
-              % (port, service.port, echo_port, echo_target.port))
-        print('  %swstelnet.html?autoconnect=1' % base)
-        print('  %swsecho.html?autoconnect=1' % base)
-        print('  %slatency.html?port=%d&autoconnect=1' % (base, echo_port))
-        print('  %s   (all the demo pages)' % base)
-        print('In the terminal type help, color or cursor. Ctrl-C stops the demo.')
-        sys.stdout.flush()
-        procs[0].wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for copier in copiers:      # their last log lines
-            copier.join(TIMEOUT)
-        service.stop()
-        echo_target.stop()
-    bad = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGINT)]
-    return bad[0] if bad else 0
-
-
 if __name__ == '__main__':
-    if sys.argv[1:2] == ['demo']:
-        sys.exit(demo(sys.argv[2:]))
     unittest.main()
