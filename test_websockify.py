@@ -2,6 +2,11 @@
 
     python3 -m unittest test_websockify          # stdlib only; other clients are skipped
     make test                                    # installs them; WEBSOCKIFY_REQUIRE_ALL=1
+    make check                                   # the socket-free tests alone, in seconds
+    python3 -m unittest test_websockify.TestWebServer    # one TestCase
+
+`make check` sets WEBSOCKIFY_CHECK=1: the load_tests hook then keeps only the
+TestCases derived from SocketFreeTestCase (no socket, no process).
 
 Servers listen on 127.0.0.1 / ::1 port 0 or on Unix sockets in a temporary folder, are
 ready once bound and are stopped by addCleanup. Clients we did not write (Python
@@ -11,10 +16,13 @@ them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in whic
 it fails. Everything else uses the raw-socket clients below, which send whatever bytes
 a test asks for, including the ones no library would send.
 
-The file: the helpers all features share, then one part per feature, each under a
-banner with its own fixtures and TestCases: CORE (one TestCase per section of
-websockify.py, in file order), LEGACY PROTOCOLS, TLS, WEB, PROGRAM WRAPPING.
-The demo itself lives in web/demo.py.
+The file: the helpers every section shares (targets, clients, the proxy in this
+process or as a program), then one group of TestCases per section of websockify.py,
+in its order, each under a banner naming the section, its socket-free TestCases
+first: Protocol, Connection, Pump, Static web server, Targets, Token plugins, Auth
+plugins, Program wrapping, Recording, Server and command line. TestCases are named
+Test<Section><Behaviour>. Last, interoperability: the demo (web/demo.py) and the
+pages of web/ in a browser.
 """
 
 import ast
@@ -123,17 +131,25 @@ def tearDownModule():
 _NULL_HANDLER = logging.NullHandler()
 
 
-################################################################################
-################################################################################
-##
-## SHARED HELPERS: optional clients and tools, threads, byte streams, targets,
-## raw HTTP and WebSocket clients, the proxy in this process or as a program
-##
-################################################################################
-################################################################################
+class SocketFreeTestCase(unittest.TestCase):
+    """A TestCase whose tests open no socket and start no process: `make check`
+    (WEBSOCKIFY_CHECK=1) runs these alone, in seconds."""
+
+
+def load_tests(loader, tests, pattern):
+    """unittest's hook: every test, or with WEBSOCKIFY_CHECK set only the
+    SocketFreeTestCase classes, in file order."""
+    if not os.environ.get('WEBSOCKIFY_CHECK'):
+        return tests
+    suite = unittest.TestSuite()
+    for value in list(globals().values()):
+        if (isinstance(value, type) and issubclass(value, SocketFreeTestCase)
+                and value is not SocketFreeTestCase):
+            suite.addTests(loader.loadTestsFromTestCase(value))
+    return suite
 
 ################################################################################
-# Helpers: optional clients, threads, byte streams
+# Helpers: optional clients and tools, threads, byte streams
 ################################################################################
 
 def require(what, available, how):
@@ -442,8 +458,142 @@ class TargetServer:
         self._thread.join(TIMEOUT)
 
 
+class Sink:
+    """A TargetServer handler that reads and counts, sending nothing back."""
+
+    def __init__(self):
+        self.received = 0
+        self.first_data = threading.Event()
+
+    def __call__(self, sock):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            self.received += len(data)
+            self.first_data.set()
+
+
+def say_bye(sock):
+    """Target behaviour: send b'bye', end the sending side, then read to EOF."""
+    sock.sendall(b'bye')
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
+
+
+def greet_then_echo(sock):
+    """Target: says hello first (as a VNC server does), then echoes."""
+    sock.sendall(b'RFB 003.008\n')
+    echo(sock)
+
+
 ################################################################################
-# Helpers: raw HTTP, and a raw-socket WebSocket client
+# Helpers: certificates (made once with openssl)
+################################################################################
+
+class PKI:
+    """Two CAs and the certificates the tests need, made once with openssl."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix='wsfy-tls-')
+        self.ca = self._ca('ca', 'Test CA A')
+        self.ca2 = self._ca('ca2', 'Test CA B')
+        self.server = self._leaf('server', self.ca, 'localhost',
+                                 'DNS:localhost,IP:127.0.0.1,IP:::1')
+        self.server2 = self._leaf('server2', self.ca, 'localhost',
+                                  'DNS:localhost,IP:127.0.0.1,IP:::1')
+        self.other = self._leaf('other', self.ca, 'other.example', 'DNS:other.example')
+        self.client = self._leaf('client', self.ca, 'client one', None, client=True)
+        self.client2 = self._leaf('client2', self.ca2, 'client two', None, client=True)
+        self.selfsigned = self._selfsigned('selfsigned', 'other.example')
+        self.enc_key = self.path('enc.key')
+        self._openssl('pkey', '-in', self.server[1], '-out', self.enc_key, '-aes256',
+                      '-passout', 'pass:s3cret')
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _openssl(self, *args):
+        subprocess.run(('openssl',) + args, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _newkey(self, name):
+        key = self.path(name + '.key')
+        self._openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
+                      '-out', key)
+        return key
+
+    def _ca(self, name, cn):
+        key = self._newkey(name)
+        cert = self.path(name + '.pem')
+        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '3',
+                      '-subj', '/CN=' + cn,
+                      '-addext', 'basicConstraints=critical,CA:TRUE',
+                      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+                      '-addext', 'subjectKeyIdentifier=hash')
+        return cert, key
+
+    def _leaf(self, name, ca, cn, sans, client=False):
+        key = self._newkey(name)
+        csr = self.path(name + '.csr')
+        cert = self.path(name + '.pem')
+        ext = self.path(name + '.ext')
+        with open(ext, 'w') as f:
+            f.write('basicConstraints=critical,CA:FALSE\n'
+                    'keyUsage=critical,digitalSignature\n'
+                    'extendedKeyUsage=%s\n'
+                    'subjectKeyIdentifier=hash\n'
+                    'authorityKeyIdentifier=keyid\n' % ('clientAuth' if client else 'serverAuth'))
+            if sans:
+                f.write('subjectAltName=%s\n' % sans)
+        self._openssl('req', '-new', '-key', key, '-out', csr, '-subj', '/CN=' + cn)
+        self._openssl('x509', '-req', '-in', csr, '-CA', ca[0], '-CAkey', ca[1],
+                      '-set_serial', str(int.from_bytes(os.urandom(8), 'big')),
+                      '-out', cert, '-days', '2', '-extfile', ext)
+        return cert, key
+
+    def _selfsigned(self, name, host):
+        key = self._newkey(name)
+        cert = self.path(name + '.pem')
+        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '2',
+                      '-subj', '/CN=' + host, '-addext', 'subjectAltName=DNS:' + host)
+        return cert, key
+
+    def der(self, pair):
+        with open(pair[0]) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_pki = None
+_pki_error = None
+
+
+def get_pki():
+    global _pki, _pki_error
+    if _pki is None and _pki_error is None:
+        if shutil.which('openssl') is None:
+            _pki_error = 'the openssl command'
+        else:
+            _pki = PKI()
+    require(_pki_error or 'openssl', _pki is not None, 'apt-get install openssl')
+    return _pki
+
+
+def client_context(pki, cert=None, max_version=None):
+    ctx = ssl.create_default_context(cafile=pki.ca[0])
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+################################################################################
+# Helpers: raw HTTP and WebSocket clients
 ################################################################################
 
 Frame = namedtuple('Frame', 'fin opcode payload')
@@ -545,6 +695,30 @@ def http_request(port, target, method='GET', headers=(), host='127.0.0.1'):
     response = parse_response_head(head)
     response.body, response.raw = body, raw
     return response
+
+
+def http_exchange(port, request, context=None, host='localhost'):
+    """Send raw bytes, return everything the server answers before closing."""
+    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
+    try:
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)
+        sock.sendall(request)
+        data = b''
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:     # closed with our bytes unread
+                return data
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        sock.close()
+
+
+#: An upgrade request offering the binary subprotocol.
+UPGRADE = upgrade_request(path='/x', extra=[('Sec-WebSocket-Protocol', 'binary')])
 
 
 class WSClient:
@@ -733,6 +907,377 @@ def check_upgrade_response(response, key):
         raise AssertionError('no Connection: Upgrade in %r' % response)
 
 
+class WSSClient:
+    """Blocking RFC 6455 client over a plain or TLS socket, binary frames only;
+    exchange() sends and receives in one thread, as an SSL socket needs."""
+
+    def __init__(self, port, context=None, host='localhost', rcvbuf=None, read_size=65536):
+        self.read_size = read_size
+        sock = socket.socket()
+        try:
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(TIMEOUT)
+            sock.connect(('127.0.0.1', port))
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            self._handshake(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _handshake(self, sock):
+        self.sock = sock
+        sock.sendall(UPGRADE)
+        head = b''
+        while b'\r\n\r\n' not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError('closed during the handshake: %r' % head)
+            head += chunk
+        head, _, self.buf = head.partition(b'\r\n\r\n')
+        self.status = int(head.split(b' ')[1])
+        self.head = head
+        if self.status != 101:
+            raise ConnectionError(head.decode('latin-1'))
+
+    def send(self, data):
+        n = len(data)
+        if n < 126:
+            header = struct.pack('!BB', 0x82, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack('!BBH', 0x82, 0xFE, n)
+        else:
+            header = struct.pack('!BBQ', 0x82, 0xFF, n)
+        mask = os.urandom(4)
+        self.sock.sendall(header + mask + websockify.unmask(data, mask))
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(self.read_size)
+            if not chunk:
+                raise ConnectionError('closed')
+            self.buf += chunk
+
+    def recv_frame(self):
+        self._need(2)
+        opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        pos = 2
+        if length == 126:
+            self._need(4)
+            length, pos = struct.unpack_from('!H', self.buf, 2)[0], 4
+        elif length == 127:
+            self._need(10)
+            length, pos = struct.unpack_from('!Q', self.buf, 2)[0], 10
+        self._need(pos + length)
+        payload, self.buf = self.buf[pos:pos + length], self.buf[pos + length:]
+        return opcode, payload
+
+    def recv_bytes(self, n):
+        out = b''
+        while len(out) < n:
+            opcode, payload = self.recv_frame()
+            if opcode != 2:
+                raise ConnectionError('unexpected opcode %d' % opcode)
+            out += payload
+        return out
+
+    def exchange(self, payloads, total, lazy=False):
+        """Send the payloads while receiving total payload bytes, in this one thread
+        (an SSL socket must not be read and written from two threads at once).
+        lazy: read only when sending is blocked, so that every buffer fills up."""
+        frames = bytearray()
+        for data in payloads:
+            mask = os.urandom(4)
+            frames += struct.pack('!BBQ', 0x82, 0xFF, len(data)) + mask
+            frames += websockify.unmask(data, mask)
+        out, sent, got = memoryview(frames), 0, []
+        received = 0
+        sock = self.sock
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        while received < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError('%d of %d bytes received' % (received, total))
+            writable = [sock] if sent < len(out) else []
+            if not sock.pending():
+                select.select([sock], writable, [], remaining)
+            if sent < len(out):
+                try:
+                    sent += sock.send(out[sent:sent + 65536])
+                    if lazy:
+                        continue
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+            try:
+                chunk = sock.recv(self.read_size)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                continue
+            if not chunk:
+                raise ConnectionError('closed after %d bytes' % received)
+            self.buf += chunk
+            while True:
+                frame = self._parse()
+                if frame is None:
+                    break
+                got.append(frame)
+                received += len(frame)
+        return b''.join(got)
+
+    def _parse(self):
+        """One complete binary frame's payload from buf, or None."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        length, pos = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, pos = struct.unpack_from('!H', buf, 2)[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, pos = struct.unpack_from('!Q', buf, 2)[0], 10
+        if len(buf) < pos + length:
+            return None
+        if buf[0] & 0x0F != 2:
+            raise ConnectionError('unexpected opcode %d' % (buf[0] & 0x0F))
+        self.buf = buf[pos + length:]
+        return buf[pos:pos + length]
+
+    def close(self):
+        self.sock.close()
+
+
+def wss_client(test, *args, **kwargs):
+    """A WSSClient closed in the test's cleanup."""
+    client = WSSClient(*args, **kwargs)
+    test.addCleanup(client.close)
+    return client
+
+
+def _connect(port):
+    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Reader:
+    """Buffered, bounded reads from a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError('timed out waiting for the server')
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError('timed out waiting for the server') from None
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    def until(self, marker, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while marker not in self.buf:
+            self._fill(deadline)
+        i = self.buf.index(marker) + len(marker)
+        data = bytes(self.buf[:i])
+        del self.buf[:i]
+        return data
+
+    def exact(self, n, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            self._fill(deadline)
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def rest(self, timeout=TIMEOUT):
+        """Everything until EOF."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._fill(deadline)
+        except (EOFError, ConnectionResetError):
+            pass
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+    def quiet(self, seconds):
+        """True when nothing arrives for `seconds` (the server is waiting for us)."""
+        if self.buf:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
+
+
+_KEY_NOISE = [chr(c) for c in list(range(0x21, 0x30)) + list(range(0x3A, 0x7F))]
+
+
+def hixie76_client_key(rng):
+    """(key, number) for one key, as the client's handshake in draft-76 §4.1 makes it."""
+    spaces = rng.randint(1, 12)                          # 1 to 12 spaces
+    maximum = 4294967295 // spaces                       # so that number * spaces < 2**32
+    number = rng.randint(0, maximum)
+    key = list(str(number * spaces))                     # the product in decimal
+    for _ in range(rng.randint(1, 12)):                  # 1 to 12 non-digit characters
+        key.insert(rng.randint(0, len(key)), rng.choice(_KEY_NOISE))
+    for _ in range(spaces):                              # the spaces, not at either end
+        key.insert(rng.randint(1, len(key) - 1), ' ')
+    return ''.join(key), number
+
+
+def hixie_request(draft, host='example.com', path='/demo', origin='http://example.com',
+                  protocol=None, keys=None):
+    """The client's handshake lines (draft-76 §4.1), ending in CRLF CRLF."""
+    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
+             'Host: ' + host]
+    if origin is not None:
+        lines.append('Origin: ' + origin)
+    if draft == 76:
+        lines += ['Sec-WebSocket-Key1: ' + keys[0], 'Sec-WebSocket-Key2: ' + keys[1]]
+        if protocol:
+            lines.append('Sec-WebSocket-Protocol: ' + protocol)
+    elif protocol:
+        lines.append('WebSocket-Protocol: ' + protocol)
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+class HixieClient:
+    """A draft-75/76 client: handshake, 0x00 base64 0xFF frames, 0xFF 0x00 close."""
+
+    def __init__(self, port, draft=76, rng=None, **request):
+        self.sock = _connect(port)
+        self.reader = _Reader(self.sock)
+        rng = rng or random.Random()
+        self.draft = draft
+        expected = None
+        keys = None
+        key3 = b''
+        if draft == 76:
+            key1, number1 = hixie76_client_key(rng)
+            key2, number2 = hixie76_client_key(rng)
+            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
+            keys = (key1, key2)
+            expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
+        self.sock.sendall(hixie_request(draft, keys=keys, **request) + key3)
+        self.head = self.reader.until(b'\r\n\r\n')
+        # draft-75 §4.1: the first 85 bytes must match exactly.
+        if not self.head.startswith(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                                    b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'):
+            raise AssertionError('bad reply %r' % self.head)
+        if draft == 76:
+            challenge = self.reader.exact(16)
+            if challenge != expected:
+                raise AssertionError('challenge response %r != %r' % (challenge, expected))
+
+    def send(self, data):
+        self.sock.sendall(b'\x00' + base64.b64encode(data) + b'\xff')
+
+    def recv_frame(self, timeout=TIMEOUT):
+        """The bytes of the next frame (each decoded on its own), or None for 0xFF 0x00."""
+        kind = self.reader.exact(1, timeout)
+        if kind == b'\xff':
+            if self.reader.exact(1, timeout) != b'\x00':
+                raise AssertionError('length-prefixed frame from the server')
+            return None
+        if kind != b'\x00':
+            raise AssertionError('unexpected frame type %r' % kind)
+        return base64.b64decode(self.reader.until(b'\xff', timeout)[:-1], validate=True)
+
+    def recv_bytes(self, n, timeout=TIMEOUT):
+        data = b''
+        deadline = time.monotonic() + timeout
+        while len(data) < n:
+            frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if frame is None:
+                raise AssertionError('closed after %d of %d bytes' % (len(data), n))
+            data += frame
+        return data
+
+    def expect_end(self):
+        """After the server's closing handshake: no byte follows it; then close, as
+        the peer does once the closing handshake is done."""
+        rest = self.reader.rest()
+        if rest:
+            raise AssertionError('bytes after the closing handshake: %r' % rest[:100])
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def hybi_handshake(port, protocols=None):
+    """A HyBi upgrade offering `protocols` (one header value); (sock, reader, head)."""
+    sock = _connect(port)
+    sock.sendall(upgrade_request(extra=[('Sec-WebSocket-Protocol', protocols)]
+                                 if protocols else ()))
+    reader = _Reader(sock)
+    head = reader.until(b'\r\n\r\n')
+    return sock, reader, head
+
+
+def hybi_read_frame(reader, timeout=TIMEOUT):
+    """(opcode, payload) of the next server frame."""
+    b0, b1 = reader.exact(2, timeout)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack('!H', reader.exact(2, timeout))[0]
+    elif n == 127:
+        n = struct.unpack('!Q', reader.exact(8, timeout))[0]
+    return b0 & 0x0F, reader.exact(n, timeout)
+
+
+def hybi_read_base64(reader, n, timeout=TIMEOUT):
+    """Read text frames, decoding each on its own, until n bytes came."""
+    data = b''
+    while len(data) < n:
+        opcode, payload = hybi_read_frame(reader, timeout)
+        if opcode != 1:
+            raise AssertionError('expected a text frame, got opcode %d %r' % (opcode, payload))
+        data += base64.b64decode(payload, validate=True)
+    return data
+
+
+def hixie75_request(path='/', extra=()):
+    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
+             'Host: localhost', 'Origin: http://localhost']
+    lines += ['%s: %s' % h for h in extra]
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+
+
+def hixie_frame(data):
+    return b'\x00' + base64.b64encode(data) + b'\xff'
+
+
+def read_hixie_data(client, total):
+    """Decoded payload of draft-75 frames from the proxy until `total` bytes."""
+    data = b''
+    while len(data) < total:
+        while b'\xff' not in client.buffer:
+            if not client._fill():
+                raise AssertionError('EOF after %d of %d bytes' % (len(data), total))
+        frame, _, rest = bytes(client.buffer).partition(b'\xff')
+        client.buffer = bytearray(rest)
+        if not frame.startswith(b'\x00'):
+            raise AssertionError('not a Hixie text frame: %r' % frame[:40])
+        data += base64.b64decode(frame[1:])
+    return data
+
+
+def basic(user_password):
+    return 'Basic ' + base64.b64encode(user_password.encode('utf-8')).decode('ascii')
+
+
 ################################################################################
 # Helpers: the proxy, in this process or as a program
 ################################################################################
@@ -797,6 +1342,13 @@ class LogWatch(logging.Handler):
         with self._cond:
             self._cond.wait_for(found, timeout)
             return found()
+
+
+def start_logged_proxy(testcase, target, *options):
+    """An in-process proxy to target with its log watched; returns (port, LogWatch)."""
+    log = LogWatch(testcase)
+    server = start_proxy(testcase, '127.0.0.1:0', target.arg, *options)
+    return server.server_address[1], log
 
 
 #: The line main() logs at start; groups give the address it listens on.
@@ -1023,19 +1575,52 @@ class ProxyTestCase(unittest.TestCase):
 
 
 ################################################################################
-################################################################################
-##
-## CORE (issue 3): the HyBi protocol, the handshake, frames, the pump, targets,
-## the server and the command line; one TestCase per section of websockify.py
-##
-################################################################################
+# Protocol (Sans-I/O): request parsing, HyBi and Hixie handshakes, frames, base64, the session
 ################################################################################
 
-################################################################################
-# Section 2: protocol (sans-I/O)
-################################################################################
+#: The handshake example of draft-hixie-thewebsocketprotocol-76 (§1.3, §5.2): the keys,
+#: key3, the answer, and the reply to its request.
+KEY1 = '18x 6]8vM;54 *(5:  {   U1]8  z [  8'
+KEY2 = '1_ tx7X d  <  nw  334J702) 7]o}` 0'
+KEY3 = b'Tm[K T2u'
+ANSWER = b'fQJ,fN/4F4!~K~MH'
+PREFIX_85 = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+             b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n')
+VECTOR_REPLY = (PREFIX_85 + b'Sec-WebSocket-Origin: http://example.com\r\n'
+                b'Sec-WebSocket-Location: ws://example.com/demo\r\n'
+                b'Sec-WebSocket-Protocol: sample\r\n\r\n' + ANSWER)
+FLASH_POLICY = (b'<?xml version="1.0"?>\n'
+                b'<!DOCTYPE cross-domain-policy SYSTEM '
+                b'"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">\n'
+                b'<cross-domain-policy>\n'
+                b'<allow-access-from domain="*" to-ports="*" />\n'
+                b'</cross-domain-policy>\n\x00')
 
-class TestProtocol(unittest.TestCase):
+
+def _request(text):
+    head = text.replace('\n', '\r\n').encode('latin-1') + b'\r\n'
+    return websockify.parse_request(head)
+
+
+def _decode_all(codec, data, chunk=None):
+    """Feed data to a codec like the pump does (leftovers moved to the front);
+    returns (bytes out, events, unconsumed)."""
+    buf = bytearray()
+    out, events = [], []
+    step = chunk or max(1, len(data))
+    for i in range(0, len(data), step):
+        buf += data[i:i + step]
+        parts = []
+        pos = codec.decode(buf, 0, len(buf), parts, events)
+        out += [bytes(p) for p in parts]
+        del buf[:pos]
+        if events and events[-1][0] == 'close':
+            buf += data[i + step:]
+            break
+    return b''.join(out), events, bytes(buf)
+
+
+class TestProtocolHybiCodec(SocketFreeTestCase):
 
     def test_accept_key_matches_rfc6455_section_1_3(self):
         self.assertEqual(websockify.accept_key('dGhlIHNhbXBsZSBub25jZQ=='),
@@ -1066,11 +1651,144 @@ class TestProtocol(unittest.TestCase):
         self.assertEqual(bytes(websockify.unmask(data, b'\0\0\0\0')), data)
 
 
-################################################################################
-# Sections 2-3: the HTTP request and the HyBi handshake
-################################################################################
+class TestProtocolLegacyCodec(SocketFreeTestCase):
+    """Sans-I/O: keys, handshakes, detection, Hixie framing, base64 streams."""
 
-class TestHandshake(ProxyTestCase):
+    def test_draft76_vector(self):
+        self.assertEqual(websockify.hixie76_answer(KEY1, KEY2, KEY3), ANSWER)
+        # The opening example of draft-76 §1.3.
+        self.assertEqual(websockify.hixie76_answer('4 @1  46546xW%0l 1 5',
+                                                   '12998 5 Y3 1  .P00', b'^n:ds[4U'),
+                         b"8jKS'y:G*Co,Wxa-")
+
+    def test_client_keys_from_the_draft_algorithm(self):
+        rng = random.Random(76)
+        for _ in range(200):
+            key, number = hixie76_client_key(rng)
+            self.assertEqual(websockify.hixie76_key_number(key), number)
+
+    def test_bad_keys(self):
+        for key in ('12345', '1 2 3', '12  5', 'abc de', '1' * 30 + ' ',
+                    '8589934590 '):           # 2**33 - 2 with one space: over 32 bits
+            with self.assertRaises(websockify.HTTPError) as cm:
+                websockify.hixie76_key_number(key)
+            self.assertEqual(cm.exception.status, 400, key)
+
+    def test_detection(self):
+        base = 'GET / HTTP/1.1\nHost: h\nUpgrade: WebSocket\nConnection: Upgrade\n'
+        kind = websockify.handshake_kind
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\n')), 'hybi')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\nSec-WebSocket-Key1: 1 '
+                                       '\nSec-WebSocket-Key2: 1 \n')), 'hybi')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'
+                                       'Sec-WebSocket-Key2: 1 \n')), 'hixie-76')
+        self.assertEqual(kind(_request(base)), 'hixie-75')
+        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Version: 13\n')), 'hybi')
+        self.assertEqual(kind(_request('GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n')),
+                         'hybi')
+        with self.assertRaises(websockify.HTTPError) as cm:
+            kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'))
+        self.assertEqual(cm.exception.status, 400)
+
+    def test_replies(self):
+        req = _request('GET /demo HTTP/1.1\nHost: example.com\nUpgrade: WebSocket\n'
+                       'Connection: Upgrade\nOrigin: http://example.com\n'
+                       'Sec-WebSocket-Protocol: sample\nSec-WebSocket-Key1: %s\n'
+                       'Sec-WebSocket-Key2: %s\n' % (KEY1, KEY2))
+        self.assertEqual(websockify.hixie_response('hixie-76', req, False, ANSWER),
+                         VECTOR_REPLY)
+        secure = websockify.hixie_response('hixie-76', req, True, ANSWER)
+        self.assertIn(b'\r\nSec-WebSocket-Location: wss://example.com/demo\r\n', secure)
+        req = _request('GET /a?b=c HTTP/1.1\nHost: example.com:8080\nUpgrade: WebSocket\n'
+                       'Connection: Upgrade\n')
+        self.assertEqual(websockify.hixie_response('hixie-75', req, False),
+                         PREFIX_85 + b'WebSocket-Location: ws://example.com:8080/a?b=c'
+                                     b'\r\n\r\n')
+        self.assertEqual(len(PREFIX_85), 85)
+
+    def test_echoed_values_refuse_control_characters(self):
+        req = _request('GET / HTTP/1.1\nHost: a\rb\nUpgrade: WebSocket\nConnection: Upgrade\n')
+        with self.assertRaises(websockify.HTTPError) as cm:
+            websockify.check_hixie_request(req)
+        self.assertEqual(cm.exception.status, 400)
+
+    def test_base64_stream(self):
+        data = os.urandom(3001)
+        text = base64.b64encode(data)
+        for size in (1, 2, 3, 5, 4096):
+            stream = websockify.Base64Stream()
+            got = b''.join(stream.feed(text[i:i + size]) for i in range(0, len(text), size))
+            self.assertEqual(got, data, size)
+        # Messages padded one by one decode back to back.
+        stream = websockify.Base64Stream()
+        self.assertEqual(stream.feed(b'QQ==Qk') + stream.feed(b'M=QUJD'), b'ABCABC')
+        for bad in (b'Q===', b'QQ=Q', b'Q=Q=', b'QQ\nQ', b'====', b'QQ-Q', b'QQ Q',
+                    'Q\u00e9QQ'.encode('utf-8')):
+            with self.assertRaises(ValueError, msg=bad):
+                websockify.Base64Stream().feed(bad)
+
+    def test_hixie_decode_whole_bytewise_and_trailing(self):
+        frames = (b'\x00' + base64.b64encode(b'hello') + b'\xff\x00\xff\x00QU'
+                  b'\xff\x00JD\xff\xff\x00')
+        for chunk in (None, 1, 3):
+            codec = websockify.HixieCodec('hixie-76')
+            data, events, rest = _decode_all(codec, frames + b'\x00trailing', chunk)
+            self.assertEqual(data, b'helloABC')
+            self.assertEqual(events, [('close', 1005, '')])
+            self.assertEqual(rest, b'\x00trailing')
+
+    def test_hixie_decode_errors(self):
+        cases = [(b'\x80\x05hello', 1002), (b'\xff\x05hello', 1002), (b'\x01abc\xff', 1002),
+                 (b'\x00QQ@=\xff', 1007), (b'\x00QQ==\xff\x00Q\n==\xff', 1007)]
+        for data, code in cases:
+            codec = websockify.HixieCodec('hixie-76')
+            with self.assertRaises(websockify.ProtocolError, msg=data) as cm:
+                _decode_all(codec, data)
+            self.assertEqual(cm.exception.code, code)
+            self.assertTrue(cm.exception.reason)
+
+    def test_hixie_frame_bound(self):
+        codec = websockify.HixieCodec('hixie-76')
+        buf = bytearray(b'\x00' + b'AAAA' * 65536)
+        out = []
+        total = 0
+        with self.assertRaises(websockify.ProtocolError) as cm:
+            for _ in range(websockify.HIXIE_MAX_FRAME // (len(buf) - 1) + 2):
+                out.clear()
+                pos = codec.decode(buf, 0, len(buf), out, [])
+                total += sum(len(p) for p in out)
+                self.assertEqual(pos, len(buf))     # nothing held back: streamed
+                buf = bytearray(b'AAAA' * 65536)
+        self.assertEqual(cm.exception.code, 1009)
+        self.assertGreater(total, 0)
+
+    def test_hixie_encode_and_control(self):
+        codec = websockify.HixieCodec('hixie-75')
+        self.assertEqual(b''.join(codec.encode(memoryview(b'\x00\xffab'))),
+                         b'\x00AP9hYg==\xff')
+        self.assertEqual(codec.control(websockify.OP_PING), b'')
+        self.assertEqual(codec.control(websockify.OP_PONG, b'x'), b'')
+        self.assertEqual(codec.close_frame(1000, 'bye'), b'\xff\x00')
+        self.assertEqual((codec.family, codec.mode), ('hixie-75', 'base64'))
+
+    def test_hybi_base64_codec(self):
+        codec = websockify.HybiBase64Codec()
+        self.assertEqual((codec.family, codec.mode), ('hybi', 'base64'))
+        frames = (encode_frame(1, b'aGVs', fin=False) + encode_frame(0, b'bG8')
+                  + encode_frame(9, b'p') + encode_frame(1, b'=QQ==') + encode_frame(2, b'QkM='))
+        for chunk in (None, 1, 7):
+            codec = websockify.HybiBase64Codec()
+            data, events, rest = _decode_all(codec, frames, chunk)
+            self.assertEqual((data, events, rest), (b'helloABC', [('ping', b'p')], b''))
+        parts = codec.encode(memoryview(b'\x01\x02'))
+        self.assertEqual(b''.join(parts), b'\x81\x04AQI=')
+        codec = websockify.HybiBase64Codec()
+        with self.assertRaises(websockify.ProtocolError) as cm:
+            _decode_all(codec, encode_frame(1, b'QUJD') + encode_frame(1, b'QU*D'))
+        self.assertEqual(cm.exception.code, 1007)
+
+
+class TestProtocolHandshake(ProxyTestCase):
 
     def setUp(self):
         self.address = self.echo_proxy()
@@ -1239,11 +1957,7 @@ class TestHandshake(ProxyTestCase):
         self.assertLess(time.monotonic() - started, 3.0)
 
 
-################################################################################
-# Sections 2 and 4: frames on a live session
-################################################################################
-
-class TestFrames(ProxyTestCase):
+class TestProtocolFrames(ProxyTestCase):
 
     def setUp(self):
         self.target = TargetServer(self)
@@ -1407,1128 +2121,7 @@ class TestFrames(ProxyTestCase):
         self.assertEqual(read_to_eof(conn), b'')
 
 
-################################################################################
-# Section 4: the pump
-################################################################################
-
-NODE_RELAY = r"""
-'use strict';
-// Sends a file through a WebSocket in messages of the given sizes; writes what comes back.
-const fs = require('fs');
-const WebSocket = require('ws');
-const [url, inPath, sizesPath, outPath, timeoutMs] = process.argv.slice(2);
-const data = fs.readFileSync(inPath);
-const sizes = JSON.parse(fs.readFileSync(sizesPath, 'utf8'));
-const fail = (why) => { console.error(why); process.exit(2); };
-setTimeout(() => fail('timed out'), Number(timeoutMs)).unref();
-const ws = new WebSocket(url, ['binary']);
-const received = [];
-let count = 0;
-ws.on('open', () => {
-  let offset = 0;
-  for (const n of sizes) { ws.send(data.subarray(offset, offset + n), { binary: true }); offset += n; }
-});
-ws.on('message', (message, isBinary) => {
-  if (!isBinary) fail('a text message from the proxy');
-  received.push(message);
-  count += message.length;
-  if (count >= data.length) { fs.writeFileSync(outPath, Buffer.concat(received)); ws.close(1000); }
-});
-ws.on('close', (code) => {
-  console.log(JSON.stringify({ code: code, protocol: ws.protocol, count: count }));
-  process.exit(0);
-});
-ws.on('error', (err) => fail(String(err)));
-"""
-
-
-class TestPump(ProxyTestCase):
-
-    # -- clients we did not write -------------------------------------------------
-
-    def test_websockets_library_relays_16_mib_both_ways_byte_exact(self):
-        client = import_optional('websockets.sync.client', 'pip install websockets')
-        address = self.echo_proxy()
-        total = 16 * MiB
-        with client.connect('ws://127.0.0.1:%d/' % address[1], subprotocols=['binary'],
-                            max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
-            self.assertEqual(ws.subprotocol, 'binary')
-            sender = Worker(send_stream, ws.send, random_chunks(total, EDGE_SIZES, 512 * KiB))
-            digest, count = hashlib.sha256(), 0
-            while count < total:
-                message = ws.recv(timeout=LONG_TIMEOUT)
-                self.assertIsInstance(message, bytes)
-                digest.update(message)
-                count += len(message)
-            self.assertEqual(count, total)
-            self.assertEqual(digest.hexdigest(), sender.result(LONG_TIMEOUT))
-
-    def test_node_ws_relays_16_mib_both_ways_byte_exact(self):
-        node = node_with_ws()
-        address = self.echo_proxy()
-        folder = self.tempdir()
-        paths = {name: os.path.join(folder, name) for name in ('relay.js', 'in', 'sizes', 'out')}
-        chunks = list(random_chunks(16 * MiB, EDGE_SIZES, 512 * KiB))
-        with open(paths['relay.js'], 'w') as f:
-            f.write(NODE_RELAY)
-        with open(paths['in'], 'wb') as f:
-            f.write(b''.join(chunks))
-        with open(paths['sizes'], 'w') as f:
-            json.dump([len(c) for c in chunks], f)
-        result = subprocess.run(
-            [node, paths['relay.js'], 'ws://127.0.0.1:%d/' % address[1], paths['in'],
-             paths['sizes'], paths['out'], str(int(LONG_TIMEOUT * 1000))],
-            capture_output=True, text=True, timeout=LONG_TIMEOUT + 10,
-            env=dict(os.environ, NODE_PATH=NODE_MODULES))
-        self.assertEqual(result.returncode, 0, result.stderr)
-        report = json.loads(result.stdout)
-        self.assertEqual((report['code'], report['protocol']), (1000, 'binary'), report)
-        with open(paths['out'], 'rb') as f:
-            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha256_of(chunks))
-
-    def test_websocket_client_library_text_binary_and_ping(self):
-        websocket = import_optional('websocket', 'pip install websocket-client')
-        address = self.echo_proxy()
-        ws = websocket.create_connection('ws://127.0.0.1:%d/' % address[1],
-                                         subprotocols=['binary'], timeout=TIMEOUT)
-        self.addCleanup(ws.close)
-        self.assertEqual(ws.getsubprotocol(), 'binary')
-
-        def echoed(n):
-            data = b''
-            while len(data) < n:
-                opcode, payload = ws.recv_data()
-                self.assertEqual(opcode, websocket.ABNF.OPCODE_BINARY)
-                data += payload
-            return data
-        ws.send('héllo')                       # a text frame comes back as bytes
-        self.assertEqual(echoed(6), 'héllo'.encode())
-        blob = os.urandom(100000)
-        ws.send_binary(blob)
-        self.assertEqual(echoed(len(blob)), blob)
-        ws.ping(b'are you there')
-        opcode, frame = ws.recv_data_frame(True)
-        self.assertEqual((opcode, frame.data), (websocket.ABNF.OPCODE_PONG, b'are you there'))
-        ws.close()
-
-    # -- back-pressure ------------------------------------------------------------
-
-    def test_both_directions_carry_64_mib_at_once_byte_exact(self):
-        target = TargetServer(self)
-        address = self.proxy('127.0.0.1:0', target.arg)
-        client = self.session(address, timeout=LONG_TIMEOUT)
-        conn = target.accept()
-        conn.settimeout(LONG_TIMEOUT)
-        total = 64 * MiB
-        target_sends = Worker(send_stream, conn.sendall, random_chunks(total))
-        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, total)))
-        client_sends = Worker(send_stream, lambda c: client.send_frame(BINARY, c),
-                              random_chunks(total))
-        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
-        self.assertEqual(target_reads.result(LONG_TIMEOUT), client_sends.result(LONG_TIMEOUT))
-
-    def test_client_not_reading_stalls_only_target_to_client_with_bounded_memory(self):
-        target = TargetServer(self)
-        address = self.proxy('127.0.0.1:0', target.arg)
-        client = self.session(address, timeout=LONG_TIMEOUT, rcvbuf=64 * KiB)
-        conn = target.accept()
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
-        conn.settimeout(LONG_TIMEOUT)
-        bound = websockify.PUMP_HIGH_WATER + socket_buffer_slack()
-        total = bound + 4 * MiB
-        sent = [0]
-
-        def source():
-            digest = hashlib.sha256()
-            for chunk in random_chunks(total, max_size=64 * KiB):
-                conn.sendall(chunk)
-                digest.update(chunk)
-                sent[0] += len(chunk)
-            return digest.hexdigest()
-        target_sends = Worker(source)
-
-        # The target's sends must stop (the proxy stops reading it) before `bound`.
-        last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 60
-        while time.monotonic() - quiet_since < 1.0:
-            self.assertLess(sent[0], bound, 'the proxy buffered without bound')
-            self.assertLess(time.monotonic(), deadline, 'the target never stalled')
-            if sent[0] != last:
-                last, quiet_since = sent[0], time.monotonic()
-            time.sleep(0.05)
-        self.assertTrue(target_sends.is_alive())
-        queues = tcp_queues()
-        if queues is not None:
-            # What the target sent minus what the kernel holds is what the proxy holds.
-            target_end, proxy_end = conn.getsockname(), conn.getpeername()
-            client_end, listen_end = client.sock.getsockname(), address[:2]
-            in_kernel = (queues[target_end, proxy_end][0] + queues[proxy_end, target_end][1]
-                         + queues[listen_end, client_end][0] + queues[client_end, listen_end][1])
-            self.assertLessEqual(sent[0] - in_kernel, websockify.PUMP_HIGH_WATER + 64 * KiB)
-
-        # Client -> target still flows while target -> client is stalled.
-        upstream = 8 * MiB
-        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, upstream)))
-        digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(upstream))
-        self.assertEqual(target_reads.result(LONG_TIMEOUT), digest)
-
-        # Once the client reads, everything the target sent arrives in order.
-        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
-
-    # -- many sessions ------------------------------------------------------------
-
-    def test_200_concurrent_sessions_relay_checksummed_data(self):
-        address = self.echo_proxy()
-        count = 200
-        barrier = threading.Barrier(count, timeout=LONG_TIMEOUT)
-
-        def one_session(i):
-            try:
-                client = WSClient(self, address, timeout=LONG_TIMEOUT)
-                client.handshake(path='/session/%d' % i)
-                barrier.wait()                 # all open at once before any data
-                data = os.urandom(32 * KiB + i)
-                for part in (data[:100], data[100:20000], data[20000:]):
-                    client.send_frame(BINARY, part)
-                echoed = sha256_of(client.iter_data(len(data)))
-                client.send_close(1000)
-                client.expect_close(1000)
-                return echoed == hashlib.sha256(data).hexdigest()
-            except BaseException:
-                barrier.abort()
-                raise
-        started = time.monotonic()
-        workers = [Worker(one_session, i) for i in range(count)]
-        results = [w.result(max(1.0, started + LONG_TIMEOUT - time.monotonic()))
-                   for w in workers]
-        self.assertEqual(results, [True] * count)
-        self.assertLess(time.monotonic() - started, 60)
-
-    # -- heartbeat ----------------------------------------------------------------
-
-    def test_heartbeat_sends_pings(self):
-        client = self.session(self.echo_proxy('--heartbeat', '1'), timeout=5)
-        started = time.monotonic()
-        frame = client.recv_frame()
-        self.assertEqual(frame.opcode, PING)
-        self.assertLess(time.monotonic() - started, 3)
-        client.send_frame(PONG, frame.payload)
-        self.assertEqual(client.echo(b'still here'), b'still here')
-
-    # -- --text-frames --------------------------------------------------------------
-
-    def text_session(self):
-        target = TargetServer(self)
-        client = self.session(self.proxy('--text-frames', '127.0.0.1:0', target.arg))
-        return client, target.accept()
-
-    def recv_text(self, client, expected):
-        """Text frames until `expected` bytes; each must be valid UTF-8 by itself."""
-        got = b''
-        while len(got) < len(expected):
-            frame = client.recv_frame()
-            self.assertEqual(frame.opcode, TEXT)
-            frame.payload.decode('utf-8')
-            got += frame.payload
-        self.assertEqual(got, expected)
-
-    def test_text_frames_option_sends_target_data_in_text_frames(self):
-        client, conn = self.text_session()
-        conn.sendall('grüße 🙂'.encode())
-        self.recv_text(client, 'grüße 🙂'.encode())
-        client.send_frame(BINARY, b'client to target still works')
-        self.assertEqual(recv_exactly(conn, 28), b'client to target still works')
-
-    def test_text_frames_hold_back_a_character_split_across_two_target_writes(self):
-        client, conn = self.text_session()
-        conn.sendall(b'caf\xc3')
-        self.recv_text(client, b'caf')
-        conn.sendall(b'\xa9!')
-        self.recv_text(client, b'\xc3\xa9!')
-
-    def test_text_frames_end_the_session_with_1011_on_invalid_utf8_from_target(self):
-        with self.assertLogs('websockify', 'INFO') as logs:
-            client, conn = self.text_session()
-            conn.sendall(b'fine, then \xff\xfe')
-            client.expect_close(1011)
-            read_to_eof(conn)
-            conn.close()
-            self.wait_for_log(logs, lambda m: 'utf-8' in m.lower() or '1011' in m)
-
-
-################################################################################
-# Section 6: targets
-################################################################################
-
-class TestTargets(ProxyTestCase):
-
-    def test_unix_socket_target(self):
-        path = os.path.join(self.tempdir(), 'target.sock')
-        TargetServer(self, echo, unix_path=path)
-        client = self.session(self.proxy('--unix-target', path, '127.0.0.1:0'))
-        data = os.urandom(200000)
-        self.assertEqual(client.echo(data), data)
-
-    def test_ipv6_target(self):
-        if not HAVE_IPV6:
-            self.skipTest('no IPv6 on this host')
-        target = TargetServer(self, echo, host='::1')
-        client = self.session(self.proxy('127.0.0.1:0', target.arg))
-        self.assertEqual(client.echo(b'over ::1'), b'over ::1')
-
-    def test_unreachable_target_gets_502_and_a_log_line_naming_it(self):
-        port = free_port()
-        address = self.proxy('127.0.0.1:0', '127.0.0.1:%d' % port)
-        with self.assertLogs('websockify', 'INFO') as logs:
-            self.refused(address, upgrade_request(), 502)
-            self.wait_for_log(logs, lambda m: '127.0.0.1:%d' % port in m)
-
-
-################################################################################
-# Section 4: closing without losing data
-################################################################################
-
-class TestClose(ProxyTestCase):
-
-    def setUp(self):
-        self.target = TargetServer(self)
-        self.address = self.proxy('127.0.0.1:0', self.target.arg)
-
-    def test_target_data_sent_right_before_it_closes_all_arrives_then_close_1000(self):
-        client = self.session(self.address, timeout=LONG_TIMEOUT)
-        conn = self.target.accept()
-        data = os.urandom(4 * MiB)
-
-        def send_and_close():
-            conn.sendall(data)
-            conn.close()
-        sender = Worker(send_and_close)
-        sender.join(2.0)       # the client reads only once the target is done, if buffers allow
-        self.assertEqual(client.recv_data(len(data)), data)
-        client.expect_close(1000)
-        sender.result()
-
-    def test_client_data_sent_right_before_close_all_reaches_target_then_eof(self):
-        client = self.session(self.address, timeout=LONG_TIMEOUT)
-        conn = self.target.accept()
-        conn.settimeout(LONG_TIMEOUT)
-
-        def send_and_close():
-            digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(4 * MiB))
-            client.send_close(1000)
-            return digest
-        sender = Worker(send_and_close)
-        sender.join(2.0)       # the target reads only once the client is done, if buffers allow
-        target_reads = Worker(eof_digest, conn)
-        client.expect_close(1000)
-        self.assertEqual(target_reads.result(), (sender.result(), 4 * MiB))
-
-    def test_client_vanishing_without_close_ends_the_target_connection(self):
-        client = self.session(self.address)
-        conn = self.target.accept()
-        client.send_frame(BINARY, b'last words')
-        self.assertEqual(recv_exactly(conn, 10), b'last words')
-        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        client.sock.close()                        # a reset, no close frame
-        self.assertEqual(read_to_eof(conn), b'')
-
-    def test_target_reset_ends_the_client_session(self):
-        client = self.session(self.address)
-        conn = self.target.accept()
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-        conn.close()
-        with contextlib.suppress(EOFError, ConnectionResetError):
-            code, _ = client.expect_close()
-            self.assertIn(code, (1000, 1011))
-
-
-################################################################################
-# Section 9: the server
-################################################################################
-
-class TestServer(ProxyTestCase):
-
-    def unix_listen(self, *options):
-        path = os.path.join(self.tempdir(), 'listen.sock')
-        target = TargetServer(self, echo)
-        server = start_proxy(self, '--unix-listen', path, *options, target.arg)
-        self.assertEqual(server.server_address, path)
-        return path
-
-    def test_unix_listen_socket_has_mode_0600_by_default_and_relays(self):
-        path = self.unix_listen()
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        client = self.session(path)
-        self.assertEqual(client.echo(b'over a unix socket'), b'over a unix socket')
-
-    def test_unix_listen_mode_sets_the_socket_mode(self):
-        path = self.unix_listen('--unix-listen-mode', '660')
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
-        self.assertEqual(self.session(path).echo(b'660'), b'660')
-
-    def test_ipv6_listen_and_target(self):
-        if not HAVE_IPV6:
-            self.skipTest('no IPv6 on this host')
-        target = TargetServer(self, echo, host='::1')
-        address = self.proxy('[::1]:0', target.arg)
-        self.assertEqual(address[0], '::1')
-        self.assertEqual(self.session(address).echo(b'v6 to v6'), b'v6 to v6')
-
-    def test_session_open_and_closed_lines(self):
-        target = TargetServer(self, echo)
-        address = self.proxy('127.0.0.1:0', target.arg)
-        with self.assertLogs('websockify', 'INFO') as logs:
-            client = WSClient(self, address)
-            client.handshake(path='/some/path', protocols=['binary'])
-            peer = '127.0.0.1:%d' % client.sock.getsockname()[1]
-            self.assertEqual(client.echo(b'12345'), b'12345')
-            client.send_close(1000, b'done')
-            client.expect_close(1000)
-            closed = self.wait_for_log(logs, lambda m: 'session closed' in m)
-        opened = [r.getMessage() for r in logs.records if 'session open' in r.getMessage()]
-        self.assertEqual(len(opened), 1, logs.output)
-        for part in (peer, '/some/path', target.arg, 'binary'):
-            self.assertIn(part, opened[0])
-        for part in (peer, '/some/path', target.arg, '1000', 'done'):
-            self.assertIn(part, closed)
-
-    def test_options_parse_into_settings(self):
-        settings = websockify.parse_args(
-            ['--heartbeat', '5', '--text-frames', '--handshake-timeout', '2.5',
-             '--idle-timeout', '7', '--run-once', '-v', '[::1]:6080', '[::1]:5900'])
-        self.assertEqual((settings.heartbeat, settings.text_frames, settings.handshake_timeout,
-                          settings.idle_timeout, settings.run_once, settings.verbose),
-                         (5, True, 2.5, 7, True, True))
-
-    def test_usage_error_raises_system_exit_2(self):
-        with contextlib.redirect_stderr(io.StringIO()) as err, \
-                self.assertRaises(SystemExit) as cm:
-            websockify.parse_args(['notaport', 'localhost:5900'])
-        self.assertEqual(cm.exception.code, 2)
-        self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
-
-
-################################################################################
-# Section 9: the command line, as a program
-################################################################################
-
-#: Options the core documents (CONTRACT.md); --help must mention each.
-CORE_OPTIONS = ('-v', '--verbose', '--traffic', '--run-once', '--timeout', '--idle-timeout',
-                '--unix-target', '--unix-listen', '--unix-listen-mode', '-6',
-                '--prefer-ipv6', '--libserver', '--text-frames', '--heartbeat',
-                '--handshake-timeout', '--log-file')
-
-
-class TestCommandLine(ProxyTestCase):
-
-    def relays(self, address):
-        client = self.session(address)
-        self.assertEqual(client.echo(b'round trip'), b'round trip')
-        return client
-
-    def test_upstream_command_line_forms_run_unchanged(self):
-        target = TargetServer(self, echo)
-        folder = self.tempdir()
-        unix_target = os.path.join(folder, 'target.sock')
-        TargetServer(self, echo, unix_path=unix_target)
-        forms = {
-            'PORT localhost:PORT': ['0', 'localhost:%d' % target.port],
-            ':PORT host:PORT': [':0', '127.0.0.1:%d' % target.port],
-            '--unix-target': ['--unix-target', unix_target, '127.0.0.1:0'],
-            '--unix-listen': ['--unix-listen', os.path.join(folder, 'l.sock'), target.arg],
-            '--libserver': ['--libserver', '127.0.0.1:0', target.arg],
-            '-v --traffic': ['-v', '--traffic', '127.0.0.1:0', target.arg],
-        }
-        for name, args in forms.items():
-            with self.subTest(name):
-                proxy = ProxyProcess(self, *args)
-                self.relays(proxy.address)
-                proxy.stop()
-                self.assertNotIn('Traceback', proxy.stderr)
-
-    def test_upstream_ipv6_form_runs_unchanged(self):
-        if not HAVE_IPV6:
-            self.skipTest('no IPv6 on this host')
-        target = TargetServer(self, echo, host='::1')
-        proxy = ProxyProcess(self, '[::1]:0', target.arg)
-        self.assertEqual(proxy.address[0], '::1')
-        self.relays(proxy.address)
-
-    def test_usage_errors_exit_2_with_one_line_and_no_traceback(self):
-        cases = [
-            (),
-            ('--no-such-option', '6080', 'localhost:5900'),
-            ('notaport', 'localhost:5900'),
-            ('6080', 'localhost:notaport'),
-            ('70000', 'localhost:5900'),
-            ('6080', 'localhost:0'),
-            ('6080', 'localhost:59_00'),
-            ('6080', 'localhost: 5900'),
-            ('6080',),
-            ('6080', 'localhost:5900', 'extra'),
-            ('--heartbeat', 'soon', '6080', 'localhost:5900'),
-            ('--unix-listen-mode', 'rw', '--unix-listen', 'x.sock', 'localhost:5900'),
-        ]
-        for args in cases:
-            with self.subTest(args=args):
-                result = run_cli(*args, cwd=self.tempdir())
-                self.assertEqual(result.returncode, 2, result)
-                self.assertNotIn('Traceback', result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-
-    def test_help_mentions_every_option(self):
-        result = run_cli('--help')
-        self.assertEqual(result.returncode, 0, result.stderr)
-        for option in CORE_OPTIONS:
-            self.assertRegex(result.stdout, r'(?<![\w-])%s(?![\w-])' % re.escape(option))
-
-    def test_sigterm_closes_live_sessions_with_1001_and_exits_0(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
-        clients = [self.relays(proxy.address) for _ in range(3)]
-        proxy.proc.send_signal(signal.SIGTERM)
-        for client in clients:
-            client.expect_close(1001)
-        self.assertEqual(proxy.wait(), 0, proxy.stderr)
-        self.assertNotIn('Traceback', proxy.stderr)
-
-    def test_run_once_exits_after_one_session(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '--run-once', '127.0.0.1:0', target.arg)
-        client = self.relays(proxy.address)
-        client.send_close(1000)
-        client.expect_close(1000)
-        self.assertEqual(proxy.wait(), 0, proxy.stderr)
-
-    def hold(self, client, seconds):
-        """Keep a session busy for `seconds` with round trips."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.assertEqual(client.echo(b'busy'), b'busy')
-            time.sleep(0.1)
-
-    def test_idle_timeout_exits_only_once_no_session_is_live(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '--idle-timeout', '1', '127.0.0.1:0', target.arg)
-        client = self.relays(proxy.address)
-        self.hold(client, 1.5)
-        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
-        client.send_close(1000)
-        client.expect_close(1000)
-        self.assertEqual(proxy.wait(), 0, proxy.stderr)
-
-    def test_timeout_stops_accepting_and_exits_after_the_last_session(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '--timeout', '1', '127.0.0.1:0', target.arg)
-        client = self.relays(proxy.address)
-        self.hold(client, 1.5)
-        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
-        with self.assertRaises((OSError, EOFError, AssertionError)):
-            WSClient(self, proxy.address, timeout=2).handshake()
-        client.send_close(1000)
-        client.expect_close(1000)
-        self.assertEqual(proxy.wait(), 0, proxy.stderr)
-
-    def test_log_file_receives_the_log(self):
-        target = TargetServer(self, echo)
-        log = os.path.join(self.tempdir(), 'websockify.log')
-        proc = subprocess.Popen([sys.executable, SCRIPT, '--log-file', log, '127.0.0.1:0',
-                                 target.arg], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(proc.wait, TIMEOUT)
-        self.addCleanup(proc.kill)
-        deadline = time.monotonic() + TIMEOUT
-        match = None
-        while match is None:
-            self.assertLess(time.monotonic(), deadline, 'no "listening on" line in the log file')
-            time.sleep(0.05)
-            with contextlib.suppress(FileNotFoundError), open(log) as f:
-                match = LISTENING.search(f.read())
-        self.relays(('127.0.0.1', int(match.group('port'))))
-
-
-class TestWorkers(ProxyTestCase):
-    """--workers N: forked copies of the server sharing the listening socket."""
-
-    def children(self, pid):
-        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
-            return [int(c) for c in f.read().split()]
-
-    def wait_children(self, pid, count, exclude=()):
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            kids = [c for c in self.children(pid) if c not in exclude]
-            if len(kids) == count:
-                return kids
-            if time.monotonic() > deadline:
-                self.fail('expected %d workers, found %r' % (count, kids))
-            time.sleep(0.05)
-
-    def echo_once(self, address, payload):
-        client = self.session(address)
-        self.assertEqual(client.echo(payload), payload)
-        client.send_close(1000)
-        self.assertEqual(client.expect_close()[0], 1000)
-
-    def test_workers_relay_are_replaced_when_killed_and_stop_on_sigterm(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
-        workers = self.wait_children(proxy.proc.pid, 2)
-        for i in range(6):
-            self.echo_once(proxy.address, b'round %d' % i)
-        os.kill(workers[0], signal.SIGKILL)
-        replaced = self.wait_children(proxy.proc.pid, 2, exclude=[workers[0]])
-        self.assertIn(workers[1], replaced)
-        for i in range(6):
-            self.echo_once(proxy.address, b'after %d' % i)
-        held = self.session(proxy.address)
-        os.kill(proxy.proc.pid, signal.SIGTERM)
-        code, _ = held.expect_close()
-        self.assertEqual(code, 1001)
-        self.assertEqual(proxy.wait(), 0)
-        for pid in replaced:
-            with self.assertRaises(ProcessLookupError):
-                os.kill(pid, 0)
-        self.assertIn('worker 1', proxy.stderr + ' worker 2')
-        self.assertRegex(proxy.stderr, r'worker \d \(pid %d\) died' % workers[0])
-
-    def test_busy_worker_leaves_the_next_connection_to_an_idle_one(self):
-        target = TargetServer(self, echo)
-        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
-        self.wait_children(proxy.proc.pid, 2)
-        held = [self.session(proxy.address) for _ in range(4)]
-        for client in held:
-            client.send_frame(BINARY, b'x')
-            self.assertEqual(client.recv_frame().payload, b'x')
-        deadline = time.monotonic() + TIMEOUT
-        while proxy.stderr.count('session open') < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        per_worker = [len(re.findall(r' w%d\.\d+ .*session open' % i, proxy.stderr))
-                      for i in (1, 2)]
-        self.assertEqual(sorted(per_worker), [2, 2], proxy.stderr)
-
-    def test_run_once_with_workers_is_a_usage_error(self):
-        result = run_cli('--workers', '2', '--run-once', '6080', 'localhost:5900')
-        self.assertEqual(result.returncode, 2)
-        self.assertIn('--run-once', result.stderr)
-
-
-#: A target for many idle sessions: one thread, selectors, echoes what it gets.
-_SELECT_ECHO = r"""
-import selectors, socket, sys
-ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(4096); ls.setblocking(False)
-sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
-print(ls.getsockname()[1], flush=True)
-while True:
-    for key, _ in sel.select():
-        if key.fileobj is ls:
-            try:
-                c, _ = ls.accept()
-            except BlockingIOError:
-                continue
-            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
-        else:
-            try:
-                data = key.fileobj.recv(65536)
-            except OSError:
-                data = b''
-            if data:
-                key.fileobj.send(data)
-            else:
-                sel.unregister(key.fileobj); key.fileobj.close()
-"""
-
-
-def pss_kb(pid):
-    """Proportional set size of a process, in kB (Linux smaps_rollup)."""
-    with open('/proc/%d/smaps_rollup' % pid) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('Pss:'))
-
-
-@unittest.skipUnless(os.path.exists('/proc/self/smaps_rollup'), 'needs Linux /proc')
-class TestManyIdleSessions(ProxyTestCase):
-    """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""
-
-    #: Bound on the proportional memory of one idle session (issue 8 asks <= ~90 kB).
-    MAX_PSS_PER_SESSION_KB = 90
-
-    def test_ten_thousand_idle_sessions_each_echo_and_cost_little_memory(self):
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        limit = hard if hard != resource.RLIM_INFINITY else 65536
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-        # The proxy holds two descriptors per session; where the hard limit is
-        # below 20,000 plus a few, open as many sessions as fit.
-        count = min(10000, (limit - 64) // 2)
-        if count < 1000:
-            self.skipTest('RLIMIT_NOFILE hard limit %d leaves room for %d sessions only'
-                          % (hard, count))
-        target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
-                                  stdout=subprocess.PIPE, text=True)
-        self.addCleanup(target.stdout.close)
-        self.addCleanup(target.wait, TIMEOUT)
-        self.addCleanup(target.kill)
-        port = int(target.stdout.readline())
-        proxy = ProxyProcess(self, '127.0.0.1:0', '127.0.0.1:%d' % port)
-        idle_pss = pss_kb(proxy.proc.pid)
-        request = upgrade_request()
-        frame = bytes((0x82, 0x81, 1, 2, 3, 4, ord('E') ^ 1))
-        clients = []
-        self.addCleanup(lambda: [c.close() for c in clients])
-        deadline = time.monotonic() + LONG_TIMEOUT
-        for _ in range(count):
-            sock = socket.create_connection(proxy.address, timeout=TIMEOUT)
-            clients.append(sock)
-            sock.sendall(request)
-            head = b''
-            while b'\r\n\r\n' not in head:
-                chunk = sock.recv(4096)
-                self.assertTrue(chunk, 'proxy closed session %d during the handshake'
-                                % len(clients))
-                head += chunk
-            self.assertTrue(head.startswith(b'HTTP/1.1 101'), head[:100])
-            self.assertLess(time.monotonic(), deadline, 'opening sessions took too long')
-        # Every session echoes, checked in batches: a burst on thousands of
-        # threads at once only measures the GIL convoy (seconds for 5,000).
-        for first in range(0, count, 500):
-            batch = clients[first:first + 500]
-            for sock in batch:
-                sock.sendall(frame)
-            for sock in batch:
-                sock.settimeout(LONG_TIMEOUT)     # a loaded machine may be slow, not lossy
-                got = b''
-                while len(got) < 3:
-                    chunk = sock.recv(16)
-                    self.assertTrue(chunk, 'session closed before its echo')
-                    got += chunk
-                self.assertEqual(got, b'\x82\x01E')
-        per_session = (pss_kb(proxy.proc.pid) - idle_pss) / count
-        sys.stderr.write('\n  %d idle sessions: %.1f kB PSS each ... ' % (count, per_session))
-        self.assertLess(per_session, self.MAX_PSS_PER_SESSION_KB)
-
-
- 
-
-
-################################################################################
-################################################################################
-##
-## LEGACY PROTOCOLS (issue 4): Hixie-75/76, the HyBi base64 subprotocol and
-## the Flash socket policy
-##
-################################################################################
-################################################################################
-
-# -- targets and the proxy --------------------------------------------------------------
-
-class Sink:
-    """A TargetServer handler that reads and counts, sending nothing back."""
-
-    def __init__(self):
-        self.received = 0
-        self.first_data = threading.Event()
-
-    def __call__(self, sock):
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return
-            self.received += len(data)
-            self.first_data.set()
-
-
-def say_bye(sock):
-    """Target behaviour: send b'bye', end the sending side, then read to EOF."""
-    sock.sendall(b'bye')
-    sock.shutdown(socket.SHUT_WR)
-    while sock.recv(65536):
-        pass
-
-
-def start_logged_proxy(testcase, target, *options):
-    """An in-process proxy to target with its log watched; returns (port, LogWatch)."""
-    log = LogWatch(testcase)
-    server = start_proxy(testcase, '127.0.0.1:0', target.arg, *options)
-    return server.server_address[1], log
-
-
-# -- raw sockets, with bounded reads ------------------------------------------------
-
-def _connect(port):
-    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-class _Reader:
-    """Buffered, bounded reads from a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError('timed out waiting for the server')
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise AssertionError('timed out waiting for the server') from None
-        if not data:
-            raise EOFError
-        self.buf += data
-
-    def until(self, marker, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            self._fill(deadline)
-        i = self.buf.index(marker) + len(marker)
-        data = bytes(self.buf[:i])
-        del self.buf[:i]
-        return data
-
-    def exact(self, n, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while len(self.buf) < n:
-            self._fill(deadline)
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def rest(self, timeout=TIMEOUT):
-        """Everything until EOF."""
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                self._fill(deadline)
-        except (EOFError, ConnectionResetError):
-            pass
-        data = bytes(self.buf)
-        self.buf.clear()
-        return data
-
-    def quiet(self, seconds):
-        """True when nothing arrives for `seconds` (the server is waiting for us)."""
-        if self.buf:
-            return False
-        readable, _, _ = select.select([self.sock], [], [], seconds)
-        return not readable
-
-
-# -- a Hixie client written from draft-hixie-thewebsocketprotocol-76 ---------------
-
-_KEY_NOISE = [chr(c) for c in list(range(0x21, 0x30)) + list(range(0x3A, 0x7F))]
-
-
-def hixie76_client_key(rng):
-    """(key, number) for one key, as the client's handshake in draft-76 §4.1 makes it."""
-    spaces = rng.randint(1, 12)                          # 1 to 12 spaces
-    maximum = 4294967295 // spaces                       # so that number * spaces < 2**32
-    number = rng.randint(0, maximum)
-    key = list(str(number * spaces))                     # the product in decimal
-    for _ in range(rng.randint(1, 12)):                  # 1 to 12 non-digit characters
-        key.insert(rng.randint(0, len(key)), rng.choice(_KEY_NOISE))
-    for _ in range(spaces):                              # the spaces, not at either end
-        key.insert(rng.randint(1, len(key) - 1), ' ')
-    return ''.join(key), number
-
-
-def hixie_request(draft, host='example.com', path='/demo', origin='http://example.com',
-                  protocol=None, keys=None):
-    """The client's handshake lines (draft-76 §4.1), ending in CRLF CRLF."""
-    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
-             'Host: ' + host]
-    if origin is not None:
-        lines.append('Origin: ' + origin)
-    if draft == 76:
-        lines += ['Sec-WebSocket-Key1: ' + keys[0], 'Sec-WebSocket-Key2: ' + keys[1]]
-        if protocol:
-            lines.append('Sec-WebSocket-Protocol: ' + protocol)
-    elif protocol:
-        lines.append('WebSocket-Protocol: ' + protocol)
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
-
-
-class HixieClient:
-    """A draft-75/76 client: handshake, 0x00 base64 0xFF frames, 0xFF 0x00 close."""
-
-    def __init__(self, port, draft=76, rng=None, **request):
-        self.sock = _connect(port)
-        self.reader = _Reader(self.sock)
-        rng = rng or random.Random()
-        self.draft = draft
-        expected = None
-        keys = None
-        key3 = b''
-        if draft == 76:
-            key1, number1 = hixie76_client_key(rng)
-            key2, number2 = hixie76_client_key(rng)
-            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
-            keys = (key1, key2)
-            expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
-        self.sock.sendall(hixie_request(draft, keys=keys, **request) + key3)
-        self.head = self.reader.until(b'\r\n\r\n')
-        # draft-75 §4.1: the first 85 bytes must match exactly.
-        if not self.head.startswith(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
-                                    b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'):
-            raise AssertionError('bad reply %r' % self.head)
-        if draft == 76:
-            challenge = self.reader.exact(16)
-            if challenge != expected:
-                raise AssertionError('challenge response %r != %r' % (challenge, expected))
-
-    def send(self, data):
-        self.sock.sendall(b'\x00' + base64.b64encode(data) + b'\xff')
-
-    def recv_frame(self, timeout=TIMEOUT):
-        """The bytes of the next frame (each decoded on its own), or None for 0xFF 0x00."""
-        kind = self.reader.exact(1, timeout)
-        if kind == b'\xff':
-            if self.reader.exact(1, timeout) != b'\x00':
-                raise AssertionError('length-prefixed frame from the server')
-            return None
-        if kind != b'\x00':
-            raise AssertionError('unexpected frame type %r' % kind)
-        return base64.b64decode(self.reader.until(b'\xff', timeout)[:-1], validate=True)
-
-    def recv_bytes(self, n, timeout=TIMEOUT):
-        data = b''
-        deadline = time.monotonic() + timeout
-        while len(data) < n:
-            frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
-            if frame is None:
-                raise AssertionError('closed after %d of %d bytes' % (len(data), n))
-            data += frame
-        return data
-
-    def expect_end(self):
-        """After the server's closing handshake: no byte follows it; then close, as
-        the peer does once the closing handshake is done."""
-        rest = self.reader.rest()
-        if rest:
-            raise AssertionError('bytes after the closing handshake: %r' % rest[:100])
-        self.close()
-
-    def close(self):
-        self.sock.close()
-
-
-# -- a raw HyBi client (for frame-level control) ----------------------------------
-
-def hybi_handshake(port, protocols=None):
-    """A HyBi upgrade offering `protocols` (one header value); (sock, reader, head)."""
-    sock = _connect(port)
-    sock.sendall(upgrade_request(extra=[('Sec-WebSocket-Protocol', protocols)]
-                                 if protocols else ()))
-    reader = _Reader(sock)
-    head = reader.until(b'\r\n\r\n')
-    return sock, reader, head
-
-
-def hybi_read_frame(reader, timeout=TIMEOUT):
-    """(opcode, payload) of the next server frame."""
-    b0, b1 = reader.exact(2, timeout)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack('!H', reader.exact(2, timeout))[0]
-    elif n == 127:
-        n = struct.unpack('!Q', reader.exact(8, timeout))[0]
-    return b0 & 0x0F, reader.exact(n, timeout)
-
-
-def hybi_read_base64(reader, n, timeout=TIMEOUT):
-    """Read text frames, decoding each on its own, until n bytes came."""
-    data = b''
-    while len(data) < n:
-        opcode, payload = hybi_read_frame(reader, timeout)
-        if opcode != 1:
-            raise AssertionError('expected a text frame, got opcode %d %r' % (opcode, payload))
-        data += base64.b64decode(payload, validate=True)
-    return data
-
-
-# -- the draft-76 vector ---------------------------------------------------------------
-
-KEY1 = '18x 6]8vM;54 *(5:  {   U1]8  z [  8'
-KEY2 = '1_ tx7X d  <  nw  334J702) 7]o}` 0'
-KEY3 = b'Tm[K T2u'
-ANSWER = b'fQJ,fN/4F4!~K~MH'
-PREFIX_85 = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
-             b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n')
-VECTOR_REPLY = (PREFIX_85 + b'Sec-WebSocket-Origin: http://example.com\r\n'
-                b'Sec-WebSocket-Location: ws://example.com/demo\r\n'
-                b'Sec-WebSocket-Protocol: sample\r\n\r\n' + ANSWER)
-FLASH_POLICY = (b'<?xml version="1.0"?>\n'
-                b'<!DOCTYPE cross-domain-policy SYSTEM '
-                b'"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">\n'
-                b'<cross-domain-policy>\n'
-                b'<allow-access-from domain="*" to-ports="*" />\n'
-                b'</cross-domain-policy>\n\x00')
-
-
-def _request(text):
-    head = text.replace('\n', '\r\n').encode('latin-1') + b'\r\n'
-    return websockify.parse_request(head)
-
-
-def _decode_all(codec, data, chunk=None):
-    """Feed data to a codec like the pump does (leftovers moved to the front);
-    returns (bytes out, events, unconsumed)."""
-    buf = bytearray()
-    out, events = [], []
-    step = chunk or max(1, len(data))
-    for i in range(0, len(data), step):
-        buf += data[i:i + step]
-        parts = []
-        pos = codec.decode(buf, 0, len(buf), parts, events)
-        out += [bytes(p) for p in parts]
-        del buf[:pos]
-        if events and events[-1][0] == 'close':
-            buf += data[i + step:]
-            break
-    return b''.join(out), events, bytes(buf)
-
-
-class LegacyProtocolTest(unittest.TestCase):
-    """Sans-I/O: keys, handshakes, detection, Hixie framing, base64 streams."""
-
-    def test_draft76_vector(self):
-        self.assertEqual(websockify.hixie76_answer(KEY1, KEY2, KEY3), ANSWER)
-        # The opening example of draft-76 §1.3.
-        self.assertEqual(websockify.hixie76_answer('4 @1  46546xW%0l 1 5',
-                                                   '12998 5 Y3 1  .P00', b'^n:ds[4U'),
-                         b"8jKS'y:G*Co,Wxa-")
-
-    def test_client_keys_from_the_draft_algorithm(self):
-        rng = random.Random(76)
-        for _ in range(200):
-            key, number = hixie76_client_key(rng)
-            self.assertEqual(websockify.hixie76_key_number(key), number)
-
-    def test_bad_keys(self):
-        for key in ('12345', '1 2 3', '12  5', 'abc de', '1' * 30 + ' ',
-                    '8589934590 '):           # 2**33 - 2 with one space: over 32 bits
-            with self.assertRaises(websockify.HTTPError) as cm:
-                websockify.hixie76_key_number(key)
-            self.assertEqual(cm.exception.status, 400, key)
-
-    def test_detection(self):
-        base = 'GET / HTTP/1.1\nHost: h\nUpgrade: WebSocket\nConnection: Upgrade\n'
-        kind = websockify.handshake_kind
-        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\n')), 'hybi')
-        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key: x\nSec-WebSocket-Key1: 1 '
-                                       '\nSec-WebSocket-Key2: 1 \n')), 'hybi')
-        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'
-                                       'Sec-WebSocket-Key2: 1 \n')), 'hixie-76')
-        self.assertEqual(kind(_request(base)), 'hixie-75')
-        self.assertEqual(kind(_request(base + 'Sec-WebSocket-Version: 13\n')), 'hybi')
-        self.assertEqual(kind(_request('GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n')),
-                         'hybi')
-        with self.assertRaises(websockify.HTTPError) as cm:
-            kind(_request(base + 'Sec-WebSocket-Key1: 1 \n'))
-        self.assertEqual(cm.exception.status, 400)
-
-    def test_replies(self):
-        req = _request('GET /demo HTTP/1.1\nHost: example.com\nUpgrade: WebSocket\n'
-                       'Connection: Upgrade\nOrigin: http://example.com\n'
-                       'Sec-WebSocket-Protocol: sample\nSec-WebSocket-Key1: %s\n'
-                       'Sec-WebSocket-Key2: %s\n' % (KEY1, KEY2))
-        self.assertEqual(websockify.hixie_response('hixie-76', req, False, ANSWER),
-                         VECTOR_REPLY)
-        secure = websockify.hixie_response('hixie-76', req, True, ANSWER)
-        self.assertIn(b'\r\nSec-WebSocket-Location: wss://example.com/demo\r\n', secure)
-        req = _request('GET /a?b=c HTTP/1.1\nHost: example.com:8080\nUpgrade: WebSocket\n'
-                       'Connection: Upgrade\n')
-        self.assertEqual(websockify.hixie_response('hixie-75', req, False),
-                         PREFIX_85 + b'WebSocket-Location: ws://example.com:8080/a?b=c'
-                                     b'\r\n\r\n')
-        self.assertEqual(len(PREFIX_85), 85)
-
-    def test_echoed_values_refuse_control_characters(self):
-        req = _request('GET / HTTP/1.1\nHost: a\rb\nUpgrade: WebSocket\nConnection: Upgrade\n')
-        with self.assertRaises(websockify.HTTPError) as cm:
-            websockify.check_hixie_request(req)
-        self.assertEqual(cm.exception.status, 400)
-
-    def test_base64_stream(self):
-        data = os.urandom(3001)
-        text = base64.b64encode(data)
-        for size in (1, 2, 3, 5, 4096):
-            stream = websockify.Base64Stream()
-            got = b''.join(stream.feed(text[i:i + size]) for i in range(0, len(text), size))
-            self.assertEqual(got, data, size)
-        # Messages padded one by one decode back to back.
-        stream = websockify.Base64Stream()
-        self.assertEqual(stream.feed(b'QQ==Qk') + stream.feed(b'M=QUJD'), b'ABCABC')
-        for bad in (b'Q===', b'QQ=Q', b'Q=Q=', b'QQ\nQ', b'====', b'QQ-Q', b'QQ Q',
-                    'Q\u00e9QQ'.encode('utf-8')):
-            with self.assertRaises(ValueError, msg=bad):
-                websockify.Base64Stream().feed(bad)
-
-    def test_hixie_decode_whole_bytewise_and_trailing(self):
-        frames = (b'\x00' + base64.b64encode(b'hello') + b'\xff\x00\xff\x00QU'
-                  b'\xff\x00JD\xff\xff\x00')
-        for chunk in (None, 1, 3):
-            codec = websockify.HixieCodec('hixie-76')
-            data, events, rest = _decode_all(codec, frames + b'\x00trailing', chunk)
-            self.assertEqual(data, b'helloABC')
-            self.assertEqual(events, [('close', 1005, '')])
-            self.assertEqual(rest, b'\x00trailing')
-
-    def test_hixie_decode_errors(self):
-        cases = [(b'\x80\x05hello', 1002), (b'\xff\x05hello', 1002), (b'\x01abc\xff', 1002),
-                 (b'\x00QQ@=\xff', 1007), (b'\x00QQ==\xff\x00Q\n==\xff', 1007)]
-        for data, code in cases:
-            codec = websockify.HixieCodec('hixie-76')
-            with self.assertRaises(websockify.ProtocolError, msg=data) as cm:
-                _decode_all(codec, data)
-            self.assertEqual(cm.exception.code, code)
-            self.assertTrue(cm.exception.reason)
-
-    def test_hixie_frame_bound(self):
-        codec = websockify.HixieCodec('hixie-76')
-        buf = bytearray(b'\x00' + b'AAAA' * 65536)
-        out = []
-        total = 0
-        with self.assertRaises(websockify.ProtocolError) as cm:
-            for _ in range(websockify.HIXIE_MAX_FRAME // (len(buf) - 1) + 2):
-                out.clear()
-                pos = codec.decode(buf, 0, len(buf), out, [])
-                total += sum(len(p) for p in out)
-                self.assertEqual(pos, len(buf))     # nothing held back: streamed
-                buf = bytearray(b'AAAA' * 65536)
-        self.assertEqual(cm.exception.code, 1009)
-        self.assertGreater(total, 0)
-
-    def test_hixie_encode_and_control(self):
-        codec = websockify.HixieCodec('hixie-75')
-        self.assertEqual(b''.join(codec.encode(memoryview(b'\x00\xffab'))),
-                         b'\x00AP9hYg==\xff')
-        self.assertEqual(codec.control(websockify.OP_PING), b'')
-        self.assertEqual(codec.control(websockify.OP_PONG, b'x'), b'')
-        self.assertEqual(codec.close_frame(1000, 'bye'), b'\xff\x00')
-        self.assertEqual((codec.family, codec.mode), ('hixie-75', 'base64'))
-
-    def test_hybi_base64_codec(self):
-        codec = websockify.HybiBase64Codec()
-        self.assertEqual((codec.family, codec.mode), ('hybi', 'base64'))
-        frames = (encode_frame(1, b'aGVs', fin=False) + encode_frame(0, b'bG8')
-                  + encode_frame(9, b'p') + encode_frame(1, b'=QQ==') + encode_frame(2, b'QkM='))
-        for chunk in (None, 1, 7):
-            codec = websockify.HybiBase64Codec()
-            data, events, rest = _decode_all(codec, frames, chunk)
-            self.assertEqual((data, events, rest), (b'helloABC', [('ping', b'p')], b''))
-        parts = codec.encode(memoryview(b'\x01\x02'))
-        self.assertEqual(b''.join(parts), b'\x81\x04AQI=')
-        codec = websockify.HybiBase64Codec()
-        with self.assertRaises(websockify.ProtocolError) as cm:
-            _decode_all(codec, encode_frame(1, b'QUJD') + encode_frame(1, b'QU*D'))
-        self.assertEqual(cm.exception.code, 1007)
-
-
-class LegacyWireTest(unittest.TestCase):
+class TestProtocolLegacySessions(unittest.TestCase):
     """Through real sockets: an in-process proxy and echo/sink targets."""
 
     def setUp(self):
@@ -2853,407 +2446,11 @@ class LegacyWireTest(unittest.TestCase):
         self.assertLessEqual(sink.received, websockify.HIXIE_MAX_FRAME * 3 // 4)
 
 
-
 ################################################################################
-################################################################################
-##
-## TLS (issue 5): wss:// on the same port (by sniffing), the TLS options,
-## certificate renewal, --ssl-target. Certificates are made with openssl.
-##
-################################################################################
+# Connection: first byte, request head, TLS
 ################################################################################
 
-# -- certificates -------------------------------------------------------------------
-
-class PKI:
-    """Two CAs and the certificates the tests need, made once with openssl."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix='wsfy-tls-')
-        self.ca = self._ca('ca', 'Test CA A')
-        self.ca2 = self._ca('ca2', 'Test CA B')
-        self.server = self._leaf('server', self.ca, 'localhost',
-                                 'DNS:localhost,IP:127.0.0.1,IP:::1')
-        self.server2 = self._leaf('server2', self.ca, 'localhost',
-                                  'DNS:localhost,IP:127.0.0.1,IP:::1')
-        self.other = self._leaf('other', self.ca, 'other.example', 'DNS:other.example')
-        self.client = self._leaf('client', self.ca, 'client one', None, client=True)
-        self.client2 = self._leaf('client2', self.ca2, 'client two', None, client=True)
-        self.selfsigned = self._selfsigned('selfsigned', 'other.example')
-        self.enc_key = self.path('enc.key')
-        self._openssl('pkey', '-in', self.server[1], '-out', self.enc_key, '-aes256',
-                      '-passout', 'pass:s3cret')
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def _openssl(self, *args):
-        subprocess.run(('openssl',) + args, check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def _newkey(self, name):
-        key = self.path(name + '.key')
-        self._openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
-                      '-out', key)
-        return key
-
-    def _ca(self, name, cn):
-        key = self._newkey(name)
-        cert = self.path(name + '.pem')
-        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '3',
-                      '-subj', '/CN=' + cn,
-                      '-addext', 'basicConstraints=critical,CA:TRUE',
-                      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-                      '-addext', 'subjectKeyIdentifier=hash')
-        return cert, key
-
-    def _leaf(self, name, ca, cn, sans, client=False):
-        key = self._newkey(name)
-        csr = self.path(name + '.csr')
-        cert = self.path(name + '.pem')
-        ext = self.path(name + '.ext')
-        with open(ext, 'w') as f:
-            f.write('basicConstraints=critical,CA:FALSE\n'
-                    'keyUsage=critical,digitalSignature\n'
-                    'extendedKeyUsage=%s\n'
-                    'subjectKeyIdentifier=hash\n'
-                    'authorityKeyIdentifier=keyid\n' % ('clientAuth' if client else 'serverAuth'))
-            if sans:
-                f.write('subjectAltName=%s\n' % sans)
-        self._openssl('req', '-new', '-key', key, '-out', csr, '-subj', '/CN=' + cn)
-        self._openssl('x509', '-req', '-in', csr, '-CA', ca[0], '-CAkey', ca[1],
-                      '-set_serial', str(int.from_bytes(os.urandom(8), 'big')),
-                      '-out', cert, '-days', '2', '-extfile', ext)
-        return cert, key
-
-    def _selfsigned(self, name, host):
-        key = self._newkey(name)
-        cert = self.path(name + '.pem')
-        self._openssl('req', '-x509', '-new', '-key', key, '-out', cert, '-days', '2',
-                      '-subj', '/CN=' + host, '-addext', 'subjectAltName=DNS:' + host)
-        return cert, key
-
-    def der(self, pair):
-        with open(pair[0]) as f:
-            return ssl.PEM_cert_to_DER_cert(f.read())
-
-    def close(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-_pki = None
-_pki_error = None
-
-
-def get_pki():
-    global _pki, _pki_error
-    if _pki is None and _pki_error is None:
-        if shutil.which('openssl') is None:
-            _pki_error = 'the openssl command'
-        else:
-            _pki = PKI()
-    require(_pki_error or 'openssl', _pki is not None, 'apt-get install openssl')
-    return _pki
-
-
-def client_context(pki, cert=None, max_version=None):
-    ctx = ssl.create_default_context(cafile=pki.ca[0])
-    if cert is not None:
-        ctx.load_cert_chain(*cert)
-    if max_version is not None:
-        ctx.maximum_version = max_version
-    return ctx
-
-
-# -- a TLS echo target ------------------------------------------------------------------
-
-class TLSEchoServer(TargetServer):
-    """A TLS echo target: the server side of TLS with `context`, then an echo (after
-    `greeting`, when given). Records the SNI names asked for and the handshakes."""
-
-    def __init__(self, testcase, context, greeting=None):
-        self.context = context
-        self.greeting = greeting
-        self.server_names = []
-        self.errors = []
-        #: Set once a TLS handshake with the proxy has completed.
-        self.handshake_done = threading.Event()
-        context.sni_callback = self._sni
-        super().__init__(testcase, self._serve_tls, conn_timeout=TIMEOUT)
-
-    def _sni(self, sslobj, name, ctx):
-        self.server_names.append(name)
-
-    def _serve_tls(self, sock):
-        try:
-            with self.context.wrap_socket(sock, server_side=True) as conn:
-                self._open.append(conn)            # stop() shuts it down too
-                self.handshake_done.set()
-                if self.greeting:
-                    conn.sendall(self.greeting)
-                echo(conn)
-        except (OSError, ValueError) as exc:
-            self.errors.append(exc)
-
-
-# -- raw HTTP, and a small blocking WebSocket client over plain or TLS sockets -----------
-
-def http_exchange(port, request, context=None, host='localhost'):
-    """Send raw bytes, return everything the server answers before closing."""
-    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
-    try:
-        if context is not None:
-            sock = context.wrap_socket(sock, server_hostname=host)
-        sock.sendall(request)
-        data = b''
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:     # closed with our bytes unread
-                return data
-            if not chunk:
-                return data
-            data += chunk
-    finally:
-        sock.close()
-
-
-#: An upgrade request offering the binary subprotocol.
-UPGRADE = upgrade_request(path='/x', extra=[('Sec-WebSocket-Protocol', 'binary')])
-
-
-class WSSClient:
-    """Blocking RFC 6455 client over a plain or TLS socket, binary frames only;
-    exchange() sends and receives in one thread, as an SSL socket needs."""
-
-    def __init__(self, port, context=None, host='localhost', rcvbuf=None, read_size=65536):
-        self.read_size = read_size
-        sock = socket.socket()
-        try:
-            if rcvbuf:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.settimeout(TIMEOUT)
-            sock.connect(('127.0.0.1', port))
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-            self._handshake(sock)
-        except BaseException:
-            sock.close()
-            raise
-
-    def _handshake(self, sock):
-        self.sock = sock
-        sock.sendall(UPGRADE)
-        head = b''
-        while b'\r\n\r\n' not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionError('closed during the handshake: %r' % head)
-            head += chunk
-        head, _, self.buf = head.partition(b'\r\n\r\n')
-        self.status = int(head.split(b' ')[1])
-        self.head = head
-        if self.status != 101:
-            raise ConnectionError(head.decode('latin-1'))
-
-    def send(self, data):
-        n = len(data)
-        if n < 126:
-            header = struct.pack('!BB', 0x82, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack('!BBH', 0x82, 0xFE, n)
-        else:
-            header = struct.pack('!BBQ', 0x82, 0xFF, n)
-        mask = os.urandom(4)
-        self.sock.sendall(header + mask + websockify.unmask(data, mask))
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(self.read_size)
-            if not chunk:
-                raise ConnectionError('closed')
-            self.buf += chunk
-
-    def recv_frame(self):
-        self._need(2)
-        opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-        pos = 2
-        if length == 126:
-            self._need(4)
-            length, pos = struct.unpack_from('!H', self.buf, 2)[0], 4
-        elif length == 127:
-            self._need(10)
-            length, pos = struct.unpack_from('!Q', self.buf, 2)[0], 10
-        self._need(pos + length)
-        payload, self.buf = self.buf[pos:pos + length], self.buf[pos + length:]
-        return opcode, payload
-
-    def recv_bytes(self, n):
-        out = b''
-        while len(out) < n:
-            opcode, payload = self.recv_frame()
-            if opcode != 2:
-                raise ConnectionError('unexpected opcode %d' % opcode)
-            out += payload
-        return out
-
-    def exchange(self, payloads, total, lazy=False):
-        """Send the payloads while receiving total payload bytes, in this one thread
-        (an SSL socket must not be read and written from two threads at once).
-        lazy: read only when sending is blocked, so that every buffer fills up."""
-        frames = bytearray()
-        for data in payloads:
-            mask = os.urandom(4)
-            frames += struct.pack('!BBQ', 0x82, 0xFF, len(data)) + mask
-            frames += websockify.unmask(data, mask)
-        out, sent, got = memoryview(frames), 0, []
-        received = 0
-        sock = self.sock
-        sock.setblocking(False)
-        deadline = time.monotonic() + 60
-        while received < total:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError('%d of %d bytes received' % (received, total))
-            writable = [sock] if sent < len(out) else []
-            if not sock.pending():
-                select.select([sock], writable, [], remaining)
-            if sent < len(out):
-                try:
-                    sent += sock.send(out[sent:sent + 65536])
-                    if lazy:
-                        continue
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                    pass
-            try:
-                chunk = sock.recv(self.read_size)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                continue
-            if not chunk:
-                raise ConnectionError('closed after %d bytes' % received)
-            self.buf += chunk
-            while True:
-                frame = self._parse()
-                if frame is None:
-                    break
-                got.append(frame)
-                received += len(frame)
-        return b''.join(got)
-
-    def _parse(self):
-        """One complete binary frame's payload from buf, or None."""
-        buf = self.buf
-        if len(buf) < 2:
-            return None
-        length, pos = buf[1] & 0x7F, 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            length, pos = struct.unpack_from('!H', buf, 2)[0], 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            length, pos = struct.unpack_from('!Q', buf, 2)[0], 10
-        if len(buf) < pos + length:
-            return None
-        if buf[0] & 0x0F != 2:
-            raise ConnectionError('unexpected opcode %d' % (buf[0] & 0x0F))
-        self.buf = buf[pos + length:]
-        return buf[pos:pos + length]
-
-    def close(self):
-        self.sock.close()
-
-
-def wss_client(test, *args, **kwargs):
-    """A WSSClient closed in the test's cleanup."""
-    client = WSSClient(*args, **kwargs)
-    test.addCleanup(client.close)
-    return client
-
-
-class TLSStartupTest(unittest.TestCase):
-    """Start-up: bad TLS set-ups refuse to start with exit 2 and one line."""
-
-    def run_main(self, *args):
-        result = run_cli(*args, '127.0.0.1:0', '127.0.0.1:9', cwd=self.pki.dir,
-                         env=dict(os.environ, WSFY_TEST_PW='s3cret'))
-        return result.returncode, result.stderr
-
-    def setUp(self):
-        self.pki = get_pki()
-
-    def test_refusals(self):
-        p = self.pki
-        garbage = p.path('garbage.pem')
-        with open(garbage, 'w') as f:
-            f.write('not a certificate\n')
-        cases = [
-            (['--ssl-only'], '--ssl-only needs a certificate'),
-            (['--verify-client'], '--verify-client needs a certificate'),
-            (['--cert', p.path('missing.pem')], 'cannot read the certificate'),
-            (['--cert', garbage, '--key', p.server[1]], 'holds no PEM certificate'),
-            (['--cert', p.server[0]], 'holds no PEM private key'),
-            (['--cert', p.server[0], '--key', p.other[1]], 'does not belong'),
-            (['--cert', p.server[0], '--key', p.enc_key], 'no password given'),
-            (['--cert', p.server[0], '--key', p.enc_key, '--key-password', 'nope'],
-             'wrong password'),
-            (['--cert', p.server[0], '--key', p.server[1], '--ssl-ciphers', 'NO-SUCH'],
-             'selects no cipher'),
-            (['--cert', p.server[0], '--key', p.server[1], '--verify-client',
-              '--cafile', garbage], 'cannot load the client CA file'),
-            (['--ssl-target', '--ssl-target-cafile', p.path('missing.pem')],
-             'cannot load the target CA file'),
-        ]
-        for args, message in cases:
-            with self.subTest(args=args):
-                code, err = self.run_main(*args)
-                self.assertEqual(code, 2, err)
-                lines = err.strip().splitlines()
-                self.assertEqual(len(lines), 1, err)
-                self.assertIn(message, lines[0])
-                self.assertNotIn('Traceback', err)
-
-    def test_usage_errors(self):
-        p = self.pki
-        for args in (['--cafile', p.ca[0]], ['--ssl-target-insecure'],
-                     ['--ssl-version', 'sslv3'],
-                     ['--key-password', 'a', '--key-password-env', 'WSFY_TEST_PW'],
-                     ['--key-password-env', 'WSFY_NO_SUCH_VARIABLE'],
-                     ['--ssl-target', '--ssl-target-insecure', '--ssl-target-cafile', p.ca[0]]):
-            with self.subTest(args=args):
-                code, err = self.run_main(*args)
-                self.assertEqual(code, 2, err)
-                self.assertIn('error:', err)
-
-    def test_key_password_from_env_and_file(self):
-        p = self.pki
-        pwfile = p.path('password.txt')
-        with open(pwfile, 'w') as f:
-            f.write('s3cret\n')
-        os.environ['WSFY_TEST_PW'] = 's3cret'
-        self.addCleanup(os.environ.pop, 'WSFY_TEST_PW', None)
-        target = TargetServer(self, echo)
-        for extra in (['--key-password-env', 'WSFY_TEST_PW'], ['--key-password-file', pwfile],
-                      ['--key-password', 's3cret']):
-            with self.subTest(extra=extra):
-                server = start_proxy(self, '--cert', p.server[0], '--key', p.enc_key, *extra,
-                                     '127.0.0.1:0', '127.0.0.1:%d' % target.port)
-                self.assertNotIn('s3cret', repr(server.settings))
-                ws = wss_client(self, server.server_address[1], client_context(p))
-                ws.send(b'hello')
-                self.assertEqual(ws.recv_bytes(5), b'hello')
-
-    def test_default_cert_is_self_pem_in_working_directory(self):
-        settings = websockify.parse_args(['127.0.0.1:0', 'localhost:9'])
-        self.assertEqual(settings.cert, os.path.join(os.getcwd(), 'self.pem'))
-        self.assertFalse(settings.cert_given)
-        code, err = self.run_main('--idle-timeout', '0.1')   # no self.pem in cwd: TLS off
-        self.assertEqual(code, 0, err)
-        self.assertIn('no certificate %s: wss:// is off' % self.pki.path('self.pem'), err)
-
-
-class TLSServerTest(unittest.TestCase):
+class TestConnectionTLS(unittest.TestCase):
     """wss:// by sniffing, next to ws:// on the same port."""
 
     def setUp(self):
@@ -3486,124 +2683,451 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         self.assertEqual(len([r for r in logs.output if '(re)loaded' in r]), 1, logs.output)
 
 
-class TLSTargetTest(unittest.TestCase):
-    """--ssl-target: verification, SNI, opt-out, and relaying through TLS."""
+################################################################################
+# Pump: relaying, back-pressure, closing
+################################################################################
+
+NODE_RELAY = r"""
+'use strict';
+// Sends a file through a WebSocket in messages of the given sizes; writes what comes back.
+const fs = require('fs');
+const WebSocket = require('ws');
+const [url, inPath, sizesPath, outPath, timeoutMs] = process.argv.slice(2);
+const data = fs.readFileSync(inPath);
+const sizes = JSON.parse(fs.readFileSync(sizesPath, 'utf8'));
+const fail = (why) => { console.error(why); process.exit(2); };
+setTimeout(() => fail('timed out'), Number(timeoutMs)).unref();
+const ws = new WebSocket(url, ['binary']);
+const received = [];
+let count = 0;
+ws.on('open', () => {
+  let offset = 0;
+  for (const n of sizes) { ws.send(data.subarray(offset, offset + n), { binary: true }); offset += n; }
+});
+ws.on('message', (message, isBinary) => {
+  if (!isBinary) fail('a text message from the proxy');
+  received.push(message);
+  count += message.length;
+  if (count >= data.length) { fs.writeFileSync(outPath, Buffer.concat(received)); ws.close(1000); }
+});
+ws.on('close', (code) => {
+  console.log(JSON.stringify({ code: code, protocol: ws.protocol, count: count }));
+  process.exit(0);
+});
+ws.on('error', (err) => fail(String(err)));
+"""
+
+
+class TestPumpRelay(ProxyTestCase):
+
+    # -- clients we did not write -------------------------------------------------
+
+    def test_websockets_library_relays_16_mib_both_ways_byte_exact(self):
+        client = import_optional('websockets.sync.client', 'pip install websockets')
+        address = self.echo_proxy()
+        total = 16 * MiB
+        with client.connect('ws://127.0.0.1:%d/' % address[1], subprotocols=['binary'],
+                            max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+            self.assertEqual(ws.subprotocol, 'binary')
+            sender = Worker(send_stream, ws.send, random_chunks(total, EDGE_SIZES, 512 * KiB))
+            digest, count = hashlib.sha256(), 0
+            while count < total:
+                message = ws.recv(timeout=LONG_TIMEOUT)
+                self.assertIsInstance(message, bytes)
+                digest.update(message)
+                count += len(message)
+            self.assertEqual(count, total)
+            self.assertEqual(digest.hexdigest(), sender.result(LONG_TIMEOUT))
+
+    def test_node_ws_relays_16_mib_both_ways_byte_exact(self):
+        node = node_with_ws()
+        address = self.echo_proxy()
+        folder = self.tempdir()
+        paths = {name: os.path.join(folder, name) for name in ('relay.js', 'in', 'sizes', 'out')}
+        chunks = list(random_chunks(16 * MiB, EDGE_SIZES, 512 * KiB))
+        with open(paths['relay.js'], 'w') as f:
+            f.write(NODE_RELAY)
+        with open(paths['in'], 'wb') as f:
+            f.write(b''.join(chunks))
+        with open(paths['sizes'], 'w') as f:
+            json.dump([len(c) for c in chunks], f)
+        result = subprocess.run(
+            [node, paths['relay.js'], 'ws://127.0.0.1:%d/' % address[1], paths['in'],
+             paths['sizes'], paths['out'], str(int(LONG_TIMEOUT * 1000))],
+            capture_output=True, text=True, timeout=LONG_TIMEOUT + 10,
+            env=dict(os.environ, NODE_PATH=NODE_MODULES))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual((report['code'], report['protocol']), (1000, 'binary'), report)
+        with open(paths['out'], 'rb') as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sha256_of(chunks))
+
+    def test_websocket_client_library_text_binary_and_ping(self):
+        websocket = import_optional('websocket', 'pip install websocket-client')
+        address = self.echo_proxy()
+        ws = websocket.create_connection('ws://127.0.0.1:%d/' % address[1],
+                                         subprotocols=['binary'], timeout=TIMEOUT)
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.getsubprotocol(), 'binary')
+
+        def echoed(n):
+            data = b''
+            while len(data) < n:
+                opcode, payload = ws.recv_data()
+                self.assertEqual(opcode, websocket.ABNF.OPCODE_BINARY)
+                data += payload
+            return data
+        ws.send('héllo')                       # a text frame comes back as bytes
+        self.assertEqual(echoed(6), 'héllo'.encode())
+        blob = os.urandom(100000)
+        ws.send_binary(blob)
+        self.assertEqual(echoed(len(blob)), blob)
+        ws.ping(b'are you there')
+        opcode, frame = ws.recv_data_frame(True)
+        self.assertEqual((opcode, frame.data), (websocket.ABNF.OPCODE_PONG, b'are you there'))
+        ws.close()
+
+    # -- back-pressure ------------------------------------------------------------
+
+    def test_both_directions_carry_64_mib_at_once_byte_exact(self):
+        target = TargetServer(self)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        client = self.session(address, timeout=LONG_TIMEOUT)
+        conn = target.accept()
+        conn.settimeout(LONG_TIMEOUT)
+        total = 64 * MiB
+        target_sends = Worker(send_stream, conn.sendall, random_chunks(total))
+        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, total)))
+        client_sends = Worker(send_stream, lambda c: client.send_frame(BINARY, c),
+                              random_chunks(total))
+        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
+        self.assertEqual(target_reads.result(LONG_TIMEOUT), client_sends.result(LONG_TIMEOUT))
+
+    def test_client_not_reading_stalls_only_target_to_client_with_bounded_memory(self):
+        target = TargetServer(self)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        client = self.session(address, timeout=LONG_TIMEOUT, rcvbuf=64 * KiB)
+        conn = target.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
+        conn.settimeout(LONG_TIMEOUT)
+        bound = websockify.PUMP_HIGH_WATER + socket_buffer_slack()
+        total = bound + 4 * MiB
+        sent = [0]
+
+        def source():
+            digest = hashlib.sha256()
+            for chunk in random_chunks(total, max_size=64 * KiB):
+                conn.sendall(chunk)
+                digest.update(chunk)
+                sent[0] += len(chunk)
+            return digest.hexdigest()
+        target_sends = Worker(source)
+
+        # The target's sends must stop (the proxy stops reading it) before `bound`.
+        last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 60
+        while time.monotonic() - quiet_since < 1.0:
+            self.assertLess(sent[0], bound, 'the proxy buffered without bound')
+            self.assertLess(time.monotonic(), deadline, 'the target never stalled')
+            if sent[0] != last:
+                last, quiet_since = sent[0], time.monotonic()
+            time.sleep(0.05)
+        self.assertTrue(target_sends.is_alive())
+        queues = tcp_queues()
+        if queues is not None:
+            # What the target sent minus what the kernel holds is what the proxy holds.
+            target_end, proxy_end = conn.getsockname(), conn.getpeername()
+            client_end, listen_end = client.sock.getsockname(), address[:2]
+            in_kernel = (queues[target_end, proxy_end][0] + queues[proxy_end, target_end][1]
+                         + queues[listen_end, client_end][0] + queues[client_end, listen_end][1])
+            self.assertLessEqual(sent[0] - in_kernel, websockify.PUMP_HIGH_WATER + 64 * KiB)
+
+        # Client -> target still flows while target -> client is stalled.
+        upstream = 8 * MiB
+        target_reads = Worker(lambda: sha256_of(recv_chunks(conn, upstream)))
+        digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(upstream))
+        self.assertEqual(target_reads.result(LONG_TIMEOUT), digest)
+
+        # Once the client reads, everything the target sent arrives in order.
+        self.assertEqual(sha256_of(client.iter_data(total)), target_sends.result(LONG_TIMEOUT))
+
+    # -- many sessions ------------------------------------------------------------
+
+    def test_200_concurrent_sessions_relay_checksummed_data(self):
+        address = self.echo_proxy()
+        count = 200
+        barrier = threading.Barrier(count, timeout=LONG_TIMEOUT)
+
+        def one_session(i):
+            try:
+                client = WSClient(self, address, timeout=LONG_TIMEOUT)
+                client.handshake(path='/session/%d' % i)
+                barrier.wait()                 # all open at once before any data
+                data = os.urandom(32 * KiB + i)
+                for part in (data[:100], data[100:20000], data[20000:]):
+                    client.send_frame(BINARY, part)
+                echoed = sha256_of(client.iter_data(len(data)))
+                client.send_close(1000)
+                client.expect_close(1000)
+                return echoed == hashlib.sha256(data).hexdigest()
+            except BaseException:
+                barrier.abort()
+                raise
+        started = time.monotonic()
+        workers = [Worker(one_session, i) for i in range(count)]
+        results = [w.result(max(1.0, started + LONG_TIMEOUT - time.monotonic()))
+                   for w in workers]
+        self.assertEqual(results, [True] * count)
+        self.assertLess(time.monotonic() - started, 60)
+
+    # -- heartbeat ----------------------------------------------------------------
+
+    def test_heartbeat_sends_pings(self):
+        client = self.session(self.echo_proxy('--heartbeat', '1'), timeout=5)
+        started = time.monotonic()
+        frame = client.recv_frame()
+        self.assertEqual(frame.opcode, PING)
+        self.assertLess(time.monotonic() - started, 3)
+        client.send_frame(PONG, frame.payload)
+        self.assertEqual(client.echo(b'still here'), b'still here')
+
+    # -- --text-frames --------------------------------------------------------------
+
+    def text_session(self):
+        target = TargetServer(self)
+        client = self.session(self.proxy('--text-frames', '127.0.0.1:0', target.arg))
+        return client, target.accept()
+
+    def recv_text(self, client, expected):
+        """Text frames until `expected` bytes; each must be valid UTF-8 by itself."""
+        got = b''
+        while len(got) < len(expected):
+            frame = client.recv_frame()
+            self.assertEqual(frame.opcode, TEXT)
+            frame.payload.decode('utf-8')
+            got += frame.payload
+        self.assertEqual(got, expected)
+
+    def test_text_frames_option_sends_target_data_in_text_frames(self):
+        client, conn = self.text_session()
+        conn.sendall('grüße 🙂'.encode())
+        self.recv_text(client, 'grüße 🙂'.encode())
+        client.send_frame(BINARY, b'client to target still works')
+        self.assertEqual(recv_exactly(conn, 28), b'client to target still works')
+
+    def test_text_frames_hold_back_a_character_split_across_two_target_writes(self):
+        client, conn = self.text_session()
+        conn.sendall(b'caf\xc3')
+        self.recv_text(client, b'caf')
+        conn.sendall(b'\xa9!')
+        self.recv_text(client, b'\xc3\xa9!')
+
+    def test_text_frames_end_the_session_with_1011_on_invalid_utf8_from_target(self):
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client, conn = self.text_session()
+            conn.sendall(b'fine, then \xff\xfe')
+            client.expect_close(1011)
+            read_to_eof(conn)
+            conn.close()
+            self.wait_for_log(logs, lambda m: 'utf-8' in m.lower() or '1011' in m)
+
+
+class TestPumpClosing(ProxyTestCase):
 
     def setUp(self):
-        self.pki = get_pki()
+        self.target = TargetServer(self)
+        self.address = self.proxy('127.0.0.1:0', self.target.arg)
 
-    def tls_target(self, pair, greeting=None, minimum=None):
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(*pair)
-        if minimum is not None:
-            ctx.minimum_version = minimum
-        return TLSEchoServer(self, ctx, greeting)
+    def test_target_data_sent_right_before_it_closes_all_arrives_then_close_1000(self):
+        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        conn = self.target.accept()
+        data = os.urandom(4 * MiB)
 
-    def proxy(self, target, host, *args):
-        server = start_proxy(self, '--ssl-target', *args,
-                             '127.0.0.1:0', '%s:%d' % (host, target.port))
-        return server.server_address[1]
+        def send_and_close():
+            conn.sendall(data)
+            conn.close()
+        sender = Worker(send_and_close)
+        sender.join(2.0)       # the client reads only once the target is done, if buffers allow
+        self.assertEqual(client.recv_data(len(data)), data)
+        client.expect_close(1000)
+        sender.result()
 
-    def test_verified_target_with_sni(self):
-        target = self.tls_target(self.pki.server)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
-        ws.send(b'verified')
-        self.assertEqual(ws.recv_bytes(8), b'verified')
-        self.assertEqual(target.server_names, ['localhost'])
+    def test_client_data_sent_right_before_close_all_reaches_target_then_eof(self):
+        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        conn = self.target.accept()
+        conn.settimeout(LONG_TIMEOUT)
 
-    def refused(self, port):
-        with LogWatch(self) as logs:
-            answer = http_exchange(port, UPGRADE)
-        self.assertTrue(answer.startswith(b'HTTP/1.1 502 '), answer)
-        return answer.decode('latin-1'), logs.output
+        def send_and_close():
+            digest = send_stream(lambda c: client.send_frame(BINARY, c), random_chunks(4 * MiB))
+            client.send_close(1000)
+            return digest
+        sender = Worker(send_and_close)
+        sender.join(2.0)       # the target reads only once the client is done, if buffers allow
+        target_reads = Worker(eof_digest, conn)
+        client.expect_close(1000)
+        self.assertEqual(target_reads.result(), (sender.result(), 4 * MiB))
 
-    def test_wrong_ca_fails_clearly(self):
-        target = self.tls_target(self.pki.server)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca2[0])
-        answer, logs = self.refused(port)
-        self.assertIn('certificate verify failed', answer)
-        self.assertTrue(any('certificate verify failed' in r for r in logs), logs)
+    def test_client_vanishing_without_close_ends_the_target_connection(self):
+        client = self.session(self.address)
+        conn = self.target.accept()
+        client.send_frame(BINARY, b'last words')
+        self.assertEqual(recv_exactly(conn, 10), b'last words')
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        client.sock.close()                        # a reset, no close frame
+        self.assertEqual(read_to_eof(conn), b'')
 
-    def test_system_cas_by_default(self):
-        target = self.tls_target(self.pki.server)
-        answer, _ = self.refused(self.proxy(target, 'localhost'))
-        self.assertIn('certificate verify failed', answer)
+    def test_target_reset_ends_the_client_session(self):
+        client = self.session(self.address)
+        conn = self.target.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        conn.close()
+        with contextlib.suppress(EOFError, ConnectionResetError):
+            code, _ = client.expect_close()
+            self.assertIn(code, (1000, 1011))
 
-    def test_wrong_name_fails_clearly(self):
-        target = self.tls_target(self.pki.other)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        answer, _ = self.refused(port)
-        self.assertIn('certificate verify failed', answer)
-        self.assertIn('localhost', answer)
 
-    def test_insecure_opt_out(self):
-        target = self.tls_target(self.pki.selfsigned)
-        port = self.proxy(target, '127.0.0.1', '--ssl-target-insecure')
-        ws = wss_client(self, port)
-        ws.send(b'self-signed')
-        self.assertEqual(ws.recv_bytes(11), b'self-signed')
-
-    def test_tls13_target_that_waits_for_the_client(self):
-        target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
-        # Neither side has sent data yet, yet the handshake must be complete.
-        self.assertTrue(target.handshake_done.wait(TIMEOUT))
-        ws.send(b'you first')
-        self.assertEqual(ws.recv_bytes(9), b'you first')
-
-    def test_decrypted_bytes_held_by_openssl_are_relayed(self):
-        # One full 16 KiB TLS record; the proxy's first read takes half of it and
-        # the kernel then has nothing more: only sock.pending() tells.
-        greeting = os.urandom(16384)
-        target = self.tls_target(self.pki.server, greeting=greeting)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
-        ws.sock.settimeout(3.0)      # the target waits 10 s before giving up on us
-        self.assertEqual(ws.recv_bytes(len(greeting)), greeting)
-
-    def test_4mib_both_ways_through_a_tls_target(self):
-        target = self.tls_target(self.pki.server)
-        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port, None)
-        total = 4 << 20
-        data = os.urandom(total)
-        result = {}
-
-        def reader():
+#: A target for many idle sessions: one thread, selectors, echoes what it gets.
+_SELECT_ECHO = r"""
+import selectors, socket, sys
+ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(4096); ls.setblocking(False)
+sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
+print(ls.getsockname()[1], flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is ls:
             try:
-                result['got'] = ws.recv_bytes(total)
-            except Exception as exc:
-                result['error'] = exc
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        for pos in range(0, total, 100000):
-            ws.send(data[pos:pos + 100000])
-        thread.join(60)
-        self.assertFalse(thread.is_alive())
-        self.assertNotIn('error', result)
-        self.assertEqual(hashlib.sha256(result['got']).digest(), hashlib.sha256(data).digest())
+                c, _ = ls.accept()
+            except BlockingIOError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b''
+            if data:
+                key.fileobj.send(data)
+            else:
+                sel.unregister(key.fileobj); key.fileobj.close()
+"""
 
 
+def pss_kb(pid):
+    """Proportional set size of a process, in kB (Linux smaps_rollup)."""
+    with open('/proc/%d/smaps_rollup' % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('Pss:'))
+
+
+@unittest.skipUnless(os.path.exists('/proc/self/smaps_rollup'), 'needs Linux /proc')
+class TestPumpManyIdleSessions(ProxyTestCase):
+    """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""
+
+    #: Bound on the proportional memory of one idle session, in kB.
+    MAX_PSS_PER_SESSION_KB = 90
+
+    def test_ten_thousand_idle_sessions_each_echo_and_cost_little_memory(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = hard if hard != resource.RLIM_INFINITY else 65536
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        # The proxy holds two descriptors per session; where the hard limit is
+        # below 20,000 plus a few, open as many sessions as fit.
+        count = min(10000, (limit - 64) // 2)
+        if count < 1000:
+            self.skipTest('RLIMIT_NOFILE hard limit %d leaves room for %d sessions only'
+                          % (hard, count))
+        target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(target.stdout.close)
+        self.addCleanup(target.wait, TIMEOUT)
+        self.addCleanup(target.kill)
+        port = int(target.stdout.readline())
+        proxy = ProxyProcess(self, '127.0.0.1:0', '127.0.0.1:%d' % port)
+        idle_pss = pss_kb(proxy.proc.pid)
+        request = upgrade_request()
+        frame = bytes((0x82, 0x81, 1, 2, 3, 4, ord('E') ^ 1))
+        clients = []
+        self.addCleanup(lambda: [c.close() for c in clients])
+        deadline = time.monotonic() + LONG_TIMEOUT
+        for _ in range(count):
+            sock = socket.create_connection(proxy.address, timeout=TIMEOUT)
+            clients.append(sock)
+            sock.sendall(request)
+            head = b''
+            while b'\r\n\r\n' not in head:
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk, 'proxy closed session %d during the handshake'
+                                % len(clients))
+                head += chunk
+            self.assertTrue(head.startswith(b'HTTP/1.1 101'), head[:100])
+            self.assertLess(time.monotonic(), deadline, 'opening sessions took too long')
+        # Every session echoes, checked in batches: a burst on thousands of
+        # threads at once only measures the GIL convoy (seconds for 5,000).
+        for first in range(0, count, 500):
+            batch = clients[first:first + 500]
+            for sock in batch:
+                sock.sendall(frame)
+            for sock in batch:
+                sock.settimeout(LONG_TIMEOUT)     # a loaded machine may be slow, not lossy
+                got = b''
+                while len(got) < 3:
+                    chunk = sock.recv(16)
+                    self.assertTrue(chunk, 'session closed before its echo')
+                    got += chunk
+                self.assertEqual(got, b'\x82\x01E')
+        per_session = (pss_kb(proxy.proc.pid) - idle_pss) / count
+        sys.stderr.write('\n  %d idle sessions: %.1f kB PSS each ... ' % (count, per_session))
+        self.assertLess(per_session, self.MAX_PSS_PER_SESSION_KB)
+
 
 ################################################################################
-################################################################################
-##
-## WEB (issue 6): the static web server (--web), the line service behind the
-## demo, the demo, and the pages in headless Chromium (Playwright)
-##
-################################################################################
+# Static web server
 ################################################################################
 
-################################################################################
-# The static web server
-################################################################################
+class TestWebOptions(SocketFreeTestCase):
+    """Parsing --web, --web-listing, --file-only and --web-auth."""
+
+    def parse(self, argv):
+        return websockify.parse_args(argv)
+
+    def fails(self, argv, text):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(argv)
+        self.assertEqual(cm.exception.code, 2)
+        self.assertIn(text, err.getvalue())
+
+    def test_web_is_absolute(self):
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        self.addCleanup(os.chdir, cwd)
+        os.mkdir('site')
+        s = self.parse(['--web', 'site', '6080', 'h:1'])
+        self.assertEqual(s.web, os.path.join(os.getcwd(), 'site'))
+        self.assertFalse(s.web_listing)
+        self.assertIsNone(self.parse(['6080', 'h:1']).web)
+
+    def test_missing_directory(self):
+        self.fails(['--web', '/nonexistent/dir', '6080', 'h:1'], 'not a directory')
+        self.fails(['--web', SCRIPT, '6080', 'h:1'], 'not a directory')
+
+    def test_listing_options(self):
+        web = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, web, True)
+        self.assertTrue(self.parse(['--web', web, '--web-listing', '6080', 'h:1']).web_listing)
+        self.assertFalse(self.parse(['--web', web, '--file-only', '6080', 'h:1']).web_listing)
+        self.parse(['--file-only', '6080', 'h:1'])
+        self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
+        self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
+        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'needs --auth-plugin')
+
 
 SECRET = b'TOP-SECRET-' + os.urandom(8).hex().encode()
 
 
-class WebServerTest(unittest.TestCase):
+class TestWebServer(unittest.TestCase):
     """--web DIR through real sockets: types, headers, 304, redirects, hostile paths."""
 
     def setUp(self):
@@ -3904,47 +3428,7 @@ class WebServerTest(unittest.TestCase):
         self.assertEqual(self.get('/notes.txt').body, b'notes\n')
 
 
-class WebOptionsTest(unittest.TestCase):
-    """Parsing --web, --web-listing, --file-only and --web-auth."""
-
-    def parse(self, argv):
-        return websockify.parse_args(argv)
-
-    def fails(self, argv, text):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
-            websockify.parse_args(argv)
-        self.assertEqual(cm.exception.code, 2)
-        self.assertIn(text, err.getvalue())
-
-    def test_web_is_absolute(self):
-        tmp = tempfile.mkdtemp(prefix='wsweb-')
-        self.addCleanup(shutil.rmtree, tmp, True)
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        self.addCleanup(os.chdir, cwd)
-        os.mkdir('site')
-        s = self.parse(['--web', 'site', '6080', 'h:1'])
-        self.assertEqual(s.web, os.path.join(os.getcwd(), 'site'))
-        self.assertFalse(s.web_listing)
-        self.assertIsNone(self.parse(['6080', 'h:1']).web)
-
-    def test_missing_directory(self):
-        self.fails(['--web', '/nonexistent/dir', '6080', 'h:1'], 'not a directory')
-        self.fails(['--web', SCRIPT, '6080', 'h:1'], 'not a directory')
-
-    def test_listing_options(self):
-        web = tempfile.mkdtemp(prefix='wsweb-')
-        self.addCleanup(shutil.rmtree, web, True)
-        self.assertTrue(self.parse(['--web', web, '--web-listing', '6080', 'h:1']).web_listing)
-        self.assertFalse(self.parse(['--web', web, '--file-only', '6080', 'h:1']).web_listing)
-        self.parse(['--file-only', '6080', 'h:1'])
-        self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
-        self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
-        self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'needs --auth-plugin')
-
-
-class StreamingTest(unittest.TestCase):
+class TestWebStreaming(unittest.TestCase):
     """Large files go out in bounded memory: sendfile on plain sockets, chunks on TLS."""
 
     SIZE = 50 << 20
@@ -4068,928 +3552,165 @@ class StreamingTest(unittest.TestCase):
         self.assertLess(peak, 4 * websockify.WEB_CHUNK)
 
 
-
 ################################################################################
-# The line service and the demo
+# Targets
 ################################################################################
 
-def line_service(testcase):
-    """The demo's line service (web/demo.py) on 127.0.0.1, stopped in the test's cleanup."""
-    service = web_demo.LineService()
-    testcase.addCleanup(service.stop)
-    return service
+class TestTargets(ProxyTestCase):
+
+    def test_unix_socket_target(self):
+        path = os.path.join(self.tempdir(), 'target.sock')
+        TargetServer(self, echo, unix_path=path)
+        client = self.session(self.proxy('--unix-target', path, '127.0.0.1:0'))
+        data = os.urandom(200000)
+        self.assertEqual(client.echo(data), data)
+
+    def test_ipv6_target(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        client = self.session(self.proxy('127.0.0.1:0', target.arg))
+        self.assertEqual(client.echo(b'over ::1'), b'over ::1')
+
+    def test_unreachable_target_gets_502_and_a_log_line_naming_it(self):
+        port = free_port()
+        address = self.proxy('127.0.0.1:0', '127.0.0.1:%d' % port)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            self.refused(address, upgrade_request(), 502)
+            self.wait_for_log(logs, lambda m: '127.0.0.1:%d' % port in m)
 
 
-class LineServiceTest(unittest.TestCase):
-    """The test line service: greeting, echo, commands, telnet bytes dropped."""
+class TLSEchoServer(TargetServer):
+    """A TLS echo target: the server side of TLS with `context`, then an echo (after
+    `greeting`, when given). Records the SNI names asked for and the handshakes."""
+
+    def __init__(self, testcase, context, greeting=None):
+        self.context = context
+        self.greeting = greeting
+        self.server_names = []
+        self.errors = []
+        #: Set once a TLS handshake with the proxy has completed.
+        self.handshake_done = threading.Event()
+        context.sni_callback = self._sni
+        super().__init__(testcase, self._serve_tls, conn_timeout=TIMEOUT)
+
+    def _sni(self, sslobj, name, ctx):
+        self.server_names.append(name)
+
+    def _serve_tls(self, sock):
+        try:
+            with self.context.wrap_socket(sock, server_side=True) as conn:
+                self._open.append(conn)            # stop() shuts it down too
+                self.handshake_done.set()
+                if self.greeting:
+                    conn.sendall(self.greeting)
+                echo(conn)
+        except (OSError, ValueError) as exc:
+            self.errors.append(exc)
+
+
+class TestTargetsTLS(unittest.TestCase):
+    """--ssl-target: verification, SNI, opt-out, and relaying through TLS."""
 
     def setUp(self):
-        self.service = line_service(self)
-        self.sock = socket.create_connection(('127.0.0.1', self.service.port), TIMEOUT)
-        self.addCleanup(self.sock.close)
-        self.got = b''
+        self.pki = get_pki()
 
-    def until(self, needle):
-        while needle not in self.got:
-            data = self.sock.recv(4096)
-            self.assertTrue(data, 'closed; got %r' % self.got)
-            self.got += data
-        return self.got
+    def tls_target(self, pair, greeting=None, minimum=None):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(*pair)
+        if minimum is not None:
+            ctx.minimum_version = minimum
+        return TLSEchoServer(self, ctx, greeting)
 
-    def test_session(self):
-        self.until(b'> ')
-        self.sock.sendall(b'hel\xff\xfb\x18lo\r\x00')
-        self.until(b'echo: hello\r\n> ')
-        self.sock.sendall(b'colr\x7fo')
-        self.sock.sendall(b'r\r\n')
-        self.until(web_demo.LineService.COLOR)
-        self.assertIn(b'colr\b \bor\r\n', self.got)
-        self.sock.sendall(b'cursor\n')
-        self.until(web_demo.LineService.CURSOR + b'> ')
-        self.sock.sendall(b'quit\r')
-        self.until(b'bye\r\n')
-        self.sock.settimeout(TIMEOUT)
-        self.assertEqual(self.sock.recv(100), b'')
+    def proxy(self, target, host, *args):
+        server = start_proxy(self, '--ssl-target', *args,
+                             '127.0.0.1:0', '%s:%d' % (host, target.port))
+        return server.server_address[1]
 
+    def test_verified_target_with_sni(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        ws.send(b'verified')
+        self.assertEqual(ws.recv_bytes(8), b'verified')
+        self.assertEqual(target.server_names, ['localhost'])
 
-class DemoTest(unittest.TestCase):
-    """The demo, as `make demo` runs it and through `make demo` itself: its URL loads,
-    a WebSocket round trip works, and SIGINT stops it with all it started."""
+    def refused(self, port):
+        with LogWatch(self) as logs:
+            answer = http_exchange(port, UPGRADE)
+        self.assertTrue(answer.startswith(b'HTTP/1.1 502 '), answer)
+        return answer.decode('latin-1'), logs.output
 
-    def start(self, argv, **options):
-        """Run argv in a session (process group) of its own, killed in cleanup; its
-        stdout lines are read with printed_until(), its stderr lines go to self.errors."""
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, universal_newlines=True,
-                                start_new_session=True, **options)
-        self.printed, self.errors, self.stdout_lines = [], [], queue.Queue()
-        self.copiers = [drain(proc.stdout, self.stdout_lines.put),
-                        drain(proc.stderr, self.errors.append)]
-        self.addCleanup(self.kill_group, proc)
-        return proc
+    def test_wrong_ca_fails_clearly(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca2[0])
+        answer, logs = self.refused(port)
+        self.assertIn('certificate verify failed', answer)
+        self.assertTrue(any('certificate verify failed' in r for r in logs), logs)
 
-    def kill_group(self, proc):
-        """Cleanup: whatever is left of proc's group is killed, the pipes closed."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(TIMEOUT)
-        for copier in self.copiers:
-            copier.join(TIMEOUT)
-        proc.stdout.close()
-        proc.stderr.close()
+    def test_system_cas_by_default(self):
+        target = self.tls_target(self.pki.server)
+        answer, _ = self.refused(self.proxy(target, 'localhost'))
+        self.assertIn('certificate verify failed', answer)
 
-    def printed_until(self, pattern, timeout=TIMEOUT):
-        """Wait (bounded) for a stdout line matching pattern; returns the match."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def test_wrong_name_fails_clearly(self):
+        target = self.tls_target(self.pki.other)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        answer, _ = self.refused(port)
+        self.assertIn('certificate verify failed', answer)
+        self.assertIn('localhost', answer)
+
+    def test_insecure_opt_out(self):
+        target = self.tls_target(self.pki.selfsigned)
+        port = self.proxy(target, '127.0.0.1', '--ssl-target-insecure')
+        ws = wss_client(self, port)
+        ws.send(b'self-signed')
+        self.assertEqual(ws.recv_bytes(11), b'self-signed')
+
+    def test_tls13_target_that_waits_for_the_client(self):
+        target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        # Neither side has sent data yet, yet the handshake must be complete.
+        self.assertTrue(target.handshake_done.wait(TIMEOUT))
+        ws.send(b'you first')
+        self.assertEqual(ws.recv_bytes(9), b'you first')
+
+    def test_decrypted_bytes_held_by_openssl_are_relayed(self):
+        # One full 16 KiB TLS record; the proxy's first read takes half of it and
+        # the kernel then has nothing more: only sock.pending() tells.
+        greeting = os.urandom(16384)
+        target = self.tls_target(self.pki.server, greeting=greeting)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port)
+        ws.sock.settimeout(3.0)      # the target waits 10 s before giving up on us
+        self.assertEqual(ws.recv_bytes(len(greeting)), greeting)
+
+    def test_4mib_both_ways_through_a_tls_target(self):
+        target = self.tls_target(self.pki.server)
+        port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
+        ws = wss_client(self, port, None)
+        total = 4 << 20
+        data = os.urandom(total)
+        result = {}
+
+        def reader():
             try:
-                line = self.stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.fail('no line matching %r in %s s; stdout %r; stderr %r'
-                          % (pattern, timeout, ''.join(self.printed), ''.join(self.errors)))
-            self.printed.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def stopped_by_sigint(self, proc, group):
-        """SIGINT to proc (or its whole group, as Ctrl-C in a terminal does): it must
-        exit in time and leave no process of its group behind."""
-        if group:
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail('the demo did not stop on SIGINT; stderr %r' % ''.join(self.errors))
-        wait_group_gone(self, proc.pid, TIMEOUT)
-        for copier in self.copiers:
-            copier.join(TIMEOUT)
-
-    def test_demo(self):
-        if not os.path.isdir(WEB_DIR):
-            self.fail('web/ is missing next to websockify.py')
-        proc = self.start([sys.executable, DEMO, '--port', '0'])
-        match = self.printed_until(r'(http://localhost:(\d+)/\S*)')
-        url, port = match.group(1), int(match.group(2))
-        self.printed_until('Ctrl-C')
-        self.assertIn('wstelnet.html?autoconnect=1', url)
-        path = url.split('localhost:%d' % port, 1)[1]
-        r = http_request(port, path)
-        self.assertEqual(r.status, 200)
-        self.assertIn(b'<script src="wstelnet.js"></script>', r.body)
-        ws = WSClient(self, ('127.0.0.1', port))
-        ws.handshake(protocols=['binary'])
-        ws.recv_until(b'> ')
-        ws.send_frame(BINARY, b'hello demo\n')
-        ws.recv_until(b'echo: hello demo')
-        ws.send_close(1000)
-        ws.expect_close(1000)
-        latency = [line for line in self.printed if 'latency.html' in line]
-        self.assertTrue(latency, self.printed)
-        echo_port = int(re.search(r'latency\.html\?port=(\d+)', latency[0]).group(1))
-        ws = WSClient(self, ('127.0.0.1', echo_port))
-        ws.handshake(protocols=['binary'])
-        ws.send_frame(BINARY, bytes(range(256)))
-        self.assertEqual(ws.recv_until(b'\xfe\xff'), bytes(range(256)))
-        ws.send_close(1000)
-        ws.expect_close(1000)
-        self.stopped_by_sigint(proc, group=False)    # the demo stops what it started
-        self.assertEqual(proc.returncode, 0)
-        self.assertNotIn('Traceback', ''.join(self.errors))
-        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
-
-    def test_make_demo(self):
-        """`make demo` on free ports: the URL it prints serves the page, its proxy
-        relays a WebSocket round trip, and Ctrl-C (SIGINT to the group) stops it all."""
-        make = shutil.which('make')
-        require('make', make, 'apt-get install make')
-        port = free_port()
-        echo_port = free_port()
-        while echo_port == port:
-            echo_port = free_port()
-        proc = self.start([make, '--no-print-directory', 'demo', 'PYTHON=' + sys.executable,
-                           'DEMO_PORT=%d' % port, 'DEMO_ECHO_PORT=%d' % echo_port], cwd=HERE)
-        # make may build rebind.so first; the demo then starts two websockify.py.
-        url = self.printed_until(r'http://localhost:%d/\S*' % port, 3 * TIMEOUT).group(0)
-        self.printed_until('Ctrl-C')
-        self.assertIn('latency.html?port=%d&' % echo_port, ''.join(self.printed))
-        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with no_proxy.open(url, timeout=TIMEOUT) as reply:
-            self.assertEqual(reply.status, 200)
-            self.assertEqual(reply.headers.get_content_type(), 'text/html')
-            page = reply.read()
-        self.assertTrue(page.lstrip().lower().startswith(b'<!doctype html'), page[:200])
-        ws = WSClient(self, ('127.0.0.1', port))
-        ws.handshake(protocols=['binary'])
-        ws.recv_until(web_demo.LineService.PROMPT)
-        ws.send_frame(BINARY, b'hello make demo\r\n')
-        ws.recv_until(b'echo: hello make demo\r\n')
-        ws.send_close(1000)
-        ws.expect_close(1000)
-        self.stopped_by_sigint(proc, group=True)
-        # make dies of the SIGINT once the demo, which stops cleanly, has exited.
-        self.assertIn(proc.returncode, (0, -signal.SIGINT), ''.join(self.errors))
-        self.assertNotIn('Traceback', ''.join(self.errors))
-        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
-        self.assertFalse(tcp_listening(port), 'port %d still listened on' % port)
-        self.assertFalse(tcp_listening(echo_port), 'port %d still listened on' % echo_port)
+                result['got'] = ws.recv_bytes(total)
+            except Exception as exc:
+                result['error'] = exc
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        for pos in range(0, total, 100000):
+            ws.send(data[pos:pos + 100000])
+        thread.join(60)
+        self.assertFalse(thread.is_alive())
+        self.assertNotIn('error', result)
+        self.assertEqual(hashlib.sha256(result['got']).digest(), hashlib.sha256(data).digest())
 
 
 ################################################################################
-# The pages in headless Chromium
-################################################################################
-
-class BrowserTest(unittest.TestCase):
-    """wstelnet.html, wsecho.html and websock.js from --web, in headless Chromium."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.playwright = cls.browser = None
-        sync_api = import_optional('playwright.sync_api', 'pip install playwright')
-        require(CHROMIUM, os.path.exists(CHROMIUM), 'apt-get install chromium')
-        cls.playwright = sync_api.sync_playwright().start()
-        try:
-            cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM,
-                                                         args=CHROMIUM_ARGS)
-        except Exception:
-            cls.playwright.stop()
-            raise
-        os.makedirs(ARTIFACTS, exist_ok=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.browser is not None:
-            cls.browser.close()
-        if cls.playwright is not None:
-            cls.playwright.stop()
-
-    def setUp(self):
-        self.assertTrue(os.path.isdir(WEB_DIR), 'web/ is missing next to websockify.py')
-        self.console = []
-
-    def new_page(self, **context_options):
-        context = self.browser.new_context(**context_options)
-        self.addCleanup(context.close)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT * 1000)
-        page.on('console', lambda msg: self.console.append('%s: %s' % (msg.type, msg.text)))
-        page.on('pageerror', lambda exc: self.console.append('pageerror: %s' % exc))
-        return page
-
-    def screenshot(self, page, name):
-        page.screenshot(path=os.path.join(ARTIFACTS, name + '.png'))
-
-    def line_proxy(self, extra=()):
-        service = line_service(self)
-        return start_proxy(self, *extra, '--web', WEB_DIR, '127.0.0.1:0',
-                           '127.0.0.1:%d' % service.port).server_address[1]
-
-    def wait_text(self, page, text, hook='wstelnet'):
-        """Wait until the terminal (or wsecho output) shows text; returns the screen."""
-        expr = ('(t) => window.wstelnet && window.wstelnet.getText().indexOf(t) >= 0'
-                if hook == 'wstelnet' else
-                '(t) => window.wsecho && window.wsecho.output().indexOf(t) >= 0')
-        try:
-            page.wait_for_function(expr, arg=text)
-        except Exception:
-            screen = page.evaluate('window.%s ? (window.%s.getText ? window.%s.getText() : '
-                                   'window.%s.output()) : null' % ((hook,) * 4))
-            self.fail('%r never appeared; screen:\n%s\nconsole: %s' % (text, screen, self.console))
-        return page.evaluate('window.wstelnet ? window.wstelnet.getText() : window.wsecho.output()')
-
-    def find(self, page, text):
-        """(row, col) where text starts on the terminal screen."""
-        rows = page.evaluate('(function(){var t=window.wstelnet.term,r=[];'
-                             'for(var y=0;y<t.rows;y++){r.push(t.getRow(y));}return r;})()')
-        for y, row in enumerate(rows):
-            x = row.find(text)
-            if x >= 0:
-                return y, x
-        self.fail('%r is not on the screen' % text)
-
-    def cell(self, page, row, col):
-        return page.evaluate('([r, c]) => window.wstelnet.term.cellAttr(r, c)', [row, col])
-
-    def open_telnet(self, page, url):
-        response = page.goto(url)
-        self.assertEqual(response.status, 200)
-        page.wait_for_function("window.wstelnet && window.wstelnet.status === 'connected'")
-
-    def type_line(self, page, text):
-        page.click('#terminal')
-        page.keyboard.type(text)
-        page.keyboard.press('Enter')
-
-    def check_line_service(self, page, name):
-        """Type into the terminal and check echo, colours and cursor movement."""
-        self.wait_text(page, 'websockify.py line service')
-        self.type_line(page, 'hello from chromium')
-        self.wait_text(page, 'echo: hello from chromium')
-        page.click('#terminal')
-        page.keyboard.type('hellp')
-        page.keyboard.press('Backspace')
-        page.keyboard.type('o')
-        page.keyboard.press('Enter')
-        self.wait_text(page, 'echo: hello\n')
-        self.type_line(page, 'color')
-        self.wait_text(page, 'bold blue plain')
-        y, x = self.find(page, 'red green bold blue plain')
-        red, green, blue = self.cell(page, y, x), self.cell(page, y, x + 4), self.cell(page, y, x + 10)
-        plain = self.cell(page, y, x + 20)
-        self.assertEqual((red['ch'], red['fg'], red['bold']), ('r', 1, False))
-        self.assertEqual((green['ch'], green['fg']), ('g', 2))
-        self.assertEqual((blue['ch'], blue['fg'], blue['bold']), ('b', 4, True))
-        self.assertEqual((plain['ch'], plain['fg'], plain['bold']), ('p', None, False))
-        page.evaluate('window.wstelnet.term.render()')
-        spans = page.evaluate('''() => Array.prototype.map.call(
-            document.querySelectorAll('#terminal span.fg1'),
-            (s) => [s.textContent, getComputedStyle(s).color])''')
-        self.assertIn(['red', 'rgb(205, 0, 0)'], spans)
-        self.screenshot(page, name + '-color')
-        self.type_line(page, 'cursor')
-        page.wait_for_function("window.wstelnet.term.getRow(3).indexOf('> ') === 0")
-        rows = page.evaluate('[0, 1, 2, 3].map((y) => window.wstelnet.term.getRow(y).trimEnd())')
-        self.assertEqual(rows, ['AB23456789', 'abcdXYghij', '', '>'])
-        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['row'], 3)
-        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['col'], 2)
-        page.evaluate('window.wstelnet.term.render()')
-        dom = page.evaluate("document.querySelectorAll('#terminal .row')[1].textContent")
-        self.assertEqual(dom.rstrip(), 'abcdXYghij')
-        self.screenshot(page, name + '-cursor')
-        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
-
-    def test_wstelnet_line_service(self):
-        port = self.line_proxy()
-        page = self.new_page()
-        self.open_telnet(page, 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
-        self.check_line_service(page, 'wstelnet-line-service')
-        self.type_line(page, 'quit')
-        page.wait_for_function("window.wstelnet.status === 'disconnected'")
-        self.assertIn('1000', page.evaluate('window.wstelnet.detail'))
-
-    def test_wsecho_round_trip(self):
-        port = self.line_proxy()
-        page = self.new_page()
-        self.assertEqual(page.goto('http://127.0.0.1:%d/wsecho.html?autoconnect=1' % port).status,
-                         200)
-        page.wait_for_function("window.wsecho && window.wsecho.status === 'connected'")
-        self.wait_text(page, 'websockify.py line service', 'wsecho')
-        page.fill('#line', 'héllo wsecho')
-        page.press('#line', 'Enter')
-        self.wait_text(page, 'echo: héllo wsecho\r\n', 'wsecho')
-        self.assertIn('(binary)', page.evaluate('window.wsecho.detail'))
-        self.screenshot(page, 'wsecho')
-        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
-
-    def test_websock_js_loads_and_reports_mode(self):
-        target = TargetServer(self, echo)
-        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
-        page = self.new_page()
-        scripts = {}
-        page.on('response', lambda r: scripts.__setitem__(r.url.rsplit('/', 1)[-1],
-                                                          r.headers.get('content-type')))
-        page.goto('http://127.0.0.1:%d/wsecho.html' % port)
-        self.assertEqual(scripts.get('websock.js'), 'text/javascript; charset=utf-8')
-        self.assertEqual(page.evaluate('typeof Websock'), 'function')
-        result = page.evaluate('''(uri) => new Promise((resolve, reject) => {
-            var sock = new Websock(), sent = [];
-            for (var i = 0; i < 256; i++) { sent.push(i); }
-            sock.on('open', function () { sock.send(sent); });
-            sock.on('message', function () {
-                if (sock.rQlen() < 256) { return; }
-                var got = Array.prototype.slice.call(sock.rQshiftBytes(256));
-                resolve({mode: sock.mode, same: got.join() === sent.join()});
-                sock.close();
-            });
-            sock.on('error', function () { reject(new Error('websocket error')); });
-            sock.open(uri);
-            setTimeout(function () { reject(new Error('timeout')); }, 8000);
-        })''', 'ws://127.0.0.1:%d/' % port)
-        self.assertEqual(result, {'mode': 'binary', 'same': True})
-
-    def test_index_links_every_page(self):
-        port = self.line_proxy()
-        page = self.new_page()
-        statuses = {}
-        page.on('response', lambda r: statuses.__setitem__(r.url, r.status))
-        self.assertEqual(page.goto('http://127.0.0.1:%d/' % port).status, 200)
-        links = page.evaluate("Array.prototype.map.call(document.querySelectorAll('a'), "
-                              "(a) => a.getAttribute('href'))")
-        for name in ('wsecho.html', 'wstelnet.html', 'latency.html'):
-            self.assertIn(name, links)
-            page.goto('http://127.0.0.1:%d/%s' % (port, name))
-        self.assertEqual({u: s for u, s in statuses.items() if s not in (200, 304)}, {})
-        # The shared files were cached and revalidated (no-cache + If-Modified-Since).
-        self.assertEqual(statuses['http://127.0.0.1:%d/demo.css' % port], 304)
-        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
-
-    def test_latency_page(self):
-        """latency.html against an echo server, the demo's second proxy."""
-        target = TargetServer(self, echo)
-        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
-        page = self.new_page()
-        page.goto('http://127.0.0.1:%d/latency.html?n=200&size=64&bulk=4194304&autoconnect=1'
-                  % port)
-        page.wait_for_function('window.latencyResults', timeout=TIMEOUT * 3000)
-        results = page.evaluate('window.latencyResults')
-        self.assertTrue(results.get('done'), results)
-        self.assertEqual((results['count'], results['bulkBytes'], results['badBytes']),
-                         (200, 4194304, 0))
-        self.assertEqual(results['mode'], 'binary')
-        self.screenshot(page, 'latency')
-        sys.stderr.write('\n  latency.html: median %s us, p99 %s us, bulk %s MB/s '
-                         % (results['medianUs'], results['p99Us'], results['mbps']))
-
-    # -- in.telnetd, wrapped or not, and TLS ------------------------------------------
-
-    def telnetd_login(self, page, url, name):
-        self.open_telnet(page, url)
-        self.wait_text(page, 'login:')
-        self.screenshot(page, name + '-login')
-        self.type_line(page, 'nobody')
-        self.wait_text(page, 'Password:')
-        self.screenshot(page, name + '-password')
-
-    def telnetd_login_again(self, url, name):
-        """Log in on a new page, retrying while the next in.telnetd is not listening
-        yet (the page then ends up disconnected) until the deadline."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            page = self.new_page()
-            page.goto(url)
-            try:
-                page.wait_for_function("window.wstelnet && (window.wstelnet.status === "
-                                       "'disconnected' || window.wstelnet.getText()"
-                                       ".indexOf('login:') >= 0)")
-            except Exception:
-                pass
-            if 'login:' in page.evaluate('window.wstelnet ? window.wstelnet.getText() : ""'):
-                break
-            page.context.close()
-            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
-        self.type_line(page, 'nobody')
-        self.wait_text(page, 'Password:')
-        self.screenshot(page, name)
-
-    def test_wstelnet_telnetd_direct(self):
-        """in.telnetd -debug P started by the test, websockify with a fixed target."""
-        telnetd = telnetd_path()
-        tport = free_port()
-        proc = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
-        # in.telnetd -debug serves one connection and exits, and says nothing when
-        # ready: watch the kernel's socket table instead of probing the port.
-        deadline = time.monotonic() + TIMEOUT
-        while not tcp_listening(tport):
-            self.assertIsNone(proc.poll(), 'in.telnetd exited')
-            self.assertLess(time.monotonic(), deadline, 'in.telnetd never listened')
-            time.sleep(0.02)
-        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0',
-                           '127.0.0.1:%d' % tport).server_address[1]
-        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
-        page = self.new_page()
-        self.telnetd_login(page, url, 'wstelnet-telnetd')
-        page.context.close()
-        proc.wait(TIMEOUT)         # it served its one connection
-        # A fresh one on the same port, without waiting for it to listen: the
-        # page may see the proxy's 502 first and must retry, as after a respawn.
-        proc2 = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: proc2.poll() is None and (proc2.kill(), proc2.wait()))
-        self.telnetd_login_again(url, 'wstelnet-telnetd-again')
-
-    def test_wstelnet_wrapped_telnetd(self):
-        """The README's demo: websockify.py --web web P --wrap-mode=respawn -- in.telnetd -debug P."""
-        telnetd = telnetd_path()
-        port = free_port()
-        run = WrapperProcess(self, ['--web', WEB_DIR, '127.0.0.1:%d' % port,
-                                    '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
-        port = int(run.wait_log(LISTENING.pattern).group('port'))
-        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
-        page = self.new_page()
-        self.telnetd_login(page, url, 'wstelnet-wrapped-telnetd')
-        page.context.close()
-        # respawn: once that in.telnetd has exited, a new one serves the next session.
-        self.telnetd_login_again(url, 'wstelnet-wrapped-telnetd-again')
-
-    def test_wstelnet_over_wss(self):
-        trustme = import_optional('trustme', 'pip install trustme')
-        ca = trustme.CA()
-        cert = ca.issue_cert('127.0.0.1', 'localhost')
-        tmp = tempfile.mkdtemp(prefix='wsweb-')
-        self.addCleanup(shutil.rmtree, tmp, True)
-        cert_file, key_file = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
-        cert.cert_chain_pems[0].write_to_path(cert_file)
-        for pem in cert.cert_chain_pems[1:]:
-            with open(cert_file, 'ab') as f:
-                f.write(pem.bytes())
-        cert.private_key_pem.write_to_path(key_file)
-        port = self.line_proxy(['--cert', cert_file, '--key', key_file])
-        page = self.new_page(ignore_https_errors=True)
-        self.open_telnet(page, 'https://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
-        self.assertTrue(page.evaluate("document.getElementById('encrypt').checked"))
-        self.assertIn('wss://', page.evaluate('window.wstelnet.detail'))
-        self.check_line_service(page, 'wstelnet-wss')
-
-
-
-################################################################################
-################################################################################
-##
-## PROGRAM WRAPPING (issue 7): rebind.so, `-- PROGRAM ARGS`, --wrap-mode,
-## -D/--pid-file. rebind.so is built with `make rebind.so` if missing.
-##
-################################################################################
-################################################################################
-
-#: The wrapped program of these tests: a TCP server binding PORT on HOST.
-#:   serve     echo every connection, forever
-#:   once      echo one connection, then exit with status ARG (default 0)
-#:   fork      fork; the child echoes forever, the parent exits 7 (a daemonizing program)
-#:   stubborn  like serve, plus a child in the same group that ignores SIGTERM
-#:   crash     append a time to the file ARG and exit 3, binding nothing
-PROGRAM = r'''
-import os, signal, socket, sys, time
-port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-arg = sys.argv[4] if len(sys.argv) > 4 else ''
-if mode == 'crash':
-    with open(arg, 'a') as f:
-        f.write('%f\n' % time.monotonic())
-    sys.exit(3)
-ls = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind((host, port))
-ls.listen(8)
-sys.stderr.write('program %s listening\n' % mode)
-sys.stderr.flush()
-
-def echo(c):
-    with c:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                return
-            c.sendall(d)
-
-if mode == 'once':
-    c, _ = ls.accept()
-    ls.close()
-    echo(c)
-    sys.exit(int(arg or 0))
-if mode == 'fork' and os.fork():
-    os._exit(7)
-if mode == 'stubborn' and os.fork() == 0:
-    ls.close()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while True:
-        signal.pause()
-while True:
-    c, _ = ls.accept()
-    echo(c)
-'''
-
-
-def ensure_rebind():
-    if not os.path.exists(REBIND):
-        subprocess.run(['make', '-s', 'rebind.so'], cwd=HERE, check=True, timeout=120)
-
-
-def relay_checksummed(test, port, size=1 << 20):
-    """Send size random bytes through the proxy to an echo program; compare digests."""
-    client = WSClient(test, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
-    response = client.handshake(protocols=['binary'])
-    test.assertEqual(response.status, 101, response)
-    data = os.urandom(size)
-    sender = threading.Thread(target=lambda: [client.send_frame(BINARY, data[i:i + 65536])
-                                              for i in range(0, size, 65536)], daemon=True)
-    sender.start()
-    received = hashlib.sha256()
-    got = 0
-    while got < size:
-        _, opcode, payload = client.recv_frame()
-        test.assertEqual(opcode, BINARY)
-        received.update(payload)
-        got += len(payload)
-    sender.join(PROCESS_TIMEOUT)
-    client.send_close(1000)
-    client.expect_close(1000)
-    test.assertEqual(got, size)
-    test.assertEqual(received.hexdigest(), hashlib.sha256(data).hexdigest())
-
-
-class WrapTestBase(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        ensure_rebind()
-        cls.tmp = tempfile.mkdtemp(prefix='wrap-test-')
-        cls.program = os.path.join(cls.tmp, 'program.py')
-        with open(cls.program, 'w') as f:
-            f.write(PROGRAM)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, True)
-
-    def wrap(self, mode_args, prog_args, listen=None, extra=()):
-        """Run websockify wrapping the test program; return (run, port)."""
-        port = free_port()
-        listen = listen or '127.0.0.1:%d' % port
-        args = list(extra) + list(mode_args) + [listen, '--', sys.executable, self.program,
-                                                 str(port)] + list(prog_args)
-        run = WrapperProcess(self, args)
-        run.wait_log(r'listening on ')
-        return run, port
-
-
-class RebindShimTest(WrapTestBase):
-    """rebind.so alone, preloaded into a Python that binds sockets."""
-
-    def preload_run(self, code, port):
-        path = os.path.join(self.tmp, 'report-%d' % port)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as reports:
-            reports.bind(path)
-            reports.settimeout(0.5)
-            env = dict(os.environ, LD_PRELOAD=REBIND, WEBSOCKIFY_WRAP_PORT=str(port),
-                       WEBSOCKIFY_WRAP_REPORT=path)
-            out = subprocess.run([sys.executable, '-c', code, str(port)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 timeout=PROCESS_TIMEOUT)
-            self.assertEqual(out.returncode, 0, out.stderr)
-            got = []
-            with contextlib.suppress(socket.timeout):
-                while True:
-                    got.append(reports.recv(100))
-        os.unlink(path)
-        return out.stdout.decode().split(), got
-
-    def test_moves_tcp_binds_of_the_port_only(self):
-        port = free_port()
-        other = free_port()
-        code = ('import socket, sys, errno\n'
-                'p = int(sys.argv[1])\n'
-                's = socket.socket(); s.bind(("0.0.0.0", p)); print("%s:%d" % s.getsockname())\n'
-                'u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))\n'
-                'print("%s:%d" % u.getsockname())\n'
-                'o = socket.socket(); o.bind(("127.0.0.1", ' + str(other) + '))\n'
-                'print("%s:%d" % o.getsockname())\n'
-                'try:\n    s.bind(("0.0.0.0", p))\n'
-                'except OSError as e:\n    print(errno.errorcode[e.errno])\n')
-        lines, reports = self.preload_run(code, port)
-        moved_host, moved_port = lines[0].rsplit(':', 1)
-        self.assertEqual(moved_host, '127.0.0.1')
-        self.assertNotEqual(int(moved_port), port)
-        self.assertEqual(lines[1], '127.0.0.1:%d' % port)      # UDP untouched
-        self.assertEqual(lines[2], '127.0.0.1:%d' % other)     # other port untouched
-        self.assertEqual(lines[3], 'EINVAL')                   # errno of the real bind kept
-        self.assertEqual(len(reports), 1, reports)
-        self.assertRegex(reports[0].decode(), r'^rebind 4 %s \d+$' % moved_port)
-
-    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
-    def test_moves_ipv6_binds_to_loopback(self):
-        port = free_port()
-        code = ('import socket, sys\n'
-                's = socket.socket(socket.AF_INET6); s.bind(("::", int(sys.argv[1])))\n'
-                'print("%s:%d" % s.getsockname()[:2])\n')
-        lines, reports = self.preload_run(code, port)
-        host, moved = lines[0].rsplit(':', 1)
-        self.assertEqual(host, '::1')
-        self.assertEqual([r.decode().split()[:3] for r in reports], [['rebind', '6', moved]])
-
-
-class WrapRelayTest(WrapTestBase):
-    """The wrapped program's port is moved whatever address it binds; data arrives intact."""
-
-    def check_relay(self, host):
-        run, port = self.wrap([], [host, 'serve'])
-        run.wait_log(r'^program serve listening')        # its output passes through
-        relay_checksummed(self, port)
-        self.assertIn('session closed', run.wait_log(r'session closed.*program').group(0))
-
-    def test_program_binding_ipv4_any(self):
-        self.check_relay('0.0.0.0')
-
-    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
-    def test_program_binding_ipv6_any(self):
-        self.check_relay('::')
-
-    def test_program_binding_ipv4_loopback(self):
-        self.check_relay('127.0.0.1')
-
-    def test_rebind_found_through_environment(self):
-        port = free_port()
-        env = dict(os.environ, WEBSOCKIFY_REBIND=REBIND)
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
-                                    str(port), '0.0.0.0', 'serve'], env=env)
-        run.wait_log(r'listening on ')
-        relay_checksummed(self, port, 4096)
-
-
-class WrapModeTest(WrapTestBase):
-
-    def test_exit_mode_propagates_status(self):
-        run, port = self.wrap([], ['0.0.0.0', 'once', '5'])
-        relay_checksummed(self, port, 65536)
-        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 5)
-        self.assertIn('exited with status 5', run.text())
-
-    def test_ignore_mode_keeps_serving(self):
-        run, port = self.wrap(['--wrap-mode=ignore'], ['0.0.0.0', 'fork'])
-        run.wait_log(r'exited with status 7: still serving')
-        relay_checksummed(self, port, 65536)
-        relay_checksummed(self, port, 65536)
-        self.assertIsNone(run.proc.poll())
-        pgid = run.pgids()[0]
-        self.assertEqual(run.stop(), 0)
-        wait_group_gone(self, pgid)
-
-    def test_respawn_restarts_after_each_session(self):
-        run, port = self.wrap(['--wrap-mode', 'respawn'], ['0.0.0.0', 'once'])
-        for _ in range(4):       # back to back: each arrives while the program restarts
-            relay_checksummed(self, port, 32768)
-        run.wait_log(r'restarting \(--wrap-mode=respawn\)', count=3)
-        self.assertGreaterEqual(len(run.pgids()), 4)
-        self.assertNotIn('back-off', run.text())
-        self.assertIsNone(run.proc.poll())
-
-    def test_respawn_backs_off_a_program_that_crashes_at_start(self):
-        starts = os.path.join(self.tmp, 'starts')
-        port = free_port()
-        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
-                                    sys.executable, self.program, str(port), '0.0.0.0', 'crash',
-                                    starts])
-        run.wait_log(r'started \S+ \(pid \d+\)', count=5, timeout=PROCESS_TIMEOUT)
-        with open(starts) as f:
-            times = [float(line) for line in f]
-        self.assertGreaterEqual(len(times), 4)
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertLess(gaps[0], 1.0, gaps)             # the first failure restarts at once
-        self.assertGreater(gaps[2], gaps[1], gaps)        # then the delay doubles
-        self.assertGreater(gaps[2], 0.9, gaps)
-        self.assertEqual(run.text().count('back-off'), 1, run.text())
-        self.assertIsNone(run.proc.poll())
-
-
-class WrapLifetimeTest(WrapTestBase):
-    """No wrapped process outlives websockify."""
-
-    def test_sigterm_leaves_no_process_of_the_group(self):
-        run, port = self.wrap([], ['0.0.0.0', 'stubborn'])
-        relay_checksummed(self, port, 4096)
-        pgid = run.pgids()[0]
-        os.killpg(pgid, 0)                                 # the group exists
-        self.assertEqual(run.stop(), 0)
-        wait_group_gone(self, pgid)
-        self.assertIn('SIGKILL', run.text())               # the child ignored SIGTERM
-
-    def test_timeout_stops_the_program(self):
-        pid_file = os.path.join(self.tmp, 'timeout.pid')
-        run, port = self.wrap([], ['0.0.0.0', 'serve'],
-                              extra=['--timeout', '1', '--pid-file', pid_file])
-        with open(pid_file) as f:
-            self.assertEqual(int(f.read()), run.proc.pid)
-        pgid = run.pgids()[0]
-        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 0)
-        wait_group_gone(self, pgid)
-        self.assertFalse(os.path.exists(pid_file))
-
-    def test_daemon_writes_pid_file_serves_and_stops_on_sigterm(self):
-        port = free_port()
-        pid_file = os.path.join(self.tmp, 'daemon.pid')
-        log_file = os.path.join(self.tmp, 'daemon.log')
-        fg = subprocess.run([sys.executable, SCRIPT, '-D', '--pid-file', pid_file,
-                             '--log-file', log_file, '127.0.0.1:%d' % port, '--',
-                             sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
-        self.assertEqual(fg.returncode, 0, fg.stderr)
-        with open(pid_file) as f:
-            pid = int(f.read())
-        self.addCleanup(self.stop_daemon, pid, pid_file, log_file)
-        self.assertNotEqual(os.getsid(pid), os.getsid(0))  # a session of its own,
-        self.assertNotEqual(os.getsid(pid), pid)           # which it does not lead
-        relay_checksummed(self, port, 65536)
-        with open(log_file) as f:
-            log = f.read()
-        pgid = int(re.search(r'started \S+ \(pid (\d+)\)', log).group(1))
-        self.assertIn('program serve listening', log)     # its output goes to the log
-        os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + PROCESS_TIMEOUT
-        while os.path.exists(pid_file) and time.monotonic() < end:
-            time.sleep(0.05)
-        self.assertFalse(os.path.exists(pid_file))
-        wait_group_gone(self, pgid)
-        with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(('127.0.0.1', port), PROCESS_TIMEOUT).close()
-
-    def stop_daemon(self, pid, pid_file, log_file):
-        """Cleanup after a failure: SIGTERM the daemon (it stops its program), then kill."""
-        if not os.path.exists(pid_file):
-            return                          # it stopped, and stopped its program
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + PROCESS_TIMEOUT
-        while os.path.exists(pid_file) and time.monotonic() < end:
-            time.sleep(0.05)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-        with open(log_file) as f:
-            for pgid in re.findall(r'started \S+ \(pid (\d+)\)', f.read()):
-                with contextlib.suppress(OSError):
-                    os.killpg(int(pgid), signal.SIGKILL)
-
-    def test_daemon_errors_reach_the_terminal(self):
-        port = free_port()
-        fg = subprocess.run([sys.executable, SCRIPT, '-D', '127.0.0.1:%d' % port, '--',
-                             os.path.join(self.tmp, 'no-such-program')],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
-        self.assertEqual(fg.returncode, 1)
-        self.assertIn(b'cannot run', fg.stderr)
-        with socket.socket() as busy:
-            busy.bind(('127.0.0.1', 0))
-            busy.listen(1)
-            fg = subprocess.run([sys.executable, SCRIPT, '-D',
-                                 '127.0.0.1:%d' % busy.getsockname()[1], '127.0.0.1:9'],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
-        self.assertEqual(fg.returncode, 1)
-        self.assertIn(b'cannot listen', fg.stderr)
-
-
-class RebindLookupTest(WrapTestBase):
-
-    def copy_alone(self, with_source):
-        where = tempfile.mkdtemp(prefix='alone-', dir=self.tmp)
-        shutil.copy(SCRIPT, where)
-        if with_source:
-            shutil.copy(os.path.join(HERE, 'rebind.c'), where)
-        return os.path.join(where, 'websockify.py')
-
-    def env_without_rebind(self, path=None):
-        env = dict(os.environ)
-        env.pop('WEBSOCKIFY_REBIND', None)
-        if path is not None:
-            env['PATH'] = path
-        return env
-
-    def test_missing_rebind_gives_one_clear_message(self):
-        script = self.copy_alone(with_source=False)
-        port = free_port()
-        out = subprocess.run([sys.executable, script, '127.0.0.1:%d' % port, '--',
-                              sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
-                             env=self.env_without_rebind(), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=PROCESS_TIMEOUT)
-        err = out.stderr.decode()
-        self.assertEqual(out.returncode, 1, err)
-        self.assertEqual(len(err.strip().splitlines()), 1, err)
-        self.assertIn('rebind.so not found', err)
-        self.assertIn('`make`', err)
-        self.assertNotIn('Traceback', err)
-        self.assertNotIn('LD_PRELOAD', err)
-
-    def test_rebind_option_naming_a_missing_file(self):
-        port = free_port()
-        missing = os.path.join(self.tmp, 'nowhere', 'rebind.so')
-        out = subprocess.run([sys.executable, SCRIPT, '--rebind', missing,
-                              '127.0.0.1:%d' % port, '--', 'true'],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
-        self.assertEqual(out.returncode, 1)
-        self.assertIn(('rebind.so not found at %s (from --rebind)' % missing).encode(),
-                      out.stderr)
-
-    def test_builds_rebind_on_the_fly(self):
-        require('a C compiler', shutil.which('cc') or shutil.which('gcc'),
-                'apt-get install gcc')
-        script = self.copy_alone(with_source=True)
-        port = free_port()
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
-                                    str(port), '0.0.0.0', 'serve'],
-                             env=self.env_without_rebind(), script=script)
-        run.wait_log(r'built \S+rebind\.so from rebind\.c')
-        run.wait_log(r'listening on ')
-        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(script), 'rebind.so')))
-        relay_checksummed(self, port, 65536)
-
-
-class WrapUsageTest(unittest.TestCase):
-    """Contradictory or incomplete wrap command lines are usage errors."""
-
-    def refused(self, argv):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
-            websockify.parse_args(argv)
-        self.assertEqual(cm.exception.code, 2)
-        return err.getvalue()
-
-    def test_parses_the_program_and_mode(self):
-        s = websockify.parse_args(['--wrap-mode=respawn', '6080', '--', 'prog', '-x', '--', 'y'])
-        self.assertEqual(s.wrap_cmd, ('prog', '-x', '--', 'y'))
-        self.assertEqual((s.wrap_mode, s.listen_port, s.target_host), ('respawn', 6080, None))
-        self.assertEqual(websockify.parse_args(['6080', '--', 'p']).wrap_mode, 'exit')
-
-    def test_contradictions(self):
-        self.assertIn('contradict', self.refused(['6080', 'localhost:5900', '--', 'prog']))
-        self.assertIn('contradict', self.refused(['--unix-target', '/tmp/x', '6080', '--', 'p']))
-        self.assertIn('PROGRAM', self.refused(['6080', '--']))
-        self.assertIn('not 0', self.refused(['0', '--', 'prog']))
-        self.assertIn('--unix-listen', self.refused(['--unix-listen', '/tmp/x', '--', 'p']))
-        self.assertIn('only apply', self.refused(['--wrap-mode=ignore', '6080', 'h:1']))
-
-
-class TelnetdTest(WrapTestBase):
-    """The seed's example: websockify.py P --wrap-mode=respawn -- in.telnetd -debug P."""
-
-    def login_prompt(self, port):
-        """Negotiate (refusing every option) until telnetd's login prompt; return all bytes."""
-        client = WSClient(self, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
-        response = client.handshake(protocols=['binary'])
-        self.assertEqual(response.status, 101, response)
-        seen = b''
-        end = time.monotonic() + 30
-        while b'login:' not in seen:
-            self.assertLess(time.monotonic(), end, seen)
-            _, opcode, data = client.recv_frame()
-            self.assertEqual(opcode, BINARY, data)
-            answer = b''
-            for verb, option in re.findall(rb'\xff([\xfb-\xfe])(.)', data, re.S):
-                # WILL/WONT -> DONT, DO/DONT -> WONT (RFC 854)
-                answer += b'\xff' + (b'\xfe' if verb in b'\xfb\xfc' else b'\xfc') + option
-            if answer:
-                client.send_frame(BINARY, answer)
-            seen += data
-        client.send_close(1000)
-        client.expect_close(1000)
-        return seen
-
-    def test_telnetd_login_prompt_across_two_connections(self):
-        telnetd = telnetd_path()
-        port = free_port()
-        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug',
-                                    str(port)])
-        run.wait_log(r'listening on ')
-        for n in (1, 2):
-            seen = self.login_prompt(port)
-            self.assertIn(b'\xff\xfd', seen)           # IAC DO: telnet negotiation
-            self.assertIn(b'login:', seen)
-            run.wait_log(r'session closed', count=n)
-        self.assertGreaterEqual(len(run.pgids()), 2)      # respawned after the first
-        self.assertEqual(run.stop(), 0)
-
-
-################################################################################
-################################################################################
-##
-## TARGETS BY TOKEN: --target-config, --token-plugin, --token-source, --host-token.
-## Every target first sends its own name, so a client knows which one its token
-## reached; TokenRedis runs against a redis-server on a free loopback port.
-##
-################################################################################
+# Token plugins
 ################################################################################
 
 def named_echo(name):
@@ -5028,10 +3749,6 @@ class TokenTestCase(ProxyTestCase):
     def refused_token(self, address, path, status, extra=()):
         return self.refused(address, upgrade_request(path=path, extra=extra), status)
 
-
-################################################################################
-# Token files
-################################################################################
 
 class TestTokenFiles(TokenTestCase):
 
@@ -5222,11 +3939,7 @@ class TestTokenFiles(TokenTestCase):
             self.assertEqual(ws.recv(TIMEOUT), b'\x00\x01binary')
 
 
-################################################################################
-# Unix socket directory
-################################################################################
-
-class TestUnixDomainSocketDirectory(TokenTestCase):
+class TestTokenUnixSocketDirectory(TokenTestCase):
 
     def test_token_names_a_socket_and_cannot_leave_the_directory(self):
         outer = self.tempdir()
@@ -5245,10 +3958,6 @@ class TestUnixDomainSocketDirectory(TokenTestCase):
         self.refused_token(address, token_path('plain-file'), 404)
         self.refused_token(address, token_path('absent'), 404)
 
-
-################################################################################
-# Token APIs
-################################################################################
 
 class _ApiHandler(http.server.BaseHTTPRequestHandler):
     """GET /api/TOKEN: the table of the server, as JSON or as host:port text."""
@@ -5326,10 +4035,6 @@ class TestTokenApi(TokenTestCase):
         self.assertNotIn('hunter2', ' '.join(r.getMessage() for r in logs.records))
         self.assertNotIn('bob', ' '.join(r.getMessage() for r in logs.records))
 
-
-################################################################################
-# Redis
-################################################################################
 
 def redis_call(port, *args, password=None, db=0):
     """Run one command on the test's redis-server (own RESP client); the reply line."""
@@ -5433,10 +4138,6 @@ class TestTokenRedis(TokenTestCase):
         self.refused_token(address, token_path('vm'), 502)
 
 
-################################################################################
-# JWT
-################################################################################
-
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b'=').decode('ascii')
 
@@ -5451,7 +4152,7 @@ def make_jwt(key, claims, alg='HS256'):
     return '%s.%s.%s' % (head, body, b64url(signature))
 
 
-class TestJWTTokenApi(TokenTestCase):
+class TestTokenJWT(TokenTestCase):
 
     #: Upstream's key files hold the secret as a JWK "k" value (base64url).
     SECRET_TEXT = 'secret_sauce_secret_sauce_secret_sauce_secret_sauce'
@@ -5516,10 +4217,6 @@ class TestJWTTokenApi(TokenTestCase):
                 self.assertIn(b'HMAC', response.body)
 
 
-################################################################################
-# Custom plugins and the command line
-################################################################################
-
 TOKEN_PLUGIN_MODULE = '''
 class PortPlugin:
     """Test plugin: token "mine" goes to host:port given as --token-source."""
@@ -5534,7 +4231,7 @@ class PortPlugin:
 '''
 
 
-class TestCustomPluginAndCommandLine(TokenTestCase):
+class TestTokenCustomPlugin(TokenTestCase):
 
     def test_importable_module_class_plugin(self):
         folder = self.tempdir()
@@ -5607,382 +4304,6 @@ class TestCustomPluginAndCommandLine(TokenTestCase):
         self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
                          ('TokenFile', os.path.abspath('tokens'), True))
         self.assertIsNone(settings.target_host)
-
-
-
-################################################################################
-################################################################################
-##
-## RECORDING, SYSLOG AND AUTH: --record, --syslog/--legacy-syslog, --auth-plugin,
-## --auth-source, --web-auth.
-##
-################################################################################
-################################################################################
-
-def basic(user_password):
-    return 'Basic ' + base64.b64encode(user_password.encode('utf-8')).decode('ascii')
-
-
-def greet_then_echo(sock):
-    """Target: says hello first (as a VNC server does), then echoes."""
-    sock.sendall(b'RFB 003.008\n')
-    echo(sock)
-
-
-def hixie75_request(path='/', extra=()):
-    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
-             'Host: localhost', 'Origin: http://localhost']
-    lines += ['%s: %s' % h for h in extra]
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
-
-
-def hixie_frame(data):
-    return b'\x00' + base64.b64encode(data) + b'\xff'
-
-
-def read_hixie_data(client, total):
-    """Decoded payload of draft-75 frames from the proxy until `total` bytes."""
-    data = b''
-    while len(data) < total:
-        while b'\xff' not in client.buffer:
-            if not client._fill():
-                raise AssertionError('EOF after %d of %d bytes' % (len(data), total))
-        frame, _, rest = bytes(client.buffer).partition(b'\xff')
-        client.buffer = bytearray(rest)
-        if not frame.startswith(b'\x00'):
-            raise AssertionError('not a Hixie text frame: %r' % frame[:40])
-        data += base64.b64decode(frame[1:])
-    return data
-
-
-_ENTRY = re.compile(r"'([{}])(\d+)\1(.*)',\Z")
-
-
-def parse_recording(text):
-    """[(marker, ms, bytes)] of a recording file; fails unless it has the noVNC layout.
-
-    The entries' escapes (\\xNN \\n \\t \\r \\\\ \\') mean the same in Python and
-    JavaScript, so Python's literal parser reads them."""
-    lines = text.split('\n')
-    if lines[:2] != ["var VNC_frame_encoding = 'binary';", 'var VNC_frame_data = [']:
-        raise AssertionError('bad head: %r' % lines[:2])
-    if lines[-2:] != ["'EOF'];", '']:
-        raise AssertionError('bad tail: %r' % lines[-2:])
-    entries = []
-    for line in lines[2:-2]:
-        match = _ENTRY.match(line)
-        if not match:
-            raise AssertionError('bad entry %r' % line)
-        body = ast.literal_eval("'%s'" % match.group(3))
-        entries.append((match.group(1), int(match.group(2)), body.encode('latin-1')))
-    return entries
-
-
-def joined(entries, marker):
-    return b''.join(data for m, _, data in entries if m == marker)
-
-
-#: noVNC's playback page loads a recording as a script and turns each string into
-#: {fromClient, timestamp, data}; this does the same with Node's vm module.
-NODE_READER = r"""
-const fs = require('fs'), vm = require('vm');
-const scope = {};
-vm.runInNewContext(fs.readFileSync(process.argv[1], 'latin1'), scope);
-const out = [];
-for (const frame of scope.VNC_frame_data) {
-    if (frame === 'EOF') { out.push('EOF'); break; }
-    const mark = frame[0];
-    const dataIdx = frame.indexOf(mark, 1) + 1;
-    const bytes = [];
-    for (let i = dataIdx; i < frame.length; i++) { bytes.push(frame.charCodeAt(i)); }
-    out.push({fromClient: mark === '}', timestamp: parseInt(frame.slice(1, dataIdx - 1), 10),
-              data: Buffer.from(bytes).toString('hex')});
-}
-console.log(JSON.stringify({encoding: scope.VNC_frame_encoding, frames: out}));
-"""
-
-
-################################################################################
-# Recording
-################################################################################
-
-class TestRecording(ProxyTestCase):
-
-    def recorded_proxy(self, *options, handler=greet_then_echo):
-        folder = self.tempdir()
-        prefix = os.path.join(folder, 'session')
-        target = TargetServer(self, handler)
-        address = self.proxy('--record', prefix, *options, '127.0.0.1:0', target.arg)
-        return address, prefix
-
-    def read_when_closed(self, path):
-        """The recording once its session has ended (the file ends with 'EOF'];)."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with contextlib.suppress(FileNotFoundError), open(path, encoding='ascii') as f:
-                text = f.read()
-                if text.endswith("'EOF'];\n"):
-                    return text
-            if time.monotonic() > deadline:
-                self.fail('%s was not completed' % path)
-            time.sleep(0.02)
-
-    #: Bytes that need escaping in a JavaScript string, and every byte value.
-    MESSAGES = [b"it's \\ a 'quote'\n\r\t", bytes(range(256)), b'x' * 70000]
-
-    def test_hybi_session_is_recorded_both_ways_in_a_0600_file(self):
-        address, prefix = self.recorded_proxy()
-        with self.assertLogs('websockify', 'INFO') as logs:
-            client = self.session(address)
-            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
-            for message in self.MESSAGES:
-                self.assertEqual(client.echo(message), message)
-            client.send_frame(TEXT, 'héllo'.encode('utf-8'))
-            self.assertEqual(client.recv_data(6), 'héllo'.encode('utf-8'))
-            client.send_close(1000)
-            client.expect_close(1000)
-            line = self.wait_for_log(logs, lambda m: 'recording to' in m)
-        path = prefix + '.1'
-        self.assertIn(path, line)
-        entries = parse_recording(self.read_when_closed(path))
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        sent = b''.join(self.MESSAGES) + 'héllo'.encode('utf-8')
-        self.assertEqual(joined(entries, '}'), sent)
-        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + sent)
-        self.assertEqual(entries[0][0], '{')        # the target spoke first
-        times = [ms for _, ms, _ in entries]
-        self.assertEqual(times, sorted(times))
-        self.assertLess(times[-1], TIMEOUT * 1000)
-
-    def test_sessions_go_to_numbered_files_and_an_existing_file_is_kept(self):
-        address, prefix = self.recorded_proxy()
-        with open(prefix + '.2', 'w') as f:      # from a run before a restart
-            f.write('old content')
-        os.chmod(prefix + '.2', 0o644)
-        for n in (1, 2):
-            client = self.session(address)
-            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
-            self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
-            client.send_close(1000)
-            client.expect_close(1000)
-        for n, name in ((1, prefix + '.1'), (2, prefix + '.2.1')):
-            entries = parse_recording(self.read_when_closed(name))
-            self.assertEqual(joined(entries, '}'), b'session %d' % n)
-            self.assertEqual(stat.S_IMODE(os.stat(name).st_mode), 0o600)
-        with open(prefix + '.2') as f:
-            self.assertEqual(f.read(), 'old content')
-
-    def test_base64_session_records_decoded_bytes(self):
-        address, prefix = self.recorded_proxy()
-        client = WSClient(self, address)
-        client.handshake(protocols=['base64'])
-        frame = client.recv_frame()
-        self.assertEqual(base64.b64decode(frame.payload), b'RFB 003.008\n')
-        payload = bytes(range(200))
-        client.send_frame(TEXT, base64.b64encode(payload))
-        echoed = b''
-        while len(echoed) < len(payload):
-            echoed += base64.b64decode(client.recv_frame().payload)
-        self.assertEqual(echoed, payload)
-        client.send_close(1000)
-        client.expect_close(1000)
-        entries = parse_recording(self.read_when_closed(prefix + '.1'))
-        self.assertEqual(joined(entries, '}'), payload)
-        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + payload)
-
-    def test_hixie_session_records_decoded_bytes(self):
-        address, prefix = self.recorded_proxy(handler=echo)
-        client = WSClient(self, address)
-        client.send(hixie75_request())
-        self.assertEqual(client.read_response().status, 101)
-        payload = b'\x00\xffhixie\'s bytes\\'
-        client.send(hixie_frame(payload))
-        self.assertEqual(read_hixie_data(client, len(payload)), payload)
-        client.sock.shutdown(socket.SHUT_WR)
-        client.read_until_eof()
-        entries = parse_recording(self.read_when_closed(prefix + '.1'))
-        self.assertEqual(joined(entries, '}'), payload)
-        self.assertEqual(joined(entries, '{'), payload)
-
-    def test_node_reads_the_recording_as_novnc_playback_does(self):
-        node = shutil.which('node') or shutil.which('nodejs')
-        require('Node.js', node, 'apt-get install nodejs')
-        address, prefix = self.recorded_proxy()
-        client = self.session(address)
-        self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
-        for message in self.MESSAGES:
-            self.assertEqual(client.echo(message), message)
-        client.send_close(1000)
-        client.expect_close(1000)
-        self.read_when_closed(prefix + '.1')
-        result = subprocess.run([node, '-e', NODE_READER, prefix + '.1'], capture_output=True,
-                                text=True, timeout=TIMEOUT)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        parsed = json.loads(result.stdout)
-        self.assertEqual(parsed['encoding'], 'binary')
-        frames = parsed['frames']
-        self.assertEqual(frames[-1], 'EOF')
-        received = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if not f['fromClient'])
-        sent = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if f['fromClient'])
-        self.assertEqual(received, b'RFB 003.008\n' + b''.join(self.MESSAGES))
-        self.assertEqual(sent, b''.join(self.MESSAGES))
-        self.assertTrue(all(isinstance(f['timestamp'], int) for f in frames[:-1]))
-
-    def test_session_goes_on_when_its_file_cannot_be_made(self):
-        address, prefix = self.recorded_proxy()
-        shutil.rmtree(os.path.dirname(prefix))  # gone after start-up: FILE.1 cannot be made
-        with self.assertLogs('websockify', 'INFO') as logs:
-            client = self.session(address)
-            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
-            self.assertEqual(client.echo(b'still relayed'), b'still relayed')
-            line = self.wait_for_log(logs, lambda m: 'cannot record' in m)
-        self.assertIn(prefix + '.1', line)
-
-    def test_a_failing_write_stops_the_recording_with_one_log_line(self):
-        if not os.path.exists('/dev/full'):
-            self.skipTest('no /dev/full here')
-        path = os.path.join(self.tempdir(), 'session.1')
-        recorder = websockify.SessionRecorder(path, 'test')
-        recorder._file.close()
-        recorder._file = open('/dev/full', 'wb', buffering=0)   # every write: ENOSPC
-        with self.assertLogs('websockify', 'WARNING') as logs:
-            recorder.target(b'first')
-            recorder.client([b'second'])
-            recorder.close()
-        self.assertEqual(len(logs.records), 1, logs.output)
-        self.assertIn('recording to %s stopped' % path, logs.output[0])
-
-    def test_usage_errors(self):
-        folder = self.tempdir()
-        for option, text in [
-                (os.path.join(folder, 'missing', 'session'), 'does not exist'),
-                (folder, 'is a directory'),
-                (folder + '/', 'is a directory')]:
-            with self.subTest(option=option):
-                result = run_cli('--record', option, '127.0.0.1:0', '127.0.0.1:9')
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn(text, result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
-
-
-################################################################################
-# Syslog
-################################################################################
-
-#: The part after <PRI> of an RFC 5424 message and of a legacy (RFC 3164) one.
-RFC5424 = re.compile(r'<(\d+)>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) websockify '
-                     r'(\d+) - - (.*)\Z', re.S)
-LEGACY = re.compile(r'<(\d+)>([A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d) websockify\[(\d+)\]: '
-                    r'(.*)\Z', re.S)
-
-
-class TestSyslog(ProxyTestCase):
-
-    def udp_receiver(self):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(sock.close)
-        sock.bind(('127.0.0.1', 0))
-        sock.settimeout(TIMEOUT)
-        return sock
-
-    def unix_receiver(self):
-        path = os.path.join(self.tempdir(), 'log')
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(sock.close)
-        sock.bind(path)
-        sock.settimeout(TIMEOUT)
-        return sock, path
-
-    def message(self, sock, containing):
-        """The first datagram containing a text (others are skipped)."""
-        deadline = time.monotonic() + TIMEOUT
-        seen = []
-        while time.monotonic() < deadline:
-            data = sock.recv(65536)
-            text = data.decode('utf-8')
-            if containing in text:
-                return text
-            seen.append(text)
-        self.fail('no syslog message with %r in %r' % (containing, seen))
-
-    def test_udp_messages_are_rfc5424_with_facility_user(self):
-        receiver = self.udp_receiver()
-        target = TargetServer(self, echo)
-        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
-                            '127.0.0.1:0', target.arg)
-        text = self.message(receiver, 'listening on')
-        match = RFC5424.match(text)
-        self.assertTrue(match, text)
-        self.assertEqual(int(match.group(1)), 1 * 8 + 6)      # user.info
-        self.assertEqual(int(match.group(4)), proc.proc.pid)
-        self.assertEqual(match.group(3), socket.gethostname())
-        self.assertFalse(text.endswith('\x00'))
-        stamp = time.strptime(match.group(2)[:19], '%Y-%m-%dT%H:%M:%S')
-        self.assertLess(abs(time.mktime(stamp) - time.mktime(time.gmtime())), 120)
-        client = self.session(proc.address)         # session lines arrive too
-        self.assertEqual(client.echo(b'x'), b'x')
-        self.assertTrue(RFC5424.match(self.message(receiver, 'session open')))
-        self.assertIn('listening on', proc.stderr)   # stderr still has the log
-
-    def test_legacy_syslog_messages_are_rfc3164(self):
-        receiver = self.udp_receiver()
-        target = TargetServer(self, echo)
-        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
-                            '--legacy-syslog', '127.0.0.1:0', target.arg)
-        text = self.message(receiver, 'listening on')
-        match = LEGACY.match(text)
-        self.assertTrue(match, text)
-        self.assertEqual(int(match.group(1)), 14)
-        self.assertEqual(int(match.group(3)), proc.proc.pid)
-        self.assertTrue(match.group(4).startswith('websockify.py '), text)
-
-    def test_unix_datagram_socket(self):
-        receiver, path = self.unix_receiver()
-        target = TargetServer(self, echo)
-        ProxyProcess(self, '--syslog', path, '127.0.0.1:0', target.arg)
-        self.assertTrue(RFC5424.match(self.message(receiver, 'listening on')))
-
-    def test_daemon_logs_with_facility_daemon(self):
-        receiver, path = self.unix_receiver()
-        target = TargetServer(self, echo)
-        pid_file = os.path.join(self.tempdir(), 'pid')
-        result = run_cli('-D', '--pid-file', pid_file, '--syslog', path, '--legacy-syslog',
-                         '127.0.0.1:0', target.arg)
-        self.assertEqual(result.returncode, 0, result)
-        with open(pid_file) as f:
-            pid = int(f.read())
-        self.addCleanup(self.stop_daemon, pid)
-        text = self.message(receiver, 'listening on')
-        match = LEGACY.match(text)
-        self.assertTrue(match, text)
-        self.assertEqual(int(match.group(1)), 3 * 8 + 6)      # daemon.info
-        self.assertEqual(int(match.group(3)), pid)
-
-    def stop_daemon(self, pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not wait_until_gone(lambda: os.kill(pid, 0), TIMEOUT):
-            os.kill(pid, signal.SIGKILL)
-
-    def test_usage_errors(self):
-        folder = self.tempdir()
-        plain = os.path.join(folder, 'file')
-        open(plain, 'w').close()
-        for options, text in [
-                (['--legacy-syslog'], '--legacy-syslog needs --syslog'),
-                (['--syslog', 'localhost:x'], 'invalid syslog port'),
-                (['--syslog', 'localhost:0'], 'invalid syslog port'),
-                (['--syslog', ':514'], 'needs HOST:PORT'),
-                (['--syslog', 'no-such-host.invalid:514'], 'cannot resolve'),
-                (['--syslog', os.path.join(folder, 'missing')], 'No such file'),
-                (['--syslog', plain], 'is not a socket')]:
-            with self.subTest(options=options):
-                result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn(text, result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
 
 
 ################################################################################
@@ -6297,6 +4618,1589 @@ class TestAuth(ProxyTestCase):
         self.assertEqual(type(settings.auth_plugin).__name__, 'NoSource')
 
 
+################################################################################
+# Program wrapping
+################################################################################
+
+#: The wrapped program of these tests: a TCP server binding PORT on HOST.
+#:   serve     echo every connection, forever
+#:   once      echo one connection, then exit with status ARG (default 0)
+#:   fork      fork; the child echoes forever, the parent exits 7 (a daemonizing program)
+#:   stubborn  like serve, plus a child in the same group that ignores SIGTERM
+#:   crash     append a time to the file ARG and exit 3, binding nothing
+PROGRAM = r'''
+import os, signal, socket, sys, time
+port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+arg = sys.argv[4] if len(sys.argv) > 4 else ''
+if mode == 'crash':
+    with open(arg, 'a') as f:
+        f.write('%f\n' % time.monotonic())
+    sys.exit(3)
+ls = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((host, port))
+ls.listen(8)
+sys.stderr.write('program %s listening\n' % mode)
+sys.stderr.flush()
+
+def echo(c):
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            c.sendall(d)
+
+if mode == 'once':
+    c, _ = ls.accept()
+    ls.close()
+    echo(c)
+    sys.exit(int(arg or 0))
+if mode == 'fork' and os.fork():
+    os._exit(7)
+if mode == 'stubborn' and os.fork() == 0:
+    ls.close()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        signal.pause()
+while True:
+    c, _ = ls.accept()
+    echo(c)
+'''
+
+
+def ensure_rebind():
+    if not os.path.exists(REBIND):
+        subprocess.run(['make', '-s', 'rebind.so'], cwd=HERE, check=True, timeout=120)
+
+
+def relay_checksummed(test, port, size=1 << 20):
+    """Send size random bytes through the proxy to an echo program; compare digests."""
+    client = WSClient(test, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
+    response = client.handshake(protocols=['binary'])
+    test.assertEqual(response.status, 101, response)
+    data = os.urandom(size)
+    sender = threading.Thread(target=lambda: [client.send_frame(BINARY, data[i:i + 65536])
+                                              for i in range(0, size, 65536)], daemon=True)
+    sender.start()
+    received = hashlib.sha256()
+    got = 0
+    while got < size:
+        _, opcode, payload = client.recv_frame()
+        test.assertEqual(opcode, BINARY)
+        received.update(payload)
+        got += len(payload)
+    sender.join(PROCESS_TIMEOUT)
+    client.send_close(1000)
+    client.expect_close(1000)
+    test.assertEqual(got, size)
+    test.assertEqual(received.hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+class WrapTestCase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        ensure_rebind()
+        cls.tmp = tempfile.mkdtemp(prefix='wrap-test-')
+        cls.program = os.path.join(cls.tmp, 'program.py')
+        with open(cls.program, 'w') as f:
+            f.write(PROGRAM)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, True)
+
+    def wrap(self, mode_args, prog_args, listen=None, extra=()):
+        """Run websockify wrapping the test program; return (run, port)."""
+        port = free_port()
+        listen = listen or '127.0.0.1:%d' % port
+        args = list(extra) + list(mode_args) + [listen, '--', sys.executable, self.program,
+                                                 str(port)] + list(prog_args)
+        run = WrapperProcess(self, args)
+        run.wait_log(r'listening on ')
+        return run, port
+
+
+class TestWrapUsage(SocketFreeTestCase):
+    """Contradictory or incomplete wrap command lines are usage errors."""
+
+    def refused(self, argv):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(argv)
+        self.assertEqual(cm.exception.code, 2)
+        return err.getvalue()
+
+    def test_parses_the_program_and_mode(self):
+        s = websockify.parse_args(['--wrap-mode=respawn', '6080', '--', 'prog', '-x', '--', 'y'])
+        self.assertEqual(s.wrap_cmd, ('prog', '-x', '--', 'y'))
+        self.assertEqual((s.wrap_mode, s.listen_port, s.target_host), ('respawn', 6080, None))
+        self.assertEqual(websockify.parse_args(['6080', '--', 'p']).wrap_mode, 'exit')
+
+    def test_contradictions(self):
+        self.assertIn('contradict', self.refused(['6080', 'localhost:5900', '--', 'prog']))
+        self.assertIn('contradict', self.refused(['--unix-target', '/tmp/x', '6080', '--', 'p']))
+        self.assertIn('PROGRAM', self.refused(['6080', '--']))
+        self.assertIn('not 0', self.refused(['0', '--', 'prog']))
+        self.assertIn('--unix-listen', self.refused(['--unix-listen', '/tmp/x', '--', 'p']))
+        self.assertIn('only apply', self.refused(['--wrap-mode=ignore', '6080', 'h:1']))
+
+
+class TestWrapRebindShim(WrapTestCase):
+    """rebind.so alone, preloaded into a Python that binds sockets."""
+
+    def preload_run(self, code, port):
+        path = os.path.join(self.tmp, 'report-%d' % port)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as reports:
+            reports.bind(path)
+            reports.settimeout(0.5)
+            env = dict(os.environ, LD_PRELOAD=REBIND, WEBSOCKIFY_WRAP_PORT=str(port),
+                       WEBSOCKIFY_WRAP_REPORT=path)
+            out = subprocess.run([sys.executable, '-c', code, str(port)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 timeout=PROCESS_TIMEOUT)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            got = []
+            with contextlib.suppress(socket.timeout):
+                while True:
+                    got.append(reports.recv(100))
+        os.unlink(path)
+        return out.stdout.decode().split(), got
+
+    def test_moves_tcp_binds_of_the_port_only(self):
+        port = free_port()
+        other = free_port()
+        code = ('import socket, sys, errno\n'
+                'p = int(sys.argv[1])\n'
+                's = socket.socket(); s.bind(("0.0.0.0", p)); print("%s:%d" % s.getsockname())\n'
+                'u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))\n'
+                'print("%s:%d" % u.getsockname())\n'
+                'o = socket.socket(); o.bind(("127.0.0.1", ' + str(other) + '))\n'
+                'print("%s:%d" % o.getsockname())\n'
+                'try:\n    s.bind(("0.0.0.0", p))\n'
+                'except OSError as e:\n    print(errno.errorcode[e.errno])\n')
+        lines, reports = self.preload_run(code, port)
+        moved_host, moved_port = lines[0].rsplit(':', 1)
+        self.assertEqual(moved_host, '127.0.0.1')
+        self.assertNotEqual(int(moved_port), port)
+        self.assertEqual(lines[1], '127.0.0.1:%d' % port)      # UDP untouched
+        self.assertEqual(lines[2], '127.0.0.1:%d' % other)     # other port untouched
+        self.assertEqual(lines[3], 'EINVAL')                   # errno of the real bind kept
+        self.assertEqual(len(reports), 1, reports)
+        self.assertRegex(reports[0].decode(), r'^rebind 4 %s \d+$' % moved_port)
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_moves_ipv6_binds_to_loopback(self):
+        port = free_port()
+        code = ('import socket, sys\n'
+                's = socket.socket(socket.AF_INET6); s.bind(("::", int(sys.argv[1])))\n'
+                'print("%s:%d" % s.getsockname()[:2])\n')
+        lines, reports = self.preload_run(code, port)
+        host, moved = lines[0].rsplit(':', 1)
+        self.assertEqual(host, '::1')
+        self.assertEqual([r.decode().split()[:3] for r in reports], [['rebind', '6', moved]])
+
+
+class TestWrapRebindLookup(WrapTestCase):
+
+    def copy_alone(self, with_source):
+        where = tempfile.mkdtemp(prefix='alone-', dir=self.tmp)
+        shutil.copy(SCRIPT, where)
+        if with_source:
+            shutil.copy(os.path.join(HERE, 'rebind.c'), where)
+        return os.path.join(where, 'websockify.py')
+
+    def env_without_rebind(self, path=None):
+        env = dict(os.environ)
+        env.pop('WEBSOCKIFY_REBIND', None)
+        if path is not None:
+            env['PATH'] = path
+        return env
+
+    def test_missing_rebind_gives_one_clear_message(self):
+        script = self.copy_alone(with_source=False)
+        port = free_port()
+        out = subprocess.run([sys.executable, script, '127.0.0.1:%d' % port, '--',
+                              sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
+                             env=self.env_without_rebind(), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=PROCESS_TIMEOUT)
+        err = out.stderr.decode()
+        self.assertEqual(out.returncode, 1, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn('rebind.so not found', err)
+        self.assertIn('`make`', err)
+        self.assertNotIn('Traceback', err)
+        self.assertNotIn('LD_PRELOAD', err)
+
+    def test_rebind_option_naming_a_missing_file(self):
+        port = free_port()
+        missing = os.path.join(self.tmp, 'nowhere', 'rebind.so')
+        out = subprocess.run([sys.executable, SCRIPT, '--rebind', missing,
+                              '127.0.0.1:%d' % port, '--', 'true'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(('rebind.so not found at %s (from --rebind)' % missing).encode(),
+                      out.stderr)
+
+    def test_builds_rebind_on_the_fly(self):
+        require('a C compiler', shutil.which('cc') or shutil.which('gcc'),
+                'apt-get install gcc')
+        script = self.copy_alone(with_source=True)
+        port = free_port()
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'],
+                             env=self.env_without_rebind(), script=script)
+        run.wait_log(r'built \S+rebind\.so from rebind\.c')
+        run.wait_log(r'listening on ')
+        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(script), 'rebind.so')))
+        relay_checksummed(self, port, 65536)
+
+
+class TestWrapRelay(WrapTestCase):
+    """The wrapped program's port is moved whatever address it binds; data arrives intact."""
+
+    def check_relay(self, host):
+        run, port = self.wrap([], [host, 'serve'])
+        run.wait_log(r'^program serve listening')        # its output passes through
+        relay_checksummed(self, port)
+        self.assertIn('session closed', run.wait_log(r'session closed.*program').group(0))
+
+    def test_program_binding_ipv4_any(self):
+        self.check_relay('0.0.0.0')
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_program_binding_ipv6_any(self):
+        self.check_relay('::')
+
+    def test_program_binding_ipv4_loopback(self):
+        self.check_relay('127.0.0.1')
+
+    def test_rebind_found_through_environment(self):
+        port = free_port()
+        env = dict(os.environ, WEBSOCKIFY_REBIND=REBIND)
+        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                                    str(port), '0.0.0.0', 'serve'], env=env)
+        run.wait_log(r'listening on ')
+        relay_checksummed(self, port, 4096)
+
+
+class TestWrapModes(WrapTestCase):
+
+    def test_exit_mode_propagates_status(self):
+        run, port = self.wrap([], ['0.0.0.0', 'once', '5'])
+        relay_checksummed(self, port, 65536)
+        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 5)
+        self.assertIn('exited with status 5', run.text())
+
+    def test_ignore_mode_keeps_serving(self):
+        run, port = self.wrap(['--wrap-mode=ignore'], ['0.0.0.0', 'fork'])
+        run.wait_log(r'exited with status 7: still serving')
+        relay_checksummed(self, port, 65536)
+        relay_checksummed(self, port, 65536)
+        self.assertIsNone(run.proc.poll())
+        pgid = run.pgids()[0]
+        self.assertEqual(run.stop(), 0)
+        wait_group_gone(self, pgid)
+
+    def test_respawn_restarts_after_each_session(self):
+        run, port = self.wrap(['--wrap-mode', 'respawn'], ['0.0.0.0', 'once'])
+        for _ in range(4):       # back to back: each arrives while the program restarts
+            relay_checksummed(self, port, 32768)
+        run.wait_log(r'restarting \(--wrap-mode=respawn\)', count=3)
+        self.assertGreaterEqual(len(run.pgids()), 4)
+        self.assertNotIn('back-off', run.text())
+        self.assertIsNone(run.proc.poll())
+
+    def test_respawn_backs_off_a_program_that_crashes_at_start(self):
+        starts = os.path.join(self.tmp, 'starts')
+        port = free_port()
+        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
+                                    sys.executable, self.program, str(port), '0.0.0.0', 'crash',
+                                    starts])
+        run.wait_log(r'started \S+ \(pid \d+\)', count=5, timeout=PROCESS_TIMEOUT)
+        with open(starts) as f:
+            times = [float(line) for line in f]
+        self.assertGreaterEqual(len(times), 4)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(gaps[0], 1.0, gaps)             # the first failure restarts at once
+        self.assertGreater(gaps[2], gaps[1], gaps)        # then the delay doubles
+        self.assertGreater(gaps[2], 0.9, gaps)
+        self.assertEqual(run.text().count('back-off'), 1, run.text())
+        self.assertIsNone(run.proc.poll())
+
+
+class TestWrapLifetime(WrapTestCase):
+    """No wrapped process outlives websockify."""
+
+    def test_sigterm_leaves_no_process_of_the_group(self):
+        run, port = self.wrap([], ['0.0.0.0', 'stubborn'])
+        relay_checksummed(self, port, 4096)
+        pgid = run.pgids()[0]
+        os.killpg(pgid, 0)                                 # the group exists
+        self.assertEqual(run.stop(), 0)
+        wait_group_gone(self, pgid)
+        self.assertIn('SIGKILL', run.text())               # the child ignored SIGTERM
+
+    def test_timeout_stops_the_program(self):
+        pid_file = os.path.join(self.tmp, 'timeout.pid')
+        run, port = self.wrap([], ['0.0.0.0', 'serve'],
+                              extra=['--timeout', '1', '--pid-file', pid_file])
+        with open(pid_file) as f:
+            self.assertEqual(int(f.read()), run.proc.pid)
+        pgid = run.pgids()[0]
+        self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 0)
+        wait_group_gone(self, pgid)
+        self.assertFalse(os.path.exists(pid_file))
+
+
+class TestWrapTelnetd(WrapTestCase):
+    """The seed's example: websockify.py P --wrap-mode=respawn -- in.telnetd -debug P."""
+
+    def login_prompt(self, port):
+        """Negotiate (refusing every option) until telnetd's login prompt; return all bytes."""
+        client = WSClient(self, ('127.0.0.1', port), timeout=PROCESS_TIMEOUT)
+        response = client.handshake(protocols=['binary'])
+        self.assertEqual(response.status, 101, response)
+        seen = b''
+        end = time.monotonic() + 30
+        while b'login:' not in seen:
+            self.assertLess(time.monotonic(), end, seen)
+            _, opcode, data = client.recv_frame()
+            self.assertEqual(opcode, BINARY, data)
+            answer = b''
+            for verb, option in re.findall(rb'\xff([\xfb-\xfe])(.)', data, re.S):
+                # WILL/WONT -> DONT, DO/DONT -> WONT (RFC 854)
+                answer += b'\xff' + (b'\xfe' if verb in b'\xfb\xfc' else b'\xfc') + option
+            if answer:
+                client.send_frame(BINARY, answer)
+            seen += data
+        client.send_close(1000)
+        client.expect_close(1000)
+        return seen
+
+    def test_telnetd_login_prompt_across_two_connections(self):
+        telnetd = telnetd_path()
+        port = free_port()
+        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug',
+                                    str(port)])
+        run.wait_log(r'listening on ')
+        for n in (1, 2):
+            seen = self.login_prompt(port)
+            self.assertIn(b'\xff\xfd', seen)           # IAC DO: telnet negotiation
+            self.assertIn(b'login:', seen)
+            run.wait_log(r'session closed', count=n)
+        self.assertGreaterEqual(len(run.pgids()), 2)      # respawned after the first
+        self.assertEqual(run.stop(), 0)
+
+
+################################################################################
+# Recording
+################################################################################
+
+_ENTRY = re.compile(r"'([{}])(\d+)\1(.*)',\Z")
+
+
+def parse_recording(text):
+    """[(marker, ms, bytes)] of a recording file; fails unless it has the noVNC layout.
+
+    The entries' escapes (\\xNN \\n \\t \\r \\\\ \\') mean the same in Python and
+    JavaScript, so Python's literal parser reads them."""
+    lines = text.split('\n')
+    if lines[:2] != ["var VNC_frame_encoding = 'binary';", 'var VNC_frame_data = [']:
+        raise AssertionError('bad head: %r' % lines[:2])
+    if lines[-2:] != ["'EOF'];", '']:
+        raise AssertionError('bad tail: %r' % lines[-2:])
+    entries = []
+    for line in lines[2:-2]:
+        match = _ENTRY.match(line)
+        if not match:
+            raise AssertionError('bad entry %r' % line)
+        body = ast.literal_eval("'%s'" % match.group(3))
+        entries.append((match.group(1), int(match.group(2)), body.encode('latin-1')))
+    return entries
+
+
+def joined(entries, marker):
+    return b''.join(data for m, _, data in entries if m == marker)
+
+
+#: noVNC's playback page loads a recording as a script and turns each string into
+#: {fromClient, timestamp, data}; this does the same with Node's vm module.
+NODE_READER = r"""
+const fs = require('fs'), vm = require('vm');
+const scope = {};
+vm.runInNewContext(fs.readFileSync(process.argv[1], 'latin1'), scope);
+const out = [];
+for (const frame of scope.VNC_frame_data) {
+    if (frame === 'EOF') { out.push('EOF'); break; }
+    const mark = frame[0];
+    const dataIdx = frame.indexOf(mark, 1) + 1;
+    const bytes = [];
+    for (let i = dataIdx; i < frame.length; i++) { bytes.push(frame.charCodeAt(i)); }
+    out.push({fromClient: mark === '}', timestamp: parseInt(frame.slice(1, dataIdx - 1), 10),
+              data: Buffer.from(bytes).toString('hex')});
+}
+console.log(JSON.stringify({encoding: scope.VNC_frame_encoding, frames: out}));
+"""
+
+
+class TestRecording(ProxyTestCase):
+
+    def recorded_proxy(self, *options, handler=greet_then_echo):
+        folder = self.tempdir()
+        prefix = os.path.join(folder, 'session')
+        target = TargetServer(self, handler)
+        address = self.proxy('--record', prefix, *options, '127.0.0.1:0', target.arg)
+        return address, prefix
+
+    def read_when_closed(self, path):
+        """The recording once its session has ended (the file ends with 'EOF'];)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with contextlib.suppress(FileNotFoundError), open(path, encoding='ascii') as f:
+                text = f.read()
+                if text.endswith("'EOF'];\n"):
+                    return text
+            if time.monotonic() > deadline:
+                self.fail('%s was not completed' % path)
+            time.sleep(0.02)
+
+    #: Bytes that need escaping in a JavaScript string, and every byte value.
+    MESSAGES = [b"it's \\ a 'quote'\n\r\t", bytes(range(256)), b'x' * 70000]
+
+    def test_hybi_session_is_recorded_both_ways_in_a_0600_file(self):
+        address, prefix = self.recorded_proxy()
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            for message in self.MESSAGES:
+                self.assertEqual(client.echo(message), message)
+            client.send_frame(TEXT, 'héllo'.encode('utf-8'))
+            self.assertEqual(client.recv_data(6), 'héllo'.encode('utf-8'))
+            client.send_close(1000)
+            client.expect_close(1000)
+            line = self.wait_for_log(logs, lambda m: 'recording to' in m)
+        path = prefix + '.1'
+        self.assertIn(path, line)
+        entries = parse_recording(self.read_when_closed(path))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        sent = b''.join(self.MESSAGES) + 'héllo'.encode('utf-8')
+        self.assertEqual(joined(entries, '}'), sent)
+        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + sent)
+        self.assertEqual(entries[0][0], '{')        # the target spoke first
+        times = [ms for _, ms, _ in entries]
+        self.assertEqual(times, sorted(times))
+        self.assertLess(times[-1], TIMEOUT * 1000)
+
+    def test_sessions_go_to_numbered_files_and_an_existing_file_is_kept(self):
+        address, prefix = self.recorded_proxy()
+        with open(prefix + '.2', 'w') as f:      # from a run before a restart
+            f.write('old content')
+        os.chmod(prefix + '.2', 0o644)
+        for n in (1, 2):
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
+            client.send_close(1000)
+            client.expect_close(1000)
+        for n, name in ((1, prefix + '.1'), (2, prefix + '.2.1')):
+            entries = parse_recording(self.read_when_closed(name))
+            self.assertEqual(joined(entries, '}'), b'session %d' % n)
+            self.assertEqual(stat.S_IMODE(os.stat(name).st_mode), 0o600)
+        with open(prefix + '.2') as f:
+            self.assertEqual(f.read(), 'old content')
+
+    def test_base64_session_records_decoded_bytes(self):
+        address, prefix = self.recorded_proxy()
+        client = WSClient(self, address)
+        client.handshake(protocols=['base64'])
+        frame = client.recv_frame()
+        self.assertEqual(base64.b64decode(frame.payload), b'RFB 003.008\n')
+        payload = bytes(range(200))
+        client.send_frame(TEXT, base64.b64encode(payload))
+        echoed = b''
+        while len(echoed) < len(payload):
+            echoed += base64.b64decode(client.recv_frame().payload)
+        self.assertEqual(echoed, payload)
+        client.send_close(1000)
+        client.expect_close(1000)
+        entries = parse_recording(self.read_when_closed(prefix + '.1'))
+        self.assertEqual(joined(entries, '}'), payload)
+        self.assertEqual(joined(entries, '{'), b'RFB 003.008\n' + payload)
+
+    def test_hixie_session_records_decoded_bytes(self):
+        address, prefix = self.recorded_proxy(handler=echo)
+        client = WSClient(self, address)
+        client.send(hixie75_request())
+        self.assertEqual(client.read_response().status, 101)
+        payload = b'\x00\xffhixie\'s bytes\\'
+        client.send(hixie_frame(payload))
+        self.assertEqual(read_hixie_data(client, len(payload)), payload)
+        client.sock.shutdown(socket.SHUT_WR)
+        client.read_until_eof()
+        entries = parse_recording(self.read_when_closed(prefix + '.1'))
+        self.assertEqual(joined(entries, '}'), payload)
+        self.assertEqual(joined(entries, '{'), payload)
+
+    def test_node_reads_the_recording_as_novnc_playback_does(self):
+        node = shutil.which('node') or shutil.which('nodejs')
+        require('Node.js', node, 'apt-get install nodejs')
+        address, prefix = self.recorded_proxy()
+        client = self.session(address)
+        self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+        for message in self.MESSAGES:
+            self.assertEqual(client.echo(message), message)
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.read_when_closed(prefix + '.1')
+        result = subprocess.run([node, '-e', NODE_READER, prefix + '.1'], capture_output=True,
+                                text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        parsed = json.loads(result.stdout)
+        self.assertEqual(parsed['encoding'], 'binary')
+        frames = parsed['frames']
+        self.assertEqual(frames[-1], 'EOF')
+        received = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if not f['fromClient'])
+        sent = b''.join(bytes.fromhex(f['data']) for f in frames[:-1] if f['fromClient'])
+        self.assertEqual(received, b'RFB 003.008\n' + b''.join(self.MESSAGES))
+        self.assertEqual(sent, b''.join(self.MESSAGES))
+        self.assertTrue(all(isinstance(f['timestamp'], int) for f in frames[:-1]))
+
+    def test_session_goes_on_when_its_file_cannot_be_made(self):
+        address, prefix = self.recorded_proxy()
+        shutil.rmtree(os.path.dirname(prefix))  # gone after start-up: FILE.1 cannot be made
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = self.session(address)
+            self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
+            self.assertEqual(client.echo(b'still relayed'), b'still relayed')
+            line = self.wait_for_log(logs, lambda m: 'cannot record' in m)
+        self.assertIn(prefix + '.1', line)
+
+    def test_a_failing_write_stops_the_recording_with_one_log_line(self):
+        if not os.path.exists('/dev/full'):
+            self.skipTest('no /dev/full here')
+        path = os.path.join(self.tempdir(), 'session.1')
+        recorder = websockify.SessionRecorder(path, 'test')
+        recorder._file.close()
+        recorder._file = open('/dev/full', 'wb', buffering=0)   # every write: ENOSPC
+        with self.assertLogs('websockify', 'WARNING') as logs:
+            recorder.target(b'first')
+            recorder.client([b'second'])
+            recorder.close()
+        self.assertEqual(len(logs.records), 1, logs.output)
+        self.assertIn('recording to %s stopped' % path, logs.output[0])
+
+    def test_usage_errors(self):
+        folder = self.tempdir()
+        for option, text in [
+                (os.path.join(folder, 'missing', 'session'), 'does not exist'),
+                (folder, 'is a directory'),
+                (folder + '/', 'is a directory')]:
+            with self.subTest(option=option):
+                result = run_cli('--record', option, '127.0.0.1:0', '127.0.0.1:9')
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+
+################################################################################
+# Server and command line: options, workers, daemon, syslog, signals
+################################################################################
+
+class TestServerOptions(SocketFreeTestCase):
+    """parse_args: the command line into Settings."""
+
+    def test_options_parse_into_settings(self):
+        settings = websockify.parse_args(
+            ['--heartbeat', '5', '--text-frames', '--handshake-timeout', '2.5',
+             '--idle-timeout', '7', '--run-once', '-v', '[::1]:6080', '[::1]:5900'])
+        self.assertEqual((settings.heartbeat, settings.text_frames, settings.handshake_timeout,
+                          settings.idle_timeout, settings.run_once, settings.verbose),
+                         (5, True, 2.5, 7, True, True))
+
+    def test_usage_error_raises_system_exit_2(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err, \
+                self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(['notaport', 'localhost:5900'])
+        self.assertEqual(cm.exception.code, 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+
+
+class TestServer(ProxyTestCase):
+
+    def unix_listen(self, *options):
+        path = os.path.join(self.tempdir(), 'listen.sock')
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '--unix-listen', path, *options, target.arg)
+        self.assertEqual(server.server_address, path)
+        return path
+
+    def test_unix_listen_socket_has_mode_0600_by_default_and_relays(self):
+        path = self.unix_listen()
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        client = self.session(path)
+        self.assertEqual(client.echo(b'over a unix socket'), b'over a unix socket')
+
+    def test_unix_listen_mode_sets_the_socket_mode(self):
+        path = self.unix_listen('--unix-listen-mode', '660')
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertEqual(self.session(path).echo(b'660'), b'660')
+
+    def test_ipv6_listen_and_target(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        address = self.proxy('[::1]:0', target.arg)
+        self.assertEqual(address[0], '::1')
+        self.assertEqual(self.session(address).echo(b'v6 to v6'), b'v6 to v6')
+
+    def test_session_open_and_closed_lines(self):
+        target = TargetServer(self, echo)
+        address = self.proxy('127.0.0.1:0', target.arg)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            client = WSClient(self, address)
+            client.handshake(path='/some/path', protocols=['binary'])
+            peer = '127.0.0.1:%d' % client.sock.getsockname()[1]
+            self.assertEqual(client.echo(b'12345'), b'12345')
+            client.send_close(1000, b'done')
+            client.expect_close(1000)
+            closed = self.wait_for_log(logs, lambda m: 'session closed' in m)
+        opened = [r.getMessage() for r in logs.records if 'session open' in r.getMessage()]
+        self.assertEqual(len(opened), 1, logs.output)
+        for part in (peer, '/some/path', target.arg, 'binary'):
+            self.assertIn(part, opened[0])
+        for part in (peer, '/some/path', target.arg, '1000', 'done'):
+            self.assertIn(part, closed)
+
+
+#: Options --help must mention, each as a word of its own.
+DOCUMENTED_OPTIONS = ('-v', '--verbose', '--traffic', '--run-once', '--timeout', '--idle-timeout',
+                '--unix-target', '--unix-listen', '--unix-listen-mode', '-6',
+                '--prefer-ipv6', '--libserver', '--text-frames', '--heartbeat',
+                '--handshake-timeout', '--log-file')
+
+
+class TestServerCommandLine(ProxyTestCase):
+
+    def relays(self, address):
+        client = self.session(address)
+        self.assertEqual(client.echo(b'round trip'), b'round trip')
+        return client
+
+    def test_upstream_command_line_forms_run_unchanged(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        unix_target = os.path.join(folder, 'target.sock')
+        TargetServer(self, echo, unix_path=unix_target)
+        forms = {
+            'PORT localhost:PORT': ['0', 'localhost:%d' % target.port],
+            ':PORT host:PORT': [':0', '127.0.0.1:%d' % target.port],
+            '--unix-target': ['--unix-target', unix_target, '127.0.0.1:0'],
+            '--unix-listen': ['--unix-listen', os.path.join(folder, 'l.sock'), target.arg],
+            '--libserver': ['--libserver', '127.0.0.1:0', target.arg],
+            '-v --traffic': ['-v', '--traffic', '127.0.0.1:0', target.arg],
+        }
+        for name, args in forms.items():
+            with self.subTest(name):
+                proxy = ProxyProcess(self, *args)
+                self.relays(proxy.address)
+                proxy.stop()
+                self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_upstream_ipv6_form_runs_unchanged(self):
+        if not HAVE_IPV6:
+            self.skipTest('no IPv6 on this host')
+        target = TargetServer(self, echo, host='::1')
+        proxy = ProxyProcess(self, '[::1]:0', target.arg)
+        self.assertEqual(proxy.address[0], '::1')
+        self.relays(proxy.address)
+
+    def test_usage_errors_exit_2_with_one_line_and_no_traceback(self):
+        cases = [
+            (),
+            ('--no-such-option', '6080', 'localhost:5900'),
+            ('notaport', 'localhost:5900'),
+            ('6080', 'localhost:notaport'),
+            ('70000', 'localhost:5900'),
+            ('6080', 'localhost:0'),
+            ('6080', 'localhost:59_00'),
+            ('6080', 'localhost: 5900'),
+            ('6080',),
+            ('6080', 'localhost:5900', 'extra'),
+            ('--heartbeat', 'soon', '6080', 'localhost:5900'),
+            ('--unix-listen-mode', 'rw', '--unix-listen', 'x.sock', 'localhost:5900'),
+        ]
+        for args in cases:
+            with self.subTest(args=args):
+                result = run_cli(*args, cwd=self.tempdir())
+                self.assertEqual(result.returncode, 2, result)
+                self.assertNotIn('Traceback', result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+
+    def test_help_mentions_every_option(self):
+        result = run_cli('--help')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for option in DOCUMENTED_OPTIONS:
+            self.assertRegex(result.stdout, r'(?<![\w-])%s(?![\w-])' % re.escape(option))
+
+    def test_sigterm_closes_live_sessions_with_1001_and_exits_0(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
+        clients = [self.relays(proxy.address) for _ in range(3)]
+        proxy.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.expect_close(1001)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_run_once_exits_after_one_session(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--run-once', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def hold(self, client, seconds):
+        """Keep a session busy for `seconds` with round trips."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.assertEqual(client.echo(b'busy'), b'busy')
+            time.sleep(0.1)
+
+    def test_idle_timeout_exits_only_once_no_session_is_live(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--idle-timeout', '1', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        self.hold(client, 1.5)
+        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def test_timeout_stops_accepting_and_exits_after_the_last_session(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--timeout', '1', '127.0.0.1:0', target.arg)
+        client = self.relays(proxy.address)
+        self.hold(client, 1.5)
+        self.assertIsNone(proxy.proc.poll(), 'exited during a live session')
+        with self.assertRaises((OSError, EOFError, AssertionError)):
+            WSClient(self, proxy.address, timeout=2).handshake()
+        client.send_close(1000)
+        client.expect_close(1000)
+        self.assertEqual(proxy.wait(), 0, proxy.stderr)
+
+    def test_log_file_receives_the_log(self):
+        target = TargetServer(self, echo)
+        log = os.path.join(self.tempdir(), 'websockify.log')
+        proc = subprocess.Popen([sys.executable, SCRIPT, '--log-file', log, '127.0.0.1:0',
+                                 target.arg], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait, TIMEOUT)
+        self.addCleanup(proc.kill)
+        deadline = time.monotonic() + TIMEOUT
+        match = None
+        while match is None:
+            self.assertLess(time.monotonic(), deadline, 'no "listening on" line in the log file')
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError), open(log) as f:
+                match = LISTENING.search(f.read())
+        self.relays(('127.0.0.1', int(match.group('port'))))
+
+
+class TestServerTLSStartup(unittest.TestCase):
+    """Start-up: bad TLS set-ups refuse to start with exit 2 and one line."""
+
+    def run_main(self, *args):
+        result = run_cli(*args, '127.0.0.1:0', '127.0.0.1:9', cwd=self.pki.dir,
+                         env=dict(os.environ, WSFY_TEST_PW='s3cret'))
+        return result.returncode, result.stderr
+
+    def setUp(self):
+        self.pki = get_pki()
+
+    def test_refusals(self):
+        p = self.pki
+        garbage = p.path('garbage.pem')
+        with open(garbage, 'w') as f:
+            f.write('not a certificate\n')
+        cases = [
+            (['--ssl-only'], '--ssl-only needs a certificate'),
+            (['--verify-client'], '--verify-client needs a certificate'),
+            (['--cert', p.path('missing.pem')], 'cannot read the certificate'),
+            (['--cert', garbage, '--key', p.server[1]], 'holds no PEM certificate'),
+            (['--cert', p.server[0]], 'holds no PEM private key'),
+            (['--cert', p.server[0], '--key', p.other[1]], 'does not belong'),
+            (['--cert', p.server[0], '--key', p.enc_key], 'no password given'),
+            (['--cert', p.server[0], '--key', p.enc_key, '--key-password', 'nope'],
+             'wrong password'),
+            (['--cert', p.server[0], '--key', p.server[1], '--ssl-ciphers', 'NO-SUCH'],
+             'selects no cipher'),
+            (['--cert', p.server[0], '--key', p.server[1], '--verify-client',
+              '--cafile', garbage], 'cannot load the client CA file'),
+            (['--ssl-target', '--ssl-target-cafile', p.path('missing.pem')],
+             'cannot load the target CA file'),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                code, err = self.run_main(*args)
+                self.assertEqual(code, 2, err)
+                lines = err.strip().splitlines()
+                self.assertEqual(len(lines), 1, err)
+                self.assertIn(message, lines[0])
+                self.assertNotIn('Traceback', err)
+
+    def test_usage_errors(self):
+        p = self.pki
+        for args in (['--cafile', p.ca[0]], ['--ssl-target-insecure'],
+                     ['--ssl-version', 'sslv3'],
+                     ['--key-password', 'a', '--key-password-env', 'WSFY_TEST_PW'],
+                     ['--key-password-env', 'WSFY_NO_SUCH_VARIABLE'],
+                     ['--ssl-target', '--ssl-target-insecure', '--ssl-target-cafile', p.ca[0]]):
+            with self.subTest(args=args):
+                code, err = self.run_main(*args)
+                self.assertEqual(code, 2, err)
+                self.assertIn('error:', err)
+
+    def test_key_password_from_env_and_file(self):
+        p = self.pki
+        pwfile = p.path('password.txt')
+        with open(pwfile, 'w') as f:
+            f.write('s3cret\n')
+        os.environ['WSFY_TEST_PW'] = 's3cret'
+        self.addCleanup(os.environ.pop, 'WSFY_TEST_PW', None)
+        target = TargetServer(self, echo)
+        for extra in (['--key-password-env', 'WSFY_TEST_PW'], ['--key-password-file', pwfile],
+                      ['--key-password', 's3cret']):
+            with self.subTest(extra=extra):
+                server = start_proxy(self, '--cert', p.server[0], '--key', p.enc_key, *extra,
+                                     '127.0.0.1:0', '127.0.0.1:%d' % target.port)
+                self.assertNotIn('s3cret', repr(server.settings))
+                ws = wss_client(self, server.server_address[1], client_context(p))
+                ws.send(b'hello')
+                self.assertEqual(ws.recv_bytes(5), b'hello')
+
+    def test_default_cert_is_self_pem_in_working_directory(self):
+        settings = websockify.parse_args(['127.0.0.1:0', 'localhost:9'])
+        self.assertEqual(settings.cert, os.path.join(os.getcwd(), 'self.pem'))
+        self.assertFalse(settings.cert_given)
+        code, err = self.run_main('--idle-timeout', '0.1')   # no self.pem in cwd: TLS off
+        self.assertEqual(code, 0, err)
+        self.assertIn('no certificate %s: wss:// is off' % self.pki.path('self.pem'), err)
+
+
+class TestServerWorkers(ProxyTestCase):
+    """--workers N: forked copies of the server sharing the listening socket."""
+
+    def children(self, pid):
+        with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+            return [int(c) for c in f.read().split()]
+
+    def wait_children(self, pid, count, exclude=()):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            kids = [c for c in self.children(pid) if c not in exclude]
+            if len(kids) == count:
+                return kids
+            if time.monotonic() > deadline:
+                self.fail('expected %d workers, found %r' % (count, kids))
+            time.sleep(0.05)
+
+    def echo_once(self, address, payload):
+        client = self.session(address)
+        self.assertEqual(client.echo(payload), payload)
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+
+    def test_workers_relay_are_replaced_when_killed_and_stop_on_sigterm(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
+        workers = self.wait_children(proxy.proc.pid, 2)
+        for i in range(6):
+            self.echo_once(proxy.address, b'round %d' % i)
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = self.wait_children(proxy.proc.pid, 2, exclude=[workers[0]])
+        self.assertIn(workers[1], replaced)
+        for i in range(6):
+            self.echo_once(proxy.address, b'after %d' % i)
+        held = self.session(proxy.address)
+        os.kill(proxy.proc.pid, signal.SIGTERM)
+        code, _ = held.expect_close()
+        self.assertEqual(code, 1001)
+        self.assertEqual(proxy.wait(), 0)
+        for pid in replaced:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+        self.assertIn('worker 1', proxy.stderr + ' worker 2')
+        self.assertRegex(proxy.stderr, r'worker \d \(pid %d\) died' % workers[0])
+
+    def test_busy_worker_leaves_the_next_connection_to_an_idle_one(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
+        self.wait_children(proxy.proc.pid, 2)
+        held = [self.session(proxy.address) for _ in range(4)]
+        for client in held:
+            client.send_frame(BINARY, b'x')
+            self.assertEqual(client.recv_frame().payload, b'x')
+        deadline = time.monotonic() + TIMEOUT
+        while proxy.stderr.count('session open') < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        per_worker = [len(re.findall(r' w%d\.\d+ .*session open' % i, proxy.stderr))
+                      for i in (1, 2)]
+        self.assertEqual(sorted(per_worker), [2, 2], proxy.stderr)
+
+    def test_run_once_with_workers_is_a_usage_error(self):
+        result = run_cli('--workers', '2', '--run-once', '6080', 'localhost:5900')
+        self.assertEqual(result.returncode, 2)
+        self.assertIn('--run-once', result.stderr)
+
+
+class TestServerDaemon(WrapTestCase):
+    """-D: a daemon with its pid file, its errors on the terminal."""
+
+    def test_daemon_writes_pid_file_serves_and_stops_on_sigterm(self):
+        port = free_port()
+        pid_file = os.path.join(self.tmp, 'daemon.pid')
+        log_file = os.path.join(self.tmp, 'daemon.log')
+        fg = subprocess.run([sys.executable, SCRIPT, '-D', '--pid-file', pid_file,
+                             '--log-file', log_file, '127.0.0.1:%d' % port, '--',
+                             sys.executable, self.program, str(port), '0.0.0.0', 'serve'],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 0, fg.stderr)
+        with open(pid_file) as f:
+            pid = int(f.read())
+        self.addCleanup(self.stop_daemon, pid, pid_file, log_file)
+        self.assertNotEqual(os.getsid(pid), os.getsid(0))  # a session of its own,
+        self.assertNotEqual(os.getsid(pid), pid)           # which it does not lead
+        relay_checksummed(self, port, 65536)
+        with open(log_file) as f:
+            log = f.read()
+        pgid = int(re.search(r'started \S+ \(pid (\d+)\)', log).group(1))
+        self.assertIn('program serve listening', log)     # its output goes to the log
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + PROCESS_TIMEOUT
+        while os.path.exists(pid_file) and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists(pid_file))
+        wait_group_gone(self, pgid)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(('127.0.0.1', port), PROCESS_TIMEOUT).close()
+
+    def stop_daemon(self, pid, pid_file, log_file):
+        """Cleanup after a failure: SIGTERM the daemon (it stops its program), then kill."""
+        if not os.path.exists(pid_file):
+            return                          # it stopped, and stopped its program
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + PROCESS_TIMEOUT
+        while os.path.exists(pid_file) and time.monotonic() < end:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with open(log_file) as f:
+            for pgid in re.findall(r'started \S+ \(pid (\d+)\)', f.read()):
+                with contextlib.suppress(OSError):
+                    os.killpg(int(pgid), signal.SIGKILL)
+
+    def test_daemon_errors_reach_the_terminal(self):
+        port = free_port()
+        fg = subprocess.run([sys.executable, SCRIPT, '-D', '127.0.0.1:%d' % port, '--',
+                             os.path.join(self.tmp, 'no-such-program')],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 1)
+        self.assertIn(b'cannot run', fg.stderr)
+        with socket.socket() as busy:
+            busy.bind(('127.0.0.1', 0))
+            busy.listen(1)
+            fg = subprocess.run([sys.executable, SCRIPT, '-D',
+                                 '127.0.0.1:%d' % busy.getsockname()[1], '127.0.0.1:9'],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=PROCESS_TIMEOUT)
+        self.assertEqual(fg.returncode, 1)
+        self.assertIn(b'cannot listen', fg.stderr)
+
+
+#: The part after <PRI> of an RFC 5424 message and of a legacy (RFC 3164) one.
+RFC5424 = re.compile(r'<(\d+)>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) websockify '
+                     r'(\d+) - - (.*)\Z', re.S)
+LEGACY = re.compile(r'<(\d+)>([A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d) websockify\[(\d+)\]: '
+                    r'(.*)\Z', re.S)
+
+
+class TestServerSyslog(ProxyTestCase):
+
+    def udp_receiver(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(('127.0.0.1', 0))
+        sock.settimeout(TIMEOUT)
+        return sock
+
+    def unix_receiver(self):
+        path = os.path.join(self.tempdir(), 'log')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(TIMEOUT)
+        return sock, path
+
+    def message(self, sock, containing):
+        """The first datagram containing a text (others are skipped)."""
+        deadline = time.monotonic() + TIMEOUT
+        seen = []
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            text = data.decode('utf-8')
+            if containing in text:
+                return text
+            seen.append(text)
+        self.fail('no syslog message with %r in %r' % (containing, seen))
+
+    def test_udp_messages_are_rfc5424_with_facility_user(self):
+        receiver = self.udp_receiver()
+        target = TargetServer(self, echo)
+        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
+                            '127.0.0.1:0', target.arg)
+        text = self.message(receiver, 'listening on')
+        match = RFC5424.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 1 * 8 + 6)      # user.info
+        self.assertEqual(int(match.group(4)), proc.proc.pid)
+        self.assertEqual(match.group(3), socket.gethostname())
+        self.assertFalse(text.endswith('\x00'))
+        stamp = time.strptime(match.group(2)[:19], '%Y-%m-%dT%H:%M:%S')
+        self.assertLess(abs(time.mktime(stamp) - time.mktime(time.gmtime())), 120)
+        client = self.session(proc.address)         # session lines arrive too
+        self.assertEqual(client.echo(b'x'), b'x')
+        self.assertTrue(RFC5424.match(self.message(receiver, 'session open')))
+        self.assertIn('listening on', proc.stderr)   # stderr still has the log
+
+    def test_legacy_syslog_messages_are_rfc3164(self):
+        receiver = self.udp_receiver()
+        target = TargetServer(self, echo)
+        proc = ProxyProcess(self, '--syslog', '127.0.0.1:%d' % receiver.getsockname()[1],
+                            '--legacy-syslog', '127.0.0.1:0', target.arg)
+        text = self.message(receiver, 'listening on')
+        match = LEGACY.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 14)
+        self.assertEqual(int(match.group(3)), proc.proc.pid)
+        self.assertTrue(match.group(4).startswith('websockify.py '), text)
+
+    def test_unix_datagram_socket(self):
+        receiver, path = self.unix_receiver()
+        target = TargetServer(self, echo)
+        ProxyProcess(self, '--syslog', path, '127.0.0.1:0', target.arg)
+        self.assertTrue(RFC5424.match(self.message(receiver, 'listening on')))
+
+    def test_daemon_logs_with_facility_daemon(self):
+        receiver, path = self.unix_receiver()
+        target = TargetServer(self, echo)
+        pid_file = os.path.join(self.tempdir(), 'pid')
+        result = run_cli('-D', '--pid-file', pid_file, '--syslog', path, '--legacy-syslog',
+                         '127.0.0.1:0', target.arg)
+        self.assertEqual(result.returncode, 0, result)
+        with open(pid_file) as f:
+            pid = int(f.read())
+        self.addCleanup(self.stop_daemon, pid)
+        text = self.message(receiver, 'listening on')
+        match = LEGACY.match(text)
+        self.assertTrue(match, text)
+        self.assertEqual(int(match.group(1)), 3 * 8 + 6)      # daemon.info
+        self.assertEqual(int(match.group(3)), pid)
+
+    def stop_daemon(self, pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not wait_until_gone(lambda: os.kill(pid, 0), TIMEOUT):
+            os.kill(pid, signal.SIGKILL)
+
+    def test_usage_errors(self):
+        folder = self.tempdir()
+        plain = os.path.join(folder, 'file')
+        open(plain, 'w').close()
+        for options, text in [
+                (['--legacy-syslog'], '--legacy-syslog needs --syslog'),
+                (['--syslog', 'localhost:x'], 'invalid syslog port'),
+                (['--syslog', 'localhost:0'], 'invalid syslog port'),
+                (['--syslog', ':514'], 'needs HOST:PORT'),
+                (['--syslog', 'no-such-host.invalid:514'], 'cannot resolve'),
+                (['--syslog', os.path.join(folder, 'missing')], 'No such file'),
+                (['--syslog', plain], 'is not a socket')]:
+            with self.subTest(options=options):
+                result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+
+################################################################################
+# Interoperability: the demo and the pages of web/ in a browser
+################################################################################
+
+def line_service(testcase):
+    """The demo's line service (web/demo.py) on 127.0.0.1, stopped in the test's cleanup."""
+    service = web_demo.LineService()
+    testcase.addCleanup(service.stop)
+    return service
+
+
+class TestDemoLineService(unittest.TestCase):
+    """The test line service: greeting, echo, commands, telnet bytes dropped."""
+
+    def setUp(self):
+        self.service = line_service(self)
+        self.sock = socket.create_connection(('127.0.0.1', self.service.port), TIMEOUT)
+        self.addCleanup(self.sock.close)
+        self.got = b''
+
+    def until(self, needle):
+        while needle not in self.got:
+            data = self.sock.recv(4096)
+            self.assertTrue(data, 'closed; got %r' % self.got)
+            self.got += data
+        return self.got
+
+    def test_session(self):
+        self.until(b'> ')
+        self.sock.sendall(b'hel\xff\xfb\x18lo\r\x00')
+        self.until(b'echo: hello\r\n> ')
+        self.sock.sendall(b'colr\x7fo')
+        self.sock.sendall(b'r\r\n')
+        self.until(web_demo.LineService.COLOR)
+        self.assertIn(b'colr\b \bor\r\n', self.got)
+        self.sock.sendall(b'cursor\n')
+        self.until(web_demo.LineService.CURSOR + b'> ')
+        self.sock.sendall(b'quit\r')
+        self.until(b'bye\r\n')
+        self.sock.settimeout(TIMEOUT)
+        self.assertEqual(self.sock.recv(100), b'')
+
+
+class TestDemo(unittest.TestCase):
+    """The demo, as `make demo` runs it and through `make demo` itself: its URL loads,
+    a WebSocket round trip works, and SIGINT stops it with all it started."""
+
+    def start(self, argv, **options):
+        """Run argv in a session (process group) of its own, killed in cleanup; its
+        stdout lines are read with printed_until(), its stderr lines go to self.errors."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                start_new_session=True, **options)
+        self.printed, self.errors, self.stdout_lines = [], [], queue.Queue()
+        self.copiers = [drain(proc.stdout, self.stdout_lines.put),
+                        drain(proc.stderr, self.errors.append)]
+        self.addCleanup(self.kill_group, proc)
+        return proc
+
+    def kill_group(self, proc):
+        """Cleanup: whatever is left of proc's group is killed, the pipes closed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+        proc.stdout.close()
+        proc.stderr.close()
+
+    def printed_until(self, pattern, timeout=TIMEOUT):
+        """Wait (bounded) for a stdout line matching pattern; returns the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.fail('no line matching %r in %s s; stdout %r; stderr %r'
+                          % (pattern, timeout, ''.join(self.printed), ''.join(self.errors)))
+            self.printed.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def stopped_by_sigint(self, proc, group):
+        """SIGINT to proc (or its whole group, as Ctrl-C in a terminal does): it must
+        exit in time and leave no process of its group behind."""
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail('the demo did not stop on SIGINT; stderr %r' % ''.join(self.errors))
+        wait_group_gone(self, proc.pid, TIMEOUT)
+        for copier in self.copiers:
+            copier.join(TIMEOUT)
+
+    def test_demo(self):
+        if not os.path.isdir(WEB_DIR):
+            self.fail('web/ is missing next to websockify.py')
+        proc = self.start([sys.executable, DEMO, '--port', '0'])
+        match = self.printed_until(r'(http://localhost:(\d+)/\S*)')
+        url, port = match.group(1), int(match.group(2))
+        self.printed_until('Ctrl-C')
+        self.assertIn('wstelnet.html?autoconnect=1', url)
+        path = url.split('localhost:%d' % port, 1)[1]
+        r = http_request(port, path)
+        self.assertEqual(r.status, 200)
+        self.assertIn(b'<script src="wstelnet.js"></script>', r.body)
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(b'> ')
+        ws.send_frame(BINARY, b'hello demo\n')
+        ws.recv_until(b'echo: hello demo')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        latency = [line for line in self.printed if 'latency.html' in line]
+        self.assertTrue(latency, self.printed)
+        echo_port = int(re.search(r'latency\.html\?port=(\d+)', latency[0]).group(1))
+        ws = WSClient(self, ('127.0.0.1', echo_port))
+        ws.handshake(protocols=['binary'])
+        ws.send_frame(BINARY, bytes(range(256)))
+        self.assertEqual(ws.recv_until(b'\xfe\xff'), bytes(range(256)))
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=False)    # the demo stops what it started
+        self.assertEqual(proc.returncode, 0)
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+
+    def test_make_demo(self):
+        """`make demo` on free ports: the URL it prints serves the page, its proxy
+        relays a WebSocket round trip, and Ctrl-C (SIGINT to the group) stops it all."""
+        make = shutil.which('make')
+        require('make', make, 'apt-get install make')
+        port = free_port()
+        echo_port = free_port()
+        while echo_port == port:
+            echo_port = free_port()
+        proc = self.start([make, '--no-print-directory', 'demo', 'PYTHON=' + sys.executable,
+                           'DEMO_PORT=%d' % port, 'DEMO_ECHO_PORT=%d' % echo_port], cwd=HERE)
+        # make may build rebind.so first; the demo then starts two websockify.py.
+        url = self.printed_until(r'http://localhost:%d/\S*' % port, 3 * TIMEOUT).group(0)
+        self.printed_until('Ctrl-C')
+        self.assertIn('latency.html?port=%d&' % echo_port, ''.join(self.printed))
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(url, timeout=TIMEOUT) as reply:
+            self.assertEqual(reply.status, 200)
+            self.assertEqual(reply.headers.get_content_type(), 'text/html')
+            page = reply.read()
+        self.assertTrue(page.lstrip().lower().startswith(b'<!doctype html'), page[:200])
+        ws = WSClient(self, ('127.0.0.1', port))
+        ws.handshake(protocols=['binary'])
+        ws.recv_until(web_demo.LineService.PROMPT)
+        ws.send_frame(BINARY, b'hello make demo\r\n')
+        ws.recv_until(b'echo: hello make demo\r\n')
+        ws.send_close(1000)
+        ws.expect_close(1000)
+        self.stopped_by_sigint(proc, group=True)
+        # make dies of the SIGINT once the demo, which stops cleanly, has exited.
+        self.assertIn(proc.returncode, (0, -signal.SIGINT), ''.join(self.errors))
+        self.assertNotIn('Traceback', ''.join(self.errors))
+        self.assertEqual(sum('stopped' in line for line in self.errors), 2, self.errors)
+        self.assertFalse(tcp_listening(port), 'port %d still listened on' % port)
+        self.assertFalse(tcp_listening(echo_port), 'port %d still listened on' % echo_port)
+
+
+class TestBrowser(unittest.TestCase):
+    """wstelnet.html, wsecho.html and websock.js from --web, in headless Chromium."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.playwright = cls.browser = None
+        sync_api = import_optional('playwright.sync_api', 'pip install playwright')
+        require(CHROMIUM, os.path.exists(CHROMIUM), 'apt-get install chromium')
+        cls.playwright = sync_api.sync_playwright().start()
+        try:
+            cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM,
+                                                         args=CHROMIUM_ARGS)
+        except Exception:
+            cls.playwright.stop()
+            raise
+        os.makedirs(ARTIFACTS, exist_ok=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.browser is not None:
+            cls.browser.close()
+        if cls.playwright is not None:
+            cls.playwright.stop()
+
+    def setUp(self):
+        self.assertTrue(os.path.isdir(WEB_DIR), 'web/ is missing next to websockify.py')
+        self.console = []
+
+    def new_page(self, **context_options):
+        context = self.browser.new_context(**context_options)
+        self.addCleanup(context.close)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT * 1000)
+        page.on('console', lambda msg: self.console.append('%s: %s' % (msg.type, msg.text)))
+        page.on('pageerror', lambda exc: self.console.append('pageerror: %s' % exc))
+        return page
+
+    def screenshot(self, page, name):
+        page.screenshot(path=os.path.join(ARTIFACTS, name + '.png'))
+
+    def line_proxy(self, extra=()):
+        service = line_service(self)
+        return start_proxy(self, *extra, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % service.port).server_address[1]
+
+    def wait_text(self, page, text, hook='wstelnet'):
+        """Wait until the terminal (or wsecho output) shows text; returns the screen."""
+        expr = ('(t) => window.wstelnet && window.wstelnet.getText().indexOf(t) >= 0'
+                if hook == 'wstelnet' else
+                '(t) => window.wsecho && window.wsecho.output().indexOf(t) >= 0')
+        try:
+            page.wait_for_function(expr, arg=text)
+        except Exception:
+            screen = page.evaluate('window.%s ? (window.%s.getText ? window.%s.getText() : '
+                                   'window.%s.output()) : null' % ((hook,) * 4))
+            self.fail('%r never appeared; screen:\n%s\nconsole: %s' % (text, screen, self.console))
+        return page.evaluate('window.wstelnet ? window.wstelnet.getText() : window.wsecho.output()')
+
+    def find(self, page, text):
+        """(row, col) where text starts on the terminal screen."""
+        rows = page.evaluate('(function(){var t=window.wstelnet.term,r=[];'
+                             'for(var y=0;y<t.rows;y++){r.push(t.getRow(y));}return r;})()')
+        for y, row in enumerate(rows):
+            x = row.find(text)
+            if x >= 0:
+                return y, x
+        self.fail('%r is not on the screen' % text)
+
+    def cell(self, page, row, col):
+        return page.evaluate('([r, c]) => window.wstelnet.term.cellAttr(r, c)', [row, col])
+
+    def open_telnet(self, page, url):
+        response = page.goto(url)
+        self.assertEqual(response.status, 200)
+        page.wait_for_function("window.wstelnet && window.wstelnet.status === 'connected'")
+
+    def type_line(self, page, text):
+        page.click('#terminal')
+        page.keyboard.type(text)
+        page.keyboard.press('Enter')
+
+    def check_line_service(self, page, name):
+        """Type into the terminal and check echo, colours and cursor movement."""
+        self.wait_text(page, 'websockify.py line service')
+        self.type_line(page, 'hello from chromium')
+        self.wait_text(page, 'echo: hello from chromium')
+        page.click('#terminal')
+        page.keyboard.type('hellp')
+        page.keyboard.press('Backspace')
+        page.keyboard.type('o')
+        page.keyboard.press('Enter')
+        self.wait_text(page, 'echo: hello\n')
+        self.type_line(page, 'color')
+        self.wait_text(page, 'bold blue plain')
+        y, x = self.find(page, 'red green bold blue plain')
+        red, green, blue = self.cell(page, y, x), self.cell(page, y, x + 4), self.cell(page, y, x + 10)
+        plain = self.cell(page, y, x + 20)
+        self.assertEqual((red['ch'], red['fg'], red['bold']), ('r', 1, False))
+        self.assertEqual((green['ch'], green['fg']), ('g', 2))
+        self.assertEqual((blue['ch'], blue['fg'], blue['bold']), ('b', 4, True))
+        self.assertEqual((plain['ch'], plain['fg'], plain['bold']), ('p', None, False))
+        page.evaluate('window.wstelnet.term.render()')
+        spans = page.evaluate('''() => Array.prototype.map.call(
+            document.querySelectorAll('#terminal span.fg1'),
+            (s) => [s.textContent, getComputedStyle(s).color])''')
+        self.assertIn(['red', 'rgb(205, 0, 0)'], spans)
+        self.screenshot(page, name + '-color')
+        self.type_line(page, 'cursor')
+        page.wait_for_function("window.wstelnet.term.getRow(3).indexOf('> ') === 0")
+        rows = page.evaluate('[0, 1, 2, 3].map((y) => window.wstelnet.term.getRow(y).trimEnd())')
+        self.assertEqual(rows, ['AB23456789', 'abcdXYghij', '', '>'])
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['row'], 3)
+        self.assertEqual(page.evaluate('window.wstelnet.term.getCursor()')['col'], 2)
+        page.evaluate('window.wstelnet.term.render()')
+        dom = page.evaluate("document.querySelectorAll('#terminal .row')[1].textContent")
+        self.assertEqual(dom.rstrip(), 'abcdXYghij')
+        self.screenshot(page, name + '-cursor')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_wstelnet_line_service(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.open_telnet(page, 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.check_line_service(page, 'wstelnet-line-service')
+        self.type_line(page, 'quit')
+        page.wait_for_function("window.wstelnet.status === 'disconnected'")
+        self.assertIn('1000', page.evaluate('window.wstelnet.detail'))
+
+    def test_wsecho_round_trip(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        self.assertEqual(page.goto('http://127.0.0.1:%d/wsecho.html?autoconnect=1' % port).status,
+                         200)
+        page.wait_for_function("window.wsecho && window.wsecho.status === 'connected'")
+        self.wait_text(page, 'websockify.py line service', 'wsecho')
+        page.fill('#line', 'héllo wsecho')
+        page.press('#line', 'Enter')
+        self.wait_text(page, 'echo: héllo wsecho\r\n', 'wsecho')
+        self.assertIn('(binary)', page.evaluate('window.wsecho.detail'))
+        self.screenshot(page, 'wsecho')
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_websock_js_loads_and_reports_mode(self):
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        scripts = {}
+        page.on('response', lambda r: scripts.__setitem__(r.url.rsplit('/', 1)[-1],
+                                                          r.headers.get('content-type')))
+        page.goto('http://127.0.0.1:%d/wsecho.html' % port)
+        self.assertEqual(scripts.get('websock.js'), 'text/javascript; charset=utf-8')
+        self.assertEqual(page.evaluate('typeof Websock'), 'function')
+        result = page.evaluate('''(uri) => new Promise((resolve, reject) => {
+            var sock = new Websock(), sent = [];
+            for (var i = 0; i < 256; i++) { sent.push(i); }
+            sock.on('open', function () { sock.send(sent); });
+            sock.on('message', function () {
+                if (sock.rQlen() < 256) { return; }
+                var got = Array.prototype.slice.call(sock.rQshiftBytes(256));
+                resolve({mode: sock.mode, same: got.join() === sent.join()});
+                sock.close();
+            });
+            sock.on('error', function () { reject(new Error('websocket error')); });
+            sock.open(uri);
+            setTimeout(function () { reject(new Error('timeout')); }, 8000);
+        })''', 'ws://127.0.0.1:%d/' % port)
+        self.assertEqual(result, {'mode': 'binary', 'same': True})
+
+    def test_index_links_every_page(self):
+        port = self.line_proxy()
+        page = self.new_page()
+        statuses = {}
+        page.on('response', lambda r: statuses.__setitem__(r.url, r.status))
+        self.assertEqual(page.goto('http://127.0.0.1:%d/' % port).status, 200)
+        links = page.evaluate("Array.prototype.map.call(document.querySelectorAll('a'), "
+                              "(a) => a.getAttribute('href'))")
+        for name in ('wsecho.html', 'wstelnet.html', 'latency.html'):
+            self.assertIn(name, links)
+            page.goto('http://127.0.0.1:%d/%s' % (port, name))
+        self.assertEqual({u: s for u, s in statuses.items() if s not in (200, 304)}, {})
+        # The shared files were cached and revalidated (no-cache + If-Modified-Since).
+        self.assertEqual(statuses['http://127.0.0.1:%d/demo.css' % port], 304)
+        self.assertFalse([m for m in self.console if m.startswith('pageerror')], self.console)
+
+    def test_latency_page(self):
+        """latency.html against an echo server, the demo's second proxy."""
+        target = TargetServer(self, echo)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0', target.arg).server_address[1]
+        page = self.new_page()
+        page.goto('http://127.0.0.1:%d/latency.html?n=200&size=64&bulk=4194304&autoconnect=1'
+                  % port)
+        page.wait_for_function('window.latencyResults', timeout=TIMEOUT * 3000)
+        results = page.evaluate('window.latencyResults')
+        self.assertTrue(results.get('done'), results)
+        self.assertEqual((results['count'], results['bulkBytes'], results['badBytes']),
+                         (200, 4194304, 0))
+        self.assertEqual(results['mode'], 'binary')
+        self.screenshot(page, 'latency')
+        sys.stderr.write('\n  latency.html: median %s us, p99 %s us, bulk %s MB/s '
+                         % (results['medianUs'], results['p99Us'], results['mbps']))
+
+    # -- in.telnetd, wrapped or not, and TLS ------------------------------------------
+
+    def telnetd_login(self, page, url, name):
+        self.open_telnet(page, url)
+        self.wait_text(page, 'login:')
+        self.screenshot(page, name + '-login')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name + '-password')
+
+    def telnetd_login_again(self, url, name):
+        """Log in on a new page, retrying while the next in.telnetd is not listening
+        yet (the page then ends up disconnected) until the deadline."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            page = self.new_page()
+            page.goto(url)
+            try:
+                page.wait_for_function("window.wstelnet && (window.wstelnet.status === "
+                                       "'disconnected' || window.wstelnet.getText()"
+                                       ".indexOf('login:') >= 0)")
+            except Exception:
+                pass
+            if 'login:' in page.evaluate('window.wstelnet ? window.wstelnet.getText() : ""'):
+                break
+            page.context.close()
+            self.assertLess(time.monotonic(), deadline, 'no second in.telnetd session')
+        self.type_line(page, 'nobody')
+        self.wait_text(page, 'Password:')
+        self.screenshot(page, name)
+
+    def test_wstelnet_telnetd_direct(self):
+        """in.telnetd -debug P started by the test, websockify with a fixed target."""
+        telnetd = telnetd_path()
+        tport = free_port()
+        proc = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        # in.telnetd -debug serves one connection and exits, and says nothing when
+        # ready: watch the kernel's socket table instead of probing the port.
+        deadline = time.monotonic() + TIMEOUT
+        while not tcp_listening(tport):
+            self.assertIsNone(proc.poll(), 'in.telnetd exited')
+            self.assertLess(time.monotonic(), deadline, 'in.telnetd never listened')
+            time.sleep(0.02)
+        port = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0',
+                           '127.0.0.1:%d' % tport).server_address[1]
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-telnetd')
+        page.context.close()
+        proc.wait(TIMEOUT)         # it served its one connection
+        # A fresh one on the same port, without waiting for it to listen: the
+        # page may see the proxy's 502 first and must retry, as after a respawn.
+        proc2 = subprocess.Popen([telnetd, '-debug', str(tport)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc2.poll() is None and (proc2.kill(), proc2.wait()))
+        self.telnetd_login_again(url, 'wstelnet-telnetd-again')
+
+    def test_wstelnet_wrapped_telnetd(self):
+        """The README's demo: websockify.py --web web P --wrap-mode=respawn -- in.telnetd -debug P."""
+        telnetd = telnetd_path()
+        port = free_port()
+        run = WrapperProcess(self, ['--web', WEB_DIR, '127.0.0.1:%d' % port,
+                                    '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
+        port = int(run.wait_log(LISTENING.pattern).group('port'))
+        url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
+        page = self.new_page()
+        self.telnetd_login(page, url, 'wstelnet-wrapped-telnetd')
+        page.context.close()
+        # respawn: once that in.telnetd has exited, a new one serves the next session.
+        self.telnetd_login_again(url, 'wstelnet-wrapped-telnetd-again')
+
+    def test_wstelnet_over_wss(self):
+        trustme = import_optional('trustme', 'pip install trustme')
+        ca = trustme.CA()
+        cert = ca.issue_cert('127.0.0.1', 'localhost')
+        tmp = tempfile.mkdtemp(prefix='wsweb-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cert_file, key_file = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        for pem in cert.cert_chain_pems[1:]:
+            with open(cert_file, 'ab') as f:
+                f.write(pem.bytes())
+        cert.private_key_pem.write_to_path(key_file)
+        port = self.line_proxy(['--cert', cert_file, '--key', key_file])
+        page = self.new_page(ignore_https_errors=True)
+        self.open_telnet(page, 'https://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port)
+        self.assertTrue(page.evaluate("document.getElementById('encrypt').checked"))
+        self.assertIn('wss://', page.evaluate('window.wstelnet.detail'))
+        self.check_line_service(page, 'wstelnet-wss')
 
 
 if __name__ == '__main__':
