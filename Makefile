@@ -1,6 +1,9 @@
 # websockify.py — build, test, demo and benchmark.
 #   make          build rebind.so (the LD_PRELOAD shim for wrapping programs)
 #   make test     install the test dependencies once, then run every test
+#   make check    only the socket-free tests, in seconds, with nothing installed:
+#                 WEBSOCKIFY_CHECK=1 makes test_websockify's load_tests hook keep the
+#                 TestCases derived from SocketFreeTestCase (no socket, no process)
 #   make demo     run a demo a browser can open (needs nothing but Python)
 #   make bench    compare against upstream websockify with ../shared/bench (ws://, wss://, 4 streams)
 PYTHON  ?= python3
@@ -15,7 +18,7 @@ DEMO_PORT ?= 6080
 PIP_PACKAGES := websockets websocket-client trustme playwright vermin
 APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
 
-.PHONY: all test test-deps unit node-test floor lint demo bench clean
+.PHONY: all test check test-deps unit node-test floor lint demo bench clean
 
 all: rebind.so
 
@@ -46,6 +49,9 @@ test-deps: $(VENV)/.stamp $(NODEDIR)/.stamp $(BUILD)/.apt-stamp
 
 # -- the tests ----------------------------------------------------------------
 test: all test-deps lint unit node-test floor
+
+check:
+	WEBSOCKIFY_CHECK=1 $(PYTHON) -m unittest test_websockify
 
 lint:
 	$(VENV)/bin/vermin -q --no-tips --violations -t=3.8- websockify.py
