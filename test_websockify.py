@@ -13,8 +13,10 @@ ready once bound and are stopped by addCleanup. Clients we did not write (Python
 `websockets`, `websocket-client`, `trustme`, Playwright, Node `ws`) and tools
 (in.telnetd, Chromium, openssl, make) are imported or probed only by the tests that use
 them; a missing one skips its test unless WEBSOCKIFY_REQUIRE_ALL is set, in which case
-it fails. Everything else uses the raw-socket clients below, which send whatever bytes
-a test asks for, including the ones no library would send.
+it fails. Everything else uses WSClient, the raw-socket client below (plain or TLS,
+HyBi or Hixie framing), which sends whatever bytes a test asks for, including the ones
+no library would send; the proxy runs in this process (start_proxy) or as a program
+(ProxyProcess, run_cli).
 
 The file: the helpers every section shares (targets, clients, the proxy in this
 process or as a program), then one group of TestCases per section of websockify.py,
@@ -593,7 +595,7 @@ def client_context(pki, cert=None, max_version=None):
 
 
 ################################################################################
-# Helpers: raw HTTP and WebSocket clients
+# Helpers: raw HTTP, and WSClient, the WebSocket test client
 ################################################################################
 
 Frame = namedtuple('Frame', 'fin opcode payload')
@@ -722,28 +724,47 @@ UPGRADE = upgrade_request(path='/x', extra=[('Sec-WebSocket-Protocol', 'binary')
 
 
 class WSClient:
-    """A WebSocket client over a raw socket, for tests that need exact bytes.
+    """The WebSocket test client, over a raw socket, for tests that need exact bytes.
 
-    One thread may send while another receives; answering pings from recv_data()
-    sends too, so tests that send from a second thread use no heartbeat."""
+    address: (host, port), a port on 127.0.0.1, or a Unix socket path. With an
+    SSLContext as `context` it speaks TLS (wss://, server_hostname as SNI). Bytes:
+    send(), send_slowly(), read_exactly(), read_until(), read_until_eof(), quiet().
+    HTTP: read_response(), handshake(). HyBi frames: send_frame(), recv_frame(),
+    recv_data(), recv_base64() (the base64 subprotocol), expect_close(), exchange().
+    Legacy framing: hixie_handshake() (draft 75 or 76), send_hixie(),
+    recv_hixie_frame(), recv_hixie_data(), expect_hixie_end().
 
-    def __init__(self, testcase, address, timeout=TIMEOUT, rcvbuf=None):
+    One thread may send while another receives (not over TLS: exchange() does both
+    in one thread); answering pings from recv_data() sends too, so tests that send
+    from a second thread use no heartbeat. The socket is closed in the test's cleanup."""
+
+    def __init__(self, testcase, address, timeout=TIMEOUT, rcvbuf=None, context=None,
+                 server_hostname='localhost', read_size=256 * KiB):
+        if isinstance(address, int):
+            address = ('127.0.0.1', address)
         if isinstance(address, str):
             family = socket.AF_UNIX
         else:
             family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
             address = address[:2]
         self.sock = socket.socket(family, socket.SOCK_STREAM)
-        testcase.addCleanup(self.sock.close)
+        testcase.addCleanup(self.close)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.timeout = timeout
+        self.read_size = read_size
         self.sock.settimeout(timeout)
         self.sock.connect(address)
         if family != socket.AF_UNIX:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if context is not None:
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
         self.buffer = bytearray()
         #: The data recv_until() has received so far.
         self.received = b''
+
+    def close(self):
+        self.sock.close()
 
     # -- bytes ------------------------------------------------------------------
 
@@ -756,23 +777,57 @@ class WSClient:
             self.sock.sendall(data[i:i + 1])
             time.sleep(pause)
 
-    def _fill(self):
-        chunk = self.sock.recv(256 * KiB)
+    def _fill(self, deadline=None):
+        """Receive once into the buffer; False at EOF. With a deadline, waiting past it
+        fails the test."""
+        if deadline is None:
+            chunk = self.sock.recv(self.read_size)
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError('timed out waiting for the server')
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(self.read_size)
+            except socket.timeout:
+                raise AssertionError('timed out waiting for the server') from None
+            finally:
+                self.sock.settimeout(self.timeout)
         self.buffer += chunk
         return bool(chunk)
 
-    def _take(self, n):
+    @staticmethod
+    def _deadline(timeout):
+        return None if timeout is None else time.monotonic() + timeout
+
+    def read_exactly(self, n, timeout=None):
+        """The next n bytes; EOFError if the connection ends first."""
+        deadline = self._deadline(timeout)
         while len(self.buffer) < n:
-            if not self._fill():
+            if not self._fill(deadline):
                 raise EOFError('EOF while waiting for %d bytes (have %d)' % (n, len(self.buffer)))
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
 
-    def read_until_eof(self):
-        """What is left of the connection; fails if it is not closed in time."""
+    def read_until(self, marker, timeout=None):
+        """The bytes up to and including marker; EOFError if the connection ends first."""
+        deadline = self._deadline(timeout)
+        while marker not in self.buffer:
+            if not self._fill(deadline):
+                raise EOFError('EOF while waiting for %r (have %r)'
+                               % (marker, bytes(self.buffer[:200])))
+        i = self.buffer.index(marker) + len(marker)
+        data = bytes(self.buffer[:i])
+        del self.buffer[:i]
+        return data
+
+    def read_until_eof(self, timeout=None):
+        """What is left of the connection (a reset counts as EOF); fails if it is
+        not closed in time."""
+        deadline = self._deadline(timeout)
         try:
-            while self._fill():
+            while self._fill(deadline):
                 pass
         except (ConnectionResetError, BrokenPipeError):
             pass
@@ -783,19 +838,29 @@ class WSClient:
         self.buffer.clear()
         return data
 
+    def quiet(self, seconds):
+        """True when nothing arrives for `seconds` (the server is waiting for us)."""
+        if self.buffer:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
+
     # -- HTTP ---------------------------------------------------------------------
 
     def read_response(self):
+        """The response head (raw: its bytes); ConnectionError if the server closes first."""
         while b'\r\n\r\n' not in self.buffer:
             if not self._fill():
-                raise AssertionError('closed before a complete response: %r'
-                                     % bytes(self.buffer[:200]))
+                raise ConnectionError('closed before a complete response: %r'
+                                      % bytes(self.buffer[:200]))
         head, _, rest = bytes(self.buffer).partition(b'\r\n\r\n')
         self.buffer = bytearray(rest)
-        return parse_response_head(head)
+        response = parse_response_head(head)
+        response.raw = head + b'\r\n\r\n'
+        return response
 
     def handshake(self, path='/', protocols=(), key=None, extra=()):
-        """Upgrade; checks the 101 and its accept key; returns the Response."""
+        """Upgrade (HyBi 13); checks the 101 and its accept key; returns the Response."""
         key = key or base64.b64encode(os.urandom(16)).decode()
         protocol_headers = [('Sec-WebSocket-Protocol', p) for p in protocols]
         self.send(upgrade_request(path=path, replace={'Sec-WebSocket-Key': key},
@@ -806,7 +871,7 @@ class WSClient:
         check_upgrade_response(response, key)
         return response
 
-    # -- frames -------------------------------------------------------------------
+    # -- HyBi frames --------------------------------------------------------------
 
     def send_frame(self, opcode, payload=b'', **options):
         self.send(encode_frame(opcode, payload, **options))
@@ -814,18 +879,40 @@ class WSClient:
     def send_close(self, code=None, reason=b''):
         self.send_frame(CLOSE, b'' if code is None else close_body(code, reason))
 
-    def recv_frame(self):
-        b0, b1 = self._take(2)
+    def _parse_frame(self):
+        """The next server frame if the buffer holds all of it (taken out), else None."""
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
         if b1 & 0x80:
             raise AssertionError('the server sent a masked frame')
         if b0 & 0x70:
             raise AssertionError('the server set RSV bits: %#x' % b0)
-        n = b1 & 0x7F
+        n, pos = b1 & 0x7F, 2
         if n == 126:
-            n, = struct.unpack('!H', self._take(2))
+            if len(buf) < 4:
+                return None
+            n, pos = struct.unpack_from('!H', buf, 2)[0], 4
         elif n == 127:
-            n, = struct.unpack('!Q', self._take(8))
-        return Frame(bool(b0 & 0x80), b0 & 0x0F, self._take(n))
+            if len(buf) < 10:
+                return None
+            n, pos = struct.unpack_from('!Q', buf, 2)[0], 10
+        if len(buf) < pos + n:
+            return None
+        payload = bytes(buf[pos:pos + n])
+        del buf[:pos + n]
+        return Frame(bool(b0 & 0x80), b0 & 0x0F, payload)
+
+    def recv_frame(self, timeout=None):
+        """The next server frame: Frame(fin, opcode, payload)."""
+        deadline = self._deadline(timeout)
+        while True:
+            frame = self._parse_frame()
+            if frame is not None:
+                return frame
+            if not self._fill(deadline):
+                raise EOFError('EOF inside a frame (have %d bytes)' % len(self.buffer))
 
     def iter_data(self, total, opcode=BINARY):
         """Yields data frame payloads until `total` bytes; pings are answered.
@@ -851,6 +938,16 @@ class WSClient:
 
     def recv_data(self, total, opcode=BINARY):
         return b''.join(self.iter_data(total, opcode))
+
+    def recv_base64(self, n, timeout=TIMEOUT):
+        """The base64 subprotocol: text frames, each decoded on its own, until n bytes."""
+        data = b''
+        while len(data) < n:
+            _, opcode, payload = self.recv_frame(timeout)
+            if opcode != TEXT:
+                raise AssertionError('expected a text frame, got opcode %d %r' % (opcode, payload))
+            data += base64.b64decode(payload, validate=True)
+        return data
 
     def recv_until(self, needle):
         """Read data frames (pings answered) until needle has arrived in what this
@@ -890,6 +987,118 @@ class WSClient:
             raise AssertionError('close %s, expected %d' % (describe_close(payload), code))
         return got, payload[2:]
 
+    def exchange(self, payloads, total, lazy=False):
+        """Send the payloads as binary frames while receiving total payload bytes of
+        binary frames, in this one thread (an SSL socket must not be read and written
+        from two threads at once). lazy: read only when sending is blocked, so that
+        every buffer fills up."""
+        out = memoryview(b''.join(encode_frame(BINARY, data) for data in payloads))
+        sent, got, received = 0, [], 0
+        sock = self.sock
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        try:
+            while received < total:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError('%d of %d bytes received' % (received, total))
+                writable = [sock] if sent < len(out) else []
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    select.select([sock], writable, [], remaining)
+                if sent < len(out):
+                    try:
+                        sent += sock.send(out[sent:sent + 65536])
+                        if lazy:
+                            continue
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        pass
+                try:
+                    chunk = sock.recv(self.read_size)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    continue
+                if not chunk:
+                    raise ConnectionError('closed after %d bytes' % received)
+                self.buffer += chunk
+                while True:
+                    frame = self._parse_frame()
+                    if frame is None:
+                        break
+                    if frame.opcode != BINARY:
+                        raise ConnectionError('unexpected opcode %d' % frame.opcode)
+                    got.append(frame.payload)
+                    received += len(frame.payload)
+        finally:
+            sock.settimeout(self.timeout)
+        return b''.join(got)
+
+    # -- legacy framing: Hixie-75/76 (draft-hixie-thewebsocketprotocol-76) ----------
+
+    def hixie_handshake(self, draft=76, rng=None, **request):
+        """The client's handshake of draft 75 or 76 (hixie_request(**request)); checks
+        the reply's fixed first 85 bytes and, for draft 76, the challenge answer.
+        Returns the reply head."""
+        rng = rng or random.Random()
+        expected = keys = None
+        key3 = b''
+        if draft == 76:
+            key1, number1 = hixie76_client_key(rng)
+            key2, number2 = hixie76_client_key(rng)
+            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
+            keys = (key1, key2)
+            expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
+        self.send(hixie_request(draft, keys=keys, **request) + key3)
+        head = self.read_until(b'\r\n\r\n', TIMEOUT)
+        # draft-75 §4.1: the first 85 bytes must match exactly.
+        if not head.startswith(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                               b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'):
+            raise AssertionError('bad reply %r' % head)
+        if draft == 76:
+            challenge = self.read_exactly(16, TIMEOUT)
+            if challenge != expected:
+                raise AssertionError('challenge response %r != %r' % (challenge, expected))
+        return head
+
+    def send_hixie(self, data):
+        """One frame: 0x00, data in base64, 0xFF."""
+        self.send(hixie_frame(data))
+
+    def recv_hixie_frame(self, timeout=TIMEOUT):
+        """The bytes of the next frame (each decoded on its own), or None for 0xFF 0x00."""
+        kind = self.read_exactly(1, timeout)
+        if kind == b'\xff':
+            if self.read_exactly(1, timeout) != b'\x00':
+                raise AssertionError('length-prefixed frame from the server')
+            return None
+        if kind != b'\x00':
+            raise AssertionError('unexpected frame type %r' % kind)
+        return base64.b64decode(self.read_until(b'\xff', timeout)[:-1], validate=True)
+
+    def recv_hixie_data(self, n, timeout=TIMEOUT):
+        """Frames until n decoded bytes; the closing handshake before them fails."""
+        data = b''
+        deadline = time.monotonic() + timeout
+        while len(data) < n:
+            frame = self.recv_hixie_frame(max(0.01, deadline - time.monotonic()))
+            if frame is None:
+                raise AssertionError('closed after %d of %d bytes' % (len(data), n))
+            data += frame
+        return data
+
+    def expect_hixie_end(self):
+        """After the server's closing handshake: no byte follows it; then close, as
+        the peer does once the closing handshake is done."""
+        rest = self.read_until_eof(TIMEOUT)
+        if rest:
+            raise AssertionError('bytes after the closing handshake: %r' % rest[:100])
+        self.close()
+
+
+def open_session(testcase, address, path='/', protocols=(), **options):
+    """A WSClient (options: TLS context, timeouts, ...) that has completed the handshake."""
+    client = WSClient(testcase, address, **options)
+    client.handshake(path=path, protocols=protocols)
+    return client
+
 
 def describe_close(payload):
     if len(payload) < 2:
@@ -905,219 +1114,6 @@ def check_upgrade_response(response, key):
         raise AssertionError('no Upgrade: websocket in %r' % response)
     if 'upgrade' not in (response.header('connection') or '').lower():
         raise AssertionError('no Connection: Upgrade in %r' % response)
-
-
-class WSSClient:
-    """Blocking RFC 6455 client over a plain or TLS socket, binary frames only;
-    exchange() sends and receives in one thread, as an SSL socket needs."""
-
-    def __init__(self, port, context=None, host='localhost', rcvbuf=None, read_size=65536):
-        self.read_size = read_size
-        sock = socket.socket()
-        try:
-            if rcvbuf:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.settimeout(TIMEOUT)
-            sock.connect(('127.0.0.1', port))
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-            self._handshake(sock)
-        except BaseException:
-            sock.close()
-            raise
-
-    def _handshake(self, sock):
-        self.sock = sock
-        sock.sendall(UPGRADE)
-        head = b''
-        while b'\r\n\r\n' not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionError('closed during the handshake: %r' % head)
-            head += chunk
-        head, _, self.buf = head.partition(b'\r\n\r\n')
-        self.status = int(head.split(b' ')[1])
-        self.head = head
-        if self.status != 101:
-            raise ConnectionError(head.decode('latin-1'))
-
-    def send(self, data):
-        n = len(data)
-        if n < 126:
-            header = struct.pack('!BB', 0x82, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack('!BBH', 0x82, 0xFE, n)
-        else:
-            header = struct.pack('!BBQ', 0x82, 0xFF, n)
-        mask = os.urandom(4)
-        self.sock.sendall(header + mask + websockify.unmask(data, mask))
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(self.read_size)
-            if not chunk:
-                raise ConnectionError('closed')
-            self.buf += chunk
-
-    def recv_frame(self):
-        self._need(2)
-        opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-        pos = 2
-        if length == 126:
-            self._need(4)
-            length, pos = struct.unpack_from('!H', self.buf, 2)[0], 4
-        elif length == 127:
-            self._need(10)
-            length, pos = struct.unpack_from('!Q', self.buf, 2)[0], 10
-        self._need(pos + length)
-        payload, self.buf = self.buf[pos:pos + length], self.buf[pos + length:]
-        return opcode, payload
-
-    def recv_bytes(self, n):
-        out = b''
-        while len(out) < n:
-            opcode, payload = self.recv_frame()
-            if opcode != 2:
-                raise ConnectionError('unexpected opcode %d' % opcode)
-            out += payload
-        return out
-
-    def exchange(self, payloads, total, lazy=False):
-        """Send the payloads while receiving total payload bytes, in this one thread
-        (an SSL socket must not be read and written from two threads at once).
-        lazy: read only when sending is blocked, so that every buffer fills up."""
-        frames = bytearray()
-        for data in payloads:
-            mask = os.urandom(4)
-            frames += struct.pack('!BBQ', 0x82, 0xFF, len(data)) + mask
-            frames += websockify.unmask(data, mask)
-        out, sent, got = memoryview(frames), 0, []
-        received = 0
-        sock = self.sock
-        sock.setblocking(False)
-        deadline = time.monotonic() + 60
-        while received < total:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError('%d of %d bytes received' % (received, total))
-            writable = [sock] if sent < len(out) else []
-            if not sock.pending():
-                select.select([sock], writable, [], remaining)
-            if sent < len(out):
-                try:
-                    sent += sock.send(out[sent:sent + 65536])
-                    if lazy:
-                        continue
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                    pass
-            try:
-                chunk = sock.recv(self.read_size)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                continue
-            if not chunk:
-                raise ConnectionError('closed after %d bytes' % received)
-            self.buf += chunk
-            while True:
-                frame = self._parse()
-                if frame is None:
-                    break
-                got.append(frame)
-                received += len(frame)
-        return b''.join(got)
-
-    def _parse(self):
-        """One complete binary frame's payload from buf, or None."""
-        buf = self.buf
-        if len(buf) < 2:
-            return None
-        length, pos = buf[1] & 0x7F, 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            length, pos = struct.unpack_from('!H', buf, 2)[0], 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            length, pos = struct.unpack_from('!Q', buf, 2)[0], 10
-        if len(buf) < pos + length:
-            return None
-        if buf[0] & 0x0F != 2:
-            raise ConnectionError('unexpected opcode %d' % (buf[0] & 0x0F))
-        self.buf = buf[pos + length:]
-        return buf[pos:pos + length]
-
-    def close(self):
-        self.sock.close()
-
-
-def wss_client(test, *args, **kwargs):
-    """A WSSClient closed in the test's cleanup."""
-    client = WSSClient(*args, **kwargs)
-    test.addCleanup(client.close)
-    return client
-
-
-def _connect(port):
-    sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-class _Reader:
-    """Buffered, bounded reads from a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError('timed out waiting for the server')
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise AssertionError('timed out waiting for the server') from None
-        if not data:
-            raise EOFError
-        self.buf += data
-
-    def until(self, marker, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            self._fill(deadline)
-        i = self.buf.index(marker) + len(marker)
-        data = bytes(self.buf[:i])
-        del self.buf[:i]
-        return data
-
-    def exact(self, n, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while len(self.buf) < n:
-            self._fill(deadline)
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def rest(self, timeout=TIMEOUT):
-        """Everything until EOF."""
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                self._fill(deadline)
-        except (EOFError, ConnectionResetError):
-            pass
-        data = bytes(self.buf)
-        self.buf.clear()
-        return data
-
-    def quiet(self, seconds):
-        """True when nothing arrives for `seconds` (the server is waiting for us)."""
-        if self.buf:
-            return False
-        readable, _, _ = select.select([self.sock], [], [], seconds)
-        return not readable
 
 
 _KEY_NOISE = [chr(c) for c in list(range(0x21, 0x30)) + list(range(0x3A, 0x7F))]
@@ -1137,8 +1133,9 @@ def hixie76_client_key(rng):
 
 
 def hixie_request(draft, host='example.com', path='/demo', origin='http://example.com',
-                  protocol=None, keys=None):
-    """The client's handshake lines (draft-76 §4.1), ending in CRLF CRLF."""
+                  protocol=None, keys=None, extra=()):
+    """The client's handshake lines (draft-76 §4.1), then `extra` (name, value)
+    pairs, ending in CRLF CRLF."""
     lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
              'Host: ' + host]
     if origin is not None:
@@ -1149,129 +1146,13 @@ def hixie_request(draft, host='example.com', path='/demo', origin='http://exampl
             lines.append('Sec-WebSocket-Protocol: ' + protocol)
     elif protocol:
         lines.append('WebSocket-Protocol: ' + protocol)
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
-
-
-class HixieClient:
-    """A draft-75/76 client: handshake, 0x00 base64 0xFF frames, 0xFF 0x00 close."""
-
-    def __init__(self, port, draft=76, rng=None, **request):
-        self.sock = _connect(port)
-        self.reader = _Reader(self.sock)
-        rng = rng or random.Random()
-        self.draft = draft
-        expected = None
-        keys = None
-        key3 = b''
-        if draft == 76:
-            key1, number1 = hixie76_client_key(rng)
-            key2, number2 = hixie76_client_key(rng)
-            key3 = bytes(rng.getrandbits(8) for _ in range(8))           # 8 random bytes
-            keys = (key1, key2)
-            expected = hashlib.md5(struct.pack('>II', number1, number2) + key3).digest()
-        self.sock.sendall(hixie_request(draft, keys=keys, **request) + key3)
-        self.head = self.reader.until(b'\r\n\r\n')
-        # draft-75 §4.1: the first 85 bytes must match exactly.
-        if not self.head.startswith(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
-                                    b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'):
-            raise AssertionError('bad reply %r' % self.head)
-        if draft == 76:
-            challenge = self.reader.exact(16)
-            if challenge != expected:
-                raise AssertionError('challenge response %r != %r' % (challenge, expected))
-
-    def send(self, data):
-        self.sock.sendall(b'\x00' + base64.b64encode(data) + b'\xff')
-
-    def recv_frame(self, timeout=TIMEOUT):
-        """The bytes of the next frame (each decoded on its own), or None for 0xFF 0x00."""
-        kind = self.reader.exact(1, timeout)
-        if kind == b'\xff':
-            if self.reader.exact(1, timeout) != b'\x00':
-                raise AssertionError('length-prefixed frame from the server')
-            return None
-        if kind != b'\x00':
-            raise AssertionError('unexpected frame type %r' % kind)
-        return base64.b64decode(self.reader.until(b'\xff', timeout)[:-1], validate=True)
-
-    def recv_bytes(self, n, timeout=TIMEOUT):
-        data = b''
-        deadline = time.monotonic() + timeout
-        while len(data) < n:
-            frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
-            if frame is None:
-                raise AssertionError('closed after %d of %d bytes' % (len(data), n))
-            data += frame
-        return data
-
-    def expect_end(self):
-        """After the server's closing handshake: no byte follows it; then close, as
-        the peer does once the closing handshake is done."""
-        rest = self.reader.rest()
-        if rest:
-            raise AssertionError('bytes after the closing handshake: %r' % rest[:100])
-        self.close()
-
-    def close(self):
-        self.sock.close()
-
-
-def hybi_handshake(port, protocols=None):
-    """A HyBi upgrade offering `protocols` (one header value); (sock, reader, head)."""
-    sock = _connect(port)
-    sock.sendall(upgrade_request(extra=[('Sec-WebSocket-Protocol', protocols)]
-                                 if protocols else ()))
-    reader = _Reader(sock)
-    head = reader.until(b'\r\n\r\n')
-    return sock, reader, head
-
-
-def hybi_read_frame(reader, timeout=TIMEOUT):
-    """(opcode, payload) of the next server frame."""
-    b0, b1 = reader.exact(2, timeout)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack('!H', reader.exact(2, timeout))[0]
-    elif n == 127:
-        n = struct.unpack('!Q', reader.exact(8, timeout))[0]
-    return b0 & 0x0F, reader.exact(n, timeout)
-
-
-def hybi_read_base64(reader, n, timeout=TIMEOUT):
-    """Read text frames, decoding each on its own, until n bytes came."""
-    data = b''
-    while len(data) < n:
-        opcode, payload = hybi_read_frame(reader, timeout)
-        if opcode != 1:
-            raise AssertionError('expected a text frame, got opcode %d %r' % (opcode, payload))
-        data += base64.b64decode(payload, validate=True)
-    return data
-
-
-def hixie75_request(path='/', extra=()):
-    lines = ['GET %s HTTP/1.1' % path, 'Upgrade: WebSocket', 'Connection: Upgrade',
-             'Host: localhost', 'Origin: http://localhost']
     lines += ['%s: %s' % h for h in extra]
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
 
 
 def hixie_frame(data):
+    """A Hixie frame: 0x00, data in base64, 0xFF."""
     return b'\x00' + base64.b64encode(data) + b'\xff'
-
-
-def read_hixie_data(client, total):
-    """Decoded payload of draft-75 frames from the proxy until `total` bytes."""
-    data = b''
-    while len(data) < total:
-        while b'\xff' not in client.buffer:
-            if not client._fill():
-                raise AssertionError('EOF after %d of %d bytes' % (len(data), total))
-        frame, _, rest = bytes(client.buffer).partition(b'\xff')
-        client.buffer = bytearray(rest)
-        if not frame.startswith(b'\x00'):
-            raise AssertionError('not a Hixie text frame: %r' % frame[:40])
-        data += base64.b64decode(frame[1:])
-    return data
 
 
 def basic(user_password):
@@ -1344,13 +1225,6 @@ class LogWatch(logging.Handler):
             return found()
 
 
-def start_logged_proxy(testcase, target, *options):
-    """An in-process proxy to target with its log watched; returns (port, LogWatch)."""
-    log = LogWatch(testcase)
-    server = start_proxy(testcase, '127.0.0.1:0', target.arg, *options)
-    return server.server_address[1], log
-
-
 #: The line main() logs at start; groups give the address it listens on.
 LISTENING = re.compile(r'listening on (?:unix:(?P<path>[^\s,]+)'
                        r'|\[(?P<host6>[^\]]*)\]:(?P<port6>\d+)'
@@ -1358,36 +1232,52 @@ LISTENING = re.compile(r'listening on (?:unix:(?P<path>[^\s,]+)'
 
 
 class ProxyProcess:
-    """websockify.py run as a program; ready once it logs its 'listening on' line."""
+    """websockify.py run as a program (script), often wrapping one (`-- PROGRAM`).
 
-    def __init__(self, testcase, *args, cwd=None):
-        env = dict(os.environ, PYTHONUNBUFFERED='1')
-        self.proc = subprocess.Popen([sys.executable, SCRIPT] + [str(a) for a in args],
+    With ready (the default), the constructor waits for its 'listening on' line and
+    `address` says where to connect. Its stderr lines are collected: `stderr`,
+    wait_log(). stop() signals it and returns its status; kill() kills it. The
+    cleanup kills it, or, when it wraps a program, sends SIGTERM so that it stops
+    the program, and kills their groups only if it hangs."""
+
+    def __init__(self, testcase, *args, cwd=None, env=None, script=SCRIPT, ready=True):
+        self.test = testcase
+        args = [str(a) for a in args]
+        #: Whether it wraps a program, which a SIGTERM makes it stop.
+        self.wraps = '--' in args
+        # faulthandler: a websockify that hangs dumps its threads on SIGABRT (stop()).
+        env = dict(os.environ if env is None else env, PYTHONUNBUFFERED='1',
+                   PYTHONFAULTHANDLER='1')
+        self.proc = subprocess.Popen([sys.executable, script] + args,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, cwd=cwd or HERE, env=env)
-        testcase.addCleanup(self.stop)
         self.lines = []
-        self.match = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self.cond = threading.Condition()
+        self.eof = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._ready.wait(TIMEOUT) or self.match is None:
-            testcase.fail('no "listening on" line from websockify.py %s:\n%s'
-                          % (' '.join(map(str, args)), self.stderr))
-
-    def _read_stderr(self):
-        for raw in self.proc.stderr:
-            line = raw.decode('utf-8', 'replace')
-            self.lines.append(line)
+        testcase.addCleanup(self.cleanup)
+        #: The 'listening on' match (with ready).
+        self.match = None
+        if ready:
+            self.match = self._search(LISTENING, 1, TIMEOUT)
             if self.match is None:
-                self.match = LISTENING.search(line)
-                if self.match:
-                    self._ready.set()
-        self._ready.set()
+                testcase.fail('no "listening on" line from websockify.py %s:\n%s'
+                              % (' '.join(args), self.stderr))
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.cond:
+                self.lines.append(line.decode('utf-8', 'replace'))
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
 
     @property
     def stderr(self):
-        return ''.join(self.lines)
+        with self.cond:
+            return ''.join(self.lines)
 
     @property
     def address(self):
@@ -1401,62 +1291,9 @@ class ProxyProcess:
         host = m.group('host')
         return ('127.0.0.1' if host in ('', '0.0.0.0', '*') else host, int(m.group('port')))
 
-    def wait(self, timeout=TIMEOUT):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError('websockify.py still running after %s s:\n%s'
-                                 % (timeout, self.stderr)) from None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(TIMEOUT)
-        self._reader.join(TIMEOUT)
-        self.proc.stderr.close()
-
-
-def run_cli(*args, cwd=None, env=None):
-    """websockify.py run to completion; returns the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd or HERE, env=env)
-
-
-class WrapperProcess:
-    """websockify.py run as a program (wrapping one, often): its stderr lines are
-    collected for wait_log(); stop() signals it; the cleanup stops it with SIGTERM,
-    so that it stops its program, and kills their groups only if it hangs."""
-
-    def __init__(self, test, args, env=None, script=SCRIPT, cwd=None):
-        self.test = test
-        # faulthandler: a websockify that hangs dumps its threads on SIGABRT (stop()).
-        env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
-        self.proc = subprocess.Popen([sys.executable, script] + list(args),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=env, cwd=cwd)
-        self.lines = []
-        self.cond = threading.Condition()
-        self.eof = False
-        threading.Thread(target=self._read, daemon=True).start()
-        test.addCleanup(self.cleanup)
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self.cond:
-                self.lines.append(line.decode('utf-8', 'replace'))
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-    def text(self):
-        with self.cond:
-            return ''.join(self.lines)
-
-    def wait_log(self, pattern, timeout=PROCESS_TIMEOUT, count=1):
-        """Wait for the count-th stderr line matching pattern; return its match."""
-        regex = re.compile(pattern)
+    def _search(self, regex, count, timeout):
+        """The count-th stderr line matching regex, waiting for it; None at the timeout
+        or EOF."""
         end = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -1465,9 +1302,16 @@ class WrapperProcess:
                     return found[count - 1]
                 left = end - time.monotonic()
                 if left <= 0 or self.eof:
-                    self.test.fail('no %r in the log (%s):\n%s' % (
-                        pattern, 'EOF' if self.eof else 'timeout', ''.join(self.lines)))
+                    return None
                 self.cond.wait(left)
+
+    def wait_log(self, pattern, timeout=PROCESS_TIMEOUT, count=1):
+        """Wait for the count-th stderr line matching pattern; return its match."""
+        match = self._search(re.compile(pattern), count, timeout)
+        if match is None:
+            self.test.fail('no %r in the log (%s):\n%s' % (
+                pattern, 'EOF' if self.eof else 'timeout', self.stderr))
+        return match
 
     def wait_eof(self, timeout=PROCESS_TIMEOUT):
         end = time.monotonic() + timeout
@@ -1475,6 +1319,14 @@ class WrapperProcess:
             while not self.eof and time.monotonic() < end:
                 self.cond.wait(end - time.monotonic())
             return self.eof
+
+    def wait(self, timeout=TIMEOUT):
+        """Its exit status, once it exits by itself."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError('websockify.py still running after %s s:\n%s'
+                                 % (timeout, self.stderr)) from None
 
     def stop(self, signum=signal.SIGTERM):
         """Send signum and return the exit status; fail with the log if it hangs."""
@@ -1484,7 +1336,15 @@ class WrapperProcess:
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGABRT)
             self.wait_eof(5.0)
-            self.test.fail('websockify did not stop on signal %d:\n%s' % (signum, self.text()))
+            self.test.fail('websockify did not stop on signal %d:\n%s' % (signum, self.stderr))
+
+    def kill(self):
+        """SIGKILL, if it still runs; then its stderr is read to the end and closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        self._reader.join(TIMEOUT)
+        self.proc.stderr.close()
 
     def pgids(self):
         """Process groups websockify started (one per run of the program)."""
@@ -1493,7 +1353,10 @@ class WrapperProcess:
             return [int(m.group(1)) for m in map(regex.search, self.lines) if m]
 
     def cleanup(self):
-        """After a failed test: stop websockify, and its programs if it could not."""
+        """Stop websockify, and its programs if it could not."""
+        if not self.wraps:
+            self.kill()
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -1506,6 +1369,13 @@ class WrapperProcess:
                         os.killpg(pgid, signal.SIGKILL)
         if self.wait_eof(5.0):
             self.proc.stderr.close()
+
+
+def run_cli(*args, cwd=None, env=None):
+    """websockify.py run to completion; returns the CompletedProcess (text output)."""
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=cwd or HERE, env=env)
 
 
 def wait_until_gone(probe, timeout):
@@ -1527,7 +1397,6 @@ def wait_group_gone(test, pgid, timeout=PROCESS_TIMEOUT):
         test.fail('process group %d still has processes' % pgid)
 
 
-
 class ProxyTestCase(unittest.TestCase):
     """Targets, the proxy and clients, all stopped in cleanup."""
 
@@ -1539,12 +1408,6 @@ class ProxyTestCase(unittest.TestCase):
         """An echo target with the proxy in front of it; returns the proxy's address."""
         target = TargetServer(self, echo)
         return self.proxy(*options, '127.0.0.1:0', target.arg)
-
-    def session(self, address, **options):
-        """A raw client that has completed the handshake."""
-        client = WSClient(self, address, **options)
-        client.handshake()
-        return client
 
     def tempdir(self):
         path = tempfile.mkdtemp(prefix='wsfy-')
@@ -1965,7 +1828,7 @@ class TestProtocolFrames(ProxyTestCase):
 
     def open(self):
         """A session and the target's end of it."""
-        client = self.session(self.address)
+        client = open_session(self, self.address)
         return client, self.target.accept()
 
     def expect_close_for(self, frames, code):
@@ -2126,30 +1989,30 @@ class TestProtocolLegacySessions(unittest.TestCase):
 
     def setUp(self):
         self.target = TargetServer(self, echo)
-        self.port, self.log = start_logged_proxy(self, self.target)
+        self.log = LogWatch(self)
+        self.port = start_proxy(self, '127.0.0.1:0', self.target.arg).server_address[1]
 
     def _vector_session(self, delivery):
-        sock = _connect(self.port)
-        self.addCleanup(sock.close)
-        reader = _Reader(sock)
+        client = WSClient(self, self.port)
         request = hixie_request(76, protocol='sample', keys=(KEY1, KEY2))
         if delivery == 'same':
-            sock.sendall(request + KEY3)
+            client.send(request + KEY3)
         else:
-            sock.sendall(request)
-            self.assertTrue(reader.quiet(0.3), 'replied before key3')
+            client.send(request)
+            self.assertTrue(client.quiet(0.3), 'replied before key3')
             if delivery == 'separate':
-                sock.sendall(KEY3)
+                client.send(KEY3)
             else:
                 for i in range(8):
-                    self.assertTrue(reader.quiet(0.02 if i else 0.0), 'replied early')
-                    sock.sendall(KEY3[i:i + 1])
-        self.assertEqual(reader.exact(len(VECTOR_REPLY)), VECTOR_REPLY)
-        sock.sendall(b'\x00' + base64.b64encode(b'ping me') + b'\xff')
-        self.assertEqual(reader.until(b'\xff'), b'\x00' + base64.b64encode(b'ping me') + b'\xff')
-        sock.sendall(b'\xff\x00')
-        self.assertEqual(reader.rest(), b'\xff\x00')
-        sock.close()   # the peer closes after the closing handshake
+                    self.assertTrue(client.quiet(0.02 if i else 0.0), 'replied early')
+                    client.send(KEY3[i:i + 1])
+        self.assertEqual(client.read_exactly(len(VECTOR_REPLY)), VECTOR_REPLY)
+        client.send(b'\x00' + base64.b64encode(b'ping me') + b'\xff')
+        self.assertEqual(client.read_until(b'\xff'),
+                         b'\x00' + base64.b64encode(b'ping me') + b'\xff')
+        client.send(b'\xff\x00')
+        self.assertEqual(client.read_until_eof(), b'\xff\x00')
+        client.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_line('session open', 'hixie-76/base64',
                                           'protocol sample'))
         self.assertTrue(self.log.wait_line('session closed', 'close 1005'))
@@ -2164,50 +2027,46 @@ class TestProtocolLegacySessions(unittest.TestCase):
         self._vector_session('bytewise')
 
     def test_draft76_first_frame_with_key3(self):
-        sock = _connect(self.port)
-        self.addCleanup(sock.close)
-        reader = _Reader(sock)
+        client = WSClient(self, self.port)
         frame = b'\x00' + base64.b64encode(b'eager') + b'\xff'
-        sock.sendall(hixie_request(76, keys=(KEY1, KEY2), protocol='sample') + KEY3 + frame)
-        self.assertEqual(reader.exact(len(VECTOR_REPLY)), VECTOR_REPLY)
-        self.assertEqual(reader.until(b'\xff'), frame)
+        client.send(hixie_request(76, keys=(KEY1, KEY2), protocol='sample') + KEY3 + frame)
+        self.assertEqual(client.read_exactly(len(VECTOR_REPLY)), VECTOR_REPLY)
+        self.assertEqual(client.read_until(b'\xff'), frame)
 
     def test_85_byte_prefix_and_draft76_client(self):
-        client = HixieClient(self.port, 76, path='/x?token=1', host='example.com:6080',
-                             origin=None)
-        self.addCleanup(client.close)
-        self.assertEqual(client.head[:85], PREFIX_85)
+        client = WSClient(self, self.port)
+        head = client.hixie_handshake(76, path='/x?token=1', host='example.com:6080',
+                                      origin=None)
+        self.assertEqual(head[:85], PREFIX_85)
         self.assertIn(b'\r\nSec-WebSocket-Location: ws://example.com:6080/x?token=1\r\n',
-                      client.head)
-        self.assertNotIn(b'Origin', client.head)
-        client.send(b'\x00\x01\xfe\xff')
-        self.assertEqual(client.recv_bytes(4), b'\x00\x01\xfe\xff')
+                      head)
+        self.assertNotIn(b'Origin', head)
+        client.send_hixie(b'\x00\x01\xfe\xff')
+        self.assertEqual(client.recv_hixie_data(4), b'\x00\x01\xfe\xff')
 
     def test_draft75_session(self):
-        sock = _connect(self.port)
-        self.addCleanup(sock.close)
-        reader = _Reader(sock)
-        sock.sendall(hixie_request(75, protocol='sample'))
+        client = WSClient(self, self.port)
+        client.send(hixie_request(75, protocol='sample'))
         expected = (PREFIX_85 + b'WebSocket-Origin: http://example.com\r\n'
                     b'WebSocket-Location: ws://example.com/demo\r\n'
                     b'WebSocket-Protocol: sample\r\n\r\n')
-        self.assertEqual(reader.exact(len(expected)), expected)
-        sock.sendall(b'\x00aGVsbG8=\xff')
-        self.assertEqual(reader.until(b'\xff'), b'\x00aGVsbG8=\xff')
+        self.assertEqual(client.read_exactly(len(expected)), expected)
+        client.send(b'\x00aGVsbG8=\xff')
+        self.assertEqual(client.read_until(b'\xff'), b'\x00aGVsbG8=\xff')
         for message in (bytes(range(256)), b'', b'!'):
-            sock.sendall(b'\x00' + base64.b64encode(message) + b'\xff')
+            client.send(b'\x00' + base64.b64encode(message) + b'\xff')
         got = b''
         while len(got) < 257:
-            got += base64.b64decode(reader.until(b'\xff')[1:-1], validate=True)
+            got += base64.b64decode(client.read_until(b'\xff')[1:-1], validate=True)
         self.assertEqual(got, bytes(range(256)) + b'!')
-        sock.shutdown(socket.SHUT_WR)       # draft-75 has no closing handshake
-        self.assertIn(reader.rest(), (b'', b'\xff\x00'))
+        client.sock.shutdown(socket.SHUT_WR)       # draft-75 has no closing handshake
+        self.assertIn(client.read_until_eof(), (b'', b'\xff\x00'))
         self.assertTrue(self.log.wait_line('session open', 'hixie-75/base64'))
         self.assertTrue(self.log.wait_line('session closed'))
 
     def test_hixie_1mib_both_ways(self):
-        client = HixieClient(self.port, 76)
-        self.addCleanup(client.close)
+        client = WSClient(self, self.port)
+        client.hixie_handshake(76)
         total = 1 << 20
         data = os.urandom(total)
         sizes = [1, 2, 3, 1000, 65536, 300000]
@@ -2216,16 +2075,16 @@ class TestProtocolLegacySessions(unittest.TestCase):
             i = n = 0
             while n < total:
                 size = min(sizes[i % len(sizes)], total - n)
-                client.send(data[n:n + size])
+                client.send_hixie(data[n:n + size])
                 n += size
                 i += 1
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
-        got = client.recv_bytes(total, timeout=30)
+        got = client.recv_hixie_data(total, timeout=30)
         thread.join(TIMEOUT)
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
         client.sock.sendall(b'\xff\x00')
-        self.assertIsNone(client.recv_frame())
+        self.assertIsNone(client.recv_hixie_frame())
 
     def test_hybi_base64_1mib_both_ways_websockets(self):
         websockets = websockets_asyncio()
@@ -2280,8 +2139,8 @@ class TestProtocolLegacySessions(unittest.TestCase):
         self.assertIn('base64', rcvd.reason)
 
     def test_hybi_base64_groups_split_across_frames_and_reads(self):
-        sock, reader, head = hybi_handshake(self.port, 'base64')
-        self.addCleanup(sock.close)
+        client = WSClient(self, self.port)
+        head = client.handshake(protocols=['base64']).raw
         self.assertIn(b'\r\nSec-WebSocket-Protocol: base64\r\n', head)
         message = b'hello, split base64 world!'
         text = base64.b64encode(message)
@@ -2289,79 +2148,81 @@ class TestProtocolLegacySessions(unittest.TestCase):
         frames = (encode_frame(1, pieces[0]) + encode_frame(1, pieces[1], fin=False)
                   + encode_frame(0, pieces[2]) + encode_frame(1, pieces[3]))
         for i in range(len(frames)):           # one byte per TCP segment
-            sock.sendall(frames[i:i + 1])
-        self.assertEqual(hybi_read_base64(reader, len(message)), message)
-        sock.sendall(encode_frame(1, b'QQ==') + encode_frame(1, b'Qg=='))
-        self.assertEqual(hybi_read_base64(reader, 2), b'AB')
-        sock.sendall(encode_frame(8, struct.pack('!H', 1000)))
-        self.assertEqual(hybi_read_frame(reader), (8, struct.pack('!H', 1000)))
+            client.send(frames[i:i + 1])
+        self.assertEqual(client.recv_base64(len(message)), message)
+        client.send(encode_frame(1, b'QQ==') + encode_frame(1, b'Qg=='))
+        self.assertEqual(client.recv_base64(2), b'AB')
+        client.send(encode_frame(8, struct.pack('!H', 1000)))
+        self.assertEqual(client.recv_frame()[1:], (8, struct.pack('!H', 1000)))
 
     def test_hybi_invalid_base64(self):
-        sock, reader, head = hybi_handshake(self.port, 'base64')
-        self.addCleanup(sock.close)
-        sock.sendall(encode_frame(1, b'QU') + encode_frame(1, b'JD'))
-        self.assertEqual(hybi_read_base64(reader, 3), b'ABC')
-        sock.sendall(encode_frame(1, b'QQ=x'))
-        opcode, payload = hybi_read_frame(reader)
+        client = WSClient(self, self.port)
+        client.handshake(protocols=['base64'])
+        client.send(encode_frame(1, b'QU') + encode_frame(1, b'JD'))
+        self.assertEqual(client.recv_base64(3), b'ABC')
+        client.send(encode_frame(1, b'QQ=x'))
+        _, opcode, payload = client.recv_frame()
         self.assertEqual(opcode, 8)
         self.assertEqual(struct.unpack('!H', payload[:2])[0], 1007)
         self.assertIn(b'base64', payload[2:])
-        sock.sendall(encode_frame(8, payload[:2]))
-        self.assertEqual(reader.rest(), b'')
-        sock.close()   # the peer closes after the closing handshake
+        client.send(encode_frame(8, payload[:2]))
+        self.assertEqual(client.read_until_eof(), b'')
+        client.close()   # the peer closes after the closing handshake
         self.assertTrue(self.log.wait_line('session closed', 'close 1007', 'base64'))
 
     def test_hixie_groups_split_across_frames_and_invalid_base64(self):
-        client = HixieClient(self.port, 76)
-        self.addCleanup(client.close)
+        client = WSClient(self, self.port)
+        client.hixie_handshake(76)
         text = base64.b64encode(b'split groups')
         data = b'\x00' + text[:3] + b'\xff\x00' + text[3:5] + b'\xff\x00' + text[5:] + b'\xff'
         for i in range(len(data)):
             client.sock.sendall(data[i:i + 1])
-        self.assertEqual(client.recv_bytes(12), b'split groups')
+        self.assertEqual(client.recv_hixie_data(12), b'split groups')
         client.sock.sendall(b'\x00QQ=*\xff')
-        self.assertIsNone(client.recv_frame())
-        client.expect_end()
+        self.assertIsNone(client.recv_hixie_frame())
+        client.expect_hixie_end()
         self.assertTrue(self.log.wait_line('session closed', 'invalid base64'))
 
     def test_hixie_length_prefixed_frame_ends_session(self):
-        client = HixieClient(self.port, 76)
-        self.addCleanup(client.close)
+        client = WSClient(self, self.port)
+        client.hixie_handshake(76)
         client.sock.sendall(b'\x80\x05hello')
-        self.assertIsNone(client.recv_frame())
-        client.expect_end()
+        self.assertIsNone(client.recv_hixie_frame())
+        client.expect_hixie_end()
         self.assertTrue(self.log.wait_line('session closed', 'length-prefixed'))
 
     def test_hixie_target_close_sends_closing_handshake(self):
         target = TargetServer(self, say_bye)
-        port, log = start_logged_proxy(self, target)
-        client = HixieClient(port, 76)
-        self.addCleanup(client.close)
-        self.assertEqual(client.recv_frame(), b'bye')
-        self.assertIsNone(client.recv_frame())
+        log = LogWatch(self)
+        port = start_proxy(self, '127.0.0.1:0', target.arg).server_address[1]
+        client = WSClient(self, port)
+        client.hixie_handshake(76)
+        self.assertEqual(client.recv_hixie_frame(), b'bye')
+        self.assertIsNone(client.recv_hixie_frame())
         client.sock.sendall(b'\xff\x00')
-        client.expect_end()
+        client.expect_hixie_end()
         self.assertTrue(log.wait_line('session closed', 'target closed'))
 
     def test_hixie_heartbeat_sends_nothing_invalid(self):
-        port, log = start_logged_proxy(self, self.target, '--heartbeat', '0.1')
-        client = HixieClient(port, 76)
-        self.addCleanup(client.close)
-        self.assertTrue(client.reader.quiet(0.5), 'heartbeat sent bytes to a Hixie client')
-        client.send(b'still alive')
-        self.assertEqual(client.recv_bytes(11), b'still alive')
+        port = start_proxy(self, '127.0.0.1:0', self.target.arg,
+                           '--heartbeat', '0.1').server_address[1]
+        client = WSClient(self, port)
+        client.hixie_handshake(76)
+        self.assertTrue(client.quiet(0.5), 'heartbeat sent bytes to a Hixie client')
+        client.send_hixie(b'still alive')
+        self.assertEqual(client.recv_hixie_data(11), b'still alive')
 
     def test_subprotocol_choice(self):
         for offered, chosen, opcode in (('base64, binary', b'binary', 2),
                                         ('binary, base64', b'binary', 2),
                                         ('base64', b'base64', 1)):
-            sock, reader, head = hybi_handshake(self.port, offered)
-            self.addCleanup(sock.close)
+            client = WSClient(self, self.port)
+            head = client.handshake(protocols=[offered]).raw
             self.assertIn(b'\r\nSec-WebSocket-Protocol: ' + chosen + b'\r\n', head)
             payload = b'QUJD'
-            sock.sendall(encode_frame(opcode, payload))
+            client.send(encode_frame(opcode, payload))
             expected = b'ABC' if chosen == b'base64' else payload
-            got = hybi_read_base64(reader, 3) if opcode == 1 else hybi_read_frame(reader)[1]
+            got = client.recv_base64(3) if opcode == 1 else client.recv_frame().payload
             self.assertEqual(got, expected, offered)
         self.assertTrue(self.log.wait_line('session open', 'hybi/binary', 'protocol binary'))
         self.assertTrue(self.log.wait_line('session open', 'hybi/base64', 'protocol base64'))
@@ -2369,28 +2230,24 @@ class TestProtocolLegacySessions(unittest.TestCase):
     def test_flash_policy(self):
         for pieces in ([b'<policy-file-request/>\x00'],
                        [b'<policy-', b'file-request/>', b'\x00']):
-            sock = _connect(self.port)
-            self.addCleanup(sock.close)
-            reader = _Reader(sock)
+            client = WSClient(self, self.port)
             for i, piece in enumerate(pieces):
                 if i:
-                    self.assertTrue(reader.quiet(0.05))
-                sock.sendall(piece)
-            self.assertEqual(reader.rest(), FLASH_POLICY)
+                    self.assertTrue(client.quiet(0.05))
+                client.send(piece)
+            self.assertEqual(client.read_until_eof(), FLASH_POLICY)
         self.assertTrue(self.log.wait_line('Flash socket policy served'))
 
     def test_not_a_policy_request(self):
-        sock = _connect(self.port)
-        self.addCleanup(sock.close)
-        sock.sendall(b'<hello/>\x00')
-        self.assertEqual(_Reader(sock).rest(), b'')
+        client = WSClient(self, self.port)
+        client.send(b'<hello/>\x00')
+        self.assertEqual(client.read_until_eof(), b'')
         self.assertTrue(self.log.wait_line('neither HTTP nor a Flash policy request'))
 
     def _status(self, request):
-        sock = _connect(self.port)
-        self.addCleanup(sock.close)
-        sock.sendall(request)
-        return _Reader(sock).rest()
+        client = WSClient(self, self.port)
+        client.send(request)
+        return client.read_until_eof()
 
     def test_bad_hixie_keys_get_400(self):
         for key1 in ('12345', '1 2 3', 'no digits '):
@@ -2409,21 +2266,23 @@ class TestProtocolLegacySessions(unittest.TestCase):
         self.assertIn(b'Sec-WebSocket-Version: 13, 8, 7', reply)
 
     def test_key3_that_never_comes(self):
-        port, log = start_logged_proxy(self, self.target, '--handshake-timeout', '1')
-        sock = _connect(port)
-        self.addCleanup(sock.close)
+        log = LogWatch(self)
+        port = start_proxy(self, '127.0.0.1:0', self.target.arg,
+                           '--handshake-timeout', '1').server_address[1]
+        client = WSClient(self, port)
         start = time.monotonic()
-        sock.sendall(hixie_request(76, keys=(KEY1, KEY2)) + KEY3[:5])
-        reply = _Reader(sock).rest(timeout=5)
+        client.send(hixie_request(76, keys=(KEY1, KEY2)) + KEY3[:5])
+        reply = client.read_until_eof(timeout=5)
         self.assertTrue(reply.startswith(b'HTTP/1.1 408 '), reply)
         self.assertLess(time.monotonic() - start, 4.0)
         self.assertTrue(log.wait_line('408', 'did not arrive in time'))
 
     def test_frame_that_never_ends(self):
         sink = Sink()
-        port, log = start_logged_proxy(self, TargetServer(self, sink))
-        client = HixieClient(port, 76)
-        self.addCleanup(client.close)
+        log = LogWatch(self)
+        port = start_proxy(self, '127.0.0.1:0', TargetServer(self, sink).arg).server_address[1]
+        client = WSClient(self, port)
+        client.hixie_handshake(76)
         chunk = b'AAAA' * 16384
         sent = [0]
 
@@ -2439,8 +2298,8 @@ class TestProtocolLegacySessions(unittest.TestCase):
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
         self.assertTrue(sink.first_data.wait(TIMEOUT), 'payload not streamed to the target')
-        self.assertIsNone(client.recv_frame(timeout=20))
-        self.assertEqual(client.reader.rest(timeout=20), b'')
+        self.assertIsNone(client.recv_hixie_frame(timeout=20))
+        self.assertEqual(client.read_until_eof(timeout=20), b'')
         thread.join(TIMEOUT)
         self.assertTrue(log.wait_line('session closed', 'longer than'))
         self.assertLessEqual(sink.received, websockify.HIXIE_MAX_FRAME * 3 // 4)
@@ -2527,7 +2386,8 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         # client keep meeting a full kernel buffer (SSLWantWrite) and are retried
         # from the queue.
         port = self.proxy()
-        ws = wss_client(self, port, client_context(self.pki), rcvbuf=4096, read_size=1000)
+        ws = open_session(self, port, protocols=['binary'], context=client_context(self.pki),
+                          rcvbuf=4096, read_size=1000)
         total = 4 << 20
         data = os.urandom(total)
         got = ws.exchange([data[pos:pos + 300000] for pos in range(0, total, 300000)], total,
@@ -2537,12 +2397,13 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     def test_plain_and_tls_on_one_port_at_once(self):
         port = self.proxy()
         with LogWatch(self) as logs:
-            plain = wss_client(self, port)
-            secure = wss_client(self, port, client_context(self.pki))
-            secure.send(b'over tls')
-            plain.send(b'in clear')
-            self.assertEqual(plain.recv_bytes(8), b'in clear')
-            self.assertEqual(secure.recv_bytes(8), b'over tls')
+            plain = open_session(self, port, protocols=['binary'])
+            secure = open_session(self, port, protocols=['binary'],
+                                  context=client_context(self.pki))
+            secure.send_frame(BINARY, b'over tls')
+            plain.send_frame(BINARY, b'in clear')
+            self.assertEqual(plain.recv_data(8), b'in clear')
+            self.assertEqual(secure.recv_data(8), b'over tls')
             answer = http_exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
                                    client_context(self.pki))
             self.assertTrue(answer.startswith(b'HTTP/1.1 426 '), answer)
@@ -2557,10 +2418,10 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             server = start_proxy(self, settings=settings)
             port = server.server_address[1]
             with self.assertRaises((ssl.SSLError, ConnectionError)):
-                WSSClient(port, client_context(self.pki))
-            ws = wss_client(self, port)
-            ws.send(b'plain')
-            self.assertEqual(ws.recv_bytes(5), b'plain')
+                open_session(self, port, protocols=['binary'], context=client_context(self.pki))
+            ws = open_session(self, port, protocols=['binary'])
+            ws.send_frame(BINARY, b'plain')
+            self.assertEqual(ws.recv_data(5), b'plain')
         refused = logs.wait_for('TLS handshake refused')
         self.assertEqual(len(refused), 1, logs.output)
         self.assertIn('no certificate', refused[0])
@@ -2571,9 +2432,10 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             answer = http_exchange(port, b'\x16\x03\x01\x00\x05hello garbage\r\n\r\n')
             self.assertNotIn(b'HTTP', answer)
             answer = http_exchange(port, b'\x80\x00garbage')
-            ws = wss_client(self, port, client_context(self.pki))   # the server still works
-            ws.send(b'ok')
-            self.assertEqual(ws.recv_bytes(2), b'ok')
+            ws = open_session(self, port, protocols=['binary'],     # the server still works
+                              context=client_context(self.pki))
+            ws.send_frame(BINARY, b'ok')
+            self.assertEqual(ws.recv_data(2), b'ok')
         failed = logs.wait_for('TLS handshake failed', 2)
         self.assertEqual(len(failed), 2, logs.output)
         self.assertFalse([r for r in logs.output if 'Traceback' in r or 'internal' in r])
@@ -2594,22 +2456,24 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         self.assertIn(b'wss://', answer)
         answer = http_exchange(port, UPGRADE)
         self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
-        ws = wss_client(self, port, client_context(self.pki))
-        ws.send(b'secure')
-        self.assertEqual(ws.recv_bytes(6), b'secure')
+        ws = open_session(self, port, protocols=['binary'], context=client_context(self.pki))
+        ws.send_frame(BINARY, b'secure')
+        self.assertEqual(ws.recv_data(6), b'secure')
 
     def test_client_certificates(self):
         p = self.pki
         port = self.proxy('--verify-client', '--cafile', p.ca[0])
         with LogWatch(self) as logs:
-            ws = wss_client(self, port, client_context(p, cert=p.client))
-            ws.send(b'trusted')
-            self.assertEqual(ws.recv_bytes(7), b'trusted')
+            ws = open_session(self, port, protocols=['binary'],
+                              context=client_context(p, cert=p.client))
+            ws.send_frame(BINARY, b'trusted')
+            self.assertEqual(ws.recv_data(7), b'trusted')
             self.assertTrue(logs.wait_for('client client one'), logs.output)
             for cert in (None, p.client2):
                 with self.subTest(cert=cert):
                     with self.assertRaises((ssl.SSLError, ConnectionError)):
-                        WSSClient(port, client_context(p, cert=cert)).close()
+                        open_session(self, port, protocols=['binary'],
+                                     context=client_context(p, cert=cert)).close()
             answer = http_exchange(port, UPGRADE)      # --verify-client implies --ssl-only
             self.assertTrue(answer.startswith(b'HTTP/1.1 403 '), answer)
         failed = logs.wait_for('TLS handshake failed', 2)
@@ -2620,8 +2484,10 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         port = self.proxy('--ssl-version', 'tlsv1_3')
         with LogWatch(self) as logs:
             with self.assertRaises((ssl.SSLError, ConnectionError)):
-                WSSClient(port, client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
-            ws = wss_client(self, port, client_context(self.pki))
+                open_session(self, port, protocols=['binary'],
+                             context=client_context(self.pki,
+                                                    max_version=ssl.TLSVersion.TLSv1_2))
+            ws = open_session(self, port, protocols=['binary'], context=client_context(self.pki))
             self.assertEqual(ws.sock.version(), 'TLSv1.3')
         failed = logs.wait_for('TLS handshake failed')
         self.assertEqual(len(failed), 1, logs.output)
@@ -2629,11 +2495,12 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 
     def test_tls12_works_by_default(self):
         port = self.proxy('--ssl-ciphers', 'ECDHE+AESGCM')
-        ws = wss_client(self, port, client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
+        ws = open_session(self, port, protocols=['binary'],
+                          context=client_context(self.pki, max_version=ssl.TLSVersion.TLSv1_2))
         self.assertEqual(ws.sock.version(), 'TLSv1.2')
         self.assertIn('ECDHE', ws.sock.cipher()[0])
-        ws.send(b'1.2')
-        self.assertEqual(ws.recv_bytes(3), b'1.2')
+        ws.send_frame(BINARY, b'1.2')
+        self.assertEqual(ws.recv_data(3), b'1.2')
 
     def served_certificate(self, port):
         with socket.create_connection(('127.0.0.1', port), TIMEOUT) as sock:
@@ -2664,9 +2531,9 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             os.replace(key + '.new', key)
             os.replace(cert + '.new', cert)
             self.wait_for_certificate(port, p.der(p.server2))
-            ws = wss_client(self, port, client_context(p))
-            ws.send(b'renewed')
-            self.assertEqual(ws.recv_bytes(7), b'renewed')
+            ws = open_session(self, port, protocols=['binary'], context=client_context(p))
+            ws.send_frame(BINARY, b'renewed')
+            self.assertEqual(ws.recv_data(7), b'renewed')
             # A broken renewal keeps the previous certificate and says why, once.
             with open(cert, 'w') as f:
                 f.write('-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n')
@@ -2792,7 +2659,7 @@ class TestPumpRelay(ProxyTestCase):
     def test_both_directions_carry_64_mib_at_once_byte_exact(self):
         target = TargetServer(self)
         address = self.proxy('127.0.0.1:0', target.arg)
-        client = self.session(address, timeout=LONG_TIMEOUT)
+        client = open_session(self, address, timeout=LONG_TIMEOUT)
         conn = target.accept()
         conn.settimeout(LONG_TIMEOUT)
         total = 64 * MiB
@@ -2806,7 +2673,7 @@ class TestPumpRelay(ProxyTestCase):
     def test_client_not_reading_stalls_only_target_to_client_with_bounded_memory(self):
         target = TargetServer(self)
         address = self.proxy('127.0.0.1:0', target.arg)
-        client = self.session(address, timeout=LONG_TIMEOUT, rcvbuf=64 * KiB)
+        client = open_session(self, address, timeout=LONG_TIMEOUT, rcvbuf=64 * KiB)
         conn = target.accept()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
         conn.settimeout(LONG_TIMEOUT)
@@ -2882,7 +2749,7 @@ class TestPumpRelay(ProxyTestCase):
     # -- heartbeat ----------------------------------------------------------------
 
     def test_heartbeat_sends_pings(self):
-        client = self.session(self.echo_proxy('--heartbeat', '1'), timeout=5)
+        client = open_session(self, self.echo_proxy('--heartbeat', '1'), timeout=5)
         started = time.monotonic()
         frame = client.recv_frame()
         self.assertEqual(frame.opcode, PING)
@@ -2894,7 +2761,7 @@ class TestPumpRelay(ProxyTestCase):
 
     def text_session(self):
         target = TargetServer(self)
-        client = self.session(self.proxy('--text-frames', '127.0.0.1:0', target.arg))
+        client = open_session(self, self.proxy('--text-frames', '127.0.0.1:0', target.arg))
         return client, target.accept()
 
     def recv_text(self, client, expected):
@@ -2938,7 +2805,7 @@ class TestPumpClosing(ProxyTestCase):
         self.address = self.proxy('127.0.0.1:0', self.target.arg)
 
     def test_target_data_sent_right_before_it_closes_all_arrives_then_close_1000(self):
-        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        client = open_session(self, self.address, timeout=LONG_TIMEOUT)
         conn = self.target.accept()
         data = os.urandom(4 * MiB)
 
@@ -2952,7 +2819,7 @@ class TestPumpClosing(ProxyTestCase):
         sender.result()
 
     def test_client_data_sent_right_before_close_all_reaches_target_then_eof(self):
-        client = self.session(self.address, timeout=LONG_TIMEOUT)
+        client = open_session(self, self.address, timeout=LONG_TIMEOUT)
         conn = self.target.accept()
         conn.settimeout(LONG_TIMEOUT)
 
@@ -2967,7 +2834,7 @@ class TestPumpClosing(ProxyTestCase):
         self.assertEqual(target_reads.result(), (sender.result(), 4 * MiB))
 
     def test_client_vanishing_without_close_ends_the_target_connection(self):
-        client = self.session(self.address)
+        client = open_session(self, self.address)
         conn = self.target.accept()
         client.send_frame(BINARY, b'last words')
         self.assertEqual(recv_exactly(conn, 10), b'last words')
@@ -2976,7 +2843,7 @@ class TestPumpClosing(ProxyTestCase):
         self.assertEqual(read_to_eof(conn), b'')
 
     def test_target_reset_ends_the_client_session(self):
-        client = self.session(self.address)
+        client = open_session(self, self.address)
         conn = self.target.accept()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
         conn.close()
@@ -3561,7 +3428,7 @@ class TestTargets(ProxyTestCase):
     def test_unix_socket_target(self):
         path = os.path.join(self.tempdir(), 'target.sock')
         TargetServer(self, echo, unix_path=path)
-        client = self.session(self.proxy('--unix-target', path, '127.0.0.1:0'))
+        client = open_session(self, self.proxy('--unix-target', path, '127.0.0.1:0'))
         data = os.urandom(200000)
         self.assertEqual(client.echo(data), data)
 
@@ -3569,7 +3436,7 @@ class TestTargets(ProxyTestCase):
         if not HAVE_IPV6:
             self.skipTest('no IPv6 on this host')
         target = TargetServer(self, echo, host='::1')
-        client = self.session(self.proxy('127.0.0.1:0', target.arg))
+        client = open_session(self, self.proxy('127.0.0.1:0', target.arg))
         self.assertEqual(client.echo(b'over ::1'), b'over ::1')
 
     def test_unreachable_target_gets_502_and_a_log_line_naming_it(self):
@@ -3630,9 +3497,9 @@ class TestTargetsTLS(unittest.TestCase):
     def test_verified_target_with_sni(self):
         target = self.tls_target(self.pki.server)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
-        ws.send(b'verified')
-        self.assertEqual(ws.recv_bytes(8), b'verified')
+        ws = open_session(self, port, protocols=['binary'])
+        ws.send_frame(BINARY, b'verified')
+        self.assertEqual(ws.recv_data(8), b'verified')
         self.assertEqual(target.server_names, ['localhost'])
 
     def refused(self, port):
@@ -3663,18 +3530,18 @@ class TestTargetsTLS(unittest.TestCase):
     def test_insecure_opt_out(self):
         target = self.tls_target(self.pki.selfsigned)
         port = self.proxy(target, '127.0.0.1', '--ssl-target-insecure')
-        ws = wss_client(self, port)
-        ws.send(b'self-signed')
-        self.assertEqual(ws.recv_bytes(11), b'self-signed')
+        ws = open_session(self, port, protocols=['binary'])
+        ws.send_frame(BINARY, b'self-signed')
+        self.assertEqual(ws.recv_data(11), b'self-signed')
 
     def test_tls13_target_that_waits_for_the_client(self):
         target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
+        ws = open_session(self, port, protocols=['binary'])
         # Neither side has sent data yet, yet the handshake must be complete.
         self.assertTrue(target.handshake_done.wait(TIMEOUT))
-        ws.send(b'you first')
-        self.assertEqual(ws.recv_bytes(9), b'you first')
+        ws.send_frame(BINARY, b'you first')
+        self.assertEqual(ws.recv_data(9), b'you first')
 
     def test_decrypted_bytes_held_by_openssl_are_relayed(self):
         # One full 16 KiB TLS record; the proxy's first read takes half of it and
@@ -3682,27 +3549,27 @@ class TestTargetsTLS(unittest.TestCase):
         greeting = os.urandom(16384)
         target = self.tls_target(self.pki.server, greeting=greeting)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port)
+        ws = open_session(self, port, protocols=['binary'])
         ws.sock.settimeout(3.0)      # the target waits 10 s before giving up on us
-        self.assertEqual(ws.recv_bytes(len(greeting)), greeting)
+        self.assertEqual(ws.recv_data(len(greeting)), greeting)
 
     def test_4mib_both_ways_through_a_tls_target(self):
         target = self.tls_target(self.pki.server)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
-        ws = wss_client(self, port, None)
+        ws = open_session(self, port, protocols=['binary'])
         total = 4 << 20
         data = os.urandom(total)
         result = {}
 
         def reader():
             try:
-                result['got'] = ws.recv_bytes(total)
+                result['got'] = ws.recv_data(total)
             except Exception as exc:
                 result['error'] = exc
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
         for pos in range(0, total, 100000):
-            ws.send(data[pos:pos + 100000])
+            ws.send_frame(BINARY, data[pos:pos + 100000])
         thread.join(60)
         self.assertFalse(thread.is_alive())
         self.assertNotIn('error', result)
@@ -3873,10 +3740,8 @@ class TestTokenFiles(TokenTestCase):
         client.send(b'GET /websockify?token=h HTTP/1.1\r\nUpgrade: WebSocket\r\n'
                     b'Connection: Upgrade\r\nHost: localhost\r\nOrigin: http://localhost\r\n\r\n')
         self.assertEqual(client.read_response().status, 101)
-        self.assertEqual(client._take(1), b'\x00')
-        frame = b''
-        while not frame.endswith(b'\xff'):
-            frame += client._take(1)
+        self.assertEqual(client.read_exactly(1), b'\x00')
+        frame = client.read_until(b'\xff')
         self.assertEqual(base64.b64decode(frame[:-1]), b'old browser')
 
     def test_concurrent_sessions_each_reach_their_target(self):
@@ -3918,11 +3783,7 @@ class TestTokenFiles(TokenTestCase):
                              '--ssl-target-cafile', cert, '--target-config', tokens,
                              '127.0.0.1:0')
         client_ctx = ssl.create_default_context(cafile=cert)
-        raw = socket.create_connection(address[:2], TIMEOUT)
-        client = WSClient.__new__(WSClient)
-        client.sock = client_ctx.wrap_socket(raw, server_hostname='localhost')
-        self.addCleanup(client.sock.close)
-        client.buffer = bytearray()
+        client = WSClient(self, address, context=client_ctx)
         client.handshake(path=token_path('vm'))
         self.assertEqual(client.recv_data(6), b'secret')
         self.assertEqual(client.echo(b'both ways'), b'both ways')
@@ -4417,13 +4278,15 @@ class TestAuth(ProxyTestCase):
 
     def test_hixie_handshake_is_authenticated_too(self):
         address = self.auth_proxy('BasicHTTPAuth', 'alice:s3cret')
-        response = self.refused(address, hixie75_request(), 401)
+        response = self.refused(address, hixie_request(75, host='localhost', path='/',
+                                                           origin='http://localhost'), 401)
         self.assertEqual(response.header('www-authenticate'), 'Basic realm="Websockify"')
         client = WSClient(self, address)
-        client.send(hixie75_request(extra=[('Authorization', basic('alice:s3cret'))]))
+        client.send(hixie_request(75, host='localhost', path='/', origin='http://localhost',
+                                  extra=[('Authorization', basic('alice:s3cret'))]))
         self.assertEqual(client.read_response().status, 101)
-        client.send(hixie_frame(b'hixie'))
-        self.assertEqual(read_hixie_data(client, 5), b'hixie')
+        client.send_hixie(b'hixie')
+        self.assertEqual(client.recv_hixie_data(5), b'hixie')
 
     # -- ExpectOrigin --------------------------------------------------------------------
 
@@ -4717,7 +4580,7 @@ class WrapTestCase(unittest.TestCase):
         listen = listen or '127.0.0.1:%d' % port
         args = list(extra) + list(mode_args) + [listen, '--', sys.executable, self.program,
                                                  str(port)] + list(prog_args)
-        run = WrapperProcess(self, args)
+        run = ProxyProcess(self, *args, ready=False)
         run.wait_log(r'listening on ')
         return run, port
 
@@ -4850,9 +4713,9 @@ class TestWrapRebindLookup(WrapTestCase):
                 'apt-get install gcc')
         script = self.copy_alone(with_source=True)
         port = free_port()
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
-                                    str(port), '0.0.0.0', 'serve'],
-                             env=self.env_without_rebind(), script=script)
+        run = ProxyProcess(self, '127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                           str(port), '0.0.0.0', 'serve',
+                           env=self.env_without_rebind(), script=script, ready=False)
         run.wait_log(r'built \S+rebind\.so from rebind\.c')
         run.wait_log(r'listening on ')
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(script), 'rebind.so')))
@@ -4881,8 +4744,8 @@ class TestWrapRelay(WrapTestCase):
     def test_rebind_found_through_environment(self):
         port = free_port()
         env = dict(os.environ, WEBSOCKIFY_REBIND=REBIND)
-        run = WrapperProcess(self, ['127.0.0.1:%d' % port, '--', sys.executable, self.program,
-                                    str(port), '0.0.0.0', 'serve'], env=env)
+        run = ProxyProcess(self, '127.0.0.1:%d' % port, '--', sys.executable, self.program,
+                           str(port), '0.0.0.0', 'serve', env=env, ready=False)
         run.wait_log(r'listening on ')
         relay_checksummed(self, port, 4096)
 
@@ -4893,7 +4756,7 @@ class TestWrapModes(WrapTestCase):
         run, port = self.wrap([], ['0.0.0.0', 'once', '5'])
         relay_checksummed(self, port, 65536)
         self.assertEqual(run.proc.wait(PROCESS_TIMEOUT), 5)
-        self.assertIn('exited with status 5', run.text())
+        self.assertIn('exited with status 5', run.stderr)
 
     def test_ignore_mode_keeps_serving(self):
         run, port = self.wrap(['--wrap-mode=ignore'], ['0.0.0.0', 'fork'])
@@ -4911,15 +4774,15 @@ class TestWrapModes(WrapTestCase):
             relay_checksummed(self, port, 32768)
         run.wait_log(r'restarting \(--wrap-mode=respawn\)', count=3)
         self.assertGreaterEqual(len(run.pgids()), 4)
-        self.assertNotIn('back-off', run.text())
+        self.assertNotIn('back-off', run.stderr)
         self.assertIsNone(run.proc.poll())
 
     def test_respawn_backs_off_a_program_that_crashes_at_start(self):
         starts = os.path.join(self.tmp, 'starts')
         port = free_port()
-        run = WrapperProcess(self, ['--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
-                                    sys.executable, self.program, str(port), '0.0.0.0', 'crash',
-                                    starts])
+        run = ProxyProcess(self, '--wrap-mode=respawn', '127.0.0.1:%d' % port, '--',
+                           sys.executable, self.program, str(port), '0.0.0.0', 'crash',
+                           starts, ready=False)
         run.wait_log(r'started \S+ \(pid \d+\)', count=5, timeout=PROCESS_TIMEOUT)
         with open(starts) as f:
             times = [float(line) for line in f]
@@ -4928,7 +4791,7 @@ class TestWrapModes(WrapTestCase):
         self.assertLess(gaps[0], 1.0, gaps)             # the first failure restarts at once
         self.assertGreater(gaps[2], gaps[1], gaps)        # then the delay doubles
         self.assertGreater(gaps[2], 0.9, gaps)
-        self.assertEqual(run.text().count('back-off'), 1, run.text())
+        self.assertEqual(run.stderr.count('back-off'), 1, run.stderr)
         self.assertIsNone(run.proc.poll())
 
 
@@ -4942,7 +4805,7 @@ class TestWrapLifetime(WrapTestCase):
         os.killpg(pgid, 0)                                 # the group exists
         self.assertEqual(run.stop(), 0)
         wait_group_gone(self, pgid)
-        self.assertIn('SIGKILL', run.text())               # the child ignored SIGTERM
+        self.assertIn('SIGKILL', run.stderr)               # the child ignored SIGTERM
 
     def test_timeout_stops_the_program(self):
         pid_file = os.path.join(self.tmp, 'timeout.pid')
@@ -4984,8 +4847,8 @@ class TestWrapTelnetd(WrapTestCase):
     def test_telnetd_login_prompt_across_two_connections(self):
         telnetd = telnetd_path()
         port = free_port()
-        run = WrapperProcess(self, [str(port), '--wrap-mode=respawn', '--', telnetd, '-debug',
-                                    str(port)])
+        run = ProxyProcess(self, port, '--wrap-mode=respawn', '--', telnetd, '-debug', port,
+                           ready=False)
         run.wait_log(r'listening on ')
         for n in (1, 2):
             seen = self.login_prompt(port)
@@ -5074,7 +4937,7 @@ class TestRecording(ProxyTestCase):
     def test_hybi_session_is_recorded_both_ways_in_a_0600_file(self):
         address, prefix = self.recorded_proxy()
         with self.assertLogs('websockify', 'INFO') as logs:
-            client = self.session(address)
+            client = open_session(self, address)
             self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
             for message in self.MESSAGES:
                 self.assertEqual(client.echo(message), message)
@@ -5101,7 +4964,7 @@ class TestRecording(ProxyTestCase):
             f.write('old content')
         os.chmod(prefix + '.2', 0o644)
         for n in (1, 2):
-            client = self.session(address)
+            client = open_session(self, address)
             self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
             self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
             client.send_close(1000)
@@ -5134,11 +4997,11 @@ class TestRecording(ProxyTestCase):
     def test_hixie_session_records_decoded_bytes(self):
         address, prefix = self.recorded_proxy(handler=echo)
         client = WSClient(self, address)
-        client.send(hixie75_request())
+        client.send(hixie_request(75, host='localhost', path='/', origin='http://localhost'))
         self.assertEqual(client.read_response().status, 101)
         payload = b'\x00\xffhixie\'s bytes\\'
-        client.send(hixie_frame(payload))
-        self.assertEqual(read_hixie_data(client, len(payload)), payload)
+        client.send_hixie(payload)
+        self.assertEqual(client.recv_hixie_data(len(payload)), payload)
         client.sock.shutdown(socket.SHUT_WR)
         client.read_until_eof()
         entries = parse_recording(self.read_when_closed(prefix + '.1'))
@@ -5149,7 +5012,7 @@ class TestRecording(ProxyTestCase):
         node = shutil.which('node') or shutil.which('nodejs')
         require('Node.js', node, 'apt-get install nodejs')
         address, prefix = self.recorded_proxy()
-        client = self.session(address)
+        client = open_session(self, address)
         self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
         for message in self.MESSAGES:
             self.assertEqual(client.echo(message), message)
@@ -5173,7 +5036,7 @@ class TestRecording(ProxyTestCase):
         address, prefix = self.recorded_proxy()
         shutil.rmtree(os.path.dirname(prefix))  # gone after start-up: FILE.1 cannot be made
         with self.assertLogs('websockify', 'INFO') as logs:
-            client = self.session(address)
+            client = open_session(self, address)
             self.assertEqual(client.recv_data(12), b'RFB 003.008\n')
             self.assertEqual(client.echo(b'still relayed'), b'still relayed')
             line = self.wait_for_log(logs, lambda m: 'cannot record' in m)
@@ -5242,13 +5105,13 @@ class TestServer(ProxyTestCase):
     def test_unix_listen_socket_has_mode_0600_by_default_and_relays(self):
         path = self.unix_listen()
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-        client = self.session(path)
+        client = open_session(self, path)
         self.assertEqual(client.echo(b'over a unix socket'), b'over a unix socket')
 
     def test_unix_listen_mode_sets_the_socket_mode(self):
         path = self.unix_listen('--unix-listen-mode', '660')
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
-        self.assertEqual(self.session(path).echo(b'660'), b'660')
+        self.assertEqual(open_session(self, path).echo(b'660'), b'660')
 
     def test_ipv6_listen_and_target(self):
         if not HAVE_IPV6:
@@ -5256,7 +5119,7 @@ class TestServer(ProxyTestCase):
         target = TargetServer(self, echo, host='::1')
         address = self.proxy('[::1]:0', target.arg)
         self.assertEqual(address[0], '::1')
-        self.assertEqual(self.session(address).echo(b'v6 to v6'), b'v6 to v6')
+        self.assertEqual(open_session(self, address).echo(b'v6 to v6'), b'v6 to v6')
 
     def test_session_open_and_closed_lines(self):
         target = TargetServer(self, echo)
@@ -5287,7 +5150,7 @@ DOCUMENTED_OPTIONS = ('-v', '--verbose', '--traffic', '--run-once', '--timeout',
 class TestServerCommandLine(ProxyTestCase):
 
     def relays(self, address):
-        client = self.session(address)
+        client = open_session(self, address)
         self.assertEqual(client.echo(b'round trip'), b'round trip')
         return client
 
@@ -5308,7 +5171,7 @@ class TestServerCommandLine(ProxyTestCase):
             with self.subTest(name):
                 proxy = ProxyProcess(self, *args)
                 self.relays(proxy.address)
-                proxy.stop()
+                proxy.kill()
                 self.assertNotIn('Traceback', proxy.stderr)
 
     def test_upstream_ipv6_form_runs_unchanged(self):
@@ -5480,9 +5343,10 @@ class TestServerTLSStartup(unittest.TestCase):
                 server = start_proxy(self, '--cert', p.server[0], '--key', p.enc_key, *extra,
                                      '127.0.0.1:0', '127.0.0.1:%d' % target.port)
                 self.assertNotIn('s3cret', repr(server.settings))
-                ws = wss_client(self, server.server_address[1], client_context(p))
-                ws.send(b'hello')
-                self.assertEqual(ws.recv_bytes(5), b'hello')
+                ws = open_session(self, server.server_address[1], protocols=['binary'],
+                                  context=client_context(p))
+                ws.send_frame(BINARY, b'hello')
+                self.assertEqual(ws.recv_data(5), b'hello')
 
     def test_default_cert_is_self_pem_in_working_directory(self):
         settings = websockify.parse_args(['127.0.0.1:0', 'localhost:9'])
@@ -5511,7 +5375,7 @@ class TestServerWorkers(ProxyTestCase):
             time.sleep(0.05)
 
     def echo_once(self, address, payload):
-        client = self.session(address)
+        client = open_session(self, address)
         self.assertEqual(client.echo(payload), payload)
         client.send_close(1000)
         self.assertEqual(client.expect_close()[0], 1000)
@@ -5527,7 +5391,7 @@ class TestServerWorkers(ProxyTestCase):
         self.assertIn(workers[1], replaced)
         for i in range(6):
             self.echo_once(proxy.address, b'after %d' % i)
-        held = self.session(proxy.address)
+        held = open_session(self, proxy.address)
         os.kill(proxy.proc.pid, signal.SIGTERM)
         code, _ = held.expect_close()
         self.assertEqual(code, 1001)
@@ -5542,7 +5406,7 @@ class TestServerWorkers(ProxyTestCase):
         target = TargetServer(self, echo)
         proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
         self.wait_children(proxy.proc.pid, 2)
-        held = [self.session(proxy.address) for _ in range(4)]
+        held = [open_session(self, proxy.address) for _ in range(4)]
         for client in held:
             client.send_frame(BINARY, b'x')
             self.assertEqual(client.recv_frame().payload, b'x')
@@ -5676,7 +5540,7 @@ class TestServerSyslog(ProxyTestCase):
         self.assertFalse(text.endswith('\x00'))
         stamp = time.strptime(match.group(2)[:19], '%Y-%m-%dT%H:%M:%S')
         self.assertLess(abs(time.mktime(stamp) - time.mktime(time.gmtime())), 120)
-        client = self.session(proc.address)         # session lines arrive too
+        client = open_session(self, proc.address)         # session lines arrive too
         self.assertEqual(client.echo(b'x'), b'x')
         self.assertTrue(RFC5424.match(self.message(receiver, 'session open')))
         self.assertIn('listening on', proc.stderr)   # stderr still has the log
@@ -6173,8 +6037,8 @@ class TestBrowser(unittest.TestCase):
         """The README's demo: websockify.py --web web P --wrap-mode=respawn -- in.telnetd -debug P."""
         telnetd = telnetd_path()
         port = free_port()
-        run = WrapperProcess(self, ['--web', WEB_DIR, '127.0.0.1:%d' % port,
-                                    '--wrap-mode=respawn', '--', telnetd, '-debug', str(port)])
+        run = ProxyProcess(self, '--web', WEB_DIR, '127.0.0.1:%d' % port,
+                           '--wrap-mode=respawn', '--', telnetd, '-debug', port, ready=False)
         port = int(run.wait_log(LISTENING.pattern).group('port'))
         url = 'http://127.0.0.1:%d/wstelnet.html?autoconnect=1' % port
         page = self.new_page()
