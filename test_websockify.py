@@ -3580,6 +3580,16 @@ class TestTargetsTLS(unittest.TestCase):
 # Token plugins
 ################################################################################
 
+class TestTokenOptions(SocketFreeTestCase):
+    """parse_args: the token options into Settings."""
+
+    def test_token_options_reach_settings(self):
+        settings = websockify.parse_args(['--target-config', 'tokens', '--host-token', '6080'])
+        self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
+                         ('TokenFile', os.path.abspath('tokens'), True))
+        self.assertIsNone(settings.target_host)
+
+
 def named_echo(name):
     """Target behaviour: send `name`, then echo."""
     def handler(sock):
@@ -4159,12 +4169,6 @@ class TestTokenCustomPlugin(TokenTestCase):
                 self.assertIn(text, result.stderr)
                 self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
                 self.assertNotIn('Traceback', result.stderr)
-
-    def test_token_options_reach_settings(self):
-        settings = websockify.parse_args(['--target-config', 'tokens', '--host-token', '6080'])
-        self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
-                         ('TokenFile', os.path.abspath('tokens'), True))
-        self.assertIsNone(settings.target_host)
 
 
 ################################################################################
@@ -5260,11 +5264,7 @@ class TestServerCommandLine(ProxyTestCase):
     def test_log_file_receives_the_log(self):
         target = TargetServer(self, echo)
         log = os.path.join(self.tempdir(), 'websockify.log')
-        proc = subprocess.Popen([sys.executable, SCRIPT, '--log-file', log, '127.0.0.1:0',
-                                 target.arg], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(proc.wait, TIMEOUT)
-        self.addCleanup(proc.kill)
+        ProxyProcess(self, '--log-file', log, '127.0.0.1:0', target.arg, ready=False)
         deadline = time.monotonic() + TIMEOUT
         match = None
         while match is None:
@@ -5747,7 +5747,7 @@ class TestDemo(unittest.TestCase):
             echo_port = free_port()
         proc = self.start([make, '--no-print-directory', 'demo', 'PYTHON=' + sys.executable,
                            'DEMO_PORT=%d' % port, 'DEMO_ECHO_PORT=%d' % echo_port], cwd=HERE)
-        # make may build rebind.so first; the demo then starts two websockify.py.
+        # The demo starts two websockify.py.
         url = self.printed_until(r'http://localhost:%d/\S*' % port, 3 * TIMEOUT).group(0)
         self.printed_until('Ctrl-C')
         self.assertIn('latency.html?port=%d&' % echo_port, ''.join(self.printed))
