@@ -1,6 +1,9 @@
 # websockify.py — build, test, demo and benchmark.
 #   make          build rebind.so (the LD_PRELOAD shim for wrapping programs)
 #   make test     install the test dependencies once, then run every test
+#   make check    only the socket-free tests, in seconds, with nothing installed:
+#                 WEBSOCKIFY_CHECK=1 makes test_websockify's load_tests hook keep the
+#                 TestCases derived from SocketFreeTestCase (no socket, no process)
 #   make demo     run a demo a browser can open (needs nothing but Python)
 #   make bench    compare against upstream websockify with ../shared/bench (ws://, wss://, 4 streams)
 PYTHON  ?= python3
@@ -15,7 +18,7 @@ DEMO_PORT ?= 6080
 PIP_PACKAGES := websockets websocket-client trustme playwright vermin
 APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
 
-.PHONY: all test test-deps unit node-test floor lint demo bench clean
+.PHONY: all test check test-deps unit node-test floor lint demo bench clean
 
 all: rebind.so
 
@@ -47,6 +50,9 @@ test-deps: $(VENV)/.stamp $(NODEDIR)/.stamp $(BUILD)/.apt-stamp
 # -- the tests ----------------------------------------------------------------
 test: all test-deps lint unit node-test floor
 
+check:
+	WEBSOCKIFY_CHECK=1 $(PYTHON) -m unittest test_websockify
+
 lint:
 	$(VENV)/bin/vermin -q --no-tips --violations -t=3.8- websockify.py
 
@@ -69,7 +75,7 @@ floor:
 
 # -- demo and benchmark ---------------------------------------------------------
 demo:
-	$(PYTHON) test_websockify.py demo --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
+	$(PYTHON) web/demo.py --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
 
 # Full mode (7 interleaved runs per metric) over ws://, then quick runs over
 # wss:// and with 4 streams on both cores (--workers 2 against the forking upstream).

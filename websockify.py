@@ -30,7 +30,6 @@ import atexit
 import base64
 import binascii
 import codecs
-import dataclasses
 import email.utils
 import hashlib
 import hmac
@@ -1529,7 +1528,7 @@ def _set_minimum_version(context, version):
     if hasattr(context, 'minimum_version'):
         with warnings.catch_warnings():          # TLS 1.1 is deprecated, and asked for
             warnings.simplefilter('ignore', DeprecationWarning)
-            context.minimum_version = getattr(ssl.TLSVersion, version)
+            context.minimum_version = getattr(ssl.TLSVersion, version)  # novermin
         return
     for older in TLS_VERSION_ORDER[:TLS_VERSION_ORDER.index(version)]:
         context.options |= getattr(ssl, 'OP_NO_' + older, 0)
@@ -3990,69 +3989,106 @@ def _tls_summary(sock):
     return sock.version() + (', client %s' % _printable(name) if name else '')
 
 
-@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the command line decides, as plain values; built once by
-    parse_args(). prepare() builds the objects they name (the Runtime)."""
-    listen_host: str = ''
-    listen_port: int = 0
-    unix_listen: str = None
-    unix_listen_mode: int = 0o600
-    inetd: bool = False
-    prefer_ipv6: bool = False
-    target_host: str = None
-    target_port: int = None
-    unix_target: str = None
-    verbose: bool = False
-    traffic: bool = False
-    run_once: bool = False
-    timeout: float = 0
-    idle_timeout: float = 0
-    heartbeat: float = 0
-    handshake_timeout: float = 10.0
-    text_frames: bool = False
-    log_file: str = None
-    #: Absolute path of the --web directory, or None.
-    web: str = None
-    web_listing: bool = False
-    #: Absolute path of the certificate (may hold the key too); None: no TLS.
-    cert: str = None
-    #: True when --cert or --key was given: a missing file is then an error, not "TLS off".
-    cert_given: bool = False
-    key: str = None
-    key_password: str = dataclasses.field(default=None, repr=False)
-    ssl_only: bool = False
-    verify_client: bool = False
-    cafile: str = None
-    ssl_version: str = 'default'
-    ssl_ciphers: str = None
-    ssl_target: bool = False
-    ssl_target_cafile: str = None
-    ssl_target_insecure: bool = False
-    #: The program to run and relay to (`-- PROGRAM ARGS`), else None.
-    wrap_cmd: tuple = None
-    wrap_mode: str = 'exit'
-    rebind: str = None
-    daemon: bool = False
-    pid_file: str = None
-    workers: int = 1
-    #: A built-in token plugin's name (TokenFile) or an importable module.Class;
-    #: None: the fixed target above.
-    token_plugin: str = None
-    #: The plugin's argument (a file, directory, URL or Redis address).
-    token_source: str = dataclasses.field(default=None, repr=False)
-    host_token: bool = False
-    #: Absolute path that recording files are named after (FILE of FILE.N), or None.
-    record: str = None
-    #: Where to send the log too: a Unix socket path, or a (host, port) for UDP.
-    syslog: object = None
-    legacy_syslog: bool = False
-    #: --auth-plugin: a built-in plugin's name (BasicHTTPAuth) or an importable
-    #: module.Class; prepare() builds it. None: no authentication.
-    auth_plugin_name: str = None
-    #: --auth-source, the argument the auth plugin is built with.
-    auth_source: str = dataclasses.field(default=None, repr=False)
-    web_auth: bool = False
+    parse_args(), read-only after. prepare() builds the objects they name (the
+    Runtime). Settings(name=value, ...) takes any of the fields below; the others
+    keep their defaults."""
+
+    #: (name, default) of every field, in the order of the options.
+    FIELDS = (
+        ('listen_host', ''),
+        ('listen_port', 0),
+        ('unix_listen', None),
+        ('unix_listen_mode', 0o600),
+        ('inetd', False),
+        ('prefer_ipv6', False),
+        ('target_host', None),
+        ('target_port', None),
+        ('unix_target', None),
+        ('verbose', False),
+        ('traffic', False),
+        ('run_once', False),
+        ('timeout', 0),
+        ('idle_timeout', 0),
+        ('heartbeat', 0),
+        ('handshake_timeout', 10.0),
+        ('text_frames', False),
+        ('log_file', None),
+        #: Absolute path of the --web directory, or None.
+        ('web', None),
+        ('web_listing', False),
+        #: Absolute path of the certificate (may hold the key too); None: no TLS.
+        ('cert', None),
+        #: True when --cert or --key was given: a missing file is then an error, not "TLS off".
+        ('cert_given', False),
+        ('key', None),
+        ('key_password', None),
+        ('ssl_only', False),
+        ('verify_client', False),
+        ('cafile', None),
+        ('ssl_version', 'default'),
+        ('ssl_ciphers', None),
+        ('ssl_target', False),
+        ('ssl_target_cafile', None),
+        ('ssl_target_insecure', False),
+        #: The program to run and relay to (`-- PROGRAM ARGS`), else None.
+        ('wrap_cmd', None),
+        ('wrap_mode', 'exit'),
+        ('rebind', None),
+        ('daemon', False),
+        ('pid_file', None),
+        ('workers', 1),
+        #: A built-in token plugin's name (TokenFile) or an importable module.Class;
+        #: None: the fixed target above.
+        ('token_plugin', None),
+        #: The plugin's argument (a file, directory, URL or Redis address).
+        ('token_source', None),
+        ('host_token', False),
+        #: Absolute path that recording files are named after (FILE of FILE.N), or None.
+        ('record', None),
+        #: Where to send the log too: a Unix socket path, or a (host, port) for UDP.
+        ('syslog', None),
+        ('legacy_syslog', False),
+        #: --auth-plugin: a built-in plugin's name (BasicHTTPAuth) or an importable
+        #: module.Class; prepare() builds it. None: no authentication.
+        ('auth_plugin_name', None),
+        #: --auth-source, the argument the auth plugin is built with.
+        ('auth_source', None),
+        ('web_auth', False),
+    )
+    #: Fields kept out of repr(): passwords and token sources may hold secrets.
+    SECRET = frozenset(('key_password', 'token_source', 'auth_source'))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+    def __init__(self, **values):
+        for name, default in self.FIELDS:
+            object.__setattr__(self, name, values.pop(name, default))
+        if values:
+            raise TypeError('no such settings: %s' % ', '.join(sorted(values)))
+
+    def __setattr__(self, name, value):
+        raise AttributeError('Settings are read-only: use replace()')
+
+    def __eq__(self, other):
+        return type(other) is Settings and self.as_dict() == other.as_dict()
+
+    __hash__ = None
+
+    def __repr__(self):
+        return 'Settings(%s)' % ', '.join(
+            '%s=%r' % (name, getattr(self, name)) for name, _ in self.FIELDS
+            if name not in self.SECRET)
+
+    def as_dict(self):
+        """Every field by name."""
+        return {name: getattr(self, name) for name, _ in self.FIELDS}
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        values = self.as_dict()
+        values.update(changes)
+        return Settings(**values)
 
 
 class WebSockifyHandler(socketserver.BaseRequestHandler):
