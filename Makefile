@@ -15,7 +15,7 @@ VENV    := $(BUILD)/venv
 NODEDIR := $(BUILD)/node
 BENCH   ?= ../shared/bench
 DEMO_PORT ?= 6080
-PIP_PACKAGES := websockets websocket-client trustme playwright vermin
+PIP_PACKAGES := websockets websocket-client trustme playwright vermin cryptography pyjwt
 APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
 
 .PHONY: all test check test-deps unit node-test floor lint demo bench clean
@@ -26,7 +26,7 @@ rebind.so: rebind.c
 	$(CC) $(CFLAGS) -shared -fPIC -o rebind.so rebind.c -ldl
 
 # -- test dependencies, each behind a stamp so that they install once --------
-$(VENV)/.stamp:
+$(VENV)/.stamp: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 	touch $@

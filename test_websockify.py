@@ -4266,19 +4266,690 @@ class TestTokenJWT(TokenTestCase):
                 self.assertIn(reason, response.body)
                 self.assertNotIn(self.SECRET_TEXT.encode(), response.body)
 
-    def test_pem_key_refuses_every_token_with_a_reason(self):
+    def public_key_proxy(self, public_key):
+        """A proxy whose JWTTokenApi key file holds this cryptography public key."""
+        serialization = import_optional('cryptography.hazmat.primitives.serialization',
+                                        'pip install cryptography')
         pem = os.path.join(self.tempdir(), 'public.pem')
-        with open(pem, 'w') as f:
-            f.write('-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n'
-                    '-----END PUBLIC KEY-----\n')
-        with self.assertLogs('websockify', 'WARNING'):
-            address = self.proxy('--token-plugin', 'JWTTokenApi', '--token-source', pem,
-                                 '127.0.0.1:0')
-        for alg in ('RS256', 'HS256'):
+        with open(pem, 'wb') as f:
+            f.write(public_key.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+        return self.proxy('--token-plugin', 'JWTTokenApi', '--token-source', pem,
+                          '127.0.0.1:0')
+
+    def test_public_keys_from_an_independent_signer(self):
+        pyjwt = import_optional('jwt', 'pip install pyjwt cryptography')
+        asym = import_optional('cryptography.hazmat.primitives.asymmetric',
+                               'pip install cryptography')
+        rsa_key = asym.rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ec_keys = {'ES256': asym.ec.generate_private_key(asym.ec.SECP256R1()),
+                   'ES384': asym.ec.generate_private_key(asym.ec.SECP384R1())}
+        cases = [(alg, rsa_key) for alg in ('RS256', 'RS512', 'PS256')] + list(ec_keys.items())
+        for alg, key in cases:
             with self.subTest(alg=alg):
+                address = self.public_key_proxy(key.public_key())
+                token = pyjwt.encode(self.claims(exp=int(time.time()) + 60), key, algorithm=alg)
+                self.reaches(address, b'jwt', token_path(token))
+                # Another key's signature, an HMAC token and a JWE are refused.
+                other = (asym.ec.generate_private_key(key.curve) if alg.startswith('ES')
+                         else asym.rsa.generate_private_key(public_exponent=65537,
+                                                            key_size=2048))
+                forged = pyjwt.encode(self.claims(), other, algorithm=alg)
+                response = self.refused_token(address, token_path(forged), 403)
+                self.assertIn(b'signature does not match', response.body)
                 response = self.refused_token(
-                    address, token_path(make_jwt(b'x', self.claims(), alg)), 403)
-                self.assertIn(b'HMAC', response.body)
+                    address, token_path(make_jwt(b'x', self.claims(), 'HS256')), 403)
+                self.assertIn(b'HS256', response.body)
+                response = self.refused_token(address, token_path('a.b.c.d.e'), 403)
+                self.assertIn(b'JWE', response.body)
+
+    def test_bad_pem_keys_are_usage_errors(self):
+        asym = import_optional('cryptography.hazmat.primitives.asymmetric',
+                               'pip install cryptography')
+        serialization = import_optional('cryptography.hazmat.primitives.serialization',
+                                        'pip install cryptography')
+        small = asym.rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        cases = {'1024 bits': small.public_key().public_bytes(
+                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+                 'malformed DER': b'-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n'
+                                  b'-----END PUBLIC KEY-----\n'}
+        for problem, pem in cases.items():
+            with self.subTest(problem=problem):
+                path = os.path.join(self.tempdir(), 'key.pem')
+                with open(path, 'wb') as f:
+                    f.write(pem)
+                with self.assertRaises(websockify.UsageError) as caught:
+                    websockify.prepare(websockify.parse_args([
+                        '--token-plugin', 'JWTTokenApi', '--token-source', path, '6080']))
+                self.assertIn(problem, str(caught.exception))
+
+
+# -- JWT public keys: RS*, PS*, ES* checked against published examples and an
+# independent signer (the cryptography and PyJWT packages)
+
+try:
+    import jwt as pyjwt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+    from cryptography.x509.oid import NameOID
+except ImportError:
+    pyjwt = None
+
+# -- DER and PEM writers, independent of the reader under test -------------------
+
+def der(tag, *parts):
+    """A DER element of this tag, its contents the parts joined."""
+    contents = b''.join(parts)
+    size = len(contents)
+    if size < 0x80:
+        return bytes([tag, size]) + contents
+    length = size.to_bytes((size.bit_length() + 7) // 8, 'big')
+    return bytes([tag, 0x80 | len(length)]) + length + contents
+
+
+def der_int(value):
+    return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, 'big'))
+
+
+def der_oid(dotted):
+    arcs = [int(arc) for arc in dotted.split('.')]
+    out = b''
+    for arc in [40 * arcs[0] + arcs[1]] + arcs[2:]:
+        chunk = [arc & 0x7f]
+        arc >>= 7
+        while arc:
+            chunk.insert(0, 0x80 | arc & 0x7f)
+            arc >>= 7
+        out += bytes(chunk)
+    return der(0x06, out)
+
+
+RSA_OID, EC_OID = '1.2.840.113549.1.1.1', '1.2.840.10045.2.1'
+CURVE_OIDS = {'P-256': '1.2.840.10045.3.1.7', 'P-384': '1.3.132.0.34',
+              'P-521': '1.3.132.0.35'}
+SIZES = {'P-256': 32, 'P-384': 48, 'P-521': 66}
+
+
+def pkcs1_der(n, e):
+    return der(0x30, der_int(n), der_int(e))
+
+
+def spki_der(oid, parameters, key_bytes):
+    return der(0x30, der(0x30, der_oid(oid), parameters), der(0x03, b'\0' + key_bytes))
+
+
+def rsa_spki_der(n, e):
+    return spki_der(RSA_OID, der(0x05), pkcs1_der(n, e))
+
+
+def ec_point(curve, x, y):
+    return b'\4' + x.to_bytes(SIZES[curve], 'big') + y.to_bytes(SIZES[curve], 'big')
+
+
+def ec_spki_der(curve, x, y):
+    return spki_der(EC_OID, der_oid(CURVE_OIDS[curve]), ec_point(curve, x, y))
+
+
+def pem(der_bytes, label='PUBLIC KEY'):
+    text = base64.b64encode(der_bytes).decode('ascii')
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    return '-----BEGIN %s-----\n%s\n-----END %s-----\n' % (label, '\n'.join(lines), label)
+
+
+def jwk_b64url(text):
+    return base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
+
+
+def jwk_int(text):
+    return int.from_bytes(jwk_b64url(text), 'big')
+
+
+def split(token):
+    """(signing input, signature) of a compact JWS."""
+    head, _, signature = token.rpartition('.')
+    return head.encode('ascii'), jwk_b64url(signature)
+
+
+def flip(data, bit):
+    """data with one bit flipped."""
+    data = bytearray(data)
+    data[bit // 8] ^= 1 << bit % 8
+    return bytes(data)
+
+
+# -- Published examples -----------------------------------------------------------
+
+#: RFC 7515 A.1-A.3 payload: {"iss":"joe",\r\n "exp":1300819380,\r\n ...}
+RFC7515_PAYLOAD = ('eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFt'
+                   'cGxlLmNvbS9pc19yb290Ijp0cnVlfQ')
+#: RFC 7515 A.2: RS256, RSA key n (e = AQAB) and token.
+RFC7515_A2_N = (
+    'ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp'
+    '-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOW'
+    'vG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUs'
+    'LA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9k'
+    'G4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2'
+    'PAcDTW9gb54h4FRWyuXpoQ')
+RFC7515_A2_TOKEN = (
+    'eyJhbGciOiJSUzI1NiJ9.' + RFC7515_PAYLOAD + '.'
+    'cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7'
+    'AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4'
+    'BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K'
+    '0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqv'
+    'hJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrB'
+    'p0igcN_IoypGlUPQGe77Rw')
+#: RFC 7515 A.3: ES256, P-256 key and token.
+RFC7515_A3_X = 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU'
+RFC7515_A3_Y = 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0'
+RFC7515_A3_TOKEN = (
+    'eyJhbGciOiJFUzI1NiJ9.' + RFC7515_PAYLOAD + '.'
+    'DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSA'
+    'pmWQxfKTUJqPP3-Kg6NU1Q')
+#: RFC 7515 A.4: ES512, P-521 key and token (payload "Payload").
+RFC7515_A4_X = ('AekpBQ8ST8a8VcfVOTNl353vSrDCLLJXmPk06wTjxrrjcBpXp5EOnYG_NjFZ6OvL'
+                'FV1jSfS9tsz4qUxcWceqwQGk')
+RFC7515_A4_Y = ('ADSmRA43Z1DSNx_RvcLI87cdL07l6jQyyBXMoxVg_l2Th-x3S1WDhjDly79ajL4K'
+                'kd0AZMaZmh9ubmf63e3kyMj2')
+RFC7515_A4_TOKEN = (
+    'eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZA.'
+    'AdwMgeerwtHoh-l192l60hp9wAHZFVJbLfD_UxMi70cwnZOYaRI1bKPWROc-mZZq'
+    'wqT2SI-KGDKB34XO0aw_7XdtAG8GaSwFKdCAPZgoXD2YBJZCPEX3xKpRwcdOO8Kp'
+    'EHwJjyqOgzDO7iKvU8vcnwNrmxYbSW9ERBXukOXolLzeO_Jn')
+
+#: RFC 7520 §3.3 RSA key (e = AQAB) and §3.1 P-521 key.
+RFC7520_RSA_N = (
+    'n4EPtAOCc9AlkeQHPzHStgAbgs7bTZLwUBZdR8_KuKPEHLd4rHVTeT-O-XV2jRoj'
+    'dNhxJWTDvNd7nqQ0VEiZQHz_AJmSCpMaJMRBSFKrKb2wqVwGU_NsYOYL-QtiWN2l'
+    'bzcEe6XC0dApr5ydQLrHqkHHig3RBordaZ6Aj-oBHqFEHYpPe7Tpe-OfVfHd1E6c'
+    'S6M1FZcD1NNLYD5lFHpPI9bTwJlsde3uhGqC0ZCuEHg8lhzwOHrtIQbS0FVbb9k3'
+    '-tVTU4fg_3L_vniUFAKwuCLqKnS2BYwdq_mzSnbLY7h_qixoR7jig3__kRhuaxwU'
+    'kRz5iaiQkqgc5gHdrNP5zw')
+RFC7520_EC_X = ('AHKZLLOsCOzz5cY97ewNUajB957y-C-U88c3v13nmGZx6sYl_oJXu9A5RkTKqjqv'
+                'jyekWF-7ytDyRXYgCF5cj0Kt')
+RFC7520_EC_Y = ('AdymlHvOiLxXkEhayXQnNCvDX4h9htZaCJN34kfmC6pV5OhQHiraVySsUdaQkAgD'
+                'PrwQrJmbnX9cwlGfP-HqHZR1')
+#: RFC 7520 §4 payload (Figure 8) and the kid header shared by §4.1-4.3.
+RFC7520_PAYLOAD = (
+    'SXTigJlzIGEgZGFuZ2Vyb3VzIGJ1c2luZXNzLCBGcm9kbywgZ29pbmcgb3V0IH'
+    'lvdXIgZG9vci4gWW91IHN0ZXAgb250byB0aGUgcm9hZCwgYW5kIGlmIHlvdSBk'
+    'b24ndCBrZWVwIHlvdXIgZmVldCwgdGhlcmXigJlzIG5vIGtub3dpbmcgd2hlcm'
+    'UgeW91IG1pZ2h0IGJlIHN3ZXB0IG9mZiB0by4')
+RFC7520_KID = 'IsImtpZCI6ImJpbGJvLmJhZ2dpbnNAaG9iYml0b24uZXhhbXBsZSJ9'
+#: RFC 7520 §4.1 (RS256), §4.2 (PS384), §4.3 (ES512).
+RFC7520_RS256_TOKEN = (
+    'eyJhbGciOiJSUzI1Ni' + RFC7520_KID + '.' + RFC7520_PAYLOAD + '.'
+    'MRjdkly7_-oTPTS3AXP41iQIGKa80A0ZmTuV5MEaHoxnW2e5CZ5NlKtainoFmKZo'
+    'pdHM1O2U4mwzJdQx996ivp83xuglII7PNDi84wnB-BDkoBwA78185hX-Es4JIwmD'
+    'LJK3lfWRa-XtL0RnltuYv746iYTh_qHRD68BNt1uSNCrUCTJDt5aAE6x8wW1Kt9e'
+    'Ro4QPocSadnHXFxnt8Is9UzpERV0ePPQdLuW3IS_de3xyIrDaLGdjluPxUAhb6L2'
+    'aXic1U12podGU0KLUQSE_oI-ZnmKJ3F4uOZDnd6QZWJushZ41Axf_fcIe8u9ipH8'
+    '4ogoree7vjbU5y18kDquDg')
+RFC7520_PS384_TOKEN = (
+    'eyJhbGciOiJQUzM4NC' + RFC7520_KID + '.' + RFC7520_PAYLOAD + '.'
+    'cu22eBqkYDKgIlTpzDXGvaFfz6WGoz7fUDcfT0kkOy42miAh2qyBzk1xEsnk2IpN'
+    '6-tPid6VrklHkqsGqDqHCdP6O8TTB5dDDItllVo6_1OLPpcbUrhiUSMxbbXUvdvW'
+    'Xzg-UD8biiReQFlfz28zGWVsdiNAUf8ZnyPEgVFn442ZdNqiVJRmBqrYRXe8P_ij'
+    'Q7p8Vdz0TTrxUeT3lm8d9shnr2lfJT8ImUjvAA2Xez2Mlp8cBE5awDzT0qI0n6ui'
+    'P1aCN_2_jLAeQTlqRHtfa64QQSUmFAAjVKPbByi7xho0uTOcbH510a6GYmJUAfmW'
+    'jwZ6oD4ifKo8DYM-X72Eaw')
+RFC7520_ES512_TOKEN = (
+    'eyJhbGciOiJFUzUxMi' + RFC7520_KID + '.' + RFC7520_PAYLOAD + '.'
+    'AE_R_YZCChjn4791jSQCrdPZCNYqHXCTZH0-JZGYNlaAjP2kqaluUIIUnC9qvbu9'
+    'Plon7KRTzoNEuT4Va2cmL1eJAQy3mtPBu_u_sDDyYjnAMDxXPn7XrT0lw-kvAD89'
+    '0jl8e2puQens_IEKBpHABlsbEPX6sFY8OcGDqoRuBomu9xQ2')
+
+A2_N = jwk_int(RFC7515_A2_N)
+A3_X, A3_Y = jwk_int(RFC7515_A3_X), jwk_int(RFC7515_A3_Y)
+A2_PEM = pem(rsa_spki_der(A2_N, 65537))
+A3_PEM = pem(ec_spki_der('P-256', A3_X, A3_Y))
+P256 = websockify._P256
+
+
+def published_examples():
+    """(name, alg, PEM texts of the key, token) of every published example."""
+    n7520 = jwk_int(RFC7520_RSA_N)
+    a4 = ec_spki_der('P-521', jwk_int(RFC7515_A4_X), jwk_int(RFC7515_A4_Y))
+    ec7520 = ec_spki_der('P-521', jwk_int(RFC7520_EC_X), jwk_int(RFC7520_EC_Y))
+    rsa7520 = [pem(rsa_spki_der(n7520, 65537)), pem(pkcs1_der(n7520, 65537), 'RSA PUBLIC KEY')]
+    return [
+        ('RFC 7515 A.2', 'RS256', [A2_PEM, pem(pkcs1_der(A2_N, 65537), 'RSA PUBLIC KEY')],
+         RFC7515_A2_TOKEN),
+        ('RFC 7515 A.3', 'ES256', [A3_PEM], RFC7515_A3_TOKEN),
+        ('RFC 7515 A.4', 'ES512', [pem(a4)], RFC7515_A4_TOKEN),
+        ('RFC 7520 4.1', 'RS256', rsa7520, RFC7520_RS256_TOKEN),
+        ('RFC 7520 4.2', 'PS384', rsa7520, RFC7520_PS384_TOKEN),
+        ('RFC 7520 4.3', 'ES512', [pem(ec7520)], RFC7520_ES512_TOKEN),
+    ]
+
+
+class TestTokenJWTCurves(SocketFreeTestCase):
+    """The curve constants: G on the curve, n G = infinity, p = 3 (mod 4)."""
+
+    def test_generators(self):
+        for curve in websockify._CURVES.values():
+            with self.subTest(curve=curve.name):
+                self.assertTrue(curve.contains(curve.gx, curve.gy))
+                self.assertEqual(curve.p % 4, 3)
+                self.assertEqual(curve.n.bit_length(), curve.p.bit_length())
+                point, g = None, (curve.gx, curve.gy, 1)
+                for i in range(curve.n.bit_length() - 1, -1, -1):
+                    point = websockify._ec_add(websockify._ec_double(point, curve.p),
+                                             g if curve.n >> i & 1 else None, curve.p)
+                self.assertIsNone(point)
+
+    def test_sum_at_infinity(self):
+        """With Q = G (private key 1) and r = -e, u1 G + u2 Q is the point at
+        infinity: no x to compare, the signature is false. Q = -G: G + Q is too."""
+        import hashlib
+        for curve, digest in ((websockify._P256, hashlib.sha256), (websockify._P384, hashlib.sha384),
+                              (websockify._P521, hashlib.sha512)):
+            size, n = curve.size, curve.n
+            e = int.from_bytes(digest(b'x').digest(), 'big')
+            e >>= max(0, 8 * digest().digest_size - n.bit_length())
+            alg = 'ES%d' % (8 * digest().digest_size)
+            key = websockify.ECPublicKey(curve, curve.gx, curve.gy)
+            for s in (1, 2, n - 1):
+                signature = ((-e) % n).to_bytes(size, 'big') + s.to_bytes(size, 'big')
+                self.assertIs(websockify.verify_signature(alg, key, b'x', signature), False)
+            negated = websockify.ECPublicKey(curve, curve.gx, curve.p - curve.gy)
+            signature = (e % n).to_bytes(size, 'big') + (1).to_bytes(size, 'big')
+            self.assertIs(websockify.verify_signature(alg, negated, b'x', signature), False)
+
+
+class TestTokenJWTExamples(SocketFreeTestCase):
+    """RFC 7515 Appendix A and RFC 7520 §4 with their published keys."""
+
+    def test_examples_verify(self):
+        for name, alg, pems, token in published_examples():
+            for text in pems:
+                with self.subTest(example=name, pem=text.split('\n')[0]):
+                    key = websockify.load_public_key(text)
+                    signing_input, signature = split(token)
+                    self.assertIs(websockify.verify_signature(alg, key, signing_input, signature), True)
+                    self.assertIs(websockify.verify_signature(alg, key, bytearray(signing_input),
+                                                   memoryview(signature)), True)
+
+    def test_tampering_fails(self):
+        for name, alg, pems, token in published_examples():
+            key = websockify.load_public_key(pems[0])
+            signing_input, signature = split(token)
+            with self.subTest(example=name):
+                for bit in (0, 7, 8 * len(signature) // 2, 8 * len(signature) - 1):
+                    self.assertIs(websockify.verify_signature(alg, key, signing_input,
+                                                   flip(signature, bit)), False)
+                for bit in (0, 8 * len(signing_input) - 1, 8 * len(signing_input) - 20):
+                    self.assertIs(websockify.verify_signature(alg, key, flip(signing_input, bit),
+                                                   signature), False)
+                for bad in (b'', signature[1:], signature[:-1], b'\0' + signature,
+                            signature + b'\0', bytes(len(signature)),
+                            b'\xff' * len(signature)):
+                    self.assertIs(websockify.verify_signature(alg, key, signing_input, bad), False)
+
+    def test_pkcs1_and_pss_are_not_interchangeable(self):
+        key = websockify.load_public_key(A2_PEM)
+        signing_input, signature = split(RFC7515_A2_TOKEN)
+        for alg in ('PS256', 'RS384', 'RS512', 'PS512'):
+            self.assertIs(websockify.verify_signature(alg, key, signing_input, signature), False)
+
+    def test_ecdsa_r_and_s_out_of_range(self):
+        key = websockify.load_public_key(A3_PEM)
+        signing_input, signature = split(RFC7515_A3_TOKEN)
+        r, s = int.from_bytes(signature[:32], 'big'), int.from_bytes(signature[32:], 'big')
+        n = P256.n
+
+        def rs(r, s):
+            return r.to_bytes(32, 'big') + s.to_bytes(32, 'big')
+        self.assertIs(websockify.verify_signature('ES256', key, signing_input, rs(r, s)), True)
+        for bad_r, bad_s in ((0, s), (r, 0), (0, 0), (n, s), (r, n), (r + n, s),
+                             (r, s + n), (2 ** 256 - 1, s), (r, 2 ** 256 - 1)):
+            if bad_r < 2 ** 256 and bad_s < 2 ** 256:
+                self.assertIs(websockify.verify_signature('ES256', key, signing_input,
+                                               rs(bad_r, bad_s)), False)
+        # (r, n - s) is the other valid signature: JWS does not ask for low s.
+        self.assertIs(websockify.verify_signature('ES256', key, signing_input, rs(r, n - s)), True)
+        # DER-encoded ECDSA-Sig-Value is refused: JWS is R || S (RFC 7518 §3.4).
+        as_der = der(0x30, der_int(r), der_int(s))
+        self.assertIs(websockify.verify_signature('ES256', key, signing_input, as_der), False)
+
+    def test_algorithm_must_fit_the_key(self):
+        rsa_key, ec_key = websockify.load_public_key(A2_PEM), websockify.load_public_key(A3_PEM)
+        signing_input, signature = split(RFC7515_A3_TOKEN)
+        for alg, key in (('ES256', rsa_key), ('RS256', ec_key), ('PS256', ec_key),
+                         ('ES384', ec_key), ('ES512', ec_key), ('HS256', rsa_key),
+                         ('none', ec_key), ('', ec_key), (None, ec_key), (['ES256'], ec_key),
+                         ('ES256', b'secret'), ('RS256', None), ('es256', ec_key)):
+            with self.subTest(alg=alg, key=key):
+                with self.assertRaises(ValueError):
+                    websockify.verify_signature(alg, key, signing_input, signature)
+        with self.assertRaisesRegex(ValueError, 'needs a P-256 key, not bytes') as caught:
+            websockify.verify_signature('ES256', b'very secret', signing_input, signature)
+        self.assertNotIn('secret', str(caught.exception))
+
+    def test_algorithm_names(self):
+        self.assertEqual(websockify.JWT_ASYMMETRIC_ALGORITHMS, frozenset(
+            'RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512'.split()))
+
+    def test_compressed_point(self):
+        for prefix in (2, 3):
+            text = pem(spki_der(EC_OID, der_oid(CURVE_OIDS['P-256']),
+                                bytes([prefix]) + A3_X.to_bytes(32, 'big')))
+            key = websockify.load_public_key(text)
+            self.assertEqual(key.x, A3_X)
+            self.assertEqual(key.y == A3_Y, prefix & 1 == A3_Y & 1)
+            self.assertEqual(key.y in (A3_Y, P256.p - A3_Y), True)
+
+
+class TestTokenJWTKeyRefusals(SocketFreeTestCase):
+    """websockify.load_public_key raises ValueError for all but a good public key."""
+
+    def refused(self, text, reason=''):
+        with self.assertRaisesRegex(ValueError, reason):
+            websockify.load_public_key(text)
+
+    def test_small_rsa_keys(self):
+        n1024 = (A2_N >> 1024) | 1
+        for make in (rsa_spki_der, pkcs1_der):
+            self.refused(pem(make(n1024, 65537),
+                             'PUBLIC KEY' if make is rsa_spki_der else 'RSA PUBLIC KEY'),
+                         '1024 bits')
+        self.refused(pem(rsa_spki_der(A2_N >> 1, 65537)), '2047 bits')
+        self.refused(pem(rsa_spki_der(2 ** 16400 + 1, 65537)), '16401 bits')
+
+    def test_bad_rsa_numbers(self):
+        for n, e in ((A2_N + 1, 65537), (A2_N, 65536), (A2_N, 1), (A2_N, 0),
+                     (A2_N, 2 ** 256 + 1)):
+            self.refused(pem(rsa_spki_der(n, e)), 'not an RSA public key')
+
+    def test_points_off_the_curve(self):
+        for x, y in ((A3_X, A3_Y + 1), (A3_X, P256.p - A3_Y + 1), (0, 0),
+                     (A3_X + P256.p, A3_Y), (A3_X, A3_Y + P256.p)):
+            if x < 2 ** 256 and y < 2 ** 256:
+                self.refused(pem(ec_spki_der('P-256', x, y)), 'not on P-256')
+        self.refused(pem(spki_der(EC_OID, der_oid(CURVE_OIDS['P-256']), b'\0')),
+                     'point encoding')
+        self.refused(pem(spki_der(EC_OID, der_oid(CURVE_OIDS['P-384']),
+                                  ec_point('P-256', A3_X, A3_Y))), 'P-384')
+        self.refused(pem(spki_der(EC_OID, der_oid(CURVE_OIDS['P-256']),
+                                  ec_point('P-256', A3_X, A3_Y)[:-1])), 'P-256')
+        with self.assertRaises(ValueError):
+            websockify.ECPublicKey(P256, A3_X, A3_Y - 1)
+
+    def test_other_algorithms_and_curves(self):
+        point = ec_point('P-256', A3_X, A3_Y)
+        self.refused(pem(spki_der(EC_OID, der_oid('1.3.132.0.10'), point)),
+                     'curve 1.3.132.0.10')
+        self.refused(pem(spki_der(EC_OID, der(0x05), point)), 'name a curve')
+        self.refused(pem(spki_der(EC_OID, b'', point)), 'name a curve')
+        self.refused(pem(der(0x30, der(0x30, der_oid('1.3.101.112')),
+                             der(0x03, b'\0' + bytes(32)))), '1.3.101.112')
+        self.refused(pem(spki_der('1.2.840.113549.1.1.10', b'', pkcs1_der(A2_N, 65537))),
+                     '1.2.840.113549.1.1.10')
+        self.refused(pem(spki_der(RSA_OID, b'', pkcs1_der(A2_N, 65537))), 'NULL')
+
+    def test_strict_der(self):
+        good = rsa_spki_der(A2_N, 65537)
+        websockify.load_public_key(pem(good))
+        inner = pkcs1_der(A2_N, 65537)
+        n_bytes = A2_N.to_bytes(257, 'big')
+        for bad in (
+                good + b'\0',                                      # trailing bytes
+                good[:-1],                                         # truncated
+                spki_der(RSA_OID, der(0x05), inner + b'\0'),       # trailing in key
+                spki_der(RSA_OID, der(0x05) + der(0x05), inner),   # extra parameter
+                spki_der(RSA_OID, der(0x05, b'\0'), inner),        # NULL with contents
+                b'\x30\x80' + good[4:] + b'\0\0',                  # indefinite length
+                b'\x30\x83\x00' + good[2:],                        # long length, zero first
+                der(0x30, der(0x30, der_oid(RSA_OID), der(0x05)),  # unused bits in BIT STRING
+                    der(0x03, b'\1' + inner)),
+                spki_der(RSA_OID, der(0x05), der(0x30, der(0x02, b'\0' + n_bytes),
+                                                 der_int(65537))),   # INTEGER not shortest
+                spki_der(RSA_OID, der(0x05), der(0x30, der(0x02, b'\xff' + n_bytes[1:]),
+                                                 der_int(65537))),   # negative INTEGER
+                spki_der(RSA_OID, der(0x05), der(0x30, der(0x02, b''), der_int(3))),
+                spki_der(RSA_OID, der(0x05), der(0x30, der_int(A2_N))),  # no exponent
+                spki_der(RSA_OID, der(0x05), der(0x31, der_int(A2_N), der_int(65537))),
+                der(0x30, der(0x30, der(0x06, b'\x2a\x86'), der(0x05)),  # unfinished OID
+                    der(0x03, b'\0' + inner)),
+                der(0x30, der(0x30, der(0x06, b'\x80\x01'), der(0x05)),  # OID not shortest
+                    der(0x03, b'\0' + inner)),
+                der(0x30, der(0x30, der(0x05), der_oid(RSA_OID)),  # parameters first
+                    der(0x03, b'\0' + inner)),
+                b'', b'\x30', b'\x30\x00', b'\x30\x81\x05' + bytes(5)):
+            with self.subTest(der=bad[:12].hex()):
+                self.refused(pem(bad), 'DER|NULL')
+
+    def test_pem_envelope(self):
+        body = pem(rsa_spki_der(A2_N, 65537)).split('\n')[1:-2]
+        self.refused('', 'found 0')
+        self.refused('hello', 'found 0')
+        self.refused(A2_PEM + A3_PEM, 'found 2')
+        self.refused(A2_PEM.replace('-----END PUBLIC KEY-----', ''), 'malformed PEM')
+        self.refused(A2_PEM.replace('-----END PUBLIC KEY-----', '-----END RSA PUBLIC KEY-----'),
+                     'malformed PEM')
+        self.refused(A2_PEM.replace('\n', '\nProc-Type: 4,ENCRYPTED\n', 1), 'malformed PEM')
+        self.refused(A2_PEM.replace('M', '*', 1), 'not base64')
+        self.refused(A2_PEM.replace(body[0], body[0][:-1]), 'not base64|DER')
+        self.refused(A2_PEM.encode('ascii') + b'\xff', 'ASCII')
+        self.refused(A2_PEM.replace('PUBLIC KEY', 'CERTIFICATE'), 'x509 -pubkey')
+        self.refused(A2_PEM.replace('PUBLIC KEY', 'PRIVATE KEY'), 'pkey -pubout')
+        self.refused(A2_PEM.replace('PUBLIC KEY', 'EC PRIVATE KEY'), 'pkey -pubout')
+        self.refused(A2_PEM.replace('PUBLIC KEY', 'X509 CRL'), 'not a public key')
+        # A SPKI under the PKCS#1 label and the reverse.
+        self.refused(A2_PEM.replace('PUBLIC KEY', 'RSA PUBLIC KEY'), 'DER')
+        self.refused(pem(pkcs1_der(A2_N, 65537)), 'DER')
+        # Text around the block (RFC 7468 §2), CRLF lines, bytes: all fine.
+        for text in ('Key of example.com\n' + A2_PEM + 'end\n', A2_PEM.replace('\n', '\r\n'),
+                     A2_PEM.encode('ascii'), A2_PEM.replace('\n', '', 1)):
+            self.assertEqual(websockify.load_public_key(text).n, A2_N)
+
+    def test_mutations_only_raise_value_error(self):
+        """Every one-byte change and truncation of a key: a key or ValueError."""
+        for good in (rsa_spki_der(A2_N, 65537), pkcs1_der(A2_N, 65537),
+                     ec_spki_der('P-256', A3_X, A3_Y)):
+            label = 'RSA PUBLIC KEY' if good[4:5] == b'\x02' else 'PUBLIC KEY'
+            variants = [good[:i] for i in range(len(good))]
+            for i in range(len(good)):
+                for value in (0, 0x80, 0xff, good[i] ^ 1, good[i] ^ 0x80):
+                    variants.append(good[:i] + bytes([value]) + good[i + 1:])
+                variants.append(good[:i] + good[i + 1:])
+            for bad in variants:
+                try:
+                    key = websockify.load_public_key(pem(bad, label))
+                except ValueError:
+                    continue
+                self.assertIsInstance(key, (websockify.RSAPublicKey, websockify.ECPublicKey))
+
+    def test_random_input_only_raises_value_error(self):
+        rng = random.Random(7515)
+        for _ in range(300):
+            junk = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
+            for text in (pem(junk), pem(der(0x30, junk)), junk,
+                         pem(der(0x30, der(0x30, der_oid(EC_OID), der_oid(CURVE_OIDS['P-256'])),
+                                 der(0x03, b'\0' + junk)))):
+                with self.assertRaises(ValueError):
+                    websockify.load_public_key(text)
+
+    def test_random_signatures_are_false(self):
+        rng = random.Random(7518)
+        for name, alg, pems, token in published_examples():
+            key = websockify.load_public_key(pems[0])
+            signing_input, signature = split(token)
+            for _ in range(20):
+                size = rng.choice((len(signature), rng.randrange(2 * len(signature))))
+                junk = bytes(rng.randrange(256) for _ in range(size))
+                self.assertIs(websockify.verify_signature(alg, key, signing_input, junk), False)
+
+
+class TestTokenJWE(SocketFreeTestCase):
+
+    def test_is_jwe(self):
+        self.assertTrue(websockify.is_jwe('a.b.c.d.e'))
+        self.assertTrue(websockify.is_jwe('a..c.d.e'))
+        self.assertTrue(websockify.is_jwe('a.b.c', {'alg': 'RSA-OAEP', 'enc': 'A256GCM'}))
+        self.assertFalse(websockify.is_jwe(RFC7515_A3_TOKEN, {'alg': 'ES256'}))
+        self.assertFalse(websockify.is_jwe(RFC7515_A3_TOKEN))
+        self.assertFalse(websockify.is_jwe('a.b.c', ['enc']))
+        self.assertFalse(websockify.is_jwe('a.b.c.d'))
+
+
+class TestTokenJWTIndependentSigner(SocketFreeTestCase):
+    """Keys from cryptography, tokens from PyJWT."""
+
+    @classmethod
+    def setUpClass(cls):
+        require('cryptography and PyJWT', pyjwt is not None, 'pip install cryptography pyjwt')
+        cls.rsa_keys = [rsa.generate_private_key(65537, bits) for bits in (2048, 2049, 3072)]
+        cls.rsa_keys.append(rsa.generate_private_key(3, 2048))
+        cls.ec_keys = {'P-256': ec.generate_private_key(ec.SECP256R1()),
+                       'P-384': ec.generate_private_key(ec.SECP384R1()),
+                       'P-521': ec.generate_private_key(ec.SECP521R1())}
+
+    @staticmethod
+    def public_pem(private_key, pkcs1=False):
+        return private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.PKCS1 if pkcs1
+            else serialization.PublicFormat.SubjectPublicKeyInfo).decode('ascii')
+
+    def check(self, alg, private_key, pems, count):
+        for pem_text in pems:
+            key = websockify.load_public_key(pem_text)
+            for i in range(count):
+                claims = {'host': 'vnc%d.example' % i, 'port': 5900 + i, 'pad': 'x' * i}
+                signing_input, signature = split(pyjwt.encode(claims, private_key, algorithm=alg))
+                self.assertIs(websockify.verify_signature(alg, key, signing_input, signature), True)
+                bit = random.randrange(8 * len(signature))
+                self.assertIs(websockify.verify_signature(alg, key, signing_input, flip(signature, bit)),
+                              False)
+                bit = random.randrange(8 * len(signing_input))
+                self.assertIs(websockify.verify_signature(alg, key, flip(signing_input, bit), signature),
+                              False)
+                for bad in (signature[1:], signature + b'\0', b'\0' + signature[:-1]):
+                    self.assertIs(websockify.verify_signature(alg, key, signing_input, bad), False)
+
+    def test_rsa(self):
+        for private_key in self.rsa_keys:
+            numbers = private_key.public_key().public_numbers()
+            pems = [self.public_pem(private_key), self.public_pem(private_key, pkcs1=True)]
+            for text in pems:
+                key = websockify.load_public_key(text)
+                self.assertEqual((key.n, key.e), (numbers.n, numbers.e))
+            for alg in ('RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'):
+                with self.subTest(alg=alg, bits=private_key.key_size, e=numbers.e):
+                    self.check(alg, private_key, pems, 4)
+                    token = pyjwt.encode({}, private_key, algorithm=alg)
+                    other = alg.replace('R', 'P') if alg[0] == 'R' else alg.replace('P', 'R')
+                    self.assertIs(websockify.verify_signature(other, websockify.load_public_key(pems[0]),
+                                                   *split(token)), False)
+                    with self.assertRaises(ValueError):
+                        websockify.verify_signature(alg, websockify.load_public_key(self.public_pem(
+                            self.ec_keys['P-256'])), *split(token))
+
+    def test_ecdsa(self):
+        for (curve, private_key), alg in zip(sorted(self.ec_keys.items()),
+                                             ('ES256', 'ES384', 'ES512')):
+            with self.subTest(alg=alg):
+                text = self.public_pem(private_key)
+                key = websockify.load_public_key(text)
+                numbers = private_key.public_key().public_numbers()
+                self.assertEqual((key.x, key.y, key.curve.name), (numbers.x, numbers.y, curve))
+                self.check(alg, private_key, [text], 25)
+                token = pyjwt.encode({}, private_key, algorithm=alg)
+                for other in websockify.JWT_ASYMMETRIC_ALGORITHMS - {alg}:
+                    with self.assertRaises(ValueError):
+                        websockify.verify_signature(other, key, *split(token))
+                n, size = key.curve.n, key.curve.size
+                signing_input, signature = split(token)
+                r = int.from_bytes(signature[:size], 'big')
+                s = int.from_bytes(signature[size:], 'big')
+                for bad_r, bad_s in ((0, s), (r, 0), (n, s), (r, n), (n + 1, s)):
+                    if bad_r < 1 << 8 * size and bad_s < 1 << 8 * size:
+                        self.assertIs(websockify.verify_signature(
+                            alg, key, signing_input,
+                            bad_r.to_bytes(size, 'big') + bad_s.to_bytes(size, 'big')), False)
+                self.assertIs(websockify.verify_signature(
+                    alg, key, signing_input,
+                    r.to_bytes(size, 'big') + (n - s).to_bytes(size, 'big')), True)
+                off = pem(ec_spki_der(curve, numbers.x, numbers.y ^ 1))
+                with self.assertRaisesRegex(ValueError, 'not on'):
+                    websockify.load_public_key(off)
+
+    def test_short_r_and_s(self):
+        """Signatures whose r or s has leading zero bytes keep their fixed width."""
+        private_key = self.ec_keys['P-256']
+        key = websockify.load_public_key(self.public_pem(private_key))
+        found = set()
+        for i in range(4000):
+            message = b'message %d' % i
+            r, s = utils.decode_dss_signature(private_key.sign(message, ec.ECDSA(hashes.SHA256())))
+            short = ('r' if r < 1 << 248 else '') + ('s' if s < 1 << 248 else '')
+            if short and short not in found:
+                found.add(short)
+                signature = r.to_bytes(32, 'big') + s.to_bytes(32, 'big')
+                self.assertIs(websockify.verify_signature('ES256', key, message, signature), True)
+            if {'r', 's'} <= found:
+                break
+        self.assertTrue({'r', 's'} <= found)
+
+    def test_compressed_point_matches(self):
+        for curve, private_key in self.ec_keys.items():
+            public = private_key.public_key()
+            compressed = public.public_bytes(serialization.Encoding.X962,
+                                             serialization.PublicFormat.CompressedPoint)
+            der_bytes = spki_der(EC_OID, der_oid(CURVE_OIDS[curve]), compressed)
+            # cryptography reads our DER the same way...
+            self.assertEqual(serialization.load_der_public_key(der_bytes).public_numbers(),
+                             public.public_numbers())
+            key = websockify.load_public_key(pem(der_bytes))
+            self.assertEqual((key.x, key.y), (public.public_numbers().x,
+                                              public.public_numbers().y))
+
+    def test_our_der_writer_agrees(self):
+        """The published keys as DER built here load in cryptography too."""
+        rsa_key = serialization.load_pem_public_key(A2_PEM.encode('ascii'))
+        self.assertEqual(rsa_key.public_numbers().n, A2_N)
+        ec_key = serialization.load_pem_public_key(A3_PEM.encode('ascii'))
+        self.assertEqual(ec_key.public_numbers().y, A3_Y)
+
+    def test_refused_keys(self):
+        small = rsa.generate_private_key(65537, 1024)
+        with self.assertRaisesRegex(ValueError, '1024 bits'):
+            websockify.load_public_key(self.public_pem(small))
+        with self.assertRaisesRegex(ValueError, '1024 bits'):
+            websockify.load_public_key(self.public_pem(small, pkcs1=True))
+        k1 = ec.generate_private_key(ec.SECP256K1())
+        with self.assertRaisesRegex(ValueError, '1.3.132.0.10'):
+            websockify.load_public_key(self.public_pem(k1))
+        for private_key in (self.rsa_keys[0], self.ec_keys['P-256']):
+            for fmt in (serialization.PrivateFormat.PKCS8,
+                        serialization.PrivateFormat.TraditionalOpenSSL):
+                text = private_key.private_bytes(serialization.Encoding.PEM, fmt,
+                                                 serialization.NoEncryption())
+                with self.assertRaisesRegex(ValueError, 'pkey -pubout'):
+                    websockify.load_public_key(text)
+            der_bytes = private_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            with self.assertRaisesRegex(ValueError, 'trailing'):
+                websockify.load_public_key(pem(der_bytes + b'\0'))
+            with self.assertRaises(ValueError):
+                websockify.load_public_key(der_bytes)
+
+    def test_certificate_refused(self):
+        import datetime
+        private_key = self.ec_keys['P-256']
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'websockify.test')])
+        now = datetime.datetime(2026, 1, 1)
+        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                       .public_key(private_key.public_key()).serial_number(1)
+                       .not_valid_before(now).not_valid_after(now + datetime.timedelta(1))
+                       .sign(private_key, hashes.SHA256()))
+        text = certificate.public_bytes(serialization.Encoding.PEM)
+        with self.assertRaisesRegex(ValueError, 'CERTIFICATE.*x509 -pubkey'):
+            websockify.load_public_key(text)
+
+
+if __name__ == '__main__':
+    unittest.main()
 
 
 TOKEN_PLUGIN_MODULE = '''

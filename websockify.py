@@ -3060,16 +3060,407 @@ def _b64url_decode(text):
     return base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
 
 
+# -- JWT signatures with public keys: RS*, PS*, ES* (RFC 7518 §3.3-3.5) ------------
+#
+# Pure Python, so that a PEM public key works without a crypto library:
+# load_public_key(pem) -> RSAPublicKey | ECPublicKey (ValueError says why not),
+# verify_signature(alg, key, signing_input, signature) -> bool, is_jwe(). From
+# RFC 8017 (PKCS#1 v1.5, PSS), SEC 1 §4.1.4 / FIPS 186-4 §6.4 (ECDSA, P-256,
+# P-384, P-521), RFC 5280 / RFC 5480 (SubjectPublicKeyInfo), RFC 7468 (PEM) and
+# X.690 (DER). Every value here is public: nothing needs constant time.
+
+#: Smallest RSA modulus accepted: NIST SP 800-131A disallows shorter keys.
+JWT_MIN_RSA_BITS = 2048
+#: Largest RSA modulus accepted, so that a key cannot make each check slow.
+JWT_MAX_RSA_BITS = 16384
+
+
+class RSAPublicKey:
+    """An RSA public key (RFC 8017 §3.1), checked when made."""
+
+    __slots__ = ('n', 'e')
+
+    def __init__(self, n, e):
+        bits = n.bit_length()
+        if not JWT_MIN_RSA_BITS <= bits <= JWT_MAX_RSA_BITS:
+            raise ValueError('RSA key of %d bits: %d to %d bits are accepted'
+                             % (bits, JWT_MIN_RSA_BITS, JWT_MAX_RSA_BITS))
+        # FIPS 186-4 B.3.1 asks 2**16 < e < 2**256; e = 3 keys are still around.
+        if n % 2 == 0 or e % 2 == 0 or not 3 <= e < 1 << 256:
+            raise ValueError('not an RSA public key: even modulus or bad exponent')
+        #: The modulus and the public exponent.
+        self.n, self.e = n, e
+
+    def __repr__(self):
+        return '<RSAPublicKey of %d bits>' % self.n.bit_length()
+
+
+class _Curve:
+    """A NIST curve y^2 = x^3 - 3x + b over GF(p) with a generator (gx, gy) of
+    prime order n and cofactor 1 (FIPS 186-4 D.1.2)."""
+
+    def __init__(self, name, oid, p, b, gx, gy, n):
+        self.name, self.oid = name, oid
+        self.p, self.b, self.gx, self.gy, self.n = (
+            int(v, 16) for v in (p, b, gx, gy, n))
+        #: Bytes in a coordinate, and in each of r and s (RFC 7518 §3.4).
+        self.size = (self.p.bit_length() + 7) // 8
+
+    def contains(self, x, y):
+        """Whether (x, y) is a point of the curve (SEC 1 §3.2.2.1)."""
+        p = self.p
+        return 0 <= x < p and 0 <= y < p and (y * y - x * x * x + 3 * x - self.b) % p == 0
+
+
+# The curves of ES256, ES384 and ES512 (RFC 7518 §3.4), whose p = 3 (mod 4):
+# a square root is a power (for compressed points).
+_P256 = _Curve('P-256', '1.2.840.10045.3.1.7',
+               'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff',
+               '5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b',
+               '6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296',
+               '4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5',
+               'ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551')
+_P384 = _Curve('P-384', '1.3.132.0.34',
+               'fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe'
+               'ffffffff0000000000000000ffffffff',
+               'b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875a'
+               'c656398d8a2ed19d2a85c8edd3ec2aef',
+               'aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a38'
+               '5502f25dbf55296c3a545e3872760ab7',
+               '3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c0'
+               '0a60b1ce1d7e819d7a431d7c90ea0e5f',
+               'ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf'
+               '581a0db248b0a77aecec196accc52973')
+_P521 = _Curve('P-521', '1.3.132.0.35',
+               '1' + 'f' * 130,
+               '051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef10'
+               '9e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00',
+               '0c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3d'
+               'baa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66',
+               '11839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e66'
+               '2c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650',
+               '1fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff'
+               'a51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409')
+#: The named curves by OID (RFC 5480 §2.1.1.1).
+_CURVES = {c.oid: c for c in (_P256, _P384, _P521)}
+
+
+class ECPublicKey:
+    """An EC public key: a point of one of the curves above, checked when made
+    (SEC 1 §3.2.2.1; cofactor 1, so a point of the curve is in the group)."""
+
+    __slots__ = ('curve', 'x', 'y')
+
+    def __init__(self, curve, x, y):
+        if not curve.contains(x, y):
+            raise ValueError('EC public key: the point is not on %s' % curve.name)
+        #: The _Curve, and the point's affine coordinates.
+        self.curve, self.x, self.y = curve, x, y
+
+    def __repr__(self):
+        return '<ECPublicKey on %s>' % self.curve.name
+
+
+# -- DER (X.690 §8, §10) and PEM (RFC 7468) -----------------------------------
+
+_SEQUENCE, _INTEGER, _BIT_STRING, _NULL, _OID = 0x30, 0x02, 0x03, 0x05, 0x06
+_RSA_OID, _EC_OID = '1.2.840.113549.1.1.1', '1.2.840.10045.2.1'
+
+
+def _der_elements(data, count=-1):
+    """The (tag, contents) of the DER elements (count of them, if given) that
+    fill data: definite lengths in their shortest form (X.690 §8.1.3, §10.1)."""
+    elements, pos = [], 0
+    while pos < len(data) and len(elements) != count:
+        if len(data) < pos + 2:
+            raise ValueError('malformed DER: truncated')
+        tag, length, pos = data[pos], data[pos + 1], pos + 2
+        if length & 0x80:
+            octets = length & 0x7f
+            length = int.from_bytes(data[pos:pos + octets], 'big')
+            if not 0 < octets <= 4 or len(data) < pos + octets or length < 0x80 \
+                    or data[pos] == 0:
+                raise ValueError('malformed DER: bad length')
+            pos += octets
+        if len(data) < pos + length:
+            raise ValueError('malformed DER: truncated')
+        elements.append((tag, data[pos:pos + length]))
+        pos += length
+    if pos != len(data):
+        raise ValueError('malformed DER: trailing bytes')
+    return elements
+
+
+def _der_read(data, tags):
+    """The contents of the DER elements that fill data, of these tags in order."""
+    elements = _der_elements(data, len(tags))
+    if [tag for tag, _ in elements] != list(tags):
+        raise ValueError('malformed DER: missing or unexpected elements')
+    return [value for _, value in elements]
+
+
+def _der_uint(value):
+    """A non-negative INTEGER in its shortest form (X.690 §8.3)."""
+    if not value or value[0] & 0x80 or value[0] == 0 and len(value) > 1 \
+            and not value[1] & 0x80:
+        raise ValueError('malformed DER: bad INTEGER')
+    return int.from_bytes(value, 'big')
+
+
+def _der_oid(value):
+    """An OBJECT IDENTIFIER in dotted form (X.690 §8.19)."""
+    arcs, arc, start = [], 0, True
+    for byte in value:
+        if start and byte == 0x80:
+            raise ValueError('malformed DER: bad OBJECT IDENTIFIER')
+        arc, start = arc << 7 | byte & 0x7f, not byte & 0x80
+        if start:
+            arcs.append(arc)
+            arc = 0
+    if not arcs or not start:
+        raise ValueError('malformed DER: bad OBJECT IDENTIFIER')
+    top = min(arcs[0] // 40, 2)
+    return '.'.join(map(str, [top, arcs[0] - 40 * top] + arcs[1:]))
+
+
+def _rsa_public_key(der):
+    """PKCS#1 RSAPublicKey (RFC 8017 A.1.1): SEQUENCE {n INTEGER, e INTEGER}."""
+    n, e = _der_read(_der_read(der, [_SEQUENCE])[0], [_INTEGER, _INTEGER])
+    return RSAPublicKey(_der_uint(n), _der_uint(e))
+
+
+def _ec_point(curve, octets):
+    """An uncompressed (04 X Y) or compressed (02/03 X) point, SEC 1 §2.3.4."""
+    size = curve.size
+    x = int.from_bytes(octets[1:size + 1], 'big')
+    if len(octets) == 1 + 2 * size and octets[0] == 4:
+        return ECPublicKey(curve, x, int.from_bytes(octets[size + 1:], 'big'))
+    if len(octets) == 1 + size and octets[0] in (2, 3) and x < curve.p:
+        p = curve.p
+        y = pow((x * x * x - 3 * x + curve.b) % p, (p + 1) // 4, p)
+        return ECPublicKey(curve, x, p - y if (y ^ octets[0]) & 1 else y)
+    raise ValueError('EC public key: not a %s point encoding' % curve.name)
+
+
+def _subject_public_key_info(der):
+    """SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) of an RSA (RFC 3279 §2.3.1) or
+    EC named-curve (RFC 5480 §2) key."""
+    algorithm, bits = _der_read(_der_read(der, [_SEQUENCE])[0], [_SEQUENCE, _BIT_STRING])
+    if bits[:1] != b'\0':
+        raise ValueError('malformed DER: BIT STRING with unused bits')
+    algorithm = _der_elements(algorithm)
+    if not algorithm or algorithm[0][0] != _OID:
+        raise ValueError('malformed DER: no algorithm OID')
+    oid, parameters = _der_oid(algorithm[0][1]), algorithm[1:]
+    if oid == _RSA_OID:
+        if parameters != [(_NULL, b'')]:
+            raise ValueError('RSA public key: its parameters must be NULL')
+        return _rsa_public_key(bits[1:])
+    if oid == _EC_OID:
+        if len(parameters) != 1 or parameters[0][0] != _OID:
+            raise ValueError('EC public key: its parameters must name a curve')
+        curve_oid = _der_oid(parameters[0][1])
+        if curve_oid not in _CURVES:
+            raise ValueError('EC public key on curve %s: P-256, P-384 and P-521 '
+                             'are supported' % curve_oid)
+        return _ec_point(_CURVES[curve_oid], bits[1:])
+    raise ValueError('public key of algorithm %s: RSA (%s) and EC (%s) are supported'
+                     % (oid, _RSA_OID, _EC_OID))
+
+
+def load_public_key(pem_text):
+    """The key in a PEM "PUBLIC KEY" (SPKI) or "RSA PUBLIC KEY" (PKCS#1) block
+    (RFC 7468 §13, §5); ValueError saying why for anything else."""
+    if isinstance(pem_text, bytes):
+        try:
+            pem_text = pem_text.decode('ascii')
+        except UnicodeDecodeError:
+            raise ValueError('a PEM file is ASCII text') from None
+    blocks = re.findall(r'-----BEGIN ([A-Z0-9 ]+)-----([^-]*)-----END \1-----', pem_text)
+    count = pem_text.count('-----BEGIN')
+    if count != 1:
+        raise ValueError('expected one PEM block such as "-----BEGIN PUBLIC KEY-----", '
+                         'found %d' % count)
+    if not blocks:
+        raise ValueError('malformed PEM block: no matching END line, or headers')
+    label, body = blocks[0]
+    if 'CERTIFICATE' in label:
+        raise ValueError('PEM %s: give the public key instead '
+                         '(openssl x509 -pubkey -noout -in FILE)' % label)
+    if 'PRIVATE' in label:
+        raise ValueError('PEM %s: give the public key instead '
+                         '(openssl pkey -pubout -in FILE)' % label)
+    if label not in ('PUBLIC KEY', 'RSA PUBLIC KEY'):
+        raise ValueError('PEM %s: not a public key' % label)
+    try:
+        der = base64.b64decode(re.sub(r'\s+', '', body), validate=True)
+    except ValueError:
+        raise ValueError('PEM %s: the body is not base64' % label) from None
+    return _subject_public_key_info(der) if label == 'PUBLIC KEY' else _rsa_public_key(der)
+
+
+# -- Signatures: RSASSA-PKCS1-v1_5, RSASSA-PSS, ECDSA --------------------------
+
+def _rsa_message(key, signature):
+    """RSAVP1 (RFC 8017 §5.2.2) of a signature of the modulus' length, else None."""
+    if len(signature) != (key.n.bit_length() + 7) // 8:
+        return None
+    s = int.from_bytes(signature, 'big')
+    return pow(s, key.e, key.n) if s < key.n else None
+
+
+def _verify_pkcs1(key, digest, prefix, message, signature):
+    """RSASSA-PKCS1-v1_5-VERIFY (RFC 8017 §8.2.2, EMSA-PKCS1-v1_5 §9.2)."""
+    m = _rsa_message(key, signature)
+    if m is None:
+        return False
+    t = prefix + digest(message).digest()
+    expected = b'\0\1' + b'\xff' * (len(signature) - len(t) - 3) + b'\0' + t
+    return hmac.compare_digest(m.to_bytes(len(signature), 'big'), expected)
+
+
+def _verify_pss(key, digest, message, signature):
+    """RSASSA-PSS-VERIFY (RFC 8017 §8.1.2, EMSA-PSS-VERIFY §9.1.2) with MGF1 of
+    the same hash and a salt as long as the hash (RFC 7518 §3.5)."""
+    m = _rsa_message(key, signature)
+    em_bits = key.n.bit_length() - 1
+    # m must fit in em_bits: I2OSP of §8.1.2 step 2c, and step 6 of §9.1.2.
+    if m is None or m.bit_length() > em_bits:
+        return False
+    h_len = s_len = digest().digest_size
+    em = m.to_bytes((em_bits + 7) // 8, 'big')
+    db_len = len(em) - h_len - 1
+    if len(em) < h_len + s_len + 2 or em[-1] != 0xbc:
+        return False
+    h = em[db_len:-1]
+    mask = b''.join(digest(h + i.to_bytes(4, 'big')).digest()      # MGF1, B.2.1
+                    for i in range((db_len + h_len - 1) // h_len))[:db_len]
+    db = int.from_bytes(em[:db_len], 'big') ^ int.from_bytes(mask, 'big')
+    db = (db & ((1 << em_bits - 8 * h_len - 8) - 1)).to_bytes(db_len, 'big')
+    padding_length = db_len - s_len
+    if not hmac.compare_digest(db[:padding_length],
+                               bytes(padding_length - 1) + b'\1'):
+        return False
+    m_prime = bytes(8) + digest(message).digest() + db[padding_length:]
+    return hmac.compare_digest(h, digest(m_prime).digest())
+
+
+def _ec_double(point, p):
+    """2P in Jacobian coordinates (X/Z^2, Y/Z^3) for a = -3; None is infinity."""
+    if point is None:
+        return None
+    x, y, z = point
+    delta, gamma = z * z % p, y * y % p
+    beta = x * gamma % p
+    alpha = 3 * (x - delta) * (x + delta) % p
+    x3 = (alpha * alpha - 8 * beta) % p
+    z3 = 2 * y * z % p
+    return ((x3, (alpha * (4 * beta - x3) - 8 * gamma * gamma) % p, z3)
+            if z3 else None)
+
+
+def _ec_add(a, b, p):
+    """A + B in Jacobian coordinates; None is the point at infinity."""
+    if a is None or b is None:
+        return b if a is None else a
+    (x1, y1, z1), (x2, y2, z2) = a, b
+    z1z1, z2z2 = z1 * z1 % p, z2 * z2 % p
+    u1, u2 = x1 * z2z2 % p, x2 * z1z1 % p
+    s1, s2 = y1 * z2 * z2z2 % p, y2 * z1 * z1z1 % p
+    h, r = (u2 - u1) % p, (s2 - s1) % p
+    if h == 0:
+        return _ec_double(a, p) if r == 0 else None
+    hh = h * h % p
+    hhh, v = h * hh % p, u1 * hh % p
+    x3 = (r * r - hhh - 2 * v) % p
+    return x3, (r * (v - x3) - s1 * hhh) % p, z1 * z2 * h % p
+
+
+def _verify_ecdsa(key, digest, message, signature):
+    """ECDSA verification (SEC 1 §4.1.4, FIPS 186-4 §6.4) of R || S, each the
+    curve's size (RFC 7518 §3.4)."""
+    curve = key.curve
+    n, p, size = curve.n, curve.p, curve.size
+    if len(signature) != 2 * size:
+        return False
+    r = int.from_bytes(signature[:size], 'big')
+    s = int.from_bytes(signature[size:], 'big')
+    if not (0 < r < n and 0 < s < n):
+        return False
+    hashed = digest(message).digest()
+    e = int.from_bytes(hashed, 'big') >> max(0, 8 * len(hashed) - n.bit_length())
+    w = pow(s, n - 2, n)
+    u1, u2 = e * w % n, r * w % n
+    # u1 G + u2 Q, both at once (Shamir's trick): one doubling per bit.
+    g, q = (curve.gx, curve.gy, 1), (key.x, key.y, 1)
+    table = (None, g, q, _ec_add(g, q, p))
+    point = None
+    for i in range(max(u1.bit_length(), u2.bit_length()) - 1, -1, -1):
+        point = _ec_add(_ec_double(point, p), table[(u1 >> i & 1) | (u2 >> i & 1) << 1], p)
+    if point is None:
+        return False
+    x, _, z = point
+    z_inverse = pow(z, p - 2, p)
+    v = x * z_inverse * z_inverse % p % n
+    return hmac.compare_digest(v.to_bytes(size, 'big'), signature[:size])
+
+
+#: JWS "alg" (RFC 7518 §3.1) → key type, hash, and the DigestInfo prefix of
+#: EMSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1) or the curve.
+_JWS_ALGORITHMS = {
+    'RS256': ('RSA', hashlib.sha256, bytes.fromhex('3031300d060960864801650304020105000420')),
+    'RS384': ('RSA', hashlib.sha384, bytes.fromhex('3041300d060960864801650304020205000430')),
+    'RS512': ('RSA', hashlib.sha512, bytes.fromhex('3051300d060960864801650304020305000440')),
+    'PS256': ('RSA', hashlib.sha256, None),
+    'PS384': ('RSA', hashlib.sha384, None),
+    'PS512': ('RSA', hashlib.sha512, None),
+    'ES256': ('EC', hashlib.sha256, _P256),
+    'ES384': ('EC', hashlib.sha384, _P384),
+    'ES512': ('EC', hashlib.sha512, _P521),
+}
+
+#: The "alg" values verify_signature checks.
+JWT_ASYMMETRIC_ALGORITHMS = frozenset(_JWS_ALGORITHMS)
+
+
+def verify_signature(alg, key, signing_input, signature):
+    """Whether signature is alg's signature of signing_input (RFC 7515 §5.2
+    step 8) by key; ValueError if alg is unknown or needs another key."""
+    entry = _JWS_ALGORITHMS.get(alg) if isinstance(alg, str) else None
+    if entry is None:
+        raise ValueError('JWS algorithm %.40r: %s are supported with a public key'
+                         % (alg, ', '.join(sorted(JWT_ASYMMETRIC_ALGORITHMS))))
+    kind, digest, extra = entry
+    if kind == 'RSA' and not isinstance(key, RSAPublicKey) or kind == 'EC' and \
+            not (isinstance(key, ECPublicKey) and key.curve is extra):
+        raise ValueError('a %s signature needs %s key, not %s' % (
+            alg, 'an RSA' if kind == 'RSA' else 'a %s' % extra.name,
+            key if isinstance(key, (RSAPublicKey, ECPublicKey)) else type(key).__name__))
+    signing_input, signature = bytes(signing_input), bytes(signature)
+    if kind == 'EC':
+        return _verify_ecdsa(key, digest, signing_input, signature)
+    if extra is None:
+        return _verify_pss(key, digest, signing_input, signature)
+    return _verify_pkcs1(key, digest, extra, signing_input, signature)
+
+
+def is_jwe(token, header=None):
+    """Whether a compact token is encrypted (JWE), not signed: it has five parts,
+    or its header names an "enc" (RFC 7516 §9)."""
+    return token.count('.') == 4 or isinstance(header, dict) and 'enc' in header
+
+
 #: JWS "alg" values we verify (RFC 7518 §3.2) and their digests.
 JWT_HMAC_ALGORITHMS = {'HS256': hashlib.sha256, 'HS384': hashlib.sha384,
                        'HS512': hashlib.sha512}
 
 
 class JWTTokenApi(TokenPlugin):
-    """The token is a JWT (RFC 7519) signed with HMAC, whose claims hold host and
-    port; exp and nbf are checked. --token-source is the key file: the secret in
-    base64url, as upstream reads it (a JWK "k" value). RSA and EC keys need a
-    crypto library, which a stdlib-only build does not have: such tokens get 403."""
+    """The token is a JWT (RFC 7519) whose claims hold host and port; exp and nbf
+    are checked. --token-source is the key file: an HMAC secret in base64url (a
+    JWK "k" value, as upstream reads it) for HS256/384/512, or a PEM public key
+    (RSA of 2048 bits or more, or EC on P-256/384/521) for RS*, PS* and ES*.
+    Encrypted tokens (JWE) are refused."""
 
     source_is_path = True
 
@@ -3080,26 +3471,29 @@ class JWTTokenApi(TokenPlugin):
                 data = f.read()
         except OSError as exc:
             raise UsageError('--token-source %s: %s' % (source, exc.strerror or exc)) from None
-        #: The HMAC secret, or None when the file holds a PEM (public) key.
+        #: The HMAC secret, or None when the file holds a public key.
         self._key = None
+        #: The RSAPublicKey or ECPublicKey of a PEM file, else None.
+        self._public = None
         if b'-----BEGIN' in data:
-            logger.warning('%s holds a PEM key: RS*/ES*/PS* tokens cannot be checked '
-                           'without a crypto library, so every token will be refused '
-                           '(only HMAC keys are supported)', source)
+            try:
+                self._public = load_public_key(data)
+            except ValueError as exc:
+                raise UsageError('--token-source %s: %s' % (source, exc)) from None
             return
         try:
             self._key = _b64url_decode(data.decode('ascii').strip())
         except ValueError:
             raise UsageError('--token-source %s must hold the HMAC secret in base64url '
-                             '(or a PEM key)' % source) from None
+                             'or a PEM public key' % source) from None
         if not self._key:
             raise UsageError('--token-source %s is empty' % source)
 
     def lookup(self, token):
         parts = token.split('.')
         if len(parts) == 5:
-            raise HTTPError(403, 'encrypted tokens (JWE) are not supported: '
-                                 'sign the token with an HMAC key (HS256)')
+            raise HTTPError(403, 'encrypted tokens (JWE) are not supported: send a signed '
+                                 'token (JWS)')
         if len(parts) != 3:
             raise HTTPError(403, 'the token is not a JWT')
         try:
@@ -3110,15 +3504,10 @@ class JWTTokenApi(TokenPlugin):
             signed = ('%s.%s' % (parts[0], parts[1])).encode('ascii')
         except (ValueError, AttributeError, RecursionError):   # UnicodeError is a ValueError
             raise HTTPError(403, 'the token is not a JWT') from None
-        digest = JWT_HMAC_ALGORITHMS.get(alg) if isinstance(alg, str) else None
-        if digest is None or self._key is None:
-            raise HTTPError(403, 'token signed with %s: this stdlib-only websockify.py '
-                                 'verifies HMAC keys only (HS256, HS384, HS512)'
-                            % (_printable(str(alg), 20) if digest is None else
-                               'an HMAC key, but --token-source holds a PEM key'))
-        expected = hmac.new(self._key, signed, digest).digest()
-        if not hmac.compare_digest(expected, signature):
-            raise HTTPError(403, 'the token\'s signature does not match')
+        if is_jwe(token, header):
+            raise HTTPError(403, 'encrypted tokens (JWE) are not supported: send a signed '
+                                 'token (JWS)')
+        self._check_signature(alg, signed, signature)
         try:
             claims = json.loads(_b64url_decode(parts[1]))
             if not isinstance(claims, dict):
@@ -3139,6 +3528,23 @@ class JWTTokenApi(TokenPlugin):
         if 'host' not in claims or 'port' not in claims:
             raise HTTPError(403, 'the token has no host and port claims')
         return claims['host'], claims['port']
+
+    def _check_signature(self, alg, signed, signature):
+        """403 unless signature is alg's signature of signed with our key."""
+        name = _printable(alg, 20) if isinstance(alg, str) else 'no algorithm'
+        if self._key is not None:
+            digest = JWT_HMAC_ALGORITHMS.get(alg) if isinstance(alg, str) else None
+            if digest is None:
+                raise HTTPError(403, 'token signed with %s, but --token-source holds an '
+                                     'HMAC secret (HS256, HS384, HS512)' % name)
+            good = hmac.compare_digest(hmac.new(self._key, signed, digest).digest(), signature)
+        else:
+            try:
+                good = verify_signature(alg, self._public, signed, signature)
+            except ValueError as exc:
+                raise HTTPError(403, 'token signed with %s: %s' % (name, exc)) from None
+        if not good:
+            raise HTTPError(403, 'the token\'s signature does not match')
 
 
 #: --token-plugin names of the built-in plugins; upstream's module path before
