@@ -54,7 +54,7 @@ check:
 	WEBSOCKIFY_CHECK=1 $(PYTHON) -m unittest test_websockify
 
 lint:
-	$(VENV)/bin/vermin -q --no-tips --violations -t=3.8- websockify.py
+	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- websockify.py web/demo.py
 
 unit:
 	WEBSOCKIFY_REQUIRE_ALL=1 NODE_PATH=$(CURDIR)/$(NODEDIR)/node_modules \
@@ -63,15 +63,19 @@ unit:
 node-test:
 	node --test web/tests/
 
-# The 3.8 floor: the stdlib-only tests under pyenv's oldest supported Python.
+# The floor: the stdlib-only tests under pyenv's Python 3.6 and 3.7 (the oldest
+# supported); a version pyenv does not have is skipped with a line saying so.
+FLOOR_VERSIONS ?= 3.6 3.7
 floor:
-	@ver=$$(pyenv versions --bare 2>/dev/null | grep -m1 '^3\.8\.' || true); \
-	if [ -n "$$ver" ]; then \
-	  echo "== Python $$ver (3.8 floor), stdlib-only tests"; \
-	  PYENV_VERSION=$$ver python3 -m unittest test_websockify; \
-	else \
-	  echo "== no Python 3.8 under pyenv: floor check skipped"; \
-	fi
+	@for v in $(FLOOR_VERSIONS); do \
+	  ver=$$(pyenv versions --bare 2>/dev/null | grep -m1 "^$$v\." || true); \
+	  if [ -n "$$ver" ]; then \
+	    echo "== Python $$ver (floor), stdlib-only tests"; \
+	    PYENV_VERSION=$$ver python3 -m unittest test_websockify || exit 1; \
+	  else \
+	    echo "== no Python $$v under pyenv: floor check skipped"; \
+	  fi; \
+	done
 
 # -- demo and benchmark ---------------------------------------------------------
 demo:

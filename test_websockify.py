@@ -49,6 +49,7 @@ import select
 import shutil
 import signal
 import socket
+import socketserver
 import ssl
 import stat
 import struct
@@ -710,6 +711,10 @@ def http_exchange(port, request, context=None, host='localhost'):
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:     # closed with our bytes unread
+                return data
+            except ssl.SSLError as exc:      # Python 3.6: TCP closed without close_notify
+                if 'EOF' not in str(exc).upper():
+                    raise
                 return data
             if not chunk:
                 return data
@@ -1373,7 +1378,7 @@ class ProxyProcess:
 def run_cli(*args, cwd=None, env=None):
     """websockify.py run to completion; returns the CompletedProcess (text output)."""
     return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=TIMEOUT, cwd=cwd or HERE, env=env)
 
 
@@ -2509,6 +2514,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         self.assertEqual(len(failed), 2, logs.output)
         self.assertIn('certificate', failed[0])
 
+    @unittest.skipUnless(hasattr(ssl, 'TLSVersion'), 'TLS versions need Python 3.7+')
     def test_minimum_version_enforced(self):
         port = self.proxy('--ssl-version', 'tlsv1_3')
         with LogWatch(self) as logs:
@@ -2522,6 +2528,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         self.assertEqual(len(failed), 1, logs.output)
         self.assertIn('protocol', failed[0])
 
+    @unittest.skipUnless(hasattr(ssl, 'TLSVersion'), 'TLS versions need Python 3.7+')
     def test_tls12_works_by_default(self):
         port = self.proxy('--ssl-ciphers', 'ECDHE+AESGCM')
         ws = open_session(self, port, protocols=['binary'],
@@ -2650,7 +2657,7 @@ class TestPumpRelay(ProxyTestCase):
         result = subprocess.run(
             [node, paths['relay.js'], 'ws://127.0.0.1:%d/' % address[1], paths['in'],
              paths['sizes'], paths['out'], str(int(LONG_TIMEOUT * 1000))],
-            capture_output=True, text=True, timeout=LONG_TIMEOUT + 10,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=LONG_TIMEOUT + 10,
             env=dict(os.environ, NODE_PATH=NODE_MODULES))
         self.assertEqual(result.returncode, 0, result.stderr)
         report = json.loads(result.stdout)
@@ -2933,7 +2940,7 @@ class TestPumpManyIdleSessions(ProxyTestCase):
             self.skipTest('RLIMIT_NOFILE hard limit %d leaves room for %d sessions only'
                           % (hard, count))
         target = subprocess.Popen([sys.executable, '-c', _SELECT_ECHO],
-                                  stdout=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, universal_newlines=True)
         self.addCleanup(target.stdout.close)
         self.addCleanup(target.wait, TIMEOUT)
         self.addCleanup(target.kill)
@@ -3651,7 +3658,10 @@ class TLSEchoServer(TargetServer):
         self.errors = []
         #: Set once a TLS handshake with the proxy has completed.
         self.handshake_done = threading.Event()
-        context.sni_callback = self._sni
+        if hasattr(context, 'sni_callback'):
+            context.sni_callback = self._sni
+        else:                                   # Python 3.6
+            context.set_servername_callback(self._sni)
         super().__init__(testcase, self._serve_tls, conn_timeout=TIMEOUT)
 
     def _sni(self, sslobj, name, ctx):
@@ -3727,6 +3737,7 @@ class TestTargetsTLS(unittest.TestCase):
         ws.send_frame(BINARY, b'self-signed')
         self.assertEqual(ws.recv_data(11), b'self-signed')
 
+    @unittest.skipUnless(hasattr(ssl, 'TLSVersion'), 'TLS versions need Python 3.7+')
     def test_tls13_target_that_waits_for_the_client(self):
         target = self.tls_target(self.pki.server, minimum=ssl.TLSVersion.TLSv1_3)
         port = self.proxy(target, 'localhost', '--ssl-target-cafile', self.pki.ca[0])
@@ -3971,7 +3982,7 @@ class TestTokenFiles(TokenTestCase):
         made = subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
                                '-keyout', key, '-out', cert, '-days', '2', '-subj',
                                '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'],
-                              capture_output=True, timeout=TIMEOUT)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
         self.assertEqual(made.returncode, 0, made.stderr)
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ctx.load_cert_chain(cert, key)
@@ -4023,6 +4034,12 @@ class TestTokenUnixSocketDirectory(TokenTestCase):
         self.refused_token(address, token_path('absent'), 404)
 
 
+class ThreadingHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """http.server's threading server (its own class from Python 3.7 on)."""
+
+    daemon_threads = True
+
+
 class _ApiHandler(http.server.BaseHTTPRequestHandler):
     """GET /api/TOKEN: the table of the server, as JSON or as host:port text."""
 
@@ -4053,7 +4070,7 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
 class TestTokenApi(TokenTestCase):
 
     def api(self, table, as_json):
-        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _ApiHandler)
+        server = ThreadingHTTPServer(('127.0.0.1', 0), _ApiHandler)
         server.table, server.as_json, server.asked = table, as_json, []
         thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
                                   daemon=True)
@@ -5931,8 +5948,8 @@ class TestRecording(ProxyTestCase):
         client.send_close(1000)
         client.expect_close(1000)
         self.read_when_closed(prefix + '.1')
-        result = subprocess.run([node, '-e', NODE_READER, prefix + '.1'], capture_output=True,
-                                text=True, timeout=TIMEOUT)
+        result = subprocess.run([node, '-e', NODE_READER, prefix + '.1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True, timeout=TIMEOUT)
         self.assertEqual(result.returncode, 0, result.stderr)
         parsed = json.loads(result.stdout)
         self.assertEqual(parsed['encoding'], 'binary')
@@ -6079,6 +6096,67 @@ class TestServerPrepare(SocketFreeTestCase):
         require('rebind.so (make rebind.so)', os.path.isfile(REBIND), 'make rebind.so')
         runtime = self.prepared('--rebind', REBIND, '6080', '--', 'true')
         self.assertEqual(runtime.rebind, REBIND)
+
+
+class TestServerWithoutOptionalModules(unittest.TestCase):
+    """websockify.py on an interpreter built without ssl and mmap (minimal and
+    embedded builds): a runner blocks their import, then runs the file as __main__."""
+
+    RUNNER = textwrap.dedent("""\
+        import runpy, sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name in ('ssl', '_ssl', 'mmap'):
+                    raise ImportError('%s is blocked' % name)
+        sys.meta_path.insert(0, Blocker())
+        script = sys.argv.pop(1)
+        sys.argv[0] = script
+        runpy.run_path(script, run_name='__main__')
+        """)
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix='wsfy-nossl-')
+        self.addCleanup(shutil.rmtree, folder)
+        self.runner = os.path.join(folder, 'without_ssl_mmap.py')
+        with open(self.runner, 'w') as f:
+            f.write(self.RUNNER)
+
+    def run_blocked(self, *args):
+        return subprocess.run([sys.executable, self.runner, SCRIPT] + list(args),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True,
+                              timeout=TIMEOUT, cwd=HERE)
+
+    def test_plain_relay_works_and_tls_hello_is_closed(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, SCRIPT, '127.0.0.1:0', '127.0.0.1:%d' % target.port,
+                             script=self.runner)
+        self.assertIn('no ssl module: wss:// is off', proxy.stderr)
+        client = WSClient(self, proxy.address)
+        client.handshake(protocols=['binary'])
+        self.assertEqual(client.echo(b'no ssl, no mmap'), b'no ssl, no mmap')
+        client.send_close(1000)
+        client.expect_close()
+        hello = socket.create_connection(proxy.address, TIMEOUT)
+        self.addCleanup(hello.close)
+        hello.sendall(b'\x16\x03\x01\x00\x05hello')
+        try:
+            self.assertEqual(hello.recv(100), b'')
+        except ConnectionResetError:
+            pass
+        proxy.wait_log('TLS handshake refused: this Python has no ssl module')
+
+    def test_options_that_need_them_are_usage_errors(self):
+        cases = {('--cert', SCRIPT): 'no ssl module',
+                 ('--ssl-only',): 'no ssl module',
+                 ('--ssl-target',): 'no ssl module',
+                 ('--workers', '2'): 'mmap'}
+        for options, problem in cases.items():
+            with self.subTest(options=options):
+                result = self.run_blocked(*(options + ('127.0.0.1:0', '127.0.0.1:9')))
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(problem, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
 
 
 class TestServer(ProxyTestCase):

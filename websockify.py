@@ -1513,6 +1513,8 @@ def tls_error_text(exc):
     verify_message = getattr(exc, 'verify_message', None)       # Python 3.7+
     if verify_message:
         return 'certificate verify failed: %s' % verify_message
+    if ssl is not None and isinstance(exc, ssl.CertificateError):   # Python 3.6
+        return 'certificate verify failed: %s' % exc
     if isinstance(exc, socket.timeout):
         return 'timed out'
     if isinstance(exc, SSL_ERRORS) and exc.reason:
@@ -1544,9 +1546,9 @@ def _read_pem(path, what):
 
 
 def _no_key_password():
-    # Passed instead of None so that OpenSSL never prompts on the terminal.
-    raise UsageError('no password given for the encrypted key: use --key-password, '
-                     '--key-password-file or --key-password-env')
+    # Passed instead of None so that OpenSSL never prompts on the terminal (an
+    # encrypted key without a password is refused before, with a clear reason).
+    return b''
 
 
 def make_server_tls_context(settings):
@@ -1563,6 +1565,9 @@ def make_server_tls_context(settings):
         raise UsageError('%s holds no PEM private key%s'
                          % (key, '' if settings.key else ' (give the key with --key FILE)'))
     encrypted = 'ENCRYPTED' in key_text
+    if encrypted and settings.key_password is None:
+        raise UsageError('no password given for the encrypted key: use --key-password, '
+                         '--key-password-file or --key-password-env')
     context = _base_server_context(settings)
     password = settings.key_password
     try:
@@ -5272,6 +5277,8 @@ def prepare(settings):
         if isinstance(auth_plugin, ClientCertCNAuth) and not settings.verify_client:
             raise UsageError('ClientCertCNAuth checks client certificates: it needs '
                              '--verify-client')
+    if settings.workers > 1 and mmap is None:
+        raise UsageError('--workers needs the mmap module, which this Python lacks')
     rebind = None
     if settings.wrap_cmd:
         try:
