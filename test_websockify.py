@@ -1685,6 +1685,128 @@ class TestProtocolLegacyCodec(SocketFreeTestCase):
         self.assertEqual(cm.exception.code, 1007)
 
 
+class TestProtocolStrictHeaders(SocketFreeTestCase):
+    """Header rules that keep client text out of our answers (RFC 9110/9112)."""
+
+    UPGRADE = ('GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+               'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n')
+
+    def refused(self, head):
+        with self.assertRaises(websockify.HTTPError) as cm:
+            websockify.parse_request(head.encode('latin-1'))
+        self.assertEqual(cm.exception.status, 400)
+        return cm.exception.reason
+
+    def test_control_characters_in_values_and_target(self):
+        for bad in ('\x00', '\r', '\x1b[31m', '\x7f', '\x08'):
+            with self.subTest(bad=bad):
+                self.assertIn('control characters',
+                              self.refused(self.UPGRADE + 'Origin: a%sb\r\n\r\n' % bad))
+                self.assertIn('control characters',
+                              self.refused('GET /a%sb HTTP/1.1\r\nHost: h\r\n\r\n' % bad))
+        # A tab inside a value is allowed (RFC 9110 §5.5), and kept.
+        request = websockify.parse_request(b'GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\t2\r\n\r\n')
+        self.assertEqual(request.header('x-a'), '1\t2')
+
+    def test_obs_fold_refused(self):
+        for fold in (' more', '\tmore'):
+            self.assertIn('obs-fold', self.refused(self.UPGRADE + 'X-A: one\r\n%s\r\n\r\n' % fold))
+
+    def test_duplicate_host_refused(self):
+        self.assertIn('Host', self.refused('GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'))
+        self.assertIn('Host', self.refused('GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n'))
+
+    def test_subprotocol_echoed_only_if_token(self):
+        for offered in ('a b', 'chat/1', 'x"y', 'a;b', '{x}'):
+            with self.subTest(offered=offered):
+                head = self.UPGRADE + 'Sec-WebSocket-Protocol: %s\r\n\r\n' % offered
+                decision = websockify.accept(websockify.parse_request(head.encode('latin-1')))
+                self.assertIsInstance(decision, websockify.HTTPError)
+                self.assertEqual(decision.status, 400)
+        head = self.UPGRADE + 'Sec-WebSocket-Protocol: v1.chat+x, base64\r\n\r\n'
+        decision = websockify.accept(websockify.parse_request(head.encode('latin-1')))
+        self.assertEqual(decision.protocol, 'base64')
+        head = self.UPGRADE + 'Sec-WebSocket-Protocol: v1.chat+x\r\n\r\n'
+        decision = websockify.accept(websockify.parse_request(head.encode('latin-1')))
+        self.assertIn(b'\r\nSec-WebSocket-Protocol: v1.chat+x\r\n', decision.reply())
+
+
+def masked_frame(opcode, payload, fin=True, mask=b'\x01\x02\x03\x04'):
+    n = len(payload)
+    b0 = opcode | (0x80 if fin else 0)
+    if n < 126:
+        head = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack('!BBH', b0, 0xFE, n)
+    else:
+        head = struct.pack('!BBQ', b0, 0xFF, n)
+    return head + mask + websockify.unmask(payload, mask)
+
+
+class TestProtocolSessionBounds(SocketFreeTestCase):
+    """What one read of RECV_MAX bytes may cost, whatever the frames in it."""
+
+    def feed(self, frame_bytes, count=None):
+        """One read of about RECV_MAX bytes of repeated frames into a fresh session;
+        returns (session, pieces for the target, payload bytes, traced peak)."""
+        count = count or websockify.RECV_MAX // len(frame_bytes)
+        buf = bytearray(frame_bytes * count)
+        session = websockify.Session(websockify.HybiCodec())
+        tracemalloc.start()
+        try:
+            pos, parts = session.receive_client(buf, len(buf))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(pos, len(buf))
+        return session, parts, b''.join(bytes(p) for p in parts), peak
+
+    def test_one_byte_frames(self):
+        session, parts, data, peak = self.feed(masked_frame(websockify.OP_BINARY, b'z'))
+        self.assertEqual(data, b'z' * (websockify.RECV_MAX // 7))
+        self.assertLessEqual(len(parts), 2)
+        self.assertLess(peak, 64 * 1024)
+        self.assertEqual(session.to_client, [])
+
+    def test_fragments_of_one_byte(self):
+        frames = (masked_frame(websockify.OP_BINARY, b'a', fin=False)
+                  + masked_frame(websockify.OP_CONT, b'b', fin=False) * 1000
+                  + masked_frame(websockify.OP_CONT, b'c'))
+        session, parts, data, peak = self.feed(frames, count=30)
+        self.assertEqual(data, (b'a' + b'b' * 1000 + b'c') * 30)
+        self.assertLessEqual(len(parts), 2)
+        self.assertLess(peak, 64 * 1024)
+
+    def test_text_frames_of_one_character(self):
+        session, parts, data, peak = self.feed(masked_frame(websockify.OP_TEXT, b'\xc3\xa9'))
+        self.assertLessEqual(len(parts), 2)
+        self.assertLess(peak, 64 * 1024)
+
+    def test_ping_floods_cost_one_pong(self):
+        for payload in (b'', b'p' * 125):
+            with self.subTest(size=len(payload)):
+                session, parts, data, peak = self.feed(masked_frame(websockify.OP_PING, payload))
+                self.assertEqual(parts, [])
+                self.assertEqual(session.to_client,
+                                 [websockify.frame_header(websockify.OP_PONG, len(payload))
+                                  + payload])
+                self.assertLess(peak, 64 * 1024)
+
+    def test_pings_answered_before_a_close(self):
+        buf = bytearray(masked_frame(websockify.OP_PING, b'1') + masked_frame(websockify.OP_PING, b'2')
+                        + masked_frame(websockify.OP_CLOSE, struct.pack('!H', 1000)))
+        session = websockify.Session(websockify.HybiCodec())
+        session.receive_client(buf, len(buf))
+        self.assertEqual(session.to_client, [b'\x8a\x012', b'\x88\x02\x03\xe8'])
+
+    def test_large_frames_zero_copy(self):
+        payload = os.urandom(65536)
+        session, parts, data, peak = self.feed(masked_frame(websockify.OP_BINARY, payload), count=4)
+        self.assertEqual(data, payload * 4)
+        self.assertEqual(len(parts), 4)
+        self.assertLess(peak, 64 * 1024)
+
+
 class TestProtocolHandshake(ProxyTestCase):
 
     def setUp(self):
@@ -3028,6 +3150,27 @@ class TestWebOptions(SocketFreeTestCase):
 
 
 SECRET = b'TOP-SECRET-' + os.urandom(8).hex().encode()
+
+
+class TestWebPathSegments(SocketFreeTestCase):
+    """The path rules of --web, before the file system is touched."""
+
+    def test_segments(self):
+        seg = websockify.web_path_segments
+        self.assertEqual(seg('/'), [])
+        self.assertEqual(seg('//a///b/?q=1#f'), ['a', 'b'])
+        self.assertEqual(seg('/caf%C3%A9/%25'), ['caf\u00e9', '%'])
+        self.assertEqual(seg('/%252e%252e'), ['%2e%2e'])          # decoded once
+
+    def test_refusals(self):
+        cases = {'x': 400, '*': 400, 'http://h/': 400, '/..': 403, '/a/./b': 403,
+                 '/%2e%2e/x': 403, '/a%2fb': 403, '/a%5cb': 403, '/a\\b': 403,
+                 '/%00': 403, '/%0d%0a': 403, '/%zz': 403, '/%': 403, '/%c0%ae': 403,
+                 '/%ff': 403}
+        for target, status in cases.items():
+            with self.subTest(target=target), self.assertRaises(websockify.HTTPError) as cm:
+                websockify.web_path_segments(target)
+            self.assertEqual(cm.exception.status, status)
 
 
 class TestWebServer(unittest.TestCase):
