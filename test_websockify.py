@@ -1382,6 +1382,14 @@ def run_cli(*args, cwd=None, env=None):
                           timeout=TIMEOUT, cwd=cwd or HERE, env=env)
 
 
+def check_usage_error(test, result, text):
+    """A run_cli result that is a usage error: exit 2, one stderr line naming text."""
+    test.assertEqual(result.returncode, 2, result)
+    test.assertIn(text, result.stderr)
+    test.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+    test.assertNotIn('Traceback', result.stderr)
+
+
 def wait_until_gone(probe, timeout):
     """Poll probe (os.kill or os.killpg with signal 0) until the process or group is
     gone; True if it went within timeout."""
@@ -5488,10 +5496,7 @@ class TestAuth(ProxyTestCase):
         ]:
             with self.subTest(options=options):
                 result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn(text, result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
+                check_usage_error(self, result, text)
 
     def test_plugin_constructor_errors_are_usage_errors_in_process(self):
         folder, name = self.plugin_module()
@@ -6136,10 +6141,7 @@ class TestRecording(ProxyTestCase):
                 (folder + '/', 'is a directory')]:
             with self.subTest(option=option):
                 result = run_cli('--record', option, '127.0.0.1:0', '127.0.0.1:9')
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn(text, result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
+                check_usage_error(self, result, text)
 
 
 ################################################################################
@@ -6804,10 +6806,7 @@ class TestServerSyslog(ProxyTestCase):
                 (['--syslog', plain], 'is not a socket')]:
             with self.subTest(options=options):
                 result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
-                self.assertEqual(result.returncode, 2, result)
-                self.assertIn(text, result.stderr)
-                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-                self.assertNotIn('Traceback', result.stderr)
+                check_usage_error(self, result, text)
 
 
 ################################################################################
