@@ -252,12 +252,16 @@ def _printable(text, limit=200):
 #: The control characters of RFC 5234 (CTL): C0 and DEL. HTTP forbids them in
 #: field values (RFC 9110 §5.5), and a host name or a header we send must not hold one.
 _CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
+#: The same but tab, CR and LF: what may not appear anywhere in a request head.
+_CONTROL_CHARACTERS_IN_HEAD = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 
 
-def has_control_characters(text):
+def has_control_characters(text, allow_line_ends=False):
     """True if text holds a control character (U+0000-U+001F or U+007F): the one
-    check of client, plugin and token-file text before we use or send it."""
-    return _CONTROL_CHARACTERS.search(text) is not None
+    check of client, plugin and token-file text before we use or send it. With
+    allow_line_ends, tab, CR and LF pass (a whole request head)."""
+    pattern = _CONTROL_CHARACTERS_IN_HEAD if allow_line_ends else _CONTROL_CHARACTERS
+    return pattern.search(text) is not None
 
 
 class WrapError(Exception):
@@ -372,7 +376,8 @@ def check_head_size(data):
 def parse_request(head):
     """Parse a complete request head (bytes up to and including the blank line)."""
     check_head_size(head)
-    lines = head.decode('latin-1').split('\n')
+    text = head.decode('latin-1')
+    lines = text.split('\n')
     lines = [line[:-1] if line.endswith('\r') else line for line in lines]
     while lines and not lines[-1]:
         lines.pop()
@@ -388,16 +393,19 @@ def parse_request(head):
         raise HTTPError(400, 'malformed HTTP version')
     if len(lines) - 1 > MAX_HEADERS:
         raise HTTPError(431, 'more than %d header lines' % MAX_HEADERS)
+    # RFC 9112 §5.2: obs-fold (a line that starts with a space or tab) is refused,
+    # never joined. RFC 9110 §5.5: a value holds visible characters, spaces and
+    # tabs. One look at the whole head; the lines are searched only to say which.
+    if '\n ' in text or '\n\t' in text:
+        raise HTTPError(400, 'folded header line (obs-fold)')
+    controls = (has_control_characters(text, allow_line_ends=True)
+                or text.count('\r') != text.count('\r\n'))
     headers = {}
     for line in lines[1:]:
-        if line[:1] in (' ', '\t'):
-            # RFC 9112 §5.2: obs-fold is refused, never joined.
-            raise HTTPError(400, 'folded header line (obs-fold)')
         name, colon, value = line.partition(':')
         if not colon or not _TOKEN.match(name):
             raise HTTPError(400, 'malformed header line')
-        if has_control_characters(value.replace('\t', ' ')):
-            # RFC 9110 §5.5: a value holds visible characters, spaces and tabs.
+        if controls and has_control_characters(value.replace('\t', ' ')):
             raise HTTPError(400, 'control characters in the %s header' % name)
         headers.setdefault(name.lower(), []).append(value.strip(' \t'))
     if len(headers.get('host', ())) > 1:
@@ -739,6 +747,8 @@ class HybiCodec:
     and invalid UTF-8 from the target raises ProtocolError 1011)."""
 
     family = 'hybi'
+    __slots__ = ('mode', '_remaining', '_mask', '_message', '_fin', '_utf8', '_out_opcode',
+                 '_held', '_out_utf8')
 
     def __init__(self, text_frames=False):
         self.mode = 'text' if text_frames else 'binary'
@@ -969,6 +979,8 @@ class HybiBase64Codec(HybiCodec):
     reads); each read from the target becomes one text frame of padded base64,
     decodable on its own (websock.js decodes each message by itself)."""
 
+    __slots__ = ('_b64',)
+
     def __init__(self):
         super().__init__()
         self.mode = 'base64'
@@ -1009,6 +1021,7 @@ class HixieCodec:
     that) are not supported: nothing sends them."""
 
     mode = 'base64'
+    __slots__ = ('family', '_in_frame', '_frame_length', '_b64')
 
     def __init__(self, family):
         #: 'hixie-75' or 'hixie-76', for the log.
@@ -1101,6 +1114,11 @@ class Session:
     may wait for a pong before the client counts as gone (0: forever);
     idle_timeout the seconds without data either way that end the session (0:
     forever); clock is time.monotonic unless a test gives its own."""
+
+    __slots__ = ('codec', 'heartbeat', 'heartbeat_timeout', 'idle_timeout', 'clock',
+                 'client_end', 'target_end', 'close_code', 'close_reason', 'close_sent',
+                 'to_client', 'changed', 'deadline', 'next_ping', 'pong_due', 'last_data',
+                 '_events')
 
     def __init__(self, codec, heartbeat=0, clock=time.monotonic, heartbeat_timeout=0,
                  idle_timeout=0):
@@ -1893,6 +1911,8 @@ class Pump:
     (the session then closes with 1001); traffic: print the --traffic markers;
     observer: an object whose client(pieces) and target(data) see what each
     side sends (a SessionRecorder), or None."""
+
+    __slots__ = ('client', 'target', 'session', 'wake_fd', 'traffic', 'observer', '_poll')
 
     def __init__(self, client_sock, target_sock, session, initial=b'', wake_fd=None,
                  traffic=False, observer=None):
