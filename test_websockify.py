@@ -1524,6 +1524,1476 @@ def _decode_all(codec, data, chunk=None):
     return b''.join(out), events, bytes(buf)
 
 
+# -- the rules of the Protocol section on byte strings: every input whole, split at
+# every position, one byte at a time and with trailing bytes, fed as the pump does
+
+HTTPError = websockify.HTTPError
+ProtocolError = websockify.ProtocolError
+PingReceived = websockify.PingReceived
+PongReceived = websockify.PongReceived
+CloseReceived = websockify.CloseReceived
+RELAY, FINISH, DROP = websockify.RELAY, websockify.FINISH, websockify.DROP
+
+#: RFC 6455 §5.7: the mask of its masked examples.
+MASK = bytes((0x37, 0xfa, 0x21, 0x3d))
+#: RFC 6455 §5.7: a single-frame masked text message containing "Hello".
+MASKED_HELLO = bytes((0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58))
+#: RFC 6455 §5.7: a masked Pong containing "Hello".
+MASKED_PONG_HELLO = bytes((0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51,
+                           0x58))
+#: RFC 6455 §1.3: the sample key and its Sec-WebSocket-Accept.
+RFC_KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
+RFC_ACCEPT = 's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+#: draft-hixie-thewebsocketprotocol-76: keys, key3 and the 16-byte answer.
+#: draft-76 §1.3: the opening handshake example.
+EXAMPLE_KEY1 = '4 @1  46546xW%0l 1 5'
+EXAMPLE_KEY2 = '12998 5 Y3 1  .P00'
+EXAMPLE_KEY3 = b'^n:ds[4U'
+EXAMPLE_ANSWER = b"8jKS'y:G*Co,Wxa-"
+
+VALID_CODES = set(itertools.chain((1000, 1001, 1002, 1003), range(1007, 1015),
+                                  range(3000, 5000)))
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def frame(opcode, payload=b'', fin=True, rsv=0, mask=MASK, masked=True, length=None):
+    """A client frame (RFC 6455 §5.2), masked unless masked=False; `length`
+    overrides the length written in the header."""
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload) if length is None else length
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((b0, bit | n))
+    elif n < 65536:
+        head = struct.pack('!BBH', b0, bit | 126, n)
+    else:
+        head = struct.pack('!BBQ', b0, bit | 127, n)
+    if not masked:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+def splits(data):
+    """data whole, in two reads split at every position, and one byte at a time."""
+    yield 'whole', [data]
+    for i in range(1, len(data)):
+        yield 'split at %d' % i, [data[:i], data[i:]]
+    yield 'bytewise', [data[i:i + 1] for i in range(len(data))]
+
+
+def feed_codec(codec, chunks):
+    """Feed chunks to codec.decode like the pump: one fixed bytearray, leftovers
+    moved to its front. Stops decoding after a close event. Returns (payload
+    bytes, events, bytes not consumed)."""
+    buf = bytearray(max(1, sum(len(c) for c in chunks)))
+    end = 0
+    payload = bytearray()
+    events = []
+    for chunk in chunks:
+        buf[end:end + len(chunk)] = chunk
+        end += len(chunk)
+        if events and isinstance(events[-1], CloseReceived):
+            continue
+        out = []
+        pos = codec.decode(buf, 0, end, out, events)
+        payload += b''.join(out)
+        del out             # the views into buf go before buf is reused
+        rest = end - pos
+        buf[:rest] = buf[pos:end]
+        end = rest
+    return bytes(payload), events, bytes(buf[:end])
+
+
+def feed_session(session, chunks):
+    """Feed chunks to session.receive_client like the pump, while it reads the
+    client. Returns (payload bytes, bytes not consumed)."""
+    buf = bytearray(max(1, sum(len(c) for c in chunks)))
+    end = 0
+    payload = bytearray()
+    for chunk in chunks:
+        buf[end:end + len(chunk)] = chunk
+        end += len(chunk)
+        if not session.reads_client():
+            continue
+        pos, out = session.receive_client(buf, end)
+        payload += b''.join(out)
+        del out
+        rest = end - pos
+        buf[:rest] = buf[pos:end]
+        end = rest
+    return bytes(payload), bytes(buf[:end])
+
+
+def server_frames(data):
+    """Split unmasked server frames into (fin, opcode, payload) triples."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        if b1 & 0x80:
+            raise AssertionError('server frame is masked')
+        n, pos = b1 & 0x7F, pos + 2
+        if n == 126:
+            n, pos = struct.unpack_from('!H', data, pos)[0], pos + 2
+        elif n == 127:
+            n, pos = struct.unpack_from('!Q', data, pos)[0], pos + 8
+        frames.append((bool(b0 & 0x80), b0 & 0x0F, bytes(data[pos:pos + n])))
+        pos += n
+    return frames
+
+
+def parse_close(data):
+    """(code, reason) of one server close frame; (None, '') if it has no body."""
+    [(fin, opcode, body)] = server_frames(data)
+    if not fin or opcode != CLOSE:
+        raise AssertionError('not a close frame: %r' % (data,))
+    if not body:
+        return None, ''
+    return struct.unpack('!H', body[:2])[0], body[2:].decode('utf-8')
+
+
+class Clock:
+    """A clock the test moves: session.clock()."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def head_bytes(text):
+    """Request head bytes from lines separated by '\\n', CRLF line ends."""
+    return (text.replace('\n', '\r\n') + '\r\n\r\n').encode('latin-1')
+
+
+def parsed_request(text):
+    return websockify.parse_request(head_bytes(text))
+
+
+def hybi_text(method='GET', target='/', version='HTTP/1.1', drop=(), replace=None,
+              extra=()):
+    """An RFC 6455 §1.3 upgrade request as text, with headers dropped, replaced
+    or added."""
+    headers = [('Host', 'server.example.com'), ('Upgrade', 'websocket'),
+               ('Connection', 'Upgrade'), ('Sec-WebSocket-Key', RFC_KEY),
+               ('Origin', 'http://example.com'), ('Sec-WebSocket-Version', '13')]
+    replace = replace or {}
+    lines = ['%s %s %s' % (method, target, version)]
+    for name, value in headers:
+        if name not in drop:
+            lines.append('%s: %s' % (name, replace.get(name, value)))
+    lines.extend('%s: %s' % h for h in extra)
+    return '\n'.join(lines)
+
+
+def hybi_request(**kw):
+    return parsed_request(hybi_text(**kw))
+
+
+def hixie76_text(key1=KEY1, key2=KEY2, extra=()):
+    lines = ['GET /demo HTTP/1.1', 'Host: example.com', 'Connection: Upgrade',
+             'Sec-WebSocket-Key2: ' + key2, 'Sec-WebSocket-Protocol: sample',
+             'Upgrade: WebSocket', 'Sec-WebSocket-Key1: ' + key1,
+             'Origin: http://example.com']
+    lines.extend(extra)
+    return '\n'.join(lines)
+
+
+def hixie75_text(extra=()):
+    lines = ['GET /demo HTTP/1.1', 'Upgrade: WebSocket', 'Connection: Upgrade',
+             'Host: example.com', 'Origin: http://example.com']
+    lines.extend(extra)
+    return '\n'.join(lines)
+
+
+# -- request heads ------------------------------------------------------------------
+
+class TestProtocolRequestParsing(SocketFreeTestCase):
+
+    GOOD = ('GET /chat?x=1 HTTP/1.1\r\nHost: server.example.com\r\n'
+            'Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n'
+            'X-Twice: a\r\nx-twice:  b \t\r\nEmpty:\r\n\r\n').encode('latin-1')
+
+    def check_good(self, req):
+        self.assertEqual((req.method, req.target, req.path, req.version),
+                         ('GET', '/chat?x=1', '/chat?x=1', (1, 1)))
+        self.assertEqual(req.headers, {'host': ['server.example.com'],
+                                       'upgrade': ['websocket'],
+                                       'connection': ['keep-alive, Upgrade'],
+                                       'x-twice': ['a', 'b'], 'empty': ['']})
+        self.assertEqual(req.header('x-twice'), 'a, b')
+        self.assertEqual(req.header('HOST'.lower()), 'server.example.com')
+        self.assertIsNone(req.header('missing'))
+        self.assertEqual(req.header('missing', 'dflt'), 'dflt')
+        self.assertEqual(req.tokens('connection'), ['keep-alive', 'upgrade'])
+        self.assertEqual(req.tokens('missing'), [])
+
+    def test_good_head_with_crlf_lf_and_mixed_line_ends(self):
+        self.check_good(websockify.parse_request(self.GOOD))
+        self.check_good(websockify.parse_request(self.GOOD.replace(b'\r\n', b'\n')))
+        mixed = self.GOOD.replace(b'\r\nHost', b'\nHost').replace(b'\r\nX-Twice', b'\nX-Twice')
+        self.check_good(websockify.parse_request(mixed))
+
+    def test_version_and_other_methods_are_parsed(self):
+        req = websockify.parse_request(b'OPTIONS * HTTP/1.0\r\n\r\n')
+        self.assertEqual((req.method, req.target, req.version, req.headers),
+                         ('OPTIONS', '*', (1, 0), {}))
+        self.assertEqual(websockify.parse_request(b'GET / HTTP/2.7\n\n').version, (2, 7))
+
+    def test_header_values_are_latin_1(self):
+        req = websockify.parse_request(b'GET / HTTP/1.1\r\nX-A: caf\xe9\r\n\r\n')
+        self.assertEqual(req.header('x-a'), 'caf\u00e9')
+
+    def refused(self, data, status):
+        with self.assertRaises(HTTPError) as cm:
+            websockify.parse_request(data)
+        self.assertEqual(cm.exception.status, status, data[:80])
+        self.assertTrue(cm.exception.reason.strip(), data[:80])
+        self.assertNotIn('\n', cm.exception.reason)
+        return cm.exception
+
+    def test_malformed_heads_get_400_with_a_reason(self):
+        cases = {
+            'empty': b'\r\n\r\n',
+            'nothing': b'',
+            'one word': b'GARBAGE\r\n\r\n',
+            'two parts': b'GET /\r\n\r\n',
+            'four parts': b'GET / HTTP/1.1 x\r\n\r\n',
+            'two spaces': b'GET  / HTTP/1.1\r\n\r\n',
+            'empty target': b'GET  HTTP/1.1\r\n\r\n',
+            'method not a token': b'G(T / HTTP/1.1\r\n\r\n',
+            'lower-case version': b'GET / http/1.1\r\n\r\n',
+            'version 11': b'GET / HTTP/11\r\n\r\n',
+            'version 1.1.1': b'GET / HTTP/1.1.1\r\n\r\n',
+            'version 10.0': b'GET / HTTP/10.0\r\n\r\n',
+            'no colon': b'GET / HTTP/1.1\r\nHost example.com\r\n\r\n',
+            'space before colon': b'GET / HTTP/1.1\r\nHost : x\r\n\r\n',
+            'empty name': b'GET / HTTP/1.1\r\n: x\r\n\r\n',
+            'obs-fold': b'GET / HTTP/1.1\r\nX-A: a\r\n  folded: b\r\n\r\n',
+            'name with slash': b'GET / HTTP/1.1\r\nX/A: b\r\n\r\n',
+        }
+        for name, data in cases.items():
+            with self.subTest(name):
+                self.refused(data, 400)
+
+    def test_request_line_limit_414(self):
+        limit = websockify.MAX_REQUEST_LINE
+        line = 'GET /%s HTTP/1.1' % ('a' * (limit - 15))      # limit - 1 bytes
+        self.assertEqual(len(line), limit - 1)
+        websockify.parse_request((line + '\r\n\r\n').encode())
+        longer = line.replace('/', '/a', 1)                     # limit bytes
+        websockify.parse_request((longer + '\n\n').encode())
+        self.refused((longer.replace('/', '/a', 1) + '\n\n').encode(), 414)
+        self.refused((longer.replace('/', '/a', 1) + '\r\n\r\n').encode(), 414)
+        # While the head is still arriving: no line end yet.
+        websockify.check_head_size(b'a' * limit)
+        with self.assertRaises(HTTPError) as cm:
+            websockify.check_head_size(b'a' * (limit + 1))
+        self.assertEqual(cm.exception.status, 414)
+
+    def test_request_line_of_exactly_the_limit_with_crlf_is_accepted(self):
+        # The CR of CRLF is no part of the line: the limit is the same with LF.
+        limit = websockify.MAX_REQUEST_LINE
+        line = 'GET /%s HTTP/1.1' % ('a' * (limit - 14))
+        self.assertEqual(len(line), limit)
+        websockify.parse_request((line + '\r\n\r\n').encode())
+
+    def test_header_bytes_limit_431(self):
+        limit = websockify.MAX_HEADER_BYTES
+        # Everything after the request line counts, the blank line included.
+        fill = limit - len('X: \r\n\r\n')
+        ok = b'GET / HTTP/1.1\r\nX: ' + b'v' * fill + b'\r\n\r\n'
+        self.assertEqual(len(ok) - len(b'GET / HTTP/1.1\r\n'), limit)
+        self.assertEqual(websockify.parse_request(ok).header('x'), 'v' * fill)
+        self.refused(b'GET / HTTP/1.1\r\nX: ' + b'v' * (fill + 1) + b'\r\n\r\n', 431)
+        # While the head is still arriving.
+        websockify.check_head_size(b'GET / HTTP/1.1\r\n' + b'v' * limit)
+        with self.assertRaises(HTTPError) as cm:
+            websockify.check_head_size(b'GET / HTTP/1.1\r\n' + b'v' * (limit + 1))
+        self.assertEqual(cm.exception.status, 431)
+
+    def test_header_count_limit_431(self):
+        n = websockify.MAX_HEADERS
+        lines = ['GET / HTTP/1.1'] + ['X-%d: v' % i for i in range(n)]
+        req = websockify.parse_request(('\r\n'.join(lines) + '\r\n\r\n').encode())
+        self.assertEqual(len(req.headers), n)
+        lines.append('X-last: v')
+        self.refused(('\r\n'.join(lines) + '\r\n\r\n').encode(), 431)
+
+    def test_find_header_end_whole_and_at_every_split(self):
+        tail = b'\x81\x85trailing frame'
+        for name, data in (('crlf', self.GOOD), ('lf', self.GOOD.replace(b'\r\n', b'\n')),
+                           ('crlf lines, lf blank', self.GOOD[:-2] + b'\n')):
+            whole = data + tail
+            self.assertEqual(websockify.find_header_end(whole), len(data), name)
+            self.assertEqual(websockify.find_header_end(data[:-1]), -1, name)
+            # Received in two pieces, searched like Connection.read_head does:
+            # from 3 bytes before the end of what was already scanned.
+            for i in range(len(whole) + 1):
+                first = websockify.find_header_end(whole[:i])
+                if i < len(data):
+                    self.assertEqual(first, -1, (name, i))
+                    found = websockify.find_header_end(whole, max(0, i - 3))
+                else:
+                    found = first
+                self.assertEqual(found, len(data), (name, i))
+
+    def test_find_header_end_takes_the_first_blank_line(self):
+        self.assertEqual(websockify.find_header_end(b'A\n\nB\r\n\r\n'), 3)
+        self.assertEqual(websockify.find_header_end(b'A\r\n\r\nB\n\n'), 5)
+        self.assertEqual(websockify.find_header_end(b'\n\n'), 2)
+        self.assertEqual(websockify.find_header_end(b'\r\n\r\n'), 4)
+        self.assertEqual(websockify.find_header_end(b'A\r\nB\r\n'), -1)
+        self.assertEqual(websockify.find_header_end(b''), -1)
+        self.assertEqual(websockify.find_header_end(b'A\n\nB\n\n', 3), 6)
+
+    def test_find_header_end_lf_lines_then_crlf_blank_line(self):
+        # parse_request accepts LF line ends and drops a CR before the LF, so
+        # "X: y\n\r\n" is a complete head (RFC 9112 §2.2): its end must be found.
+        data = b'GET / HTTP/1.1\nHost: h\n\r\n'
+        self.assertEqual(websockify.parse_request(data).header('host'), 'h')
+        self.assertEqual(websockify.find_header_end(data), len(data))
+
+
+# -- the session ---------------------------------------------------------------------
+
+CLOSE_TIMEOUT = websockify.CLOSE_TIMEOUT
+
+
+def new_session(codec=None, heartbeat=0, now=1000.0):
+    clock = Clock(now)
+    return clock, websockify.Session(codec or websockify.HybiCodec(), heartbeat, clock)
+
+
+def closes(frames):
+    """(code, reason) of every close frame among the frames sent to the client."""
+    return [parse_close(f) for f in frames if f[:1] == b'\x88']
+
+
+class TestProtocolSession(SocketFreeTestCase):
+
+    def ends(self, s):
+        return s.client_end, s.target_end
+
+    def test_a_new_session_is_open_and_quiet(self):
+        clock, s = new_session()
+        self.assertEqual((s.state, self.ends(s), s.close_code, s.close_reason, s.close_sent),
+                         (websockify.OPEN, (RELAY, RELAY), None, '', False))
+        self.assertEqual((s.to_client, s.changed, s.deadline, s.next_ping, s.next_wakeup()),
+                         ([], False, None, None, None))
+        self.assertEqual((s.finished, s.reads_client(), s.reads_target()), (False, True, True))
+        s.tick()
+        self.assertEqual((s.to_client, s.changed), ([], False))
+        self.assertEqual(websockify.Session(websockify.HybiCodec()).clock,
+                         websockify.time.monotonic)
+
+    def test_data_is_returned_and_nothing_else_changes(self):
+        clock, s = new_session()
+        self.assertEqual(feed_session(s, [MASKED_HELLO + frame(BINARY, b'!') + b'\x82']),
+                         (b'Hello!', b'\x82'))
+        self.assertEqual((s.to_client, s.changed, s.state), ([], False, websockify.OPEN))
+        parts = s.receive_target(memoryview(b'abc'))
+        self.assertEqual(b''.join(bytes(p) for p in parts), b'\x82\x03abc')
+        self.assertEqual((s.to_client, s.changed), ([], False))
+
+    def test_ping_is_answered_with_a_pong_of_the_same_payload(self):
+        for payload in (b'', b'Hello', bytes(range(125))):
+            clock, s = new_session()
+            feed_session(s, [frame(PING, payload)])
+            self.assertEqual(s.to_client, [bytes((0x8a, len(payload))) + payload])
+            self.assertEqual(server_frames(s.to_client[0]), [(True, PONG, payload)])
+            self.assertEqual((s.changed, s.state, self.ends(s), s.deadline, s.close_code),
+                             (True, websockify.OPEN, (RELAY, RELAY), None, None))
+
+    def test_unsolicited_pong_needs_no_answer(self):
+        clock, s = new_session()
+        feed_session(s, [MASKED_PONG_HELLO])
+        self.assertEqual((s.to_client, s.changed, s.state), ([], False, websockify.OPEN))
+
+    def test_no_pong_once_our_close_is_sent(self):
+        clock, s = new_session()
+        s.close(1001, 'server shutting down')
+        s.to_client.clear()
+        s.changed = False
+        self.assertEqual(feed_session(s, [frame(PING, b'late') + frame(BINARY, b'x')]),
+                         (b'x', b''))
+        self.assertEqual((s.to_client, s.changed), ([], False))
+
+    def test_received_close_is_echoed_and_both_ends_finish(self):
+        for code, reason in ((1000, 'bye'), (1001, ''), (1003, 'x'), (1011, 'oops'),
+                             (3000, ''), (4999, 'tr\u00e8s bien'), (None, '')):
+            with self.subTest(code=code):
+                clock, s = new_session(now=50.0)
+                body = b'' if code is None else close_body(code, reason.encode('utf-8'))
+                self.assertEqual(feed_session(s, [frame(CLOSE, body) + b'after']),
+                                 (b'', b'after'))
+                self.assertEqual(len(s.to_client), 1)
+                self.assertEqual(parse_close(s.to_client[0]), (code, ''))
+                self.assertEqual((s.close_code, s.close_reason),
+                                 (1005 if code is None else code, reason))
+                self.assertEqual((self.ends(s), s.state, s.close_sent, s.changed),
+                                 ((FINISH, FINISH), websockify.CLOSING, True, True))
+                self.assertEqual((s.deadline, s.next_wakeup()),
+                                 (50.0 + CLOSE_TIMEOUT, 50.0 + CLOSE_TIMEOUT))
+                self.assertEqual((s.finished, s.reads_client(), s.reads_target()),
+                                 (False, False, False))
+
+    def test_hixie_closing_handshake(self):
+        clock, s = new_session(websockify.HixieCodec('hixie-76'))
+        self.assertEqual(feed_session(s, [b'\x00QUJD\xff\xff\x00\x00QUJD\xff']),
+                         (b'ABC', b'\x00QUJD\xff'))
+        self.assertEqual((s.to_client, s.close_code, self.ends(s)),
+                         ([b'\xff\x00'], 1005, (FINISH, FINISH)))
+        clock, s = new_session(websockify.HixieCodec('hixie-75'))
+        s.target_eof()
+        self.assertEqual((s.to_client, s.close_code, self.ends(s)),
+                         ([b'\xff\x00'], 1000, (RELAY, FINISH)))
+
+    def test_closing_deadline(self):
+        clock, s = new_session(now=10.0)
+        feed_session(s, [frame(CLOSE, close_body(1000, b'done'))])
+        deadline = 10.0 + CLOSE_TIMEOUT
+        clock.now = 11.0
+        s.client_eof()                          # the deadline is armed once
+        self.assertEqual((s.deadline, self.ends(s)), (deadline, (DROP, FINISH)))
+        s.changed = False
+        clock.now = deadline - 0.001
+        s.tick()
+        self.assertEqual((self.ends(s), s.changed, s.finished), ((DROP, FINISH), False, False))
+        clock.now = deadline
+        s.tick()
+        self.assertEqual((self.ends(s), s.changed, s.finished, s.state),
+                         ((DROP, DROP), True, True, websockify.CLOSED))
+        self.assertEqual((s.close_code, s.close_reason), (1000, 'done'))
+        self.assertEqual(len(s.to_client), 1)               # the echo only
+
+    def test_timeout_code_only_when_none_was_set(self):
+        # Every public way of arming the deadline also sets a code, so arm it by hand.
+        clock, s = new_session()
+        s.deadline = clock.now + 1
+        clock.now += 1
+        s.tick()
+        self.assertEqual((s.close_code, s.close_reason, self.ends(s)),
+                         (1006, 'closing handshake timed out', (DROP, DROP)))
+        self.assertEqual(s.to_client, [])
+        clock, s = new_session()
+        s.close(1001, 'server shutting down')
+        clock.now += CLOSE_TIMEOUT
+        s.tick()
+        self.assertEqual((s.close_code, s.close_reason, s.state),
+                         (1001, 'server shutting down', websockify.CLOSED))
+
+    def test_protocol_error_closes_once_with_its_code(self):
+        cases = [(frame(BINARY, b'x', rsv=4), 1002, 'reserved bits set without an extension'),
+                 (frame(BINARY, b'x', masked=False), 1002, 'client frame is not masked'),
+                 (frame(TEXT, b'\xff'), 1007, 'invalid UTF-8 in a text message'),
+                 (frame(CLOSE, close_body(1005)), 1002, 'invalid close code 1005'),
+                 (frame(PING, b'p', fin=False), 1002, 'fragmented control frame')]
+        for bad, code, reason in cases:
+            with self.subTest(reason):
+                clock, s = new_session(now=7.0)
+                data = frame(BINARY, b'before') + bad + frame(BINARY, b'after')
+                buf = bytearray(data)
+                pos, out = s.receive_client(buf, len(buf))
+                self.assertEqual((pos, b''.join(out)), (len(buf), b'before'))
+                self.assertEqual(closes(s.to_client), [(code, reason)])
+                self.assertEqual(len(s.to_client), 1)
+                self.assertEqual((s.close_code, s.close_reason), (code, reason))
+                self.assertEqual((self.ends(s), s.state, s.deadline, s.changed),
+                                 ((FINISH, FINISH), websockify.CLOSING, 7.0 + CLOSE_TIMEOUT,
+                                  True))
+
+    def test_base64_error_closes_with_1007_after_the_good_part(self):
+        clock, s = new_session(websockify.HybiBase64Codec())
+        buf = bytearray(frame(TEXT, b'QUJD') + frame(TEXT, b'QU*D'))
+        pos, out = s.receive_client(buf, len(buf))
+        self.assertEqual((pos, out), (len(buf), [b'ABC']))
+        self.assertEqual(closes(s.to_client), [(1007, 'invalid base64 in a message')])
+
+    def test_target_eof_closes_with_1000_and_awaits_the_client(self):
+        clock, s = new_session(now=3.0)
+        s.target_eof()
+        self.assertEqual(closes(s.to_client), [(1000, 'target closed the connection')])
+        self.assertEqual((s.close_code, self.ends(s), s.state, s.deadline, s.reads_client()),
+                         (1000, (RELAY, FINISH), websockify.CLOSING, 3.0 + CLOSE_TIMEOUT,
+                          True))
+        self.assertEqual(feed_session(s, [frame(BINARY, b'late') + frame(CLOSE, close_body(1000))]),
+                         (b'late', b''))
+        self.assertEqual((self.ends(s), len(s.to_client), s.close_code),
+                         ((FINISH, FINISH), 1, 1000))
+        s.client_eof()
+        self.assertEqual(self.ends(s), (DROP, FINISH))
+        s.target_eof()
+        self.assertEqual((self.ends(s), s.finished, s.state, s.close_code),
+                         ((DROP, DROP), True, websockify.CLOSED, 1000))
+        self.assertEqual(len(s.to_client), 1)
+
+    def test_client_eof_without_a_close_frame(self):
+        clock, s = new_session()
+        s.client_eof()
+        self.assertEqual((s.close_code, s.close_reason, self.ends(s), s.to_client, s.close_sent),
+                         (1006, 'client closed without a close frame', (DROP, FINISH), [],
+                          False))
+        self.assertEqual((s.state, s.changed, s.deadline), (websockify.CLOSING, True,
+                                                            clock.now + CLOSE_TIMEOUT))
+        s.target_eof()
+        self.assertEqual((self.ends(s), s.state, s.to_client), ((DROP, DROP), websockify.CLOSED,
+                                                                []))
+
+    def test_client_lost(self):
+        clock, s = new_session()
+        s.client_lost('ECONNRESET')
+        self.assertEqual((s.close_code, s.close_reason, self.ends(s), s.to_client),
+                         (1006, 'client connection lost (ECONNRESET)', (DROP, FINISH), []))
+
+    def test_target_lost_closes_the_client_with_1011(self):
+        clock, s = new_session()
+        s.target_lost('ECONNRESET')
+        self.assertEqual(closes(s.to_client), [(1011, 'target connection lost (ECONNRESET)')])
+        self.assertEqual((s.close_code, self.ends(s), s.reads_client()),
+                         (1011, (RELAY, DROP), True))
+        feed_session(s, [frame(CLOSE, close_body(1011))])
+        self.assertEqual((self.ends(s), len(s.to_client)), ((FINISH, DROP), 1))
+
+    def test_close_when_the_server_stops(self):
+        clock, s = new_session()
+        s.close(1001, 'server shutting down')
+        self.assertEqual(closes(s.to_client), [(1001, 'server shutting down')])
+        self.assertEqual((s.close_code, self.ends(s), s.close_sent), (1001, (RELAY, FINISH), True))
+        s.close(1001, 'server shutting down')
+        self.assertEqual(len(s.to_client), 1)
+        feed_session(s, [frame(CLOSE, close_body(1001))])
+        self.assertEqual((self.ends(s), len(s.to_client), s.close_code),
+                         ((FINISH, FINISH), 1, 1001))
+        # After the client is gone no close frame is sent.
+        clock, s = new_session()
+        s.client_eof()
+        s.close(1001, 'server shutting down')
+        self.assertEqual((s.to_client, self.ends(s), s.close_code), ([], (DROP, FINISH), 1006))
+
+    def test_fail_keeps_the_first_error_code(self):
+        clock, s = new_session()
+        s.fail(1002, 'first')
+        s.fail(1007, 'second')
+        s.fail(1000, 'third')
+        self.assertEqual((s.close_code, s.close_reason), (1002, 'first'))
+        self.assertEqual(closes(s.to_client), [(1002, 'first')])
+        clock, s = new_session()
+        s.fail(1011, 'first')
+        s.fail(1002, 'lower')
+        self.assertEqual((s.close_code, s.close_reason), (1011, 'first'))
+        clock, s = new_session()
+        feed_session(s, [frame(CLOSE, b'')])           # 1005 is no error of ours
+        s.fail(1002, 'after')
+        self.assertEqual(s.close_code, 1005)
+
+    def test_fail_overwrites_1000_and_1001_without_a_second_close(self):
+        for code, start in ((1000, lambda s: s.target_eof()),
+                            (1001, lambda s: s.close(1001, 'server shutting down'))):
+            clock, s = new_session()
+            start(s)
+            s.fail(1002, 'bad frame')
+            self.assertEqual((s.close_code, s.close_reason), (1002, 'bad frame'))
+            self.assertEqual([c for c, r in closes(s.to_client)], [code])
+            self.assertEqual(self.ends(s), (FINISH, FINISH))
+
+    def test_invalid_utf8_from_the_target_fails_with_1011(self):
+        clock, s = new_session(websockify.HybiCodec(text_frames=True))
+        self.assertEqual(s.receive_target(memoryview(b'\xc0\xaf')), [])
+        self.assertEqual(closes(s.to_client), [(1011, 'target sent invalid UTF-8 for a text frame')])
+        self.assertEqual((s.close_code, self.ends(s)), (1011, (FINISH, FINISH)))
+
+    def test_heartbeat_pings(self):
+        clock, s = new_session(heartbeat=5, now=100.0)
+        self.assertEqual((s.next_ping, s.next_wakeup()), (105.0, 105.0))
+        clock.now = 104.999
+        s.tick()
+        self.assertEqual((s.to_client, s.changed), ([], False))
+        clock.now = 105.0
+        s.tick()
+        self.assertEqual((s.to_client, s.changed, s.next_wakeup()), ([b'\x89\x00'], True, 110.0))
+        clock.now = 112.5                       # a late wakeup: the next ping is 5 s on
+        s.tick()
+        self.assertEqual((s.to_client, s.next_ping), ([b'\x89\x00'] * 2, 117.5))
+        feed_session(s, [frame(PONG, b'')])     # the answer needs nothing
+        self.assertEqual(len(s.to_client), 2)
+        # Once our close is sent: no more pings, only the deadline wakes us.
+        s.target_eof()
+        self.assertEqual(s.next_wakeup(), 112.5 + CLOSE_TIMEOUT)
+        clock.now = 117.5
+        s.tick()
+        self.assertEqual(len(s.to_client), 3)
+        self.assertEqual(server_frames(s.to_client[2])[0][1], CLOSE)
+
+    def test_no_heartbeat_ping_to_a_client_that_is_not_read(self):
+        clock, s = new_session(heartbeat=10, now=0.0)
+        s.client_eof()
+        self.assertEqual(s.next_wakeup(), CLOSE_TIMEOUT)      # the deadline comes first
+        clock.now = 10.0
+        s.tick()
+        self.assertEqual(s.to_client, [])
+        self.assertEqual(s.finished, True)
+
+    def test_hixie_has_no_heartbeat_ping(self):
+        clock, s = new_session(websockify.HixieCodec('hixie-76'), heartbeat=2, now=0.0)
+        self.assertEqual(s.next_wakeup(), 2.0)
+        s.changed = False
+        clock.now = 2.0
+        s.tick()
+        self.assertEqual((s.to_client, s.changed, s.next_ping), ([], False, 4.0))
+        feed_session(s, [b'\x00QUJD\xff'])
+        self.assertEqual((s.to_client, s.changed), ([], False))
+
+    def test_changed_is_set_when_there_is_something_to_do(self):
+        clock, s = new_session()
+        feed_session(s, [frame(BINARY, b'x') + frame(PONG, b'')])
+        self.assertFalse(s.changed)
+        feed_session(s, [frame(PING, b'')])
+        self.assertTrue(s.changed)
+        actions = {'client_eof': lambda s: s.client_eof(),
+                   'target_eof': lambda s: s.target_eof(),
+                   'client_lost': lambda s: s.client_lost('EPIPE'),
+                   'target_lost': lambda s: s.target_lost('EPIPE'),
+                   'close': lambda s: s.close(1001, 'x'), 'fail': lambda s: s.fail(1002, 'x')}
+        for name, action in actions.items():
+            clock, s = new_session()
+            action(s)
+            self.assertTrue(s.changed, name)
+            s.changed = False
+            action(s)
+            # A second target EOF is the end of the target's drain: it drops it.
+            self.assertEqual(s.changed, name == 'target_eof', name)
+
+    def test_ends_never_move_backward(self):
+        close = frame(CLOSE, close_body(1000))
+        actions = {
+            'client_eof': lambda s, c: s.client_eof(),
+            'target_eof': lambda s, c: s.target_eof(),
+            'client_lost': lambda s, c: s.client_lost('ECONNRESET'),
+            'target_lost': lambda s, c: s.target_lost('ECONNRESET'),
+            'close': lambda s, c: s.close(1001, 'server shutting down'),
+            'fail': lambda s, c: s.fail(1002, 'bad'),
+            'client close': lambda s, c: s.receive_client(bytearray(close), len(close)),
+            'timeout': lambda s, c: (setattr(c, 'now', c.now + CLOSE_TIMEOUT), s.tick()),
+        }
+        for order in itertools.permutations(actions, 5):
+            clock, s = new_session()
+            before = (RELAY, RELAY)
+            for name in order:
+                actions[name](s, clock)
+                now = self.ends(s)
+                self.assertTrue(now[0] >= before[0] and now[1] >= before[1], (order, name))
+                if now != (RELAY, RELAY) or s.close_sent:
+                    self.assertIsNotNone(s.close_code, (order, name))
+                    self.assertIsNotNone(s.deadline, (order, name))
+                self.assertLessEqual(len(closes(s.to_client)), 1, (order, name))
+                self.assertEqual(s.state == websockify.CLOSED, now == (DROP, DROP))
+                expected = (websockify.CLOSED if now == (DROP, DROP) else
+                            websockify.OPEN if now == (RELAY, RELAY) and not s.close_sent
+                            else websockify.CLOSING)
+                self.assertEqual(s.state, expected, (order, name))
+                before = now
+
+    def test_any_split_of_ping_data_and_close_gives_the_same_result(self):
+        data = (frame(PING, b'p1') + frame(TEXT, b'caf\xc3', fin=False) + frame(PONG, b'')
+                + frame(CONT, b'\xa9') + frame(BINARY, bytes(range(200)))
+                + frame(CLOSE, close_body(1000, b'done')))
+        trailing = frame(BINARY, b'never relayed')
+        for name, chunks in splits(data + trailing):
+            with self.subTest(name):
+                clock, s = new_session()
+                self.assertEqual(feed_session(s, chunks),
+                                 (b'caf\xc3\xa9' + bytes(range(200)), trailing))
+                self.assertEqual(s.to_client, [b'\x8a\x02p1', b'\x88\x02\x03\xe8'])
+                self.assertEqual((s.close_code, s.close_reason, self.ends(s)),
+                                 (1000, 'done', (FINISH, FINISH)))
+
+
+# -- accept() ---------------------------------------------------------------------------
+
+class TestProtocolAccept(SocketFreeTestCase):
+
+    def refusal(self, req, status, **kw):
+        result = websockify.accept(req, **kw)
+        self.assertIsInstance(result, HTTPError)
+        self.assertEqual(result.status, status, result.reason)
+        self.assertTrue(result.reason.strip())
+        self.assertNotIn('\n', result.reason)
+        return result
+
+    def test_rfc6455_section_1_3_handshake(self):
+        req = hybi_request(extra=[('Sec-WebSocket-Protocol', 'chat, superchat')])
+        acc = websockify.accept(req)
+        self.assertIsInstance(acc, websockify.Acceptance)
+        self.assertEqual((acc.family, acc.protocol, acc.extra_needed), ('hybi', 'chat', 0))
+        self.assertEqual(acc.reply(), b'HTTP/1.1 101 Switching Protocols\r\n'
+                                      b'Upgrade: websocket\r\nConnection: Upgrade\r\n'
+                                      b'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n'
+                                      b'Sec-WebSocket-Protocol: chat\r\n\r\n')
+        self.assertIsInstance(acc.session, websockify.Session)
+        self.assertIs(type(acc.session.codec), websockify.HybiCodec)
+        self.assertEqual(acc.session.codec.mode, 'binary')
+        self.assertEqual((acc.session.client_end, acc.session.target_end), (RELAY, RELAY))
+
+    def test_accept_key(self):
+        self.assertEqual(websockify.accept_key(RFC_KEY), RFC_ACCEPT)
+        key = base64.b64encode(bytes(range(16))).decode()
+        expected = base64.b64encode(hashlib.sha1(
+            (key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
+        self.assertEqual(websockify.accept_key(key), expected)
+
+    def test_versions_13_8_7_and_case_insensitive_tokens(self):
+        for version in ('13', '8', '7'):
+            acc = websockify.accept(hybi_request(replace={'Sec-WebSocket-Version': version}))
+            self.assertEqual(acc.family, 'hybi', version)
+        req = hybi_request(replace={'Upgrade': 'WebSocket', 'Connection': 'keep-alive, UPGRADE'})
+        self.assertEqual(websockify.accept(req).family, 'hybi')
+        text = hybi_text().replace('Sec-WebSocket-Key', 'sec-websocket-KEY')
+        self.assertIn(b'Sec-WebSocket-Accept: %s\r\n' % RFC_ACCEPT.encode(),
+                      websockify.accept(parsed_request(text)).reply())
+
+    def test_plain_request_without_web_is_426_with_upgrade_header(self):
+        r = self.refusal(parsed_request('GET / HTTP/1.1\nHost: h'), 426)
+        self.assertEqual(r.headers, (('Upgrade', 'websocket'),))
+        r = self.refusal(parsed_request('GET /index.html HTTP/1.0'), 426)
+        self.assertEqual(r.headers, (('Upgrade', 'websocket'),))
+
+    def test_plain_non_get_without_web_is_405_allowing_get(self):
+        for method in ('POST', 'HEAD', 'PUT'):
+            r = self.refusal(parsed_request('%s / HTTP/1.1\nHost: h' % method), 405)
+            self.assertEqual(r.headers, (('Allow', 'GET'),))
+
+    def test_plain_requests_go_to_the_web_server(self):
+        for text in ('GET / HTTP/1.1\nHost: h', 'POST /x HTTP/1.0',
+                     'GET / HTTP/1.1\nHost: h\nUpgrade: h2c\nConnection: Upgrade'):
+            self.assertIsNone(websockify.accept(parsed_request(text), serve_web=True), text)
+        # An upgrade is never answered by the web server.
+        self.assertEqual(websockify.accept(hybi_request(), serve_web=True).family, 'hybi')
+        self.refusal(hybi_request(drop=('Sec-WebSocket-Key',)), 400, serve_web=True)
+
+    def test_other_upgrade_token_is_400(self):
+        for token in ('h2c', 'h2c, foo', 'websockets'):
+            r = self.refusal(hybi_request(replace={'Upgrade': token}), 400)
+            self.assertEqual(r.headers, ())
+
+    def test_upgrade_with_another_method_is_405_allowing_get(self):
+        for method in ('POST', 'PUT', 'CONNECT'):
+            r = self.refusal(hybi_request(method=method), 405)
+            self.assertEqual(r.headers, (('Allow', 'GET'),))
+        r = self.refusal(parsed_request(hixie76_text().replace('GET', 'POST')), 405)
+        self.assertEqual(r.headers, (('Allow', 'GET'),))
+
+    def test_http_1_0_no_host_no_connection_upgrade_are_400(self):
+        cases = {
+            'HTTP/1.0': hybi_request(version='HTTP/1.0'),
+            'HTTP/0.9': hybi_request(version='HTTP/0.9'),
+            'no Host': hybi_request(drop=('Host',)),
+            'empty Host': hybi_request(replace={'Host': ''}),
+            'no Connection': hybi_request(drop=('Connection',)),
+            'Connection: keep-alive': hybi_request(replace={'Connection': 'keep-alive'}),
+            'Connection: upgraded': hybi_request(replace={'Connection': 'upgraded'}),
+            'no Connection, no key': hybi_request(drop=('Connection', 'Sec-WebSocket-Key')),
+            'hixie-76 HTTP/1.0': parsed_request(hixie76_text().replace('HTTP/1.1', 'HTTP/1.0')),
+            'hixie-76 no Host': parsed_request(hixie76_text().replace('Host: example.com\n', '')),
+        }
+        for name, req in cases.items():
+            with self.subTest(name):
+                self.assertEqual(self.refusal(req, 400).headers, ())
+
+    def test_bad_or_missing_version_is_426_listing_13_8_7(self):
+        for version in (None, '', '12', '14', '6', '13, 8', 'thirteen'):
+            with self.subTest(version=version):
+                if version is None:
+                    req = hybi_request(drop=('Sec-WebSocket-Version',))
+                else:
+                    req = hybi_request(replace={'Sec-WebSocket-Version': version})
+                r = self.refusal(req, 426)
+                self.assertEqual(r.headers, (('Sec-WebSocket-Version', '13, 8, 7'),))
+        # No key, no version, no Connection: Upgrade: still checked as HyBi.
+        req = parsed_request('GET / HTTP/1.1\nHost: h\nUpgrade: websocket\n'
+                      'Sec-WebSocket-Version: 12\nConnection: Upgrade')
+        self.assertEqual(self.refusal(req, 426).headers,
+                         (('Sec-WebSocket-Version', '13, 8, 7'),))
+        # No key and no version but Connection: Upgrade is draft-75.
+        req = hybi_request(drop=('Sec-WebSocket-Version', 'Sec-WebSocket-Key'))
+        self.assertEqual(websockify.accept(req).family, 'hixie-75')
+
+    def test_bad_or_missing_key_is_400(self):
+        keys = {'15 bytes': base64.b64encode(b'x' * 15).decode(),
+                '17 bytes': base64.b64encode(b'x' * 17).decode(),
+                'not base64': 'not base64 at all!!!!!==',
+                'no padding': RFC_KEY.rstrip('='),
+                'non-ASCII': 'dGhlIHNhbXBsZSBub25jZQ\u00e9=',
+                'empty': ''}
+        for name, key in keys.items():
+            with self.subTest(name):
+                self.refusal(hybi_request(replace={'Sec-WebSocket-Key': key}), 400)
+        self.refusal(hybi_request(drop=('Sec-WebSocket-Key',)), 400)
+        twice = hybi_request(extra=[('Sec-WebSocket-Key', RFC_KEY)])
+        self.refusal(twice, 400)
+
+    def test_subprotocol_choice(self):
+        cases = [((), None), (('binary',), 'binary'), (('base64',), 'base64'),
+                 (('base64, binary',), 'binary'), (('base64', 'binary'), 'binary'),
+                 (('chat, base64',), 'base64'), (('chat', 'superchat'), 'chat'),
+                 ((' chat ,, superchat',), 'chat'), (('Binary, x',), 'Binary')]
+        for lines, expected in cases:
+            with self.subTest(lines=lines):
+                req = hybi_request(extra=[('Sec-WebSocket-Protocol', v) for v in lines])
+                acc = websockify.accept(req)
+                self.assertEqual(acc.protocol, expected)
+                reply = acc.reply()
+                if expected is None:
+                    self.assertNotIn(b'Sec-WebSocket-Protocol', reply)
+                else:
+                    self.assertTrue(reply.endswith(
+                        b'\r\nSec-WebSocket-Protocol: %s\r\n\r\n' % expected.encode()))
+        self.assertEqual(websockify.choose_subprotocol([]), None)
+        self.assertEqual(websockify.choose_subprotocol(['a', 'base64', 'binary']), 'binary')
+
+    def test_codec_choice(self):
+        def codec(protocols=(), **kw):
+            extra = [('Sec-WebSocket-Protocol', p) for p in protocols]
+            return websockify.accept(hybi_request(extra=extra), **kw).session.codec
+        c = codec()
+        self.assertEqual((type(c), c.mode, c.family), (websockify.HybiCodec, 'binary', 'hybi'))
+        c = codec(['binary'], text_frames=True)
+        self.assertEqual((type(c), c.mode), (websockify.HybiCodec, 'text'))
+        self.assertEqual(bytes(c.encode(memoryview(b'A'))[0]), b'\x81\x01')
+        c = codec(['base64'])
+        self.assertEqual((type(c), c.mode), (websockify.HybiBase64Codec, 'base64'))
+        c = codec(['base64'], text_frames=True)
+        self.assertEqual((type(c), c.mode), (websockify.HybiBase64Codec, 'base64'))
+        for text, family in ((hixie76_text(), 'hixie-76'), (hixie75_text(), 'hixie-75')):
+            c = websockify.accept(parsed_request(text), text_frames=True).session.codec
+            self.assertEqual((type(c), c.mode, c.family),
+                             (websockify.HixieCodec, 'base64', family))
+
+    def test_heartbeat_reaches_the_session(self):
+        self.assertEqual(websockify.accept(hybi_request(), heartbeat=7).session.heartbeat, 7)
+        acc = websockify.accept(parsed_request(hixie75_text()), heartbeat=3)
+        self.assertEqual(acc.session.heartbeat, 3)
+        self.assertIsNone(websockify.accept(hybi_request()).session.next_ping)
+
+    def test_hixie_75_reply(self):
+        acc = websockify.accept(parsed_request(hixie75_text(['WebSocket-Protocol: sample'])))
+        self.assertEqual((acc.family, acc.protocol, acc.extra_needed), ('hixie-75', 'sample', 0))
+        expected = (b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                    b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'
+                    b'WebSocket-Origin: http://example.com\r\n'
+                    b'WebSocket-Location: ws://example.com/demo\r\n'
+                    b'WebSocket-Protocol: sample\r\n\r\n')
+        self.assertEqual(acc.reply(), expected)
+        self.assertEqual(acc.reply(b'ignored'), expected)
+        # Draft-75 clients compare the first 85 bytes literally.
+        self.assertEqual(len(b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                             b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'), 85)
+        acc = websockify.accept(parsed_request(hixie75_text()), secure=True)
+        self.assertIsNone(acc.protocol)
+        self.assertIn(b'\r\nWebSocket-Location: wss://example.com/demo\r\n', acc.reply())
+
+    def test_hixie_76_reply_with_the_draft_vector(self):
+        acc = websockify.accept(parsed_request(hixie76_text()))
+        self.assertEqual((acc.family, acc.protocol, acc.extra_needed),
+                         ('hixie-76', 'sample', 8))
+        reply = acc.reply(KEY3)
+        self.assertTrue(reply.endswith(b'\r\n\r\n' + ANSWER), reply)
+        self.assertEqual(reply, b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                                b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'
+                                b'Sec-WebSocket-Origin: http://example.com\r\n'
+                                b'Sec-WebSocket-Location: ws://example.com/demo\r\n'
+                                b'Sec-WebSocket-Protocol: sample\r\n\r\n' + ANSWER)
+        acc = websockify.accept(parsed_request(hixie76_text(EXAMPLE_KEY1, EXAMPLE_KEY2)),
+                                secure=True)
+        reply = acc.reply(EXAMPLE_KEY3)
+        self.assertTrue(reply.endswith(b'\r\n\r\n' + EXAMPLE_ANSWER), reply)
+        self.assertIn(b'\r\nSec-WebSocket-Location: wss://example.com/demo\r\n', reply)
+        self.assertEqual(websockify.hixie76_answer(KEY1, KEY2, KEY3), ANSWER)
+        self.assertEqual(websockify.hixie76_key_number(KEY1), 155712099)
+        self.assertEqual(websockify.hixie76_key_number(KEY2), 173347027)
+
+    def test_invalid_draft_76_keys_are_400_before_key3(self):
+        bad = {'no spaces': '123456', 'no digits': 'a b c', 'not a multiple': '1 2 3',
+               'over 32 bits': '8589934590 ', 'too many digits': '1' * 21 + ' ' * 3,
+               'zero digits, spaces only': '   '}
+        for name, key in bad.items():
+            for which in ('key1', 'key2'):
+                with self.subTest(name, which=which):
+                    text = (hixie76_text(key1=key) if which == 'key1'
+                            else hixie76_text(key2=key))
+                    r = self.refusal(parsed_request(text), 400)
+                    self.assertIn('Sec-WebSocket-Key%s' % which[-1], r.reason)
+        self.assertEqual(websockify.hixie76_key_number('4294967295 '), 0xFFFFFFFF)
+        self.assertEqual(websockify.hixie76_key_number('0 '), 0)
+
+    def test_half_a_draft_76_request_is_400(self):
+        for name in ('Sec-WebSocket-Key1', 'Sec-WebSocket-Key2'):
+            lines = [line for line in hixie76_text().split('\n')
+                     if not line.startswith(name + ':')]
+            with self.subTest(missing=name):
+                self.refusal(parsed_request('\n'.join(lines)), 400)
+
+    def test_control_characters_echoed_by_hixie_are_400(self):
+        cases = {
+            'Host': hixie75_text().replace('Host: example.com', 'Host: exa\rmple.com'),
+            'path': hixie75_text().replace('GET /demo', 'GET /de\x01mo'),
+            'Origin': hixie75_text().replace('Origin: http://', 'Origin: http://\x7f'),
+            'WebSocket-Protocol': hixie75_text(['WebSocket-Protocol: a\x00b']),
+            '76 Sec-WebSocket-Protocol': hixie76_text().replace(': sample', ': sam\x1bple'),
+            '76 Origin': hixie76_text().replace('Origin: http://', 'Origin: http://\r'),
+        }
+        for name, text in cases.items():
+            with self.subTest(name):
+                # The request parser refuses them first; accept() would too.
+                with self.assertRaises(HTTPError) as cm:
+                    parsed_request(text)
+                self.assertEqual(cm.exception.status, 400)
+                with self.assertRaises(HTTPError) as cm:
+                    websockify.check_hixie_request(websockify.Request(
+                        'GET', '/de\x01mo', (1, 1), {'host': ['h'], 'upgrade': ['WebSocket'],
+                                                      'connection': ['Upgrade']}))
+                self.assertEqual(cm.exception.status, 400)
+
+    def test_handshake_kind(self):
+        kind = websockify.handshake_kind
+        self.assertEqual(kind(hybi_request()), 'hybi')
+        self.assertEqual(kind(parsed_request(hixie76_text())), 'hixie-76')
+        self.assertEqual(kind(parsed_request(hixie75_text())), 'hixie-75')
+        self.assertEqual(kind(parsed_request(hixie76_text(extra=['Sec-WebSocket-Key: ' + RFC_KEY]))),
+                         'hybi')
+        self.assertEqual(kind(hybi_request(drop=('Sec-WebSocket-Key',))), 'hybi')
+        self.assertEqual(kind(parsed_request('GET / HTTP/1.1\nHost: h\nUpgrade: websocket')), 'hybi')
+
+
+# -- HyBi frames ---------------------------------------------------------------------
+
+class TestProtocolHybiRules(SocketFreeTestCase):
+
+    def decodes(self, data, payload, events=(), codec=None, trailing=b'\x82\xff'):
+        """data decodes to payload and events whole, at every split, one byte at a
+        time, and leaves trailing bytes (an incomplete header) unconsumed."""
+        for name, chunks in splits(data + trailing):
+            with self.subTest(name):
+                c = codec() if codec else websockify.HybiCodec()
+                got = feed_codec(c, chunks)
+                self.assertEqual(got, (payload, list(events), trailing))
+
+    def fails(self, data, code, codec=websockify.HybiCodec, every_split=True):
+        """data raises ProtocolError(code) fed whole, at every split and bytewise."""
+        cases = splits(data) if every_split else [('whole', [data])]
+        for name, chunks in cases:
+            with self.subTest(name, code=code):
+                with self.assertRaises(ProtocolError) as cm:
+                    feed_codec(codec(), chunks)
+                self.assertEqual(cm.exception.code, code, cm.exception.reason)
+                self.assertTrue(cm.exception.reason)
+
+    # -- RFC 6455 §5.7 examples ------------------------------------------------------
+
+    def test_rfc6455_masked_hello(self):
+        self.assertEqual(frame(TEXT, b'Hello'), MASKED_HELLO)
+        self.decodes(MASKED_HELLO, b'Hello')
+
+    def test_rfc6455_fragmented_text(self):
+        data = frame(TEXT, b'Hel', fin=False) + frame(CONT, b'lo')
+        self.decodes(data, b'Hello')
+
+    def test_rfc6455_ping_and_masked_pong(self):
+        self.decodes(frame(PING, b'Hello'), b'', [PingReceived(b'Hello')])
+        self.decodes(MASKED_PONG_HELLO, b'', [PongReceived(b'Hello')])
+
+    def test_rfc6455_256_bytes_with_a_16_bit_length(self):
+        payload = bytes(range(256))
+        data = frame(BINARY, payload)
+        self.assertEqual(data[:4], bytes((0x82, 0xFE, 0x01, 0x00)))
+        self.decodes(data, payload)
+
+    def test_rfc6455_64_kib_with_a_64_bit_length(self):
+        payload = bytes(range(256)) * 256
+        data = frame(BINARY, payload, mask=b'\x01\x02\x03\x04')
+        self.assertEqual(data[:10], bytes((0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0)))
+        trailing = b'\x82'
+        # Every split in the header and the first and last bytes, then a stride
+        # (every position would take seconds: each split unmasks 64 KiB).
+        positions = sorted(set(itertools.chain(range(1, 40), range(len(data) - 40, len(data)),
+                                               range(40, len(data) - 40, 997))))
+        for i in positions:
+            with self.subTest(split=i):
+                got = feed_codec(websockify.HybiCodec(), [data[:i], data[i:] + trailing])
+                self.assertEqual(got, (payload, [], trailing))
+        got = feed_codec(websockify.HybiCodec(), [data + trailing])
+        self.assertEqual(got, (payload, [], trailing))
+        reads = [data[i:i + 1000] for i in range(0, len(data), 1000)]
+        self.assertEqual(feed_codec(websockify.HybiCodec(), reads), (payload, [], b''))
+
+    def test_many_frames_in_one_read_and_empty_frames(self):
+        data = (frame(BINARY, b'') + frame(TEXT, b'') + frame(BINARY, b'a')
+                + frame(TEXT, b'', fin=False) + frame(PING, b'') + frame(CONT, b'', fin=False)
+                + frame(CONT, b'bc') + frame(BINARY, b'd' * 125, fin=False)
+                + frame(PONG, b'x' * 125) + frame(CONT, b'e' * 126))
+        self.decodes(data, b'abc' + b'd' * 125 + b'e' * 126,
+                     [PingReceived(b''), PongReceived(b'x' * 125)])
+
+    def test_control_frames_inside_a_fragmented_message(self):
+        data = (frame(TEXT, b'caf\xc3', fin=False) + frame(PING, b'1')
+                + frame(CONT, b'\xa9 ', fin=False) + frame(PONG, b'2')
+                + frame(CONT, b'ok'))
+        self.decodes(data, b'caf\xc3\xa9 ok', [PingReceived(b'1'), PongReceived(b'2')])
+
+    def test_close_ends_decoding_and_leaves_the_rest(self):
+        data = frame(BINARY, b'abc') + frame(CLOSE, close_body(1000, b'bye'))
+        after = frame(BINARY, b'never')
+        for name, chunks in splits(data + after):
+            with self.subTest(name):
+                got = feed_codec(websockify.HybiCodec(), chunks)
+                self.assertEqual(got, (b'abc', [CloseReceived(1000, 'bye')], after))
+        buf = bytearray(data + after)
+        out, events = [], []
+        pos = websockify.HybiCodec().decode(buf, 0, len(buf), out, events)
+        self.assertEqual(pos, len(data))
+        self.assertEqual(events, [CloseReceived(1000, 'bye')])
+
+    def test_decode_returns_the_consumed_position(self):
+        codec = websockify.HybiCodec()
+        data = frame(BINARY, b'0123456789')
+        buf = bytearray(data)
+        out = []
+        # A partial header is not consumed; partial payload is forwarded at once.
+        self.assertEqual(codec.decode(buf, 0, 1, out, []), 0)
+        self.assertEqual(codec.decode(buf, 0, 5, out, []), 0)
+        self.assertEqual(codec.decode(buf, 0, 9, out, []), 9)
+        self.assertEqual([bytes(p) for p in out], [b'012'])
+        self.assertEqual(codec.decode(buf, 9, len(buf), out, []), len(buf))
+        self.assertEqual(b''.join(bytes(p) for p in out), b'0123456789')
+        # A control frame is used only whole.
+        codec = websockify.HybiCodec()
+        ping = bytearray(frame(PING, b'abc'))
+        events = []
+        self.assertEqual(codec.decode(ping, 0, len(ping) - 1, [], events), 0)
+        self.assertEqual(events, [])
+        # Decoding starts at pos.
+        buf = bytearray(b'junk' + MASKED_HELLO)
+        out = []
+        self.assertEqual(websockify.HybiCodec().decode(buf, 4, len(buf), out, []), len(buf))
+        self.assertEqual(b''.join(out), b'Hello')
+
+    def test_text_split_inside_a_character_across_frames_and_reads(self):
+        text = 'caf\u00e9 \u20ac \U0001d11e!'.encode('utf-8')
+        for cut in range(len(text) + 1):
+            data = frame(TEXT, text[:cut], fin=False) + frame(CONT, text[cut:])
+            for i in range(len(data) + 1):
+                with self.subTest(cut=cut, split=i):
+                    got = feed_codec(websockify.HybiCodec(), [data[:i], data[i:]])
+                    self.assertEqual(got, (text, [], b''))
+
+    # -- errors ------------------------------------------------------------------------
+
+    def test_reserved_bits_1002(self):
+        for rsv in range(1, 8):
+            self.fails(frame(BINARY, b'abc', rsv=rsv), 1002)
+            self.fails(frame(PING, b'', rsv=rsv), 1002)
+
+    def test_unmasked_1002(self):
+        self.fails(bytes((0x81, 0x05)) + b'Hello', 1002)      # RFC 6455 §5.7, unmasked
+        self.fails(frame(PING, b'x', masked=False), 1002)
+        self.fails(frame(BINARY, b'', masked=False), 1002)
+
+    def test_unknown_opcodes_1002(self):
+        for opcode in itertools.chain(range(3, 8), range(0xB, 0x10)):
+            with self.subTest(opcode=opcode):
+                self.fails(frame(opcode, b'abc'), 1002)
+                self.fails(frame(opcode, b'', fin=False), 1002)
+                self.fails(frame(TEXT, b'a', fin=False) + frame(opcode, b'b'), 1002)
+
+    def test_fragmented_control_1002(self):
+        for opcode in (CLOSE, PING, PONG):
+            self.fails(frame(opcode, b'', fin=False), 1002)
+            self.fails(frame(opcode, b'ab', fin=False) + frame(CONT, b'c'), 1002)
+
+    def test_control_longer_than_125_1002(self):
+        for opcode in (CLOSE, PING, PONG):
+            self.fails(frame(opcode, close_body(1000, b'x' * 124)), 1002)
+            self.fails(frame(opcode, b'x' * 65536), 1002, every_split=False)
+            # The length alone decides: no payload needs to arrive.
+            self.fails(frame(opcode, length=126)[:8], 1002)
+            self.fails(frame(opcode, length=1 << 20)[:14], 1002)
+        self.decodes(frame(PING, b'p' * 125), b'', [PingReceived(b'p' * 125)])
+
+    def test_continuation_without_a_message_1002(self):
+        self.fails(frame(CONT, b'abc'), 1002)
+        self.fails(frame(CONT, b''), 1002)
+        self.fails(frame(BINARY, b'whole') + frame(CONT, b'abc'), 1002)
+
+    def test_new_message_inside_a_fragmented_one_1002(self):
+        for first, second in ((TEXT, TEXT), (TEXT, BINARY), (BINARY, TEXT),
+                              (BINARY, BINARY)):
+            self.fails(frame(first, b'a', fin=False) + frame(second, b'b'), 1002)
+            self.fails(frame(first, b'a', fin=False) + frame(CONT, b'', fin=False)
+                       + frame(second, b'b', fin=False), 1002)
+
+    def test_64_bit_length_with_the_top_bit_1002(self):
+        head = frame(BINARY, length=(1 << 63) | 5)[:14]
+        self.fails(head + b'abcde', 1002)
+        self.fails(head, 1002)
+        # The largest allowed length is only a length: the header is accepted.
+        codec = websockify.HybiCodec()
+        got = feed_codec(codec, [frame(BINARY, length=(1 << 63) - 1)[:14] + b'abc'])
+        self.assertEqual(len(got[0]), 3)
+
+    def test_invalid_utf8_in_text_1007(self):
+        cases = {'invalid byte': frame(TEXT, b'ok \xff'),
+                 'surrogate': frame(TEXT, b'\xed\xa0\x80'),
+                 'overlong': frame(TEXT, b'\xc0\xaf'),
+                 'over U+10FFFF': frame(TEXT, b'\xf4\x90\x80\x80'),
+                 'lone continuation': frame(TEXT, b'\x80'),
+                 'ends inside a character': frame(TEXT, b'caf\xc3'),
+                 'message ends inside a character': frame(TEXT, b'caf\xc3', fin=False)
+                                                    + frame(CONT, b''),
+                 'bad continuation across fragments': frame(TEXT, b'caf\xc3', fin=False)
+                                                      + frame(CONT, b'('),
+                 'second message': frame(TEXT, b'ok') + frame(TEXT, b'\xfe')}
+        for name, data in cases.items():
+            with self.subTest(name):
+                self.fails(data, 1007)
+        # Binary messages are not text.
+        self.decodes(frame(BINARY, b'\xff\xc3'), b'\xff\xc3')
+
+    def test_payload_before_an_error_is_in_out(self):
+        buf = bytearray(frame(BINARY, b'good') + frame(TEXT, b'ab\xff'))
+        out = []
+        with self.assertRaises(ProtocolError) as cm:
+            websockify.HybiCodec().decode(buf, 0, len(buf), out, [])
+        self.assertEqual(cm.exception.code, 1007)
+        self.assertEqual(bytes(out[0]), b'good')
+
+    def test_close_frame_bodies(self):
+        self.decodes(frame(CLOSE, b''), b'', [CloseReceived(1005, '')], trailing=b'x')
+        self.decodes(frame(CLOSE, close_body(1000)), b'', [CloseReceived(1000, '')],
+                     trailing=b'x')
+        reason = 'tr\u00e8s bien'.encode('utf-8')
+        self.decodes(frame(CLOSE, close_body(4999, reason)), b'',
+                     [CloseReceived(4999, 'tr\u00e8s bien')], trailing=b'x')
+        self.fails(frame(CLOSE, b'\x03'), 1002)
+        self.fails(frame(CLOSE, close_body(1000, b'bye \xff')), 1007)
+        self.fails(frame(CLOSE, close_body(1000, b'\xc3')), 1007)
+
+    def test_close_codes(self):
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535):
+            self.fails(frame(CLOSE, close_body(code, b'r')), 1002)
+        self.assertEqual(websockify.VALID_CLOSE_CODES, VALID_CODES)
+        for code in range(65536):
+            buf = bytearray(frame(CLOSE, close_body(code)))
+            events = []
+            try:
+                websockify.HybiCodec().decode(buf, 0, len(buf), [], events)
+            except ProtocolError as exc:
+                self.assertEqual((code in VALID_CODES, exc.code), (False, 1002), code)
+            else:
+                self.assertEqual((code in VALID_CODES, events),
+                                 (True, [CloseReceived(code, '')]), code)
+
+    # -- target -> client -------------------------------------------------------------
+
+    def test_encode_header_lengths(self):
+        cases = {0: b'\x82\x00', 1: b'\x82\x01', 125: b'\x82\x7d',
+                 126: b'\x82\x7e\x00\x7e', 65535: b'\x82\x7e\xff\xff',
+                 65536: b'\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00'}
+        for n, header in cases.items():
+            with self.subTest(length=n):
+                data = memoryview(b'z' * n)
+                parts = websockify.HybiCodec().encode(data)
+                self.assertEqual(len(parts), 2)
+                self.assertEqual(bytes(parts[0]), header)
+                self.assertIs(parts[1], data)       # the payload is not copied
+                text = websockify.HybiCodec(text_frames=True).encode(data)
+                if n:
+                    self.assertEqual(bytes(text[0]), bytes((0x81,)) + header[1:])
+                    self.assertEqual(bytes(text[1]), bytes(data))
+                else:                                   # no empty text frame
+                    self.assertEqual(text, [])
+                self.assertEqual(server_frames(b''.join(bytes(p) for p in parts)),
+                                 [(True, BINARY, bytes(data))])
+
+    def test_encode_rfc6455_unmasked_examples(self):
+        codec = websockify.HybiCodec(text_frames=True)
+        self.assertEqual(b''.join(bytes(p) for p in codec.encode(memoryview(b'Hello'))),
+                         bytes((0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f)))
+        self.assertEqual(codec.control(websockify.OP_PING, b'Hello'),
+                         bytes((0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f)))
+        self.assertEqual(codec.control(websockify.OP_PONG, b'Hello'),
+                         bytes((0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f)))
+
+    def test_close_frame(self):
+        codec = websockify.HybiCodec()
+        self.assertEqual(codec.close_frame(None), b'\x88\x00')
+        self.assertEqual(codec.close_frame(1000), b'\x88\x02\x03\xe8')
+        self.assertEqual(codec.close_frame(1011, 'oops'), b'\x88\x06\x03\xf3oops')
+        # A long reason is cut to 123 bytes, never inside a character.
+        long = codec.close_frame(1001, '\u00e9' * 100)
+        self.assertEqual(parse_close(long), (1001, '\u00e9' * 61))
+        self.assertEqual(len(long), 2 + 2 + 122)
+        self.assertEqual(parse_close(codec.close_frame(1001, 'x' * 200)), (1001, 'x' * 123))
+
+    def test_round_trip_through_the_decoder(self):
+        # What we encode is what a client-side decoder (masking added) reads back.
+        for n in (0, 5, 125, 126, 65535, 65536):
+            data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+            [(fin, opcode, payload)] = server_frames(
+                b''.join(bytes(p) for p in websockify.HybiCodec().encode(memoryview(data))))
+            got = feed_codec(websockify.HybiCodec(), [frame(opcode, payload)])
+            self.assertEqual(got, (data, [], b''), n)
+
+    def test_text_frames_hold_back_a_split_character(self):
+        text = 'caf\u00e9 \u20ac \U0001d11e!'.encode('utf-8')
+        for cut in range(len(text) + 1):
+            with self.subTest(cut=cut):
+                codec = websockify.HybiCodec(text_frames=True)
+                sent = []
+                for piece in (text[:cut], text[cut:]):
+                    parts = codec.encode(memoryview(piece))
+                    frames = server_frames(b''.join(bytes(p) for p in parts))
+                    for fin, opcode, payload in frames:
+                        self.assertEqual((fin, opcode), (True, TEXT))
+                        payload.decode('utf-8')              # each frame is whole text
+                        sent.append(payload)
+                self.assertEqual(b''.join(sent), text)
+        codec = websockify.HybiCodec(text_frames=True)
+        self.assertEqual(codec.encode(memoryview(b'\xf0\x9d')), [])
+        self.assertEqual(codec.encode(memoryview(b'\x84')), [])
+        parts = codec.encode(memoryview(b'\x9e'))
+        self.assertEqual(b''.join(bytes(p) for p in parts), b'\x81\x04\xf0\x9d\x84\x9e')
+
+    def test_text_frames_invalid_utf8_from_the_target_1011(self):
+        for data in (b'ok \xff ok', b'\xc0\xaf!', b'\xed\xa0\x80!', b'\x80', b'a\x80\x80\x80\x80'):
+            with self.subTest(data=data):
+                with self.assertRaises(ProtocolError) as cm:
+                    websockify.HybiCodec(text_frames=True).encode(memoryview(data))
+                self.assertEqual(cm.exception.code, 1011)
+        codec = websockify.HybiCodec(text_frames=True)
+        codec.encode(memoryview(b'ok \xc3'))
+        with self.assertRaises(ProtocolError) as cm:
+            codec.encode(memoryview(b'('))
+        self.assertEqual(cm.exception.code, 1011)
+
+    def test_text_frames_byte_that_starts_no_character_is_refused_at_once(self):
+        # 0xF8-0xFF can never start a UTF-8 character: refused at once, not held
+        # back (it would be dropped silently if the target then closed).
+        with self.assertRaises(ProtocolError):
+            websockify.HybiCodec(text_frames=True).encode(memoryview(b'ok\xff'))
+
+    def test_binary_mode_relays_any_bytes(self):
+        parts = websockify.HybiCodec().encode(memoryview(b'\xff\xc3'))
+        self.assertEqual(b''.join(bytes(p) for p in parts), b'\x82\x02\xff\xc3')
+
+
+# -- base64 and Hixie -------------------------------------------------------------------
+
+class TestProtocolBase64AndHixie(SocketFreeTestCase):
+
+    def stream(self, pieces):
+        b64 = websockify.Base64Stream()
+        return b''.join(b64.feed(p) for p in pieces)
+
+    def test_base64_stream_at_every_split(self):
+        for n in range(12):
+            data = bytes(range(200, 200 + n))
+            text = base64.b64encode(data)
+            for name, chunks in splits(text):
+                self.assertEqual(self.stream(chunks), data, (n, name))
+            for i in range(len(text) + 1):          # every pair of cuts
+                for j in range(i, len(text) + 1):
+                    self.assertEqual(self.stream([text[:i], text[i:j], text[j:]]), data)
+
+    def test_base64_stream_padded_groups_back_to_back(self):
+        text = b'YQ==' + b'YmM=' + b'ZGVm' + b'Zw==' + b'Zw=='
+        for name, chunks in splits(text):
+            self.assertEqual(self.stream(chunks), b'abcdefgg', name)
+        b64 = websockify.Base64Stream()
+        self.assertEqual(b64.feed(b'QQ=='), b'A')
+        self.assertEqual(b64.feed(memoryview(b'Qk')), b'')
+        self.assertEqual(b64.feed(bytearray(b'M=QUJD')), b'BCABC')
+        self.assertEqual(b64.feed(b''), b'')
+
+    def test_base64_stream_invalid(self):
+        for bad in (b'Q===', b'====', b'QQ=Q', b'=QQQ', b'Q=Q=', b'QQ Q', b'QQ\nQ',
+                    b'QQ-Q', b'QQ_Q', b'QQ\x00Q', b'QQ\xffQ', b'QQ==Q===', b'QUJDQ*==',
+                    'Q\u00e9Q'.encode('utf-8')):
+            for name, chunks in splits(bad):
+                with self.subTest(bad=bad, split=name):
+                    with self.assertRaises(ValueError):
+                        self.stream(chunks)
+        # An incomplete group waits: nothing is decided before it is whole.
+        b64 = websockify.Base64Stream()
+        self.assertEqual(b64.feed(b'QUJDQ*'), b'ABC')
+        with self.assertRaises(ValueError):
+            b64.feed(b'QQ')
+
+    def test_hybi_base64_codec_at_every_split(self):
+        data = (frame(TEXT, b'aGVs', fin=False) + frame(PING, b'p') + frame(CONT, b'bG8')
+                + frame(TEXT, b'=QQ==') + frame(BINARY, b'QkM=') + frame(TEXT, b'')
+                + frame(CLOSE, close_body(1000)))
+        for name, chunks in splits(data + b'rest'):
+            with self.subTest(name):
+                got = feed_codec(websockify.HybiBase64Codec(), chunks)
+                self.assertEqual(got, (b'helloABC', [PingReceived(b'p'),
+                                                     CloseReceived(1000, '')], b'rest'))
+
+    def test_hybi_base64_codec_errors(self):
+        for data, code in ((frame(TEXT, b'QUJD') + frame(TEXT, b'QU*D'), 1007),
+                           (frame(TEXT, b'QQ=Q'), 1007),
+                           (frame(TEXT, b'QUJD') + frame(TEXT, b'QUJD', rsv=4), 1002),
+                           (frame(TEXT, b'QUJD\xff'), 1007)):
+            for name, chunks in splits(data):
+                with self.subTest(data=data, split=name):
+                    with self.assertRaises(ProtocolError) as cm:
+                        feed_codec(websockify.HybiBase64Codec(), chunks)
+                    self.assertEqual(cm.exception.code, code)
+        # What came before a frame error is decoded and kept.
+        buf = bytearray(frame(TEXT, b'QUJD') + frame(TEXT, b'x', rsv=2))
+        out = []
+        with self.assertRaises(ProtocolError) as cm:
+            websockify.HybiBase64Codec().decode(buf, 0, len(buf), out, [])
+        self.assertEqual((cm.exception.code, out), (1002, [b'ABC']))
+
+    def test_hybi_base64_encode(self):
+        codec = websockify.HybiBase64Codec()
+        self.assertEqual((codec.family, codec.mode), ('hybi', 'base64'))
+        for data in (b'', b'\x01', b'\x01\x02', b'\x00\xff\xfe', bytes(range(256)) * 300):
+            text = base64.b64encode(data)
+            self.assertEqual(server_frames(b''.join(bytes(p) for p in
+                                                    codec.encode(memoryview(data)))),
+                             [(True, TEXT, text)])
+
+    HIXIE = (b'\x00' + base64.b64encode(b'hello') + b'\xff' + b'\x00\xff'
+             + b'\x00QU' + b'\xff' + b'\x00JD\xff' + b'\xff\x00')
+
+    def test_hixie_decode_at_every_split(self):
+        for family in ('hixie-76', 'hixie-75'):
+            for name, chunks in splits(self.HIXIE + b'\x00after'):
+                with self.subTest(family, split=name):
+                    got = feed_codec(websockify.HixieCodec(family), chunks)
+                    self.assertEqual(got, (b'helloABC', [CloseReceived(1005, '')],
+                                           b'\x00after'))
+
+    def test_hixie_decode_positions(self):
+        codec = websockify.HixieCodec('hixie-76')
+        buf = bytearray(b'\x00QUJD')
+        out = []
+        self.assertEqual(codec.decode(buf, 0, len(buf), out, []), 5)   # streamed
+        self.assertEqual(out, [b'ABC'])
+        self.assertEqual(codec.decode(bytearray(b'\xff'), 0, 1, out, []), 1)   # frame end
+        self.assertEqual(out, [b'ABC'])
+        buf = bytearray(b'\xff')                   # half a closing handshake waits
+        events = []
+        self.assertEqual(codec.decode(buf, 0, 1, [], events), 0)
+        self.assertEqual(events, [])
+        buf = bytearray(b'\xff\x00')
+        self.assertEqual(codec.decode(buf, 0, 2, [], events), 2)
+        self.assertEqual(events, [CloseReceived(1005, '')])
+
+    def test_hixie_decode_errors(self):
+        cases = [(b'\x80\x05hello', 1002), (b'\xff\x05hello', 1002), (b'\x01abc\xff', 1002),
+                 (b'\x7f', 1002), (b'\x00QUJD\xff\x05', 1002),
+                 (b'\x00QQ@=\xff', 1007), (b'\x00QQ==\xff\x00Q\n==\xff', 1007),
+                 (b'\x00Q===\xff', 1007)]
+        for data, code in cases:
+            for name, chunks in splits(data):
+                with self.subTest(data=data, split=name):
+                    with self.assertRaises(ProtocolError) as cm:
+                        feed_codec(websockify.HixieCodec('hixie-76'), chunks)
+                    self.assertEqual(cm.exception.code, code)
+                    self.assertTrue(cm.exception.reason)
+
+    def test_hixie_frame_bound_1009(self):
+        limit = websockify.HIXIE_MAX_FRAME
+        self.assertEqual(limit, 1 << 22)
+        at_limit = b'\x00' + b'AAAA' * (limit // 4) + b'\xff'
+        payload, events, rest = feed_codec(websockify.HixieCodec('hixie-76'), [at_limit])
+        self.assertEqual((len(payload), events, rest), (limit // 4 * 3, [], b''))
+        over = b'\x00' + b'AAAA' * (limit // 4) + b'A'
+        for chunks in ([over], [over[:limit], over[limit:]], [over[:5], over[5:]]):
+            with self.assertRaises(ProtocolError) as cm:
+                feed_codec(websockify.HixieCodec('hixie-76'), chunks)
+            self.assertEqual(cm.exception.code, 1009)
+        # The bound is per frame: two frames just under it are fine.
+        two = at_limit[:-1] + b'\xff\x00QUJD\xff'
+        self.assertEqual(len(feed_codec(websockify.HixieCodec('hixie-75'), [two])[0]),
+                         limit // 4 * 3 + 3)
+
+    def test_hixie_encode_control_and_close(self):
+        codec = websockify.HixieCodec('hixie-75')
+        self.assertEqual((codec.family, codec.mode), ('hixie-75', 'base64'))
+        self.assertEqual(b''.join(codec.encode(memoryview(b'\x00\xffab'))),
+                         b'\x00AP9hYg==\xff')
+        self.assertEqual(b''.join(codec.encode(memoryview(b''))), b'\x00\xff')
+        self.assertEqual(codec.control(websockify.OP_PING), b'')
+        self.assertEqual(codec.control(websockify.OP_PONG, b'x'), b'')
+        self.assertEqual(codec.close_frame(1000, 'bye'), b'\xff\x00')
+        self.assertEqual(codec.close_frame(None), b'\xff\x00')
+
+
+# -- replies ----------------------------------------------------------------------------
+
+class TestProtocolResponses(SocketFreeTestCase):
+
+    def test_response_head(self):
+        self.assertEqual(websockify.response_head(101, [('Upgrade', 'websocket'),
+                                                        ('Connection', 'Upgrade')]),
+                         b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+                         b'Connection: Upgrade\r\n\r\n')
+        self.assertEqual(websockify.response_head(404), b'HTTP/1.1 404 Not Found\r\n\r\n')
+        self.assertEqual(websockify.response_head(431),
+                         b'HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n')
+        self.assertEqual(websockify.response_head(426),
+                         b'HTTP/1.1 426 Upgrade Required\r\n\r\n')
+        self.assertEqual(websockify.response_head(418), b"HTTP/1.1 418 I'm a Teapot\r\n\r\n")
+        self.assertEqual(websockify.response_head(599), b'HTTP/1.1 599 Error\r\n\r\n')
+        self.assertEqual(websockify.response_head(200, [('X', 'caf\u00e9')], 'Fine'),
+                         b'HTTP/1.1 200 Fine\r\nX: caf\xe9\r\n\r\n')
+
+    def test_http_response(self):
+        server = 'Server: websockify.py/%s' % websockify.__version__
+        self.assertEqual(websockify.SERVER_NAME, 'websockify.py/' + websockify.__version__)
+        self.assertEqual(
+            websockify.http_response(426, 'caf\u00e9\n', [('Upgrade', 'websocket')]),
+            ('HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\n'
+             'Content-Type: text/plain; charset=utf-8\r\nContent-Length: 6\r\n'
+             'Connection: close\r\n%s\r\n\r\ncaf\u00e9\n' % server).encode('utf-8'))
+        self.assertEqual(
+            websockify.http_response(200, b'\x00\x01', content_type='application/x'),
+            ('HTTP/1.1 200 OK\r\nContent-Type: application/x\r\nContent-Length: 2\r\n'
+             'Connection: close\r\n%s\r\n\r\n' % server).encode() + b'\x00\x01')
+        self.assertEqual(
+            websockify.http_response(204),
+            ('HTTP/1.1 204 No Content\r\nContent-Type: text/plain; charset=utf-8\r\n'
+             'Content-Length: 0\r\nConnection: close\r\n%s\r\n\r\n' % server).encode())
+
+    def test_hybi_response(self):
+        self.assertEqual(websockify.hybi_response(RFC_KEY, None),
+                         b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+                         b'Connection: Upgrade\r\nSec-WebSocket-Accept: '
+                         b's3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n')
+        self.assertEqual(websockify.hybi_response(RFC_KEY, 'base64'),
+                         b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+                         b'Connection: Upgrade\r\nSec-WebSocket-Accept: '
+                         b's3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: base64'
+                         b'\r\n\r\n')
+
+    def test_hixie_response_without_origin(self):
+        req = parsed_request('GET /a?b=c HTTP/1.1\nHost: example.com:8080\nUpgrade: WebSocket\n'
+                      'Connection: Upgrade')
+        self.assertEqual(websockify.hixie_response('hixie-75', req, False),
+                         b'HTTP/1.1 101 Web Socket Protocol Handshake\r\n'
+                         b'Upgrade: WebSocket\r\nConnection: Upgrade\r\n'
+                         b'WebSocket-Location: ws://example.com:8080/a?b=c\r\n\r\n')
+
+
+if __name__ == '__main__':
+    unittest.main()
+
+
 class TestProtocolHybiCodec(SocketFreeTestCase):
 
     def test_accept_key_matches_rfc6455_section_1_3(self):

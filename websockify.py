@@ -354,20 +354,27 @@ class Request:
 
 
 def find_header_end(data, start=0):
-    """Index just past the blank line ending a request head, or -1 if not there yet."""
-    i = data.find(b'\r\n\r\n', start)
+    """Index just past the blank line ending a request head, or -1 if not there yet.
+
+    RFC 9112 §2.2: a line ends at LF, a CR before it dropped, so the blank line
+    is the first LF followed by LF or by CR LF (CRLF CRLF is one case of it)."""
+    i = data.find(b'\n\r\n', start)
     j = data.find(b'\n\n', start)
     if i < 0:
         return j + 2 if j >= 0 else -1
-    if j < 0 or i + 2 < j:
-        return i + 4
+    if j < 0 or i < j:
+        return i + 3
     return j + 2
 
 
 def check_head_size(data):
     """Raise 414/431 when a request head still being received is already too big."""
     eol = data.find(b'\n')
-    if (eol < 0 and len(data) > MAX_REQUEST_LINE) or eol > MAX_REQUEST_LINE:
+    if eol < 0:
+        line = len(data) - data.endswith(b'\r')
+    else:
+        line = eol - (eol > 0 and data[eol - 1] == 0x0D)     # its CR is no part of it
+    if line > MAX_REQUEST_LINE:
         raise HTTPError(414, 'request line longer than %d bytes' % MAX_REQUEST_LINE)
     if eol >= 0 and len(data) - eol - 1 > MAX_HEADER_BYTES:
         raise HTTPError(431, 'request headers larger than %d bytes' % MAX_HEADER_BYTES)
@@ -733,6 +740,8 @@ def utf8_complete_length(data):
         b = data[n - back]
         if b < 0x80:
             return n
+        if b >= 0xF5 or b in (0xC0, 0xC1):
+            return n                      # starts no character: let the decoder refuse it
         if b >= 0xC0:                     # lead byte: how long is its character?
             need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
             return n if back >= need else n - back
@@ -941,6 +950,14 @@ class HybiCodec:
 _B64_ALPHABET = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 
 
+class Base64Error(ValueError):
+    """Invalid base64; `decoded` holds what the whole groups before it decode to."""
+
+    def __init__(self, decoded):
+        super().__init__('invalid base64')
+        self.decoded = decoded
+
+
 class Base64Stream:
     """Decodes base64 that arrives cut anywhere (RFC 4648 §4).
 
@@ -954,7 +971,8 @@ class Base64Stream:
         self._carry = b''
 
     def feed(self, piece):
-        """The bytes decoded from piece (bytes-like); raises ValueError if invalid."""
+        """The bytes decoded from piece (bytes-like); raises Base64Error if invalid,
+        carrying what the groups before the bad one decode to."""
         data = self._carry + bytes(piece) if self._carry else bytes(piece)
         whole = len(data) & ~3
         self._carry = data[whole:]
@@ -966,7 +984,10 @@ class Base64Stream:
             group = data if start == 0 and stop == len(data) else data[start:stop]
             extra = group.translate(None, _B64_ALPHABET)
             if extra and (extra not in (b'=', b'==') or not group.endswith(extra)):
-                raise ValueError('invalid base64')
+                bad = min(group.find(bytes((c,))) for c in set(extra))
+                good = group[:bad & ~3]
+                parts.append(binascii.a2b_base64(good) if good else b'')
+                raise Base64Error(b''.join(parts))
             parts.append(binascii.a2b_base64(group))
             start = stop
         return parts[0] if len(parts) == 1 else b''.join(parts)
@@ -1000,7 +1021,9 @@ class HybiBase64Codec(HybiCodec):
         for piece in pieces:
             try:
                 data = self._b64.feed(piece)
-            except ValueError:
+            except Base64Error as exc:
+                if exc.decoded:
+                    out.append(exc.decoded)
                 raise ProtocolError(1007, 'invalid base64 in a message') from None
             if data:
                 out.append(data)
@@ -1044,7 +1067,9 @@ class HixieCodec:
                 if last > pos:
                     try:
                         data = self._b64.feed(memoryview(buf)[pos:last])
-                    except ValueError:
+                    except Base64Error as exc:
+                        if exc.decoded:
+                            out.append(exc.decoded)
                         raise ProtocolError(1007, 'invalid base64 in a Hixie frame') from None
                     if data:
                         out.append(data)
