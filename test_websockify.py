@@ -6407,6 +6407,132 @@ class TestServerWorkers(ProxyTestCase):
         self.assertIn('--run-once', result.stderr)
 
 
+#: A launcher for ProxyProcess(script=...): sets RLIMIT_NOFILE (soft, hard) from
+#: WEBSOCKIFY_TEST_NOFILE, then becomes websockify.py (same pid).
+LIMITED_LAUNCHER = """
+import os, resource, sys
+soft, hard = (int(v) for v in os.environ['WEBSOCKIFY_TEST_NOFILE'].split(':'))
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+os.execv(sys.executable, [sys.executable, %r] + sys.argv[1:])
+""" % SCRIPT
+
+
+def limited_proxy(testcase, soft, hard, *args, ready=True):
+    """ProxyProcess whose process starts with RLIMIT_NOFILE (soft, hard)."""
+    folder = tempfile.mkdtemp(prefix='wsfy-')
+    testcase.addCleanup(shutil.rmtree, folder, True)
+    launcher = os.path.join(folder, 'launch.py')
+    with open(launcher, 'w') as f:
+        f.write(LIMITED_LAUNCHER)
+    env = dict(os.environ, WEBSOCKIFY_TEST_NOFILE='%d:%d' % (soft, hard))
+    return ProxyProcess(testcase, *args, script=launcher, env=env, ready=ready)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def nofile_limits(pid):
+    """(soft, hard) 'Max open files' of a process, from /proc/PID/limits."""
+    with open('/proc/%d/limits' % pid) as f:
+        for line in f:
+            if line.startswith('Max open files'):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError('no Max open files in /proc/%d/limits' % pid)
+
+
+class TestServerDescriptorLimits(ProxyTestCase):
+    """RLIMIT_NOFILE: raised at start-up; running out pauses accept() (one log line
+    per episode, no spinning) and serving resumes once connections end."""
+
+    #: A limit the proxy cannot raise: a few dozen connections exhaust it.
+    LIMIT = 64
+    #: Connections opened per episode: more than LIMIT descriptors.
+    FLOOD = 120
+
+    def flood(self, address):
+        """FLOOD bare TCP connections (no request: each holds a handler thread)."""
+        clients = []
+        for _ in range(self.FLOOD):
+            clients.append(socket.create_connection(address, TIMEOUT))
+        return clients
+
+    def assert_idle_while_starved(self, pids):
+        """The processes use little CPU over a bounded interval while out of descriptors."""
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(1.0)
+        used = [cpu_seconds(pid) - b for pid, b in zip(pids, before)]
+        for pid, seconds in zip(pids, used):
+            self.assertLess(seconds, 0.25, 'pid %d used %.2f s of CPU in 1 s' % (pid, seconds))
+
+    def episode(self, proxy, pids, count):
+        clients = self.flood(proxy.address)
+        try:
+            for n in range(1, count + 1):
+                proxy.wait_log(r'out of file descriptors \(EMFILE\)', count=n)
+            self.assert_idle_while_starved(pids)
+        finally:
+            for client in clients:
+                client.close()
+
+    def echo_once(self, address):
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while True:             # the backlog of closed flood connections drains first
+            try:
+                client = WSClient(self, address)
+                client.handshake()
+                break
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.assertEqual(client.echo(b'served again'), b'served again')
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+
+    def test_out_of_descriptors_pauses_logs_once_per_episode_and_recovers(self):
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, self.LIMIT, self.LIMIT, '127.0.0.1:0', target.arg)
+        self.assertIn('descriptor limit %d (hard limit %d)' % (self.LIMIT, self.LIMIT),
+                      proxy.stderr)
+        for episode in (1, 2):
+            self.episode(proxy, [proxy.proc.pid], 1)
+            self.echo_once(proxy.address)
+            self.assertEqual(proxy.stderr.count('out of file descriptors'), episode,
+                             proxy.stderr)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_every_worker_pauses_and_recovers(self):
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, self.LIMIT, self.LIMIT, '--workers', '2',
+                              '127.0.0.1:0', target.arg)
+        workers = TestServerWorkers.children(self, proxy.proc.pid)
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = TestServerWorkers.children(self, proxy.proc.pid)
+        self.assertEqual(len(workers), 2)
+        self.episode(proxy, workers + [proxy.proc.pid], 2)
+        lines = [line for line in proxy.stderr.splitlines() if 'out of file descriptors' in line]
+        self.assertEqual(sorted(re.search(r'worker (\d)', line).group(1) for line in lines),
+                         ['1', '2'], proxy.stderr)
+        self.echo_once(proxy.address)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_start_up_raises_the_soft_limit_to_the_hard_one(self):
+        soft, hard = nofile_limits(os.getpid())
+        if hard < 4096:
+            self.skipTest('hard descriptor limit %d' % hard)
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, 1024, hard, '127.0.0.1:0', target.arg)
+        self.assertEqual(nofile_limits(proxy.proc.pid), (hard, hard))
+        self.assertNotIn('descriptor limit', proxy.stderr)
+
+
 class TestServerDaemon(WrapTestCase):
     """-D: a daemon with its pid file, its errors on the terminal."""
 

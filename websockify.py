@@ -31,6 +31,7 @@ import base64
 import binascii
 import codecs
 import email.utils
+import errno
 import hashlib
 import hmac
 import html
@@ -67,6 +68,10 @@ try:                    # only --workers needs it
     import mmap
 except ImportError:
     mmap = None
+try:                    # Unix only: raising the descriptor limit at start-up
+    import resource
+except ImportError:
+    resource = None
 
 __version__ = '0.1.0'
 
@@ -126,6 +131,15 @@ THREAD_STACK_SIZE = 512 * 1024
 SENDMSG_MAX_BUFFERS = 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
+#: Seconds the acceptor waits when accept() fails for want of descriptors
+#: (EMFILE, ENFILE): the connection stays in the backlog until a session ends,
+#: and retrying at once would only spin at full CPU.
+ACCEPT_PAUSE = 0.1
+#: Descriptors a relayed session holds: the client and the target.
+FDS_PER_SESSION = 2
+#: A soft RLIMIT_NOFILE below this after start-up (the hard limit forbids more) is
+#: logged: it allows fewer than about 2,000 sessions at once.
+NOFILE_LOW = 4096
 #: Seconds between two looks at the certificate files for a renewal (one
 #: os.stat per file, made by the next TLS handshake after that time).
 TLS_RELOAD_INTERVAL = 1.0
@@ -4721,6 +4735,12 @@ class _ServerMixin:
         self._idle = threading.Condition(self._lock)
         #: Sessions being relayed now.
         self.active = 0
+        #: Accepted connections not closed yet (handshakes, --web, sessions).
+        self.connections = 0
+        #: time.monotonic() of the first accept() of an episode that failed for
+        #: want of descriptors (None outside one), and the pauses since.
+        self._starved_since = None
+        self._starved_pauses = 0
         #: time.monotonic() of the last session end (or of start-up).
         self.last_active = time.monotonic()
         #: Set when the process should stop (signal, --run-once, timeouts).
@@ -4769,19 +4789,50 @@ class _ServerMixin:
         # busier than the least busy gives that one a head start. The loser of the
         # race gets BlockingIOError, which socketserver ignores.
         board = self.load_board
-        if board is None:
-            return super().get_request()
-        if board[self.worker_slot] > min(board):
+        if board is not None and board[self.worker_slot] > min(board):
             time.sleep(ACCEPT_YIELD)
-        accepted = super().get_request()
+        try:
+            accepted = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._pause_accepting(exc)
+            raise
+        if self._starved_since is not None:
+            logger.debug('%saccepting again after %.1f s without descriptors (%d pauses)',
+                         self._worker_label(), time.monotonic() - self._starved_since,
+                         self._starved_pauses)
+            self._starved_since = None
         with self._lock:
-            board[self.worker_slot] += 1
+            self.connections += 1
+            if board is not None:
+                board[self.worker_slot] += 1
         return accepted
+
+    def _worker_label(self):
+        return 'worker %s: ' % self.id_prefix[1:-1] if self.id_prefix else ''
+
+    def _pause_accepting(self, exc):
+        """accept() failed for want of descriptors: wait ACCEPT_PAUSE seconds (the
+        client waits in the backlog) instead of retrying at once; the first failure
+        of an episode is logged, with the counts."""
+        if self._starved_since is None:
+            self._starved_since = time.monotonic()
+            self._starved_pauses = 0
+            soft = _nofile_limits()[0]
+            logger.warning('%sout of file descriptors (%s) with %d connections, %d of them '
+                           'relaying, descriptor limit %s: pausing accept() for %.1f s at '
+                           'a time until connections end', self._worker_label(),
+                           errno.errorcode.get(exc.errno, exc.errno), self.connections,
+                           self.active, soft if soft is not None else 'unknown',
+                           ACCEPT_PAUSE)
+        self._starved_pauses += 1
+        self.stop_event.wait(ACCEPT_PAUSE)
 
     def shutdown_request(self, request):
         super().shutdown_request(request)
-        if self.load_board is not None:
-            with self._lock:
+        with self._lock:
+            self.connections -= 1
+            if self.load_board is not None:
                 self.load_board[self.worker_slot] -= 1
 
     def handle_error(self, request, client_address):
@@ -5488,6 +5539,41 @@ def _remove_pid_file(path):
         pass
 
 
+def _nofile_limits():
+    """(soft, hard) RLIMIT_NOFILE, None where unknown or unlimited."""
+    if resource is None:
+        return None, None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return tuple(None if v == resource.RLIM_INFINITY else v for v in (soft, hard))
+
+
+def _raise_nofile_limit():
+    """Raise the soft descriptor limit to the hard one (called by main(), never on
+    import): every session holds FDS_PER_SESSION descriptors, and distributions
+    still start services with a soft limit of 1,024. Logs both if still low."""
+    if resource is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses an unlimited soft limit: fs.nr_open is the ceiling.
+        try:
+            with open('/proc/sys/fs/nr_open') as f:
+                hard = int(f.read())
+        except (OSError, ValueError):
+            hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        except (OSError, ValueError) as exc:
+            logger.debug('cannot raise the descriptor limit to %d: %s', hard, exc)
+    soft, hard = _nofile_limits()
+    if soft is not None and soft < NOFILE_LOW:
+        logger.warning('descriptor limit %d (hard limit %s): about %d sessions at once',
+                       soft, hard if hard is not None else 'unlimited',
+                       soft // FDS_PER_SESSION)
+
+
 def _serve(server, settings):
     """Serve until a signal, the wrapped program (exit mode) or a timeout stops us."""
 
@@ -5629,6 +5715,7 @@ def main(argv=None):
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
+    _raise_nofile_limit()
     ready_fd = _daemonize() if settings.daemon else None
     wrapper = None
     pid_written = False
