@@ -6533,6 +6533,52 @@ class TestServerDescriptorLimits(ProxyTestCase):
         self.assertNotIn('descriptor limit', proxy.stderr)
 
 
+class RefusingThread(threading.Thread):
+    """A connection thread whose start() fails as in a process out of threads
+    while `refusing` is set (the server's thread_class in TestServerThreadLimits)."""
+
+    refusing = threading.Event()
+
+    def start(self):
+        if self.refusing.is_set():
+            raise RuntimeError("can't start new thread")
+        super().start()
+
+
+class TestServerThreadLimits(ProxyTestCase):
+    """A connection no thread can be started for is answered 503 and closed; one
+    log line per episode, no traceback, and serving resumes."""
+
+    def setUp(self):
+        RefusingThread.refusing.clear()
+        self.addCleanup(RefusingThread.refusing.clear)
+
+    def test_no_thread_answers_503_logs_once_and_recovers(self):
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '127.0.0.1:0', target.arg)
+        server.thread_class = RefusingThread
+        address = server.server_address
+        with self.assertLogs('websockify', logging.DEBUG) as logs:
+            for episode in (1, 2):
+                RefusingThread.refusing.set()
+                for _ in range(5):
+                    with socket.create_connection(address, TIMEOUT) as sock:
+                        answer = read_to_eof(sock)
+                    self.assertTrue(answer.startswith(b'HTTP/1.1 503 '), answer)
+                RefusingThread.refusing.clear()
+                client = open_session(self, address)
+                self.assertEqual(client.echo(b'threads again'), b'threads again')
+                client.send_close(1000)
+                self.assertEqual(client.expect_close()[0], 1000)
+                refusals = [m for m in logs.output if 'cannot start a connection thread' in m]
+                self.assertEqual(len(refusals), episode, logs.output)
+        self.assertFalse([r for r in logs.records if r.exc_info], logs.output)
+        deadline = time.monotonic() + TIMEOUT
+        while server.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(server.connections, 0)
+
+
 class TestServerDaemon(WrapTestCase):
     """-D: a daemon with its pid file, its errors on the terminal."""
 

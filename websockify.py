@@ -4702,10 +4702,18 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         _close_gently(self.request)
 
 
+#: The answer to a connection no thread could be started for (the process is out
+#: of threads or memory): sent without reading the request, then closed.
+NO_THREAD_ANSWER = (b'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n'
+                    b'Retry-After: 1\r\nContent-Length: 0\r\n\r\n')
+
+
 class _ServerMixin:
     """What the TCP and Unix listeners share: settings, ids, session accounting."""
 
     daemon_threads = True
+    #: The class of connection threads.
+    thread_class = threading.Thread
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
     is_tcp = True
@@ -4741,6 +4749,9 @@ class _ServerMixin:
         #: want of descriptors (None outside one), and the pauses since.
         self._starved_since = None
         self._starved_pauses = 0
+        #: Connections answered 503 since a connection thread last failed to start
+        #: (None while threads start).
+        self._threadless = None
         #: time.monotonic() of the last session end (or of start-up).
         self.last_active = time.monotonic()
         #: Set when the process should stop (signal, --run-once, timeouts).
@@ -4827,6 +4838,33 @@ class _ServerMixin:
                            ACCEPT_PAUSE)
         self._starved_pauses += 1
         self.stop_event.wait(ACCEPT_PAUSE)
+
+    def process_request(self, request, client_address):
+        """Relay the connection in a thread of its own (daemon threads, as
+        ThreadingMixIn's with daemon_threads). If none can be started, answer
+        NO_THREAD_ANSWER and close: one log line per episode, no traceback."""
+        thread = self.thread_class(target=self.process_request_thread,
+                                   args=(request, client_address), daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:     # "can't start new thread"
+            if self._threadless is None:
+                self._threadless = 0
+                logger.warning('%scannot start a connection thread (%s) with %d '
+                               'connections, %d of them relaying: answering 503 until '
+                               'one starts', self._worker_label(), exc, self.connections,
+                               self.active)
+            self._threadless += 1
+            try:
+                request.send(NO_THREAD_ANSWER, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        if self._threadless is not None:
+            logger.debug('%sconnection threads start again (%d connections answered 503)',
+                         self._worker_label(), self._threadless)
+            self._threadless = None
 
     def shutdown_request(self, request):
         super().shutdown_request(request)
