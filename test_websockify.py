@@ -6579,6 +6579,146 @@ class TestServerThreadLimits(ProxyTestCase):
         self.assertEqual(server.connections, 0)
 
 
+#: Control characters, line breaks and an ANSI escape sequence, as UTF-8 text.
+HOSTILE = '\x1b[31m\x1b]0;title\x07\r\nFAKE line\x00\x7f\u0085\u2028\u202e'
+#: The same as raw bytes (latin-1 for where HTTP takes bytes).
+HOSTILE_BYTES = b'\x1b[31m\x1b]0;t\x07\rFAKE\x00\x7f\x85\xc2\x85\xe2\x80\xa8'
+
+
+def printable_lines(text):
+    """True if text is lines (\n, or \r\n) of printable characters only."""
+    return all(c == '\n' or c.isprintable() for c in text.replace('\r\n', '\n'))
+
+
+class TestServerLogSanitiser(ProxyTestCase):
+    """Every client string that reaches a log line (stderr, syslog) or a response
+    passes _printable: no raw control characters, line breaks or escape sequences."""
+
+    def exchange(self, address, request):
+        """Send raw request bytes; the response bytes up to EOF (or a reset)."""
+        with socket.create_connection(address, TIMEOUT) as sock:
+            sock.settimeout(TIMEOUT)
+            try:
+                sock.sendall(request)
+            except OSError:
+                pass
+            answer = read_to_eof(sock)
+        self.assertTrue(printable_lines(answer.decode('utf-8', 'replace')), answer)
+        return answer
+
+    def requests(self, extra_headers=()):
+        """Upgrade requests carrying HOSTILE in the path, the query, the token and
+        every header in turn."""
+        quoted = urllib.parse.quote(HOSTILE)
+        yield b'GET /' + HOSTILE_BYTES + b' HTTP/1.1\r\nHost: x\r\n\r\n'
+        yield upgrade_request(path='/' + quoted + '?token=' + quoted, extra=extra_headers)
+        yield upgrade_request(path='/?token=' + quoted * 100, extra=extra_headers)
+        yield upgrade_request(extra=list(extra_headers) + [('Cookie', 'token=' + quoted)])
+        for name in ('Host', 'Origin', 'User-Agent', 'Sec-WebSocket-Protocol',
+                     'Sec-WebSocket-Key', 'Sec-WebSocket-Version', 'Upgrade',
+                     'Connection', 'Authorization', 'X-Other'):
+            head = upgrade_request(path='/?token=good', drop=(name,), extra=extra_headers)
+            yield head[:-2] + name.encode() + b': ' + HOSTILE_BYTES + b'\r\n\r\n'
+            yield (head[:-2] + name.encode() + b': a' + HOSTILE.encode('utf-8')
+                   + b'\r\n\r\n')
+        yield upgrade_request(path='/?token=good', extra=list(extra_headers) + [
+            ('Sec-WebSocket-Protocol', 'x\xa0y, \u2028'.encode('utf-8').decode('latin-1'))])
+
+    def check_log(self, proxy):
+        deadline = time.monotonic() + TIMEOUT
+        while 'FAKE' not in proxy.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = proxy.stderr
+        self.assertIn('FAKE', log)          # the hostile text was logged, escaped
+        self.assertTrue(printable_lines(log), [line for line in log.split('\n')
+                                               if not printable_lines(line)])
+        self.assertFalse([line for line in log.split('\n') if line.startswith('FAKE')])
+        self.assertNotIn('Traceback', log)
+
+    def test_every_request_input_with_token_file_and_basic_auth(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('good: %s\n' % target.arg)
+        proxy = ProxyProcess(self, '-v', '--target-config', tokens, '--auth-plugin',
+                             'BasicHTTPAuth', '--auth-source', 'alice:pw', '127.0.0.1:0')
+        good = [('Authorization', basic('alice:pw'))]
+        for request in self.requests(good):
+            self.exchange(proxy.address, request)
+        user = base64.b64encode(HOSTILE.encode('utf-8') + b':pw').decode()
+        self.exchange(proxy.address, upgrade_request(extra=[('Authorization',
+                                                             'Basic ' + user)]))
+        self.exchange(proxy.address, upgrade_request(extra=[('Authorization',
+                                                             HOSTILE_BYTES.decode('latin-1'))]))
+        client = WSClient(self, proxy.address)
+        client.handshake(path='/?token=good', extra=good)
+        self.assertEqual(client.echo(b'x'), b'x')
+        client.send_close(1000, HOSTILE.encode('utf-8'))
+        client.expect_close()
+        proxy.wait_log('session closed')
+        self.check_log(proxy)
+
+    def test_unix_socket_directory_token_longer_than_a_file_name(self):
+        folder = self.tempdir()
+        proxy = ProxyProcess(self, '--token-plugin', 'UnixDomainSocketDirectory',
+                             '--token-source', folder, '127.0.0.1:0')
+        token = urllib.parse.quote(HOSTILE.replace('\x00', '').replace('\r', '')
+                                   .replace('\n', '').replace('\x1b', '')
+                                   .replace('\x07', '').replace('\x7f', '') + 'FAKE' * 300)
+        answer = self.exchange(proxy.address, upgrade_request(path='/?token=' + token))
+        self.assertIn(b' 502 ', answer.split(b'\r\n')[0])
+        proxy.wait_log('token lookup failed')
+        self.check_log(proxy)
+        line = next(l for l in proxy.stderr.split('\n') if 'token lookup failed' in l)
+        self.assertLess(len(line), 2 * websockify.LOG_ARGUMENT_MAX + 1000)
+
+    def test_host_token(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('good: %s\n' % target.arg)
+        proxy = ProxyProcess(self, '-v', '--target-config', tokens, '--host-token',
+                             '127.0.0.1:0')
+        for host in (HOSTILE_BYTES, HOSTILE.encode('utf-8'), b'a\xc2\x85b:1',
+                     b'[' + HOSTILE_BYTES + b']:80'):
+            head = upgrade_request(drop=('Host',))
+            self.exchange(proxy.address, head[:-2] + b'Host: ' + host + b'\r\n\r\n')
+        self.exchange(proxy.address, upgrade_request(
+            replace={'Host': 'FAKE' + '\u2028'.encode('utf-8').decode('latin-1')}))
+        self.check_log(proxy)
+
+    def test_tls_server_name(self):
+        pki = get_pki()
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '-v', '--cert', pki.server[0], '--key', pki.server[1],
+                             '127.0.0.1:0', target.arg)
+        context = client_context(pki)
+        context.check_hostname = False
+        for name in ('FAKE\x1b[31m', 'FAKE\u2028x', 'FAKE.' + 'a' * 60):
+            try:
+                client = WSClient(self, proxy.address, context=context, server_hostname=name)
+            except (ValueError, UnicodeError, ssl.SSLError, OSError):
+                continue        # the client library refuses to send it
+            client.handshake()
+            client.send_close(1000, HOSTILE.encode('utf-8'))
+            client.expect_close()
+        proxy.wait_log('session closed')
+        self.check_log(proxy)
+
+    def test_syslog_formatter_gets_escaped_records(self):
+        record = websockify.logger.makeRecord(
+            'websockify', logging.INFO, __file__, 1, 'client %s said %s',
+            (HOSTILE, ValueError(HOSTILE)), None)
+        websockify.logger.filter(record)
+        for formatter in (websockify._SyslogFormatter(False),
+                          websockify._SyslogFormatter(True)):
+            text = formatter.format(record)
+            self.assertTrue(printable_lines(text), text)
+            self.assertNotIn('\n', text)
+
+
 class TestServerDaemon(WrapTestCase):
     """-D: a daemon with its pid file, its errors on the terminal."""
 

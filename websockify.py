@@ -263,6 +263,31 @@ def _printable(text, limit=200):
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
 
 
+#: Longest string argument of a log line, client-supplied or not: a request line
+#: or a token file entry is shorter; more would let one client flood the log.
+LOG_ARGUMENT_MAX = 2000
+
+
+class _EscapingFilter(logging.Filter):
+    """The one sanitiser of log lines (and so of syslog): every string or exception
+    argument of a record of the websockify logger, and the message of a record
+    without arguments, goes through _printable. Client text (path, headers, token,
+    subprotocol, close reason, user names) then never reaches a log raw, whichever
+    code path logs it."""
+
+    def filter(self, record):
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _printable(str(arg), LOG_ARGUMENT_MAX)
+                if isinstance(arg, (str, BaseException)) else arg for arg in record.args)
+        elif not record.args and isinstance(record.msg, str):
+            record.msg = _printable(record.msg, None)
+        return True
+
+
+logger.addFilter(_EscapingFilter())
+
+
 #: The control characters of RFC 5234 (CTL): C0 and DEL. HTTP forbids them in
 #: field values (RFC 9110 §5.5), and a host name or a header we send must not hold one.
 _CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
@@ -4696,7 +4721,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.log_reason,
                     ' (%s)' % exc.detail if exc.detail else '')
         try:
-            self.conn.send_all(http_response(exc.status, exc.reason + '\n', exc.headers), 2.0)
+            self.conn.send_all(http_response(exc.status, _printable(exc.reason, None) + '\n',
+                                             exc.headers), 2.0)
         except OSError:
             return
         _close_gently(self.request)
