@@ -172,6 +172,68 @@ def import_optional(module, how):
         require(module, False, how)
 
 
+try:                                 # property-based tests only (`make test`, `make fuzz`)
+    import hypothesis
+    from hypothesis import strategies as hst
+except ImportError:
+    hypothesis = hst = None
+
+#: Examples per property: modest and seed-pinned in `make test`; `make fuzz` sets
+#: WEBSOCKIFY_FUZZ_EXAMPLES higher (and WEBSOCKIFY_FUZZ_RANDOM=1 for fresh seeds).
+FUZZ_EXAMPLES = int(os.environ.get('WEBSOCKIFY_FUZZ_EXAMPLES') or 150)
+
+
+def fuzz(strategies):
+    """Decorator: a hypothesis property over the keyword strategies that
+    strategies(hst) returns, with the bounded settings above. Without hypothesis the
+    test is left as is; FuzzTestCase.setUp then skips it."""
+    def decorate(test):
+        if hypothesis is None:
+            return test
+        settings = hypothesis.settings(
+            max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+            derandomize=not os.environ.get('WEBSOCKIFY_FUZZ_RANDOM'),
+            suppress_health_check=list(hypothesis.HealthCheck))
+        return settings(hypothesis.given(**strategies(hst))(test))
+    return decorate
+
+
+class FuzzTestCase(SocketFreeTestCase):
+    """Property-based tests (hypothesis): skipped without it, unless
+    WEBSOCKIFY_REQUIRE_ALL is set."""
+
+    def setUp(self):
+        import_optional('hypothesis', 'pip install hypothesis')
+
+
+def split_at(data, cuts):
+    """data cut at the given fractions (0..1) of its length: the pieces, in order."""
+    points = sorted({int(c * len(data)) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:])] or [data]
+
+
+def feed_codec(codec, pieces):
+    """Feed pieces to a codec as the pump does (leftovers kept, decode called until
+    it stops making progress); returns (payload bytes, events, unconsumed bytes).
+    Stops at a CloseReceived. ProtocolError propagates."""
+    buf = bytearray()
+    out, events = [], []
+    for piece in pieces:
+        buf += piece
+        while buf:
+            parts = []
+            before = len(events)
+            pos = codec.decode(buf, 0, len(buf), parts, events)
+            out += [bytes(p) for p in parts]
+            del parts               # views of buf
+            del buf[:pos]
+            if any(isinstance(e, websockify.CloseReceived) for e in events):
+                return b''.join(out), events, bytes(buf)
+            if pos == 0 and len(events) == before:
+                break
+    return b''.join(out), events, bytes(buf)
+
+
 def websockets_asyncio():
     """The `websockets` package, with its asyncio client and exceptions imported."""
     import_optional('websockets.asyncio.client', 'pip install websockets')
@@ -1680,6 +1742,204 @@ class TestProtocolLegacyCodec(SocketFreeTestCase):
         self.assertEqual(cm.exception.code, 1007)
 
 
+#: Close codes a codec or the session may end a session with (RFC 6455 §7.4.1).
+PROTOCOL_ERROR_CODES = {1002, 1003, 1007, 1009}
+#: Statuses parse_request and accept may answer with.
+REQUEST_ERROR_STATUSES = {400, 403, 405, 414, 426, 431}
+
+
+def hybi_frames(st):
+    """Strategy: lists of (opcode, payload, fin) a client may validly send: binary
+    and text messages (text cut at character boundaries), fragmented or not, with
+    pings and pongs between frames."""
+    control = st.tuples(st.sampled_from([0x9, 0xA]), st.binary(max_size=125), st.just(True))
+    binary = st.lists(st.binary(max_size=300), min_size=1, max_size=4).map(
+        lambda parts: [(0x2 if i == 0 else 0x0, p, i == len(parts) - 1)
+                       for i, p in enumerate(parts)])
+    text = st.lists(st.text(max_size=60), min_size=1, max_size=4).map(
+        lambda parts: [(0x1 if i == 0 else 0x0, p.encode('utf-8'), i == len(parts) - 1)
+                       for i, p in enumerate(parts)])
+    message = st.tuples(st.one_of(binary, text), st.lists(control, max_size=2)).map(
+        lambda m: m[0][:1] + m[1] + m[0][1:])
+    return st.lists(message, max_size=6).map(lambda ms: [f for m in ms for f in m])
+
+
+class TestProtocolFuzz(FuzzTestCase):
+    """Property-based: any bytes, cut anywhere, give only the documented errors;
+    valid input decodes the same however it is cut."""
+
+    def check_request_refusal(self, exc):
+        self.assertIsInstance(exc.status, int)
+        self.assertIn(exc.status, REQUEST_ERROR_STATUSES)
+
+    @fuzz(lambda st: dict(head=st.binary(max_size=600)))
+    def test_parse_request_any_bytes(self, head):
+        try:
+            request = websockify.parse_request(head + b'\r\n\r\n')
+        except websockify.HTTPError as exc:
+            self.check_request_refusal(exc)
+            return
+        result = websockify.accept(request)
+        if isinstance(result, websockify.HTTPError):
+            self.check_request_refusal(result)
+
+    @fuzz(lambda st: dict(
+        method=st.sampled_from(['GET', 'POST', 'G\xc9T']),
+        path=st.text(max_size=40).map(lambda t: '/' + t.replace(' ', '')),
+        headers=st.lists(st.tuples(
+            st.sampled_from(['Host', 'Upgrade', 'Connection', 'Sec-WebSocket-Key',
+                             'Sec-WebSocket-Version', 'Sec-WebSocket-Protocol', 'Origin',
+                             'Sec-WebSocket-Key1', 'Sec-WebSocket-Key2', 'WebSocket-Protocol',
+                             'Sec-WebSocket-Extensions']),
+            st.one_of(st.sampled_from(['websocket', 'Upgrade', '13', '8', KEY, 'base64',
+                                       'binary, base64', 'x', KEY1, KEY2, '']),
+                      st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255),
+                              max_size=30))), max_size=8),
+        secure=st.booleans(), web=st.booleans()))
+    def test_accept_any_request(self, method, path, headers, secure, web):
+        head = '%s %s HTTP/1.1\r\n' % (method, path) + ''.join(
+            '%s: %s\r\n' % h for h in headers) + '\r\n'
+        try:
+            request = websockify.parse_request(head.encode('utf-8'))
+        except websockify.HTTPError as exc:
+            self.check_request_refusal(exc)
+            return
+        result = websockify.accept(request, secure=secure, serve_web=web)
+        if isinstance(result, websockify.HTTPError):
+            self.check_request_refusal(result)
+        elif result is not None:
+            self.assertIsInstance(result.reply(b'12345678' if result.extra_needed else b''),
+                                  bytes)
+
+    @fuzz(lambda st: dict(head=st.binary(max_size=300), cuts=st.lists(
+        st.floats(0, 1), max_size=5)))
+    def test_request_head_found_however_it_is_cut(self, head, cuts):
+        data = upgrade_request() + head
+        found = [websockify.find_header_end(data)]
+        received = b''
+        for piece in split_at(data, cuts):
+            received += piece
+            end = websockify.find_header_end(received)
+            if end >= 0:
+                break
+        self.assertEqual(end, found[0])
+        self.assertEqual(websockify.parse_request(received[:end]).path,
+                         websockify.parse_request(data[:found[0]]).path)
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=400), cuts=st.lists(
+        st.floats(0, 1), max_size=6), text=st.booleans(), b64=st.booleans()))
+    def test_hybi_decode_any_bytes(self, data, cuts, text, b64):
+        codec = websockify.HybiBase64Codec() if b64 else websockify.HybiCodec(text)
+        try:
+            feed_codec(codec, split_at(data, cuts))
+        except websockify.ProtocolError as exc:
+            self.assertIn(exc.code, PROTOCOL_ERROR_CODES)
+
+    @fuzz(lambda st: dict(frames=hybi_frames(st), cuts=st.lists(st.floats(0, 1),
+                                                                  max_size=8)))
+    def test_hybi_valid_frames_decode_the_same_however_cut(self, frames, cuts):
+        data = b''.join(encode_frame(op, payload, fin=fin) for op, payload, fin in frames)
+        whole = feed_codec(websockify.HybiCodec(), [data])
+        split = feed_codec(websockify.HybiCodec(), split_at(data, cuts))
+        self.assertEqual(whole, split)
+        self.assertEqual(whole[0], b''.join(p for op, p, _ in frames if op < 0x8))
+        self.assertEqual([e.payload for e in whole[1]],
+                         [p for op, p, _ in frames if op >= 0x8])
+        self.assertEqual(whole[2], b'')
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=200), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8)))
+    def test_hybi_base64_decodes_the_same_however_cut(self, messages, cuts):
+        data = b''.join(encode_frame(0x1, base64.b64encode(m)) for m in messages)
+        whole = feed_codec(websockify.HybiBase64Codec(), [data])
+        self.assertEqual(whole[0], b''.join(messages))
+        self.assertEqual(feed_codec(websockify.HybiBase64Codec(), split_at(data, cuts)), whole)
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=400), cuts=st.lists(
+        st.floats(0, 1), max_size=6), family=st.sampled_from(['hixie-75', 'hixie-76'])))
+    def test_hixie_decode_any_bytes(self, data, cuts, family):
+        try:
+            feed_codec(websockify.HixieCodec(family), split_at(data, cuts))
+        except websockify.ProtocolError as exc:
+            self.assertIn(exc.code, PROTOCOL_ERROR_CODES)
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=200), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8), end=st.booleans()))
+    def test_hixie_valid_frames_decode_the_same_however_cut(self, messages, cuts, end):
+        data = b''.join(hixie_frame(m) for m in messages) + (b'\xff\x00' if end else b'')
+        whole = feed_codec(websockify.HixieCodec('hixie-76'), [data])
+        self.assertEqual(whole[0], b''.join(messages))
+        self.assertEqual(len(whole[1]), 1 if end else 0)
+        self.assertEqual(feed_codec(websockify.HixieCodec('hixie-76'), split_at(data, cuts)),
+                         whole)
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=100), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8)))
+    def test_base64_stream_however_cut(self, messages, cuts):
+        text = b''.join(base64.b64encode(m) for m in messages)
+        stream = websockify.Base64Stream()
+        self.assertEqual(b''.join(stream.feed(p) for p in split_at(text, cuts)),
+                         b''.join(messages))
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=200), cuts=st.lists(
+        st.floats(0, 1), max_size=6)))
+    def test_base64_stream_any_bytes(self, data, cuts):
+        stream = websockify.Base64Stream()
+        try:
+            for piece in split_at(data, cuts):
+                self.assertIsInstance(stream.feed(piece), bytes)
+        except ValueError:
+            pass
+
+    @fuzz(lambda st: dict(
+        frames=hybi_frames(st),
+        close=st.one_of(st.none(), st.binary(max_size=125)),
+        junk=st.binary(max_size=60), cuts=st.lists(st.floats(0, 1), max_size=6),
+        actions=st.lists(st.sampled_from(['client_eof', 'target_eof', 'close', 'tick',
+                                          'client_lost', 'target_lost']), max_size=3)))
+    def test_session_close_handling(self, frames, close, junk, cuts, actions):
+        clock = [0.0]
+        session = websockify.Session(websockify.HybiCodec(), heartbeat=1,
+                                     clock=lambda: clock[0])
+        data = b''.join(encode_frame(op, payload, fin=fin) for op, payload, fin in frames)
+        if close is not None:
+            data += encode_frame(0x8, close)
+        data += junk
+        relayed = []
+        buf = bytearray()
+        for piece in split_at(data, cuts):
+            buf += piece
+            if not session.reads_client():
+                break
+            consumed, out = session.receive_client(buf, len(buf))
+            relayed += [bytes(p) for p in out]
+            del out                 # views of buf
+            del buf[:consumed]
+        for action in actions:
+            clock[0] += 2.0
+            method = getattr(session, action)
+            if action == 'close':
+                method(1001, 'going away')
+            elif action in ('client_lost', 'target_lost'):
+                method('ECONNRESET')
+            else:
+                method()
+        self.assertIn(session.state, (websockify.OPEN, websockify.CLOSING,
+                                      websockify.CLOSED))
+        self.assertTrue(session.close_code is None or isinstance(session.close_code, int))
+        self.assertLessEqual(sum(1 for f in session.to_client
+                                 if bytes(f)[:1] == b'\x88'), 1)
+        if close is not None and session.close_code is not None:
+            valid = (len(close) == 0 or (len(close) >= 2 and
+                     struct.unpack('!H', close[:2])[0] in websockify.VALID_CLOSE_CODES))
+            if valid and session.close_code not in PROTOCOL_ERROR_CODES:
+                self.assertTrue(session.close_sent)
+        if (close is None or not close) and not junk and not actions:
+            # Valid frames only: everything was relayed and the session is open.
+            self.assertEqual(b''.join(relayed),
+                             b''.join(p for op, p, _ in frames if op < 0x8))
+
+
 class TestProtocolHandshake(ProxyTestCase):
 
     def setUp(self):
@@ -3023,6 +3283,34 @@ class TestWebOptions(SocketFreeTestCase):
 SECRET = b'TOP-SECRET-' + os.urandom(8).hex().encode()
 
 
+class TestWebFuzz(FuzzTestCase):
+    """Property-based: web_path_segments answers any target with segments or a
+    400/403, and decodes what quote() encoded."""
+
+    @fuzz(lambda st: dict(target=st.text(st.characters(max_codepoint=255), max_size=80)))
+    def test_any_target(self, target):
+        # Request targets are latin-1 text (parse_request decodes the head so).
+        try:
+            segments = websockify.web_path_segments(target)
+        except websockify.HTTPError as exc:
+            self.assertIn(exc.status, (400, 403))
+            return
+        for segment in segments:
+            self.assertNotIn(segment, ('', '.', '..'))
+            self.assertFalse(set('/\\') & set(segment))
+            self.assertFalse(websockify.has_control_characters(segment))
+
+    @fuzz(lambda st: dict(segments=st.lists(st.text(
+        alphabet=st.characters(blacklist_categories=('Cs', 'Cc')), min_size=1, max_size=12)
+        .filter(lambda t: t not in ('.', '..') and '/' not in t and '\\' not in t),
+        max_size=5), query=st.text(max_size=10)))
+    def test_quoted_segments_round_trip(self, segments, query):
+        target = '/' + '/'.join(urllib.parse.quote(s, safe='') for s in segments)
+        if query:
+            target += '?' + urllib.parse.quote(query)
+        self.assertEqual(websockify.web_path_segments(target), segments)
+
+
 class TestWebServer(unittest.TestCase):
     """--web DIR through real sockets: types, headers, 304, redirects, hostile paths."""
 
@@ -3781,6 +4069,51 @@ class TestTokenOptions(SocketFreeTestCase):
         self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
                          ('TokenFile', os.path.abspath('tokens'), True))
         self.assertIsNone(settings.target_host)
+
+
+class TestTokenFileFuzz(FuzzTestCase):
+    """Property-based: the token-file parser takes any text (bad lines skipped,
+    never an exception) and reads back the entries it is given."""
+
+    def setUp(self):
+        super().setUp()
+        self.folder = tempfile.mkdtemp(prefix='wsfy-')
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.path = os.path.join(self.folder, 'tokens')
+
+    def load(self, text):
+        with open(self.path, 'w', encoding='utf-8', errors='surrogatepass') as f:
+            f.write(text)
+        logger = logging.getLogger('websockify')
+        logger.addHandler(_NULL_HANDLER)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            return websockify.ReadOnlyTokenFile(self.path)
+        finally:
+            logger.propagate = propagate
+            logger.removeHandler(_NULL_HANDLER)
+
+    @fuzz(lambda st: dict(text=st.text(
+        alphabet=st.characters(blacklist_categories=('Cs',)), max_size=300)))
+    def test_any_text(self, text):
+        plugin = self.load(text)
+        for token in text.split():
+            target = plugin.lookup(token)
+            self.assertTrue(target is None or isinstance(target, websockify.Target))
+
+    @fuzz(lambda st: dict(entries=st.dictionaries(
+        st.text(alphabet='abcdefghijklmnopqrstuvwxyz0123456789-_.~', min_size=1,
+                max_size=12),
+        st.tuples(st.sampled_from(['127.0.0.1', 'example.com', '[::1]', 'a-b.c']),
+                  st.integers(1, 65535)), max_size=8),
+        noise=st.lists(st.sampled_from(['# comment', '', '   ', 'no separator',
+                                        'x:1:2', ': empty token']), max_size=4)))
+    def test_entries_read_back(self, entries, noise):
+        lines = ['%s: %s:%d' % (token, host, port) for token, (host, port) in entries.items()]
+        plugin = self.load('\n'.join(noise + lines + noise))
+        for token, (host, port) in entries.items():
+            target = plugin.lookup(token)
+            self.assertEqual((target.host, target.port), (host.strip('[]'), port))
 
 
 def named_echo(name):
