@@ -46,6 +46,7 @@ import queue
 import random
 import re
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -7050,6 +7051,323 @@ class TestServerLogSanitiser(ProxyTestCase):
             text = formatter.format(record)
             self.assertTrue(printable_lines(text), text)
             self.assertNotIn('\n', text)
+
+
+def proc_counts(pid):
+    """(threads, open descriptors) of a process, from /proc."""
+    return len(os.listdir('/proc/%d/task' % pid)), len(os.listdir('/proc/%d/fd' % pid))
+
+
+class _LoadPeer:
+    """One socket of LoadRun: bytes to send, bytes received, what to do when done."""
+
+    __slots__ = ('sock', 'out', 'sent', 'received', 'state', 'abort', 'expected', 'data',
+                 'payload', 'close_code', 'threshold', 'index')
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.out = bytearray()
+        self.sent = 0
+        self.received = bytearray()
+        self.state = 'new'
+        self.abort = None           # None, 'rst' or 'fin'
+        self.payload = bytearray()
+        self.close_code = None
+        self.threshold = None
+
+
+class LoadRun:
+    """Many WebSocket clients and an echo target in one selector loop (this thread):
+    every loop is bounded by a deadline. Clients hand-shake, wait until all are
+    open, then send checksummed random data in masked frames of random sizes and
+    expect it echoed; some abort in the middle of a frame (RST or FIN), and the
+    target aborts some connections after a random number of bytes."""
+
+    def __init__(self, test, proxy_address, sessions, seed, abort_share=0.1):
+        self.test = test
+        self.rng = random.Random(seed)
+        self.sel = selectors.DefaultSelector()
+        test.addCleanup(self.close)
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(4096)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.target_arg = '127.0.0.1:%d' % self.listener.getsockname()[1]
+        self.proxy_address = proxy_address
+        self.sessions = sessions
+        self.abort_share = abort_share
+        self.clients = []
+        self.targets = []
+
+    def close(self):
+        for peer in self.clients + self.targets:
+            peer.sock.close()
+        self.listener.close()
+        self.sel.close()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run_until(self, done, deadline, what):
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.test.fail('load: %s not done in time: %s' % (what, self.summary()))
+            for key, events in self.sel.select(min(left, 0.5)):
+                if key.data is None:
+                    self._accept()
+                elif events & selectors.EVENT_READ:
+                    key.data[0](key.data[1])
+                if events & selectors.EVENT_WRITE and key.data is not None:
+                    self._flush(key.data[1])
+
+    def summary(self):
+        states = {}
+        for peer in self.clients:
+            states[peer.state] = states.get(peer.state, 0) + 1
+        return 'clients by state %s, %d target connections' % (states, len(self.targets))
+
+    def _watch(self, peer, handler):
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.sent < len(peer.out)
+                                         else 0)
+        try:
+            self.sel.modify(peer.sock, events, (handler, peer))
+        except KeyError:
+            self.sel.register(peer.sock, events, (handler, peer))
+
+    def _flush(self, peer):
+        handler = self.sel.get_key(peer.sock).data[0]
+        try:
+            while peer.sent < len(peer.out):
+                n = peer.sock.send(memoryview(peer.out)[peer.sent:peer.sent + 65536])
+                peer.sent += n
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(peer, 'lost')
+            return
+        if peer.sent == len(peer.out) and peer.abort and peer.state == 'relaying':
+            self._abort(peer)
+            return
+        self._watch(peer, handler)
+
+    def _drop(self, peer, state):
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(peer.sock)
+        peer.sock.close()
+        peer.state = state
+
+    def _abort(self, peer):
+        if peer.abort == 'rst':
+            peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        else:
+            with contextlib.suppress(OSError):
+                peer.sock.shutdown(socket.SHUT_WR)
+        self._drop(peer, 'aborted')
+
+    # -- clients ------------------------------------------------------------------
+
+    def open_clients(self, deadline, batch=256):
+        """Connect every client, a batch at a time, and complete its handshake."""
+        while len(self.clients) < self.sessions:
+            for _ in range(min(batch, self.sessions - len(self.clients))):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(self.proxy_address)
+                peer = _LoadPeer(sock)
+                peer.index = len(self.clients)
+                peer.state = 'handshake'
+                peer.out += upgrade_request(path='/load/%d' % peer.index)
+                self.clients.append(peer)
+                self._watch(peer, self._client_read)
+            self.run_until(lambda: all(c.state != 'handshake' for c in self.clients),
+                           deadline, 'handshakes')
+        opened = sum(1 for c in self.clients if c.state == 'open')
+        self.test.assertEqual(opened, self.sessions, self.summary())
+
+    def start_relaying(self, sizes=(1024, 16384), frame_max=3000):
+        for peer in self.clients:
+            data = os.urandom(self.rng.randint(*sizes))
+            peer.data = data
+            frames = bytearray()
+            cuts = []
+            pos = 0
+            while pos < len(data):
+                n = self.rng.randint(1, frame_max)
+                key = os.urandom(4)
+                frames += self._frame(data[pos:pos + n], key)
+                cuts.append(len(frames))
+                pos += n
+            if self.rng.random() < self.abort_share:
+                peer.abort = self.rng.choice(('rst', 'fin'))
+                # Cut inside a frame: after its header, before its end.
+                end = self.rng.choice(cuts)
+                frames = frames[:max(1, end - self.rng.randint(1, 50))]
+            peer.state = 'relaying'
+            peer.out += frames
+            self._flush(peer)
+
+    @staticmethod
+    def _frame(payload, key):
+        n = len(payload)
+        if n < 126:
+            head = struct.pack('!BB', 0x82, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack('!BBH', 0x82, 0xFE, n)
+        else:
+            head = struct.pack('!BBQ', 0x82, 0xFF, n)
+        return head + key + mask_bytes(payload, key)
+
+    def _client_read(self, peer):
+        try:
+            chunk = peer.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(peer, 'lost' if peer.state != 'closing' else 'closed')
+            return
+        if not chunk:
+            self._drop(peer, 'closed' if peer.close_code is not None else 'eof')
+            return
+        peer.received += chunk
+        if peer.state == 'handshake':
+            end = peer.received.find(b'\r\n\r\n')
+            if end < 0:
+                return
+            status = bytes(peer.received[:12])
+            del peer.received[:end + 4]
+            peer.state = 'open' if status.startswith(b'HTTP/1.1 101') else 'refused'
+            if peer.state == 'refused':
+                self._drop(peer, 'refused')
+                return
+        self._parse_frames(peer)
+
+    def _parse_frames(self, peer):
+        buf = peer.received
+        while len(buf) >= 2:
+            length = buf[1] & 0x7F
+            start = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length, start = struct.unpack_from('!H', buf, 2)[0], 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length, start = struct.unpack_from('!Q', buf, 2)[0], 10
+            if len(buf) < start + length:
+                return
+            opcode = buf[0] & 0x0F
+            payload = bytes(buf[start:start + length])
+            del buf[:start + length]
+            if opcode == 0x8:
+                peer.close_code = struct.unpack('!H', payload[:2])[0] if payload else 1005
+                if peer.state == 'relaying':
+                    peer.out += self._close_frame()
+                    self._flush(peer)
+                peer.state = 'closing'
+            elif opcode in (0x1, 0x2, 0x0):
+                peer.payload += payload
+                if (peer.state == 'relaying' and not peer.abort
+                        and len(peer.payload) >= len(peer.data)):
+                    peer.state = 'echoed'
+                    peer.out += self._close_frame()
+                    self._flush(peer)
+
+    def _close_frame(self):
+        return self._frame(struct.pack('!H', 1000), os.urandom(4)).replace(
+            b'\x82', b'\x88', 1)
+
+    # -- the echo target ----------------------------------------------------------
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            peer = _LoadPeer(sock)
+            peer.state = 'relaying'
+            if self.rng.random() < self.abort_share / 2:
+                peer.abort = self.rng.choice(('rst', 'fin'))
+                peer.threshold = self.rng.randint(1, 8000)
+            self.targets.append(peer)
+            self._watch(peer, self._target_read)
+
+    def _target_read(self, peer):
+        try:
+            chunk = peer.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(peer, 'lost')
+            return
+        if not chunk:
+            self._drop(peer, 'closed')
+            return
+        peer.received += chunk
+        if peer.abort and len(peer.received) >= peer.threshold:
+            peer.out += chunk[:len(chunk) // 2]
+            self._flush(peer)
+            if peer.state == 'relaying':
+                self._abort(peer)
+            return
+        peer.out += chunk
+        self._flush(peer)
+
+
+class TestServerLoad(ProxyTestCase):
+    """2,000 concurrent sessions under a soft descriptor limit of 1,024 (the start-up
+    raise makes room), relaying checksummed random data both ways, some cut by RST
+    or FIN from either side in the middle of frames; afterwards the proxy's threads
+    and descriptors are back at their baseline and its log has no traceback."""
+
+    SESSIONS = int(os.environ.get('WEBSOCKIFY_LOAD_SESSIONS') or 2000)
+
+    def test_2000_sessions_under_a_soft_limit_of_1024(self):
+        hard = nofile_limits(os.getpid())[1]
+        need = 2 * self.SESSIONS + 200
+        if hard < need:
+            self.skipTest('hard descriptor limit %d is below %d' % (hard, need))
+        started = time.monotonic()
+        deadline = started + 90
+        load = LoadRun(self, None, self.SESSIONS, seed=15)
+        proxy = limited_proxy(self, 1024, hard, '127.0.0.1:0', load.target_arg)
+        load.proxy_address = proxy.address
+        pid = proxy.proc.pid
+        baseline = proc_counts(pid)
+        load.open_clients(deadline)
+        opened_at = time.monotonic()
+        peak = proc_counts(pid)
+        self.assertGreaterEqual(peak[1], 2 * self.SESSIONS, 'descriptors at the peak')
+        load.start_relaying()
+        load.run_until(lambda: all(c.state in ('closed', 'eof', 'aborted', 'lost')
+                                   for c in load.clients), deadline, 'relaying')
+        relayed_at = time.monotonic()
+        good = [c for c in load.clients if not c.abort and c.close_code == 1000
+                and bytes(c.payload) == c.data]
+        cut = [c for c in load.clients if not c.abort and c not in good]
+        for c in cut:                       # only a target abort may cut a session short
+            self.assertIn(c.close_code, (1000, 1011, None), load.summary())
+            self.assertEqual(bytes(c.payload), c.data[:len(c.payload)])
+        target_aborts = sum(1 for t in load.targets if t.abort)
+        self.assertLessEqual(len(cut), target_aborts)
+        self.assertGreater(len(good), self.SESSIONS * 3 // 4)
+        load.close()
+        end = time.monotonic() + 30
+        while proc_counts(pid) != baseline and time.monotonic() < end:
+            time.sleep(0.2)
+        self.assertEqual(proc_counts(pid), baseline, 'threads, descriptors after the load')
+        self.assertNotIn('Traceback', proxy.stderr)
+        self.assertNotIn('internal error', proxy.stderr)
+        sys.stderr.write('\n  load: %d sessions (peak %d threads, %d fds), opened in %.1f s, '
+                         'relayed in %.1f s, %d good, %d client aborts, %d target aborts, '
+                         'back to baseline after %.1f s ... '
+                         % (self.SESSIONS, peak[0], peak[1], opened_at - started,
+                            relayed_at - opened_at, len(good),
+                            sum(1 for c in load.clients if c.abort), target_aborts,
+                            time.monotonic() - relayed_at))
 
 
 class TestServerDaemon(WrapTestCase):
