@@ -5,6 +5,10 @@
 #                 WEBSOCKIFY_CHECK=1 makes test_websockify's load_tests hook keep the
 #                 TestCases derived from SocketFreeTestCase (no socket, no process)
 #   make demo     run a demo a browser can open (needs nothing but Python)
+#   make fuzz     the property-based tests (hypothesis) with many more examples and
+#                 fresh seeds: FUZZ_EXAMPLES=N (default 5000)
+#   make soak     a long mixed load (tiny-frame floods, slowloris, good clients): a table
+#                 of memory, CPU and latency per period; SOAK_SECONDS=N (default 120)
 #   make bench    compare against upstream websockify with ../shared/bench (ws://, wss://, 4 streams)
 PYTHON  ?= python3
 CC      ?= gcc
@@ -15,10 +19,11 @@ VENV    := $(BUILD)/venv
 NODEDIR := $(BUILD)/node
 BENCH   ?= ../shared/bench
 DEMO_PORT ?= 6080
-PIP_PACKAGES := websockets websocket-client trustme playwright vermin cryptography pyjwt
+PIP_PACKAGES := websockets websocket-client trustme playwright vermin cryptography pyjwt \
+                hypothesis
 APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
 
-.PHONY: all test check test-deps unit node-test floor lint demo bench clean
+.PHONY: all test check test-deps unit node-test floor lint fuzz soak demo bench clean
 
 all: rebind.so
 
@@ -59,6 +64,16 @@ lint:
 unit:
 	WEBSOCKIFY_REQUIRE_ALL=1 NODE_PATH=$(CURDIR)/$(NODEDIR)/node_modules \
 	  $(VENV)/bin/python -m unittest -v test_websockify
+
+FUZZ_EXAMPLES ?= 5000
+fuzz: test-deps
+	WEBSOCKIFY_REQUIRE_ALL=1 WEBSOCKIFY_FUZZ_RANDOM=1 WEBSOCKIFY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  $(VENV)/bin/python -m unittest -v test_websockify.TestProtocolFuzz \
+	  test_websockify.TestWebFuzz test_websockify.TestTokenFileFuzz
+
+SOAK_SECONDS ?= 120
+soak:
+	$(PYTHON) .ci/soak.py --seconds $(SOAK_SECONDS)
 
 node-test:
 	node --test web/tests/

@@ -46,6 +46,7 @@ import queue
 import random
 import re
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -171,6 +172,68 @@ def import_optional(module, how):
         return importlib.import_module(module)
     except ImportError:
         require(module, False, how)
+
+
+try:                                 # property-based tests only (`make test`, `make fuzz`)
+    import hypothesis
+    from hypothesis import strategies as hst
+except ImportError:
+    hypothesis = hst = None
+
+#: Examples per property: modest and seed-pinned in `make test`; `make fuzz` sets
+#: WEBSOCKIFY_FUZZ_EXAMPLES higher (and WEBSOCKIFY_FUZZ_RANDOM=1 for fresh seeds).
+FUZZ_EXAMPLES = int(os.environ.get('WEBSOCKIFY_FUZZ_EXAMPLES') or 150)
+
+
+def fuzz(strategies):
+    """Decorator: a hypothesis property over the keyword strategies that
+    strategies(hst) returns, with the bounded settings above. Without hypothesis the
+    test is left as is; FuzzTestCase.setUp then skips it."""
+    def decorate(test):
+        if hypothesis is None:
+            return test
+        settings = hypothesis.settings(
+            max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+            derandomize=not os.environ.get('WEBSOCKIFY_FUZZ_RANDOM'),
+            suppress_health_check=list(hypothesis.HealthCheck))
+        return settings(hypothesis.given(**strategies(hst))(test))
+    return decorate
+
+
+class FuzzTestCase(SocketFreeTestCase):
+    """Property-based tests (hypothesis): skipped without it, unless
+    WEBSOCKIFY_REQUIRE_ALL is set."""
+
+    def setUp(self):
+        import_optional('hypothesis', 'pip install hypothesis')
+
+
+def split_at(data, cuts):
+    """data cut at the given fractions (0..1) of its length: the pieces, in order."""
+    points = sorted({int(c * len(data)) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:])] or [data]
+
+
+def feed_codec(codec, pieces):
+    """Feed pieces to a codec as the pump does (leftovers kept, decode called until
+    it stops making progress); returns (payload bytes, events, unconsumed bytes).
+    Stops at a CloseReceived. ProtocolError propagates."""
+    buf = bytearray()
+    out, events = [], []
+    for piece in pieces:
+        buf += piece
+        while buf:
+            parts = []
+            before = len(events)
+            pos = codec.decode(buf, 0, len(buf), parts, events)
+            out += [bytes(p) for p in parts]
+            del parts               # views of buf
+            del buf[:pos]
+            if any(isinstance(e, websockify.CloseReceived) for e in events):
+                return b''.join(out), events, bytes(buf)
+            if pos == 0 and len(events) == before:
+                break
+    return b''.join(out), events, bytes(buf)
 
 
 def websockets_asyncio():
@@ -3285,6 +3348,204 @@ class TestProtocolSessionBounds(SocketFreeTestCase):
         self.assertLess(peak, 64 * 1024)
 
 
+#: Close codes a codec or the session may end a session with (RFC 6455 §7.4.1).
+PROTOCOL_ERROR_CODES = {1002, 1003, 1007, 1009}
+#: Statuses parse_request and accept may answer with.
+REQUEST_ERROR_STATUSES = {400, 403, 405, 414, 426, 431}
+
+
+def hybi_frames(st):
+    """Strategy: lists of (opcode, payload, fin) a client may validly send: binary
+    and text messages (text cut at character boundaries), fragmented or not, with
+    pings and pongs between frames."""
+    control = st.tuples(st.sampled_from([0x9, 0xA]), st.binary(max_size=125), st.just(True))
+    binary = st.lists(st.binary(max_size=300), min_size=1, max_size=4).map(
+        lambda parts: [(0x2 if i == 0 else 0x0, p, i == len(parts) - 1)
+                       for i, p in enumerate(parts)])
+    text = st.lists(st.text(max_size=60), min_size=1, max_size=4).map(
+        lambda parts: [(0x1 if i == 0 else 0x0, p.encode('utf-8'), i == len(parts) - 1)
+                       for i, p in enumerate(parts)])
+    message = st.tuples(st.one_of(binary, text), st.lists(control, max_size=2)).map(
+        lambda m: m[0][:1] + m[1] + m[0][1:])
+    return st.lists(message, max_size=6).map(lambda ms: [f for m in ms for f in m])
+
+
+class TestProtocolFuzz(FuzzTestCase):
+    """Property-based: any bytes, cut anywhere, give only the documented errors;
+    valid input decodes the same however it is cut."""
+
+    def check_request_refusal(self, exc):
+        self.assertIsInstance(exc.status, int)
+        self.assertIn(exc.status, REQUEST_ERROR_STATUSES)
+
+    @fuzz(lambda st: dict(head=st.binary(max_size=600)))
+    def test_parse_request_any_bytes(self, head):
+        try:
+            request = websockify.parse_request(head + b'\r\n\r\n')
+        except websockify.HTTPError as exc:
+            self.check_request_refusal(exc)
+            return
+        result = websockify.accept(request)
+        if isinstance(result, websockify.HTTPError):
+            self.check_request_refusal(result)
+
+    @fuzz(lambda st: dict(
+        method=st.sampled_from(['GET', 'POST', 'G\xc9T']),
+        path=st.text(max_size=40).map(lambda t: '/' + t.replace(' ', '')),
+        headers=st.lists(st.tuples(
+            st.sampled_from(['Host', 'Upgrade', 'Connection', 'Sec-WebSocket-Key',
+                             'Sec-WebSocket-Version', 'Sec-WebSocket-Protocol', 'Origin',
+                             'Sec-WebSocket-Key1', 'Sec-WebSocket-Key2', 'WebSocket-Protocol',
+                             'Sec-WebSocket-Extensions']),
+            st.one_of(st.sampled_from(['websocket', 'Upgrade', '13', '8', KEY, 'base64',
+                                       'binary, base64', 'x', KEY1, KEY2, '']),
+                      st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255),
+                              max_size=30))), max_size=8),
+        secure=st.booleans(), web=st.booleans()))
+    def test_accept_any_request(self, method, path, headers, secure, web):
+        head = '%s %s HTTP/1.1\r\n' % (method, path) + ''.join(
+            '%s: %s\r\n' % h for h in headers) + '\r\n'
+        try:
+            request = websockify.parse_request(head.encode('utf-8'))
+        except websockify.HTTPError as exc:
+            self.check_request_refusal(exc)
+            return
+        result = websockify.accept(request, secure=secure, serve_web=web)
+        if isinstance(result, websockify.HTTPError):
+            self.check_request_refusal(result)
+        elif result is not None:
+            self.assertIsInstance(result.reply(b'12345678' if result.extra_needed else b''),
+                                  bytes)
+
+    @fuzz(lambda st: dict(head=st.binary(max_size=300), cuts=st.lists(
+        st.floats(0, 1), max_size=5)))
+    def test_request_head_found_however_it_is_cut(self, head, cuts):
+        data = upgrade_request() + head
+        found = [websockify.find_header_end(data)]
+        received = b''
+        for piece in split_at(data, cuts):
+            received += piece
+            end = websockify.find_header_end(received)
+            if end >= 0:
+                break
+        self.assertEqual(end, found[0])
+        self.assertEqual(websockify.parse_request(received[:end]).path,
+                         websockify.parse_request(data[:found[0]]).path)
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=400), cuts=st.lists(
+        st.floats(0, 1), max_size=6), text=st.booleans(), b64=st.booleans()))
+    def test_hybi_decode_any_bytes(self, data, cuts, text, b64):
+        codec = websockify.HybiBase64Codec() if b64 else websockify.HybiCodec(text)
+        try:
+            feed_codec(codec, split_at(data, cuts))
+        except websockify.ProtocolError as exc:
+            self.assertIn(exc.code, PROTOCOL_ERROR_CODES)
+
+    @fuzz(lambda st: dict(frames=hybi_frames(st), cuts=st.lists(st.floats(0, 1),
+                                                                  max_size=8)))
+    def test_hybi_valid_frames_decode_the_same_however_cut(self, frames, cuts):
+        data = b''.join(encode_frame(op, payload, fin=fin) for op, payload, fin in frames)
+        whole = feed_codec(websockify.HybiCodec(), [data])
+        split = feed_codec(websockify.HybiCodec(), split_at(data, cuts))
+        self.assertEqual(whole, split)
+        self.assertEqual(whole[0], b''.join(p for op, p, _ in frames if op < 0x8))
+        self.assertEqual([e.payload for e in whole[1]],
+                         [p for op, p, _ in frames if op >= 0x8])
+        self.assertEqual(whole[2], b'')
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=200), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8)))
+    def test_hybi_base64_decodes_the_same_however_cut(self, messages, cuts):
+        data = b''.join(encode_frame(0x1, base64.b64encode(m)) for m in messages)
+        whole = feed_codec(websockify.HybiBase64Codec(), [data])
+        self.assertEqual(whole[0], b''.join(messages))
+        self.assertEqual(feed_codec(websockify.HybiBase64Codec(), split_at(data, cuts)), whole)
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=400), cuts=st.lists(
+        st.floats(0, 1), max_size=6), family=st.sampled_from(['hixie-75', 'hixie-76'])))
+    def test_hixie_decode_any_bytes(self, data, cuts, family):
+        try:
+            feed_codec(websockify.HixieCodec(family), split_at(data, cuts))
+        except websockify.ProtocolError as exc:
+            self.assertIn(exc.code, PROTOCOL_ERROR_CODES)
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=200), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8), end=st.booleans()))
+    def test_hixie_valid_frames_decode_the_same_however_cut(self, messages, cuts, end):
+        data = b''.join(hixie_frame(m) for m in messages) + (b'\xff\x00' if end else b'')
+        whole = feed_codec(websockify.HixieCodec('hixie-76'), [data])
+        self.assertEqual(whole[0], b''.join(messages))
+        self.assertEqual(len(whole[1]), 1 if end else 0)
+        self.assertEqual(feed_codec(websockify.HixieCodec('hixie-76'), split_at(data, cuts)),
+                         whole)
+
+    @fuzz(lambda st: dict(messages=st.lists(st.binary(max_size=100), max_size=6),
+                          cuts=st.lists(st.floats(0, 1), max_size=8)))
+    def test_base64_stream_however_cut(self, messages, cuts):
+        text = b''.join(base64.b64encode(m) for m in messages)
+        stream = websockify.Base64Stream()
+        self.assertEqual(b''.join(stream.feed(p) for p in split_at(text, cuts)),
+                         b''.join(messages))
+
+    @fuzz(lambda st: dict(data=st.binary(max_size=200), cuts=st.lists(
+        st.floats(0, 1), max_size=6)))
+    def test_base64_stream_any_bytes(self, data, cuts):
+        stream = websockify.Base64Stream()
+        try:
+            for piece in split_at(data, cuts):
+                self.assertIsInstance(stream.feed(piece), bytes)
+        except ValueError:
+            pass
+
+    @fuzz(lambda st: dict(
+        frames=hybi_frames(st),
+        close=st.one_of(st.none(), st.binary(max_size=125)),
+        junk=st.binary(max_size=60), cuts=st.lists(st.floats(0, 1), max_size=6),
+        actions=st.lists(st.sampled_from(['client_eof', 'target_eof', 'close', 'tick',
+                                          'client_lost', 'target_lost']), max_size=3)))
+    def test_session_close_handling(self, frames, close, junk, cuts, actions):
+        clock = [0.0]
+        session = websockify.Session(websockify.HybiCodec(), heartbeat=1,
+                                     clock=lambda: clock[0])
+        data = b''.join(encode_frame(op, payload, fin=fin) for op, payload, fin in frames)
+        if close is not None:
+            data += encode_frame(0x8, close)
+        data += junk
+        relayed = []
+        buf = bytearray()
+        for piece in split_at(data, cuts):
+            buf += piece
+            if not session.reads_client():
+                break
+            consumed, out = session.receive_client(buf, len(buf))
+            relayed += [bytes(p) for p in out]
+            del out                 # views of buf
+            del buf[:consumed]
+        for action in actions:
+            clock[0] += 2.0
+            method = getattr(session, action)
+            if action == 'close':
+                method(1001, 'going away')
+            elif action in ('client_lost', 'target_lost'):
+                method('ECONNRESET')
+            else:
+                method()
+        self.assertIn(session.state, (websockify.OPEN, websockify.CLOSING,
+                                      websockify.CLOSED))
+        self.assertTrue(session.close_code is None or isinstance(session.close_code, int))
+        self.assertLessEqual(sum(1 for f in session.to_client
+                                 if bytes(f)[:1] == b'\x88'), 1)
+        if close is not None and session.close_code is not None:
+            valid = (len(close) == 0 or (len(close) >= 2 and
+                     struct.unpack('!H', close[:2])[0] in websockify.VALID_CLOSE_CODES))
+            if valid and session.close_code not in PROTOCOL_ERROR_CODES:
+                self.assertTrue(session.close_sent)
+        if (close is None or not close) and not junk and not actions:
+            # Valid frames only: everything was relayed and the session is open.
+            self.assertEqual(b''.join(relayed),
+                             b''.join(p for op, p, _ in frames if op < 0x8))
+
+
 class TestProtocolHandshake(ProxyTestCase):
 
     def setUp(self):
@@ -4651,6 +4912,34 @@ class TestWebPathSegments(SocketFreeTestCase):
             self.assertEqual(cm.exception.status, status)
 
 
+class TestWebFuzz(FuzzTestCase):
+    """Property-based: web_path_segments answers any target with segments or a
+    400/403, and decodes what quote() encoded."""
+
+    @fuzz(lambda st: dict(target=st.text(st.characters(max_codepoint=255), max_size=80)))
+    def test_any_target(self, target):
+        # Request targets are latin-1 text (parse_request decodes the head so).
+        try:
+            segments = websockify.web_path_segments(target)
+        except websockify.HTTPError as exc:
+            self.assertIn(exc.status, (400, 403))
+            return
+        for segment in segments:
+            self.assertNotIn(segment, ('', '.', '..'))
+            self.assertFalse(set('/\\') & set(segment))
+            self.assertFalse(websockify.has_control_characters(segment))
+
+    @fuzz(lambda st: dict(segments=st.lists(st.text(
+        alphabet=st.characters(blacklist_categories=('Cs', 'Cc')), min_size=1, max_size=12)
+        .filter(lambda t: t not in ('.', '..') and '/' not in t and '\\' not in t),
+        max_size=5), query=st.text(max_size=10)))
+    def test_quoted_segments_round_trip(self, segments, query):
+        target = '/' + '/'.join(urllib.parse.quote(s, safe='') for s in segments)
+        if query:
+            target += '?' + urllib.parse.quote(query)
+        self.assertEqual(websockify.web_path_segments(target), segments)
+
+
 class TestWebServer(unittest.TestCase):
     """--web DIR through real sockets: types, headers, 304, redirects, hostile paths."""
 
@@ -5413,6 +5702,51 @@ class TestTokenOptions(SocketFreeTestCase):
         self.assertEqual((settings.token_plugin, settings.token_source, settings.host_token),
                          ('TokenFile', os.path.abspath('tokens'), True))
         self.assertIsNone(settings.target_host)
+
+
+class TestTokenFileFuzz(FuzzTestCase):
+    """Property-based: the token-file parser takes any text (bad lines skipped,
+    never an exception) and reads back the entries it is given."""
+
+    def setUp(self):
+        super().setUp()
+        self.folder = tempfile.mkdtemp(prefix='wsfy-')
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.path = os.path.join(self.folder, 'tokens')
+
+    def load(self, text):
+        with open(self.path, 'w', encoding='utf-8', errors='surrogatepass') as f:
+            f.write(text)
+        logger = logging.getLogger('websockify')
+        logger.addHandler(_NULL_HANDLER)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            return websockify.ReadOnlyTokenFile(self.path)
+        finally:
+            logger.propagate = propagate
+            logger.removeHandler(_NULL_HANDLER)
+
+    @fuzz(lambda st: dict(text=st.text(
+        alphabet=st.characters(blacklist_categories=('Cs',)), max_size=300)))
+    def test_any_text(self, text):
+        plugin = self.load(text)
+        for token in text.split():
+            target = plugin.lookup(token)
+            self.assertTrue(target is None or isinstance(target, websockify.Target))
+
+    @fuzz(lambda st: dict(entries=st.dictionaries(
+        st.text(alphabet='abcdefghijklmnopqrstuvwxyz0123456789-_.~', min_size=1,
+                max_size=12),
+        st.tuples(st.sampled_from(['127.0.0.1', 'example.com', '[::1]', 'a-b.c']),
+                  st.integers(1, 65535)), max_size=8),
+        noise=st.lists(st.sampled_from(['# comment', '', '   ', 'no separator',
+                                        'x:1:2', ': empty token']), max_size=4)))
+    def test_entries_read_back(self, entries, noise):
+        lines = ['%s: %s:%d' % (token, host, port) for token, (host, port) in entries.items()]
+        plugin = self.load('\n'.join(noise + lines + noise))
+        for token, (host, port) in entries.items():
+            target = plugin.lookup(token)
+            self.assertEqual((target.host, target.port), (host.strip('[]'), port))
 
 
 def named_echo(name):
@@ -8098,6 +8432,635 @@ class TestServerWorkers(ProxyTestCase):
         result = run_cli('--workers', '2', '--run-once', '6080', 'localhost:5900')
         self.assertEqual(result.returncode, 2)
         self.assertIn('--run-once', result.stderr)
+
+
+#: A launcher for ProxyProcess(script=...): sets RLIMIT_NOFILE (soft, hard) from
+#: WEBSOCKIFY_TEST_NOFILE, then becomes websockify.py (same pid).
+LIMITED_LAUNCHER = """
+import os, resource, sys
+soft, hard = (int(v) for v in os.environ['WEBSOCKIFY_TEST_NOFILE'].split(':'))
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+os.execv(sys.executable, [sys.executable, %r] + sys.argv[1:])
+""" % SCRIPT
+
+
+def limited_proxy(testcase, soft, hard, *args, ready=True):
+    """ProxyProcess whose process starts with RLIMIT_NOFILE (soft, hard)."""
+    folder = tempfile.mkdtemp(prefix='wsfy-')
+    testcase.addCleanup(shutil.rmtree, folder, True)
+    launcher = os.path.join(folder, 'launch.py')
+    with open(launcher, 'w') as f:
+        f.write(LIMITED_LAUNCHER)
+    env = dict(os.environ, WEBSOCKIFY_TEST_NOFILE='%d:%d' % (soft, hard))
+    return ProxyProcess(testcase, *args, script=launcher, env=env, ready=ready)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def nofile_limits(pid):
+    """(soft, hard) 'Max open files' of a process, from /proc/PID/limits."""
+    with open('/proc/%d/limits' % pid) as f:
+        for line in f:
+            if line.startswith('Max open files'):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError('no Max open files in /proc/%d/limits' % pid)
+
+
+class TestServerDescriptorLimits(ProxyTestCase):
+    """RLIMIT_NOFILE: raised at start-up; running out pauses accept() (one log line
+    per episode, no spinning) and serving resumes once connections end."""
+
+    #: A limit the proxy cannot raise: a few dozen connections exhaust it.
+    LIMIT = 64
+    #: Connections opened per episode: more than LIMIT descriptors.
+    FLOOD = 120
+
+    def flood(self, address):
+        """FLOOD bare TCP connections (no request: each holds a handler thread)."""
+        clients = []
+        for _ in range(self.FLOOD):
+            clients.append(socket.create_connection(address, TIMEOUT))
+        return clients
+
+    def assert_idle_while_starved(self, pids):
+        """The processes use little CPU over a bounded interval while out of descriptors."""
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(1.0)
+        used = [cpu_seconds(pid) - b for pid, b in zip(pids, before)]
+        for pid, seconds in zip(pids, used):
+            self.assertLess(seconds, 0.25, 'pid %d used %.2f s of CPU in 1 s' % (pid, seconds))
+
+    def episode(self, proxy, pids, count):
+        clients = self.flood(proxy.address)
+        try:
+            for n in range(1, count + 1):
+                proxy.wait_log(r'out of file descriptors \(EMFILE\)', count=n)
+            self.assert_idle_while_starved(pids)
+        finally:
+            for client in clients:
+                client.close()
+
+    def echo_once(self, address):
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while True:             # the backlog of closed flood connections drains first
+            try:
+                client = WSClient(self, address)
+                client.handshake()
+                break
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.assertEqual(client.echo(b'served again'), b'served again')
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+
+    def test_out_of_descriptors_pauses_logs_once_per_episode_and_recovers(self):
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, self.LIMIT, self.LIMIT, '127.0.0.1:0', target.arg)
+        self.assertIn('descriptor limit %d (hard limit %d)' % (self.LIMIT, self.LIMIT),
+                      proxy.stderr)
+        for episode in (1, 2):
+            self.episode(proxy, [proxy.proc.pid], 1)
+            self.echo_once(proxy.address)
+            self.assertEqual(proxy.stderr.count('out of file descriptors'), episode,
+                             proxy.stderr)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_every_worker_pauses_and_recovers(self):
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, self.LIMIT, self.LIMIT, '--workers', '2',
+                              '127.0.0.1:0', target.arg)
+        workers = TestServerWorkers.children(self, proxy.proc.pid)
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = TestServerWorkers.children(self, proxy.proc.pid)
+        self.assertEqual(len(workers), 2)
+        self.episode(proxy, workers + [proxy.proc.pid], 2)
+        lines = [line for line in proxy.stderr.splitlines() if 'out of file descriptors' in line]
+        self.assertEqual(sorted(re.search(r'worker (\d)', line).group(1) for line in lines),
+                         ['1', '2'], proxy.stderr)
+        self.echo_once(proxy.address)
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_start_up_raises_the_soft_limit_to_the_hard_one(self):
+        soft, hard = nofile_limits(os.getpid())
+        if hard < 4096:
+            self.skipTest('hard descriptor limit %d' % hard)
+        target = TargetServer(self, echo)
+        proxy = limited_proxy(self, 1024, hard, '127.0.0.1:0', target.arg)
+        self.assertEqual(nofile_limits(proxy.proc.pid), (hard, hard))
+        self.assertNotIn('descriptor limit', proxy.stderr)
+
+
+class RefusingThread(threading.Thread):
+    """A connection thread whose start() fails as in a process out of threads
+    while `refusing` is set (the server's thread_class in TestServerThreadLimits)."""
+
+    refusing = threading.Event()
+
+    def start(self):
+        if self.refusing.is_set():
+            raise RuntimeError("can't start new thread")
+        super().start()
+
+
+class TestServerThreadLimits(ProxyTestCase):
+    """A connection no thread can be started for is answered 503 and closed; one
+    log line per episode, no traceback, and serving resumes."""
+
+    def setUp(self):
+        RefusingThread.refusing.clear()
+        self.addCleanup(RefusingThread.refusing.clear)
+
+    def test_no_thread_answers_503_logs_once_and_recovers(self):
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '127.0.0.1:0', target.arg)
+        server.thread_class = RefusingThread
+        address = server.server_address
+        with self.assertLogs('websockify', logging.DEBUG) as logs:
+            for episode in (1, 2):
+                RefusingThread.refusing.set()
+                for _ in range(5):
+                    with socket.create_connection(address, TIMEOUT) as sock:
+                        answer = read_to_eof(sock)
+                    self.assertTrue(answer.startswith(b'HTTP/1.1 503 '), answer)
+                RefusingThread.refusing.clear()
+                client = open_session(self, address)
+                self.assertEqual(client.echo(b'threads again'), b'threads again')
+                client.send_close(1000)
+                self.assertEqual(client.expect_close()[0], 1000)
+                refusals = [m for m in logs.output if 'cannot start a connection thread' in m]
+                self.assertEqual(len(refusals), episode, logs.output)
+        self.assertFalse([r for r in logs.records if r.exc_info], logs.output)
+        deadline = time.monotonic() + TIMEOUT
+        while server.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(server.connections, 0)
+
+
+#: Control characters, line breaks and an ANSI escape sequence, as UTF-8 text.
+HOSTILE = '\x1b[31m\x1b]0;title\x07\r\nFAKE line\x00\x7f\u0085\u2028\u202e'
+#: The same as raw bytes (latin-1 for where HTTP takes bytes).
+HOSTILE_BYTES = b'\x1b[31m\x1b]0;t\x07\rFAKE\x00\x7f\x85\xc2\x85\xe2\x80\xa8'
+
+
+def printable_lines(text):
+    """True if text is lines (\n, or \r\n) of printable characters only."""
+    return all(c == '\n' or c.isprintable() for c in text.replace('\r\n', '\n'))
+
+
+class TestServerLogSanitiser(ProxyTestCase):
+    """Every client string that reaches a log line (stderr, syslog) or a response
+    passes _printable: no raw control characters, line breaks or escape sequences."""
+
+    def exchange(self, address, request):
+        """Send raw request bytes; the response bytes up to EOF (or a reset)."""
+        with socket.create_connection(address, TIMEOUT) as sock:
+            sock.settimeout(TIMEOUT)
+            try:
+                sock.sendall(request)
+            except OSError:
+                pass
+            answer = read_to_eof(sock)
+        self.assertTrue(printable_lines(answer.decode('utf-8', 'replace')), answer)
+        return answer
+
+    def requests(self, extra_headers=()):
+        """Upgrade requests carrying HOSTILE in the path, the query, the token and
+        every header in turn."""
+        quoted = urllib.parse.quote(HOSTILE)
+        yield b'GET /' + HOSTILE_BYTES + b' HTTP/1.1\r\nHost: x\r\n\r\n'
+        yield upgrade_request(path='/' + quoted + '?token=' + quoted, extra=extra_headers)
+        yield upgrade_request(path='/?token=' + quoted * 100, extra=extra_headers)
+        yield upgrade_request(extra=list(extra_headers) + [('Cookie', 'token=' + quoted)])
+        for name in ('Host', 'Origin', 'User-Agent', 'Sec-WebSocket-Protocol',
+                     'Sec-WebSocket-Key', 'Sec-WebSocket-Version', 'Upgrade',
+                     'Connection', 'Authorization', 'X-Other'):
+            head = upgrade_request(path='/?token=good', drop=(name,), extra=extra_headers)
+            yield head[:-2] + name.encode() + b': ' + HOSTILE_BYTES + b'\r\n\r\n'
+            yield (head[:-2] + name.encode() + b': a' + HOSTILE.encode('utf-8')
+                   + b'\r\n\r\n')
+        yield upgrade_request(path='/?token=good', extra=list(extra_headers) + [
+            ('Sec-WebSocket-Protocol', 'x\xa0y, \u2028'.encode('utf-8').decode('latin-1'))])
+
+    def check_log(self, proxy):
+        deadline = time.monotonic() + TIMEOUT
+        while 'FAKE' not in proxy.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = proxy.stderr
+        self.assertIn('FAKE', log)          # the hostile text was logged, escaped
+        self.assertTrue(printable_lines(log), [line for line in log.split('\n')
+                                               if not printable_lines(line)])
+        self.assertFalse([line for line in log.split('\n') if line.startswith('FAKE')])
+        self.assertNotIn('Traceback', log)
+
+    def test_every_request_input_with_token_file_and_basic_auth(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('good: %s\n' % target.arg)
+        proxy = ProxyProcess(self, '-v', '--target-config', tokens, '--auth-plugin',
+                             'BasicHTTPAuth', '--auth-source', 'alice:pw', '127.0.0.1:0')
+        good = [('Authorization', basic('alice:pw'))]
+        for request in self.requests(good):
+            self.exchange(proxy.address, request)
+        user = base64.b64encode(HOSTILE.encode('utf-8') + b':pw').decode()
+        self.exchange(proxy.address, upgrade_request(extra=[('Authorization',
+                                                             'Basic ' + user)]))
+        self.exchange(proxy.address, upgrade_request(extra=[('Authorization',
+                                                             HOSTILE_BYTES.decode('latin-1'))]))
+        client = WSClient(self, proxy.address)
+        client.handshake(path='/?token=good', extra=good)
+        self.assertEqual(client.echo(b'x'), b'x')
+        client.send_close(1000, HOSTILE.encode('utf-8'))
+        client.expect_close()
+        proxy.wait_log('session closed')
+        self.check_log(proxy)
+
+    def test_unix_socket_directory_token_longer_than_a_file_name(self):
+        folder = self.tempdir()
+        proxy = ProxyProcess(self, '--token-plugin', 'UnixDomainSocketDirectory',
+                             '--token-source', folder, '127.0.0.1:0')
+        token = urllib.parse.quote(HOSTILE.replace('\x00', '').replace('\r', '')
+                                   .replace('\n', '').replace('\x1b', '')
+                                   .replace('\x07', '').replace('\x7f', '') + 'FAKE' * 300)
+        answer = self.exchange(proxy.address, upgrade_request(path='/?token=' + token))
+        self.assertIn(b' 502 ', answer.split(b'\r\n')[0])
+        proxy.wait_log('token lookup failed')
+        self.check_log(proxy)
+        line = next(l for l in proxy.stderr.split('\n') if 'token lookup failed' in l)
+        self.assertLess(len(line), 2 * websockify.LOG_ARGUMENT_MAX + 1000)
+
+    def test_host_token(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('good: %s\n' % target.arg)
+        proxy = ProxyProcess(self, '-v', '--target-config', tokens, '--host-token',
+                             '127.0.0.1:0')
+        for host in (HOSTILE_BYTES, HOSTILE.encode('utf-8'), b'a\xc2\x85b:1',
+                     b'[' + HOSTILE_BYTES + b']:80'):
+            head = upgrade_request(drop=('Host',))
+            self.exchange(proxy.address, head[:-2] + b'Host: ' + host + b'\r\n\r\n')
+        self.exchange(proxy.address, upgrade_request(
+            replace={'Host': 'FAKE' + '\u2028'.encode('utf-8').decode('latin-1')}))
+        self.check_log(proxy)
+
+    def test_tls_server_name(self):
+        pki = get_pki()
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '-v', '--cert', pki.server[0], '--key', pki.server[1],
+                             '127.0.0.1:0', target.arg)
+        context = client_context(pki)
+        context.check_hostname = False
+        for name in ('FAKE\x1b[31m', 'FAKE\u2028x', 'FAKE.' + 'a' * 60):
+            try:
+                client = WSClient(self, proxy.address, context=context, server_hostname=name)
+            except (ValueError, UnicodeError, ssl.SSLError, OSError):
+                continue        # the client library refuses to send it
+            client.handshake()
+            client.send_close(1000, HOSTILE.encode('utf-8'))
+            self.assertEqual(client.recv_frame().opcode, CLOSE)
+        proxy.wait_log('session closed')
+        self.check_log(proxy)
+
+    def test_syslog_formatter_gets_escaped_records(self):
+        record = websockify.logger.makeRecord(
+            'websockify', logging.INFO, __file__, 1, 'client %s said %s',
+            (HOSTILE, ValueError(HOSTILE)), None)
+        websockify.logger.filter(record)
+        for formatter in (websockify._SyslogFormatter(False),
+                          websockify._SyslogFormatter(True)):
+            text = formatter.format(record)
+            self.assertTrue(printable_lines(text), text)
+            self.assertNotIn('\n', text)
+
+
+def proc_counts(pid):
+    """(threads, open descriptors) of a process, from /proc."""
+    return len(os.listdir('/proc/%d/task' % pid)), len(os.listdir('/proc/%d/fd' % pid))
+
+
+class _LoadPeer:
+    """One socket of LoadRun: bytes to send, bytes received, what to do when done."""
+
+    __slots__ = ('sock', 'out', 'sent', 'received', 'state', 'abort', 'expected', 'data',
+                 'payload', 'close_code', 'threshold', 'index')
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.out = bytearray()
+        self.sent = 0
+        self.received = bytearray()
+        self.state = 'new'
+        self.abort = None           # None, 'rst' or 'fin'
+        self.payload = bytearray()
+        self.close_code = None
+        self.threshold = None
+
+
+class LoadRun:
+    """Many WebSocket clients and an echo target in one selector loop (this thread):
+    every loop is bounded by a deadline. Clients hand-shake, wait until all are
+    open, then send checksummed random data in masked frames of random sizes and
+    expect it echoed; some abort in the middle of a frame (RST or FIN), and the
+    target aborts some connections after a random number of bytes."""
+
+    def __init__(self, test, proxy_address, sessions, seed, abort_share=0.1):
+        self.test = test
+        self.rng = random.Random(seed)
+        self.sel = selectors.DefaultSelector()
+        test.addCleanup(self.close)
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(4096)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.target_arg = '127.0.0.1:%d' % self.listener.getsockname()[1]
+        self.proxy_address = proxy_address
+        self.sessions = sessions
+        self.abort_share = abort_share
+        self.clients = []
+        self.targets = []
+
+    def close(self):
+        for peer in self.clients + self.targets:
+            peer.sock.close()
+        self.listener.close()
+        self.sel.close()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run_until(self, done, deadline, what):
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.test.fail('load: %s not done in time: %s' % (what, self.summary()))
+            for key, events in self.sel.select(min(left, 0.5)):
+                if key.data is None:
+                    self._accept()
+                elif events & selectors.EVENT_READ:
+                    key.data[0](key.data[1])
+                if events & selectors.EVENT_WRITE and key.data is not None:
+                    self._flush(key.data[1])
+
+    def summary(self):
+        states = {}
+        for peer in self.clients:
+            states[peer.state] = states.get(peer.state, 0) + 1
+        return 'clients by state %s, %d target connections' % (states, len(self.targets))
+
+    def _watch(self, peer, handler):
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.sent < len(peer.out)
+                                         else 0)
+        try:
+            self.sel.modify(peer.sock, events, (handler, peer))
+        except KeyError:
+            self.sel.register(peer.sock, events, (handler, peer))
+
+    def _flush(self, peer):
+        handler = self.sel.get_key(peer.sock).data[0]
+        try:
+            while peer.sent < len(peer.out):
+                n = peer.sock.send(memoryview(peer.out)[peer.sent:peer.sent + 65536])
+                peer.sent += n
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(peer, 'lost')
+            return
+        if peer.sent == len(peer.out) and peer.abort and peer.state == 'relaying':
+            self._abort(peer)
+            return
+        self._watch(peer, handler)
+
+    def _drop(self, peer, state):
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(peer.sock)
+        peer.sock.close()
+        peer.state = state
+
+    def _abort(self, peer):
+        if peer.abort == 'rst':
+            peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        else:
+            with contextlib.suppress(OSError):
+                peer.sock.shutdown(socket.SHUT_WR)
+        self._drop(peer, 'aborted')
+
+    # -- clients ------------------------------------------------------------------
+
+    def open_clients(self, deadline, batch=256):
+        """Connect every client, a batch at a time, and complete its handshake."""
+        while len(self.clients) < self.sessions:
+            for _ in range(min(batch, self.sessions - len(self.clients))):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(self.proxy_address)
+                peer = _LoadPeer(sock)
+                peer.index = len(self.clients)
+                peer.state = 'handshake'
+                peer.out += upgrade_request(path='/load/%d' % peer.index)
+                self.clients.append(peer)
+                self._watch(peer, self._client_read)
+            self.run_until(lambda: all(c.state != 'handshake' for c in self.clients),
+                           deadline, 'handshakes')
+        opened = sum(1 for c in self.clients if c.state == 'open')
+        self.test.assertEqual(opened, self.sessions, self.summary())
+
+    def start_relaying(self, sizes=(1024, 16384), frame_max=3000):
+        for peer in self.clients:
+            data = os.urandom(self.rng.randint(*sizes))
+            peer.data = data
+            frames = bytearray()
+            cuts = []
+            pos = 0
+            while pos < len(data):
+                n = self.rng.randint(1, frame_max)
+                key = os.urandom(4)
+                frames += self._frame(data[pos:pos + n], key)
+                cuts.append(len(frames))
+                pos += n
+            if self.rng.random() < self.abort_share:
+                peer.abort = self.rng.choice(('rst', 'fin'))
+                # Cut inside a frame: after its header, before its end.
+                end = self.rng.choice(cuts)
+                frames = frames[:max(1, end - self.rng.randint(1, 50))]
+            peer.state = 'relaying'
+            peer.out += frames
+            self._flush(peer)
+
+    @staticmethod
+    def _frame(payload, key):
+        n = len(payload)
+        if n < 126:
+            head = struct.pack('!BB', 0x82, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack('!BBH', 0x82, 0xFE, n)
+        else:
+            head = struct.pack('!BBQ', 0x82, 0xFF, n)
+        return head + key + mask_bytes(payload, key)
+
+    def _client_read(self, peer):
+        try:
+            chunk = peer.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(peer, 'lost' if peer.state != 'closing' else 'closed')
+            return
+        if not chunk:
+            self._drop(peer, 'closed' if peer.close_code is not None else 'eof')
+            return
+        peer.received += chunk
+        if peer.state == 'handshake':
+            end = peer.received.find(b'\r\n\r\n')
+            if end < 0:
+                return
+            status = bytes(peer.received[:12])
+            del peer.received[:end + 4]
+            peer.state = 'open' if status.startswith(b'HTTP/1.1 101') else 'refused'
+            if peer.state == 'refused':
+                self._drop(peer, 'refused')
+                return
+        self._parse_frames(peer)
+
+    def _parse_frames(self, peer):
+        buf = peer.received
+        while len(buf) >= 2:
+            length = buf[1] & 0x7F
+            start = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length, start = struct.unpack_from('!H', buf, 2)[0], 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length, start = struct.unpack_from('!Q', buf, 2)[0], 10
+            if len(buf) < start + length:
+                return
+            opcode = buf[0] & 0x0F
+            payload = bytes(buf[start:start + length])
+            del buf[:start + length]
+            if opcode == 0x8:
+                peer.close_code = struct.unpack('!H', payload[:2])[0] if payload else 1005
+                if peer.state == 'relaying':
+                    peer.out += self._close_frame()
+                    self._flush(peer)
+                peer.state = 'closing'
+            elif opcode in (0x1, 0x2, 0x0):
+                peer.payload += payload
+                if (peer.state == 'relaying' and not peer.abort
+                        and len(peer.payload) >= len(peer.data)):
+                    peer.state = 'echoed'
+                    peer.out += self._close_frame()
+                    self._flush(peer)
+
+    def _close_frame(self):
+        return self._frame(struct.pack('!H', 1000), os.urandom(4)).replace(
+            b'\x82', b'\x88', 1)
+
+    # -- the echo target ----------------------------------------------------------
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            peer = _LoadPeer(sock)
+            peer.state = 'relaying'
+            if self.rng.random() < self.abort_share / 2:
+                peer.abort = self.rng.choice(('rst', 'fin'))
+                peer.threshold = self.rng.randint(1, 8000)
+            self.targets.append(peer)
+            self._watch(peer, self._target_read)
+
+    def _target_read(self, peer):
+        try:
+            chunk = peer.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(peer, 'lost')
+            return
+        if not chunk:
+            self._drop(peer, 'closed')
+            return
+        peer.received += chunk
+        if peer.abort and len(peer.received) >= peer.threshold:
+            peer.out += chunk[:len(chunk) // 2]
+            self._flush(peer)
+            if peer.state == 'relaying':
+                self._abort(peer)
+            return
+        peer.out += chunk
+        self._flush(peer)
+
+
+class TestServerLoad(ProxyTestCase):
+    """2,000 concurrent sessions under a soft descriptor limit of 1,024 (the start-up
+    raise makes room), relaying checksummed random data both ways, some cut by RST
+    or FIN from either side in the middle of frames; afterwards the proxy's threads
+    and descriptors are back at their baseline and its log has no traceback."""
+
+    SESSIONS = int(os.environ.get('WEBSOCKIFY_LOAD_SESSIONS') or 2000)
+
+    def test_2000_sessions_under_a_soft_limit_of_1024(self):
+        hard = nofile_limits(os.getpid())[1]
+        need = 2 * self.SESSIONS + 200
+        if hard < need:
+            self.skipTest('hard descriptor limit %d is below %d' % (hard, need))
+        started = time.monotonic()
+        deadline = started + 90
+        load = LoadRun(self, None, self.SESSIONS, seed=15)
+        proxy = limited_proxy(self, 1024, hard, '127.0.0.1:0', load.target_arg)
+        load.proxy_address = proxy.address
+        pid = proxy.proc.pid
+        baseline = proc_counts(pid)
+        load.open_clients(deadline)
+        opened_at = time.monotonic()
+        peak = proc_counts(pid)
+        self.assertGreaterEqual(peak[1], 2 * self.SESSIONS, 'descriptors at the peak')
+        load.start_relaying()
+        load.run_until(lambda: all(c.state in ('closed', 'eof', 'aborted', 'lost')
+                                   for c in load.clients), deadline, 'relaying')
+        relayed_at = time.monotonic()
+        good = [c for c in load.clients if not c.abort and c.close_code == 1000
+                and bytes(c.payload) == c.data]
+        cut = [c for c in load.clients if not c.abort and c not in good]
+        for c in cut:                       # only a target abort may cut a session short
+            self.assertIn(c.close_code, (1000, 1011, None), load.summary())
+            self.assertEqual(bytes(c.payload), c.data[:len(c.payload)])
+        target_aborts = sum(1 for t in load.targets if t.abort)
+        self.assertLessEqual(len(cut), target_aborts)
+        self.assertGreater(len(good), self.SESSIONS * 3 // 4)
+        load.close()
+        end = time.monotonic() + 30
+        while proc_counts(pid) != baseline and time.monotonic() < end:
+            time.sleep(0.2)
+        self.assertEqual(proc_counts(pid), baseline, 'threads, descriptors after the load')
+        self.assertNotIn('Traceback', proxy.stderr)
+        self.assertNotIn('internal error', proxy.stderr)
+        sys.stderr.write('\n  load: %d sessions (peak %d threads, %d fds), opened in %.1f s, '
+                         'relayed in %.1f s, %d good, %d client aborts, %d target aborts, '
+                         'back to baseline after %.1f s ... '
+                         % (self.SESSIONS, peak[0], peak[1], opened_at - started,
+                            relayed_at - opened_at, len(good),
+                            sum(1 for c in load.clients if c.abort), target_aborts,
+                            time.monotonic() - relayed_at))
 
 
 class TestServerDaemon(WrapTestCase):

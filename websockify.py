@@ -31,6 +31,7 @@ import base64
 import binascii
 import codecs
 import email.utils
+import errno
 import hashlib
 import hmac
 import html
@@ -67,6 +68,10 @@ try:                    # only --workers needs it
     import mmap
 except ImportError:
     mmap = None
+try:                    # Unix only: raising the descriptor limit at start-up
+    import resource
+except ImportError:
+    resource = None
 
 __version__ = '0.1.0'
 
@@ -126,6 +131,15 @@ THREAD_STACK_SIZE = 512 * 1024
 SENDMSG_MAX_BUFFERS = 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
+#: Seconds the acceptor waits when accept() fails for want of descriptors
+#: (EMFILE, ENFILE): the connection stays in the backlog until a session ends,
+#: and retrying at once would only spin at full CPU.
+ACCEPT_PAUSE = 0.1
+#: Descriptors a relayed session holds: the client and the target.
+FDS_PER_SESSION = 2
+#: A soft RLIMIT_NOFILE below this after start-up (the hard limit forbids more) is
+#: logged: it allows fewer than about 2,000 sessions at once.
+NOFILE_LOW = 4096
 #: Seconds between two looks at the certificate files for a renewal (one
 #: os.stat per file, made by the next TLS handshake after that time).
 TLS_RELOAD_INTERVAL = 1.0
@@ -247,6 +261,31 @@ def _printable(text, limit=200):
     """A client-supplied string made safe for one log line."""
     text = text[:limit]
     return text if text.isprintable() else text.encode('unicode_escape').decode('ascii')
+
+
+#: Longest string argument of a log line, client-supplied or not: a request line
+#: or a token file entry is shorter; more would let one client flood the log.
+LOG_ARGUMENT_MAX = 2000
+
+
+class _EscapingFilter(logging.Filter):
+    """The one sanitiser of log lines (and so of syslog): every string or exception
+    argument of a record of the websockify logger, and the message of a record
+    without arguments, goes through _printable. Client text (path, headers, token,
+    subprotocol, close reason, user names) then never reaches a log raw, whichever
+    code path logs it."""
+
+    def filter(self, record):
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _printable(str(arg), LOG_ARGUMENT_MAX)
+                if isinstance(arg, (str, BaseException)) else arg for arg in record.args)
+        elif not record.args and isinstance(record.msg, str):
+            record.msg = _printable(record.msg, None)
+        return True
+
+
+logger.addFilter(_EscapingFilter())
 
 
 #: The control characters of RFC 5234 (CTL): C0 and DEL. HTTP forbids them in
@@ -4732,16 +4771,25 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.log_reason,
                     ' (%s)' % exc.detail if exc.detail else '')
         try:
-            self.conn.send_all(http_response(exc.status, exc.reason + '\n', exc.headers), 2.0)
+            self.conn.send_all(http_response(exc.status, _printable(exc.reason, None) + '\n',
+                                             exc.headers), 2.0)
         except OSError:
             return
         _close_gently(self.request)
+
+
+#: The answer to a connection no thread could be started for (the process is out
+#: of threads or memory): sent without reading the request, then closed.
+NO_THREAD_ANSWER = (b'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n'
+                    b'Retry-After: 1\r\nContent-Length: 0\r\n\r\n')
 
 
 class _ServerMixin:
     """What the TCP and Unix listeners share: settings, ids, session accounting."""
 
     daemon_threads = True
+    #: The class of connection threads.
+    thread_class = threading.Thread
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
     is_tcp = True
@@ -4771,6 +4819,15 @@ class _ServerMixin:
         self._idle = threading.Condition(self._lock)
         #: Sessions being relayed now.
         self.active = 0
+        #: Accepted connections not closed yet (handshakes, --web, sessions).
+        self.connections = 0
+        #: time.monotonic() of the first accept() of an episode that failed for
+        #: want of descriptors (None outside one), and the pauses since.
+        self._starved_since = None
+        self._starved_pauses = 0
+        #: Connections answered 503 since a connection thread last failed to start
+        #: (None while threads start).
+        self._threadless = None
         #: time.monotonic() of the last session end (or of start-up).
         self.last_active = time.monotonic()
         #: Set when the process should stop (signal, --run-once, timeouts).
@@ -4819,19 +4876,77 @@ class _ServerMixin:
         # busier than the least busy gives that one a head start. The loser of the
         # race gets BlockingIOError, which socketserver ignores.
         board = self.load_board
-        if board is None:
-            return super().get_request()
-        if board[self.worker_slot] > min(board):
+        if board is not None and board[self.worker_slot] > min(board):
             time.sleep(ACCEPT_YIELD)
-        accepted = super().get_request()
+        try:
+            accepted = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._pause_accepting(exc)
+            raise
+        if self._starved_since is not None:
+            logger.debug('%saccepting again after %.1f s without descriptors (%d pauses)',
+                         self._worker_label(), time.monotonic() - self._starved_since,
+                         self._starved_pauses)
+            self._starved_since = None
         with self._lock:
-            board[self.worker_slot] += 1
+            self.connections += 1
+            if board is not None:
+                board[self.worker_slot] += 1
         return accepted
+
+    def _worker_label(self):
+        return 'worker %s: ' % self.id_prefix[1:-1] if self.id_prefix else ''
+
+    def _pause_accepting(self, exc):
+        """accept() failed for want of descriptors: wait ACCEPT_PAUSE seconds (the
+        client waits in the backlog) instead of retrying at once; the first failure
+        of an episode is logged, with the counts."""
+        if self._starved_since is None:
+            self._starved_since = time.monotonic()
+            self._starved_pauses = 0
+            soft = _nofile_limits()[0]
+            logger.warning('%sout of file descriptors (%s) with %d connections, %d of them '
+                           'relaying, descriptor limit %s: pausing accept() for %.1f s at '
+                           'a time until connections end', self._worker_label(),
+                           errno.errorcode.get(exc.errno, exc.errno), self.connections,
+                           self.active, soft if soft is not None else 'unknown',
+                           ACCEPT_PAUSE)
+        self._starved_pauses += 1
+        self.stop_event.wait(ACCEPT_PAUSE)
+
+    def process_request(self, request, client_address):
+        """Relay the connection in a thread of its own (daemon threads, as
+        ThreadingMixIn's with daemon_threads). If none can be started, answer
+        NO_THREAD_ANSWER and close: one log line per episode, no traceback."""
+        thread = self.thread_class(target=self.process_request_thread,
+                                   args=(request, client_address), daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:     # "can't start new thread"
+            if self._threadless is None:
+                self._threadless = 0
+                logger.warning('%scannot start a connection thread (%s) with %d '
+                               'connections, %d of them relaying: answering 503 until '
+                               'one starts', self._worker_label(), exc, self.connections,
+                               self.active)
+            self._threadless += 1
+            try:
+                request.send(NO_THREAD_ANSWER, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        if self._threadless is not None:
+            logger.debug('%sconnection threads start again (%d connections answered 503)',
+                         self._worker_label(), self._threadless)
+            self._threadless = None
 
     def shutdown_request(self, request):
         super().shutdown_request(request)
-        if self.load_board is not None:
-            with self._lock:
+        with self._lock:
+            self.connections -= 1
+            if self.load_board is not None:
                 self.load_board[self.worker_slot] -= 1
 
     def handle_error(self, request, client_address):
@@ -5540,6 +5655,41 @@ def _remove_pid_file(path):
         pass
 
 
+def _nofile_limits():
+    """(soft, hard) RLIMIT_NOFILE, None where unknown or unlimited."""
+    if resource is None:
+        return None, None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return tuple(None if v == resource.RLIM_INFINITY else v for v in (soft, hard))
+
+
+def _raise_nofile_limit():
+    """Raise the soft descriptor limit to the hard one (called by main(), never on
+    import): every session holds FDS_PER_SESSION descriptors, and distributions
+    still start services with a soft limit of 1,024. Logs both if still low."""
+    if resource is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses an unlimited soft limit: fs.nr_open is the ceiling.
+        try:
+            with open('/proc/sys/fs/nr_open') as f:
+                hard = int(f.read())
+        except (OSError, ValueError):
+            hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        except (OSError, ValueError) as exc:
+            logger.debug('cannot raise the descriptor limit to %d: %s', hard, exc)
+    soft, hard = _nofile_limits()
+    if soft is not None and soft < NOFILE_LOW:
+        logger.warning('descriptor limit %d (hard limit %s): about %d sessions at once',
+                       soft, hard if hard is not None else 'unlimited',
+                       soft // FDS_PER_SESSION)
+
+
 def _serve(server, settings):
     """Serve until a signal, the wrapped program (exit mode) or a timeout stops us."""
 
@@ -5681,6 +5831,7 @@ def main(argv=None):
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
+    _raise_nofile_limit()
     ready_fd = _daemonize() if settings.daemon else None
     wrapper = None
     pid_written = False
