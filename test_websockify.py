@@ -2190,6 +2190,14 @@ class TestProtocolSession(SocketFreeTestCase):
         self.assertEqual(len(s.to_client), 3)
         self.assertEqual(server_frames(s.to_client[2])[0][1], CLOSE)
 
+    def test_next_wakeup_ignores_the_ping_once_our_close_is_sent(self):
+        clock, s = new_session(heartbeat=1, now=0.0)
+        s.close(1001, 'server shutting down')
+        self.assertEqual(s.next_wakeup(), CLOSE_TIMEOUT)
+        clock.now = 1.0
+        s.tick()
+        self.assertEqual(len(s.to_client), 1)
+
     def test_no_heartbeat_ping_to_a_client_that_is_not_read(self):
         clock, s = new_session(heartbeat=10, now=0.0)
         s.client_eof()
@@ -3011,7 +3019,7 @@ class TestProtocolResponses(SocketFreeTestCase):
                          b'HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n')
         self.assertEqual(websockify.response_head(426),
                          b'HTTP/1.1 426 Upgrade Required\r\n\r\n')
-        self.assertEqual(websockify.response_head(418), b"HTTP/1.1 418 I'm a Teapot\r\n\r\n")
+        self.assertEqual(websockify.response_head(410), b'HTTP/1.1 410 Gone\r\n\r\n')
         self.assertEqual(websockify.response_head(599), b'HTTP/1.1 599 Error\r\n\r\n')
         self.assertEqual(websockify.response_head(200, [('X', 'caf\u00e9')], 'Fine'),
                          b'HTTP/1.1 200 Fine\r\nX: caf\xe9\r\n\r\n')
