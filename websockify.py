@@ -1182,7 +1182,7 @@ class Session:
     __slots__ = ('codec', 'heartbeat', 'heartbeat_timeout', 'idle_timeout', 'clock',
                  'client_end', 'target_end', 'close_code', 'close_reason', 'close_sent',
                  'to_client', 'changed', 'deadline', 'next_ping', 'pong_due', 'last_data',
-                 '_events')
+                 '_timed', '_events')
 
     def __init__(self, codec, heartbeat=0, clock=time.monotonic, heartbeat_timeout=0,
                  idle_timeout=0):
@@ -1212,6 +1212,9 @@ class Session:
         self.pong_due = None
         #: clock() time of the last payload either way (for idle_timeout).
         self.last_data = now
+        #: Whether a timer other than the closing deadline runs (the pump asks
+        #: next_wakeup() and tick() on every turn: without one they cost nothing).
+        self._timed = bool(heartbeat or idle_timeout)
         self._events = []
 
     # -- what the session is doing --------------------------------------------------
@@ -1239,6 +1242,8 @@ class Session:
 
     def next_wakeup(self):
         """The clock() time at which tick() has something to do, or None."""
+        if not self._timed:
+            return self.deadline
         times = [self.deadline]
         if not self.close_sent and self.client_end == RELAY:
             times.append(self.next_ping)
@@ -1365,6 +1370,8 @@ class Session:
     def tick(self):
         """Act on the time: the closing deadline, heartbeat pings and their pongs,
         the idle timeout."""
+        if self.deadline is None and not self._timed:
+            return
         now = self.clock()
         if self.deadline is not None and now >= self.deadline and not self.finished:
             self._note(1006, 'closing handshake timed out')
