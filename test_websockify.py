@@ -9250,6 +9250,81 @@ class TestServerSyslog(ProxyTestCase):
                 check_usage_error(self, result, text)
 
 
+class TestServerDeadPeers(ProxyTestCase):
+    """--heartbeat-timeout drops a client that stops answering pings (and its target
+    connection); --session-idle-timeout ends a quiet session with 1001."""
+
+    def setUp(self):
+        self.log = LogWatch(self)
+
+    def test_heartbeat_timeout_needs_heartbeat(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err, \
+                self.assertRaises(SystemExit) as cm:
+            websockify.parse_args(['--heartbeat-timeout', '5', '6080', 'localhost:5900'])
+        self.assertEqual(cm.exception.code, 2)
+        self.assertIn('--heartbeat-timeout needs --heartbeat', err.getvalue())
+        settings = websockify.parse_args(['--heartbeat', '2', '--heartbeat-timeout', '5',
+                                          '--session-idle-timeout', '60',
+                                          '6080', 'localhost:5900'])
+        self.assertEqual((settings.heartbeat_timeout, settings.session_idle_timeout), (5, 60))
+
+    def test_client_that_never_answers_is_closed_with_its_target(self):
+        target = TargetServer(self)
+        address = self.proxy('--heartbeat', '0.2', '--heartbeat-timeout', '0.5',
+                             '127.0.0.1:0', target.arg)
+        client = open_session(self, address, timeout=10)
+        conn = target.accept()
+        conn.settimeout(10)
+        started = time.monotonic()
+        pings = 0
+        deadline = started + 5.0
+        with self.assertRaises(EOFError):
+            while True:                     # read, never answer; pings keep coming if not closed
+                if client.recv_frame(timeout=deadline - time.monotonic()).opcode == PING:
+                    pings += 1
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(pings, 1)
+        self.assertLess(elapsed, 3.0)       # 0.2 s to the first ping + 0.5 s to answer it
+        self.assertEqual(read_to_eof(conn), b'')
+        lines = self.log.wait_for('no answer to a ping within 0.5 s')
+        self.assertEqual(len(lines), 1, self.log.output)
+        self.assertIn('session closed', lines[0])
+
+    def test_client_that_answers_stays_open(self):
+        websockets_asyncio()
+        from websockets.asyncio.client import connect
+        address = self.echo_proxy('--heartbeat', '0.1', '--heartbeat-timeout', '0.3')
+
+        async def run():
+            # websockets answers pings by itself while it waits; five times the timeout.
+            async with connect('ws://127.0.0.1:%d/' % address[1]) as ws:
+                await asyncio.sleep(1.5)
+                await ws.send(b'still here')
+                return await asyncio.wait_for(ws.recv(), 5)
+        self.assertEqual(asyncio.run(asyncio.wait_for(run(), 20)), b'still here')
+        self.assertEqual(self.log.wait_for('no answer to a ping', timeout=0.1), [])
+
+    def test_session_idle_timeout_closes_with_1001(self):
+        address = self.echo_proxy('--session-idle-timeout', '0.5')
+        client = open_session(self, address, timeout=10)
+        self.assertEqual(client.echo(b'data resets the clock'), b'data resets the clock')
+        started = time.monotonic()
+        code, reason = client.expect_close()
+        self.assertEqual(code, 1001)
+        self.assertIn(b'no data either way', reason)
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertTrue(self.log.wait_line('session closed', 'close 1001'))
+
+    def test_session_idle_timeout_spares_a_busy_session(self):
+        address = self.echo_proxy('--session-idle-timeout', '0.5')
+        client = open_session(self, address, timeout=10)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # data every echo round trip, for 3 timeouts
+            self.assertEqual(client.echo(b'busy'), b'busy')
+        self.assertEqual(self.log.wait_for('session closed', timeout=0.1), [])
+
+
 ################################################################################
 # Interoperability: the demo and the pages of web/ in a browser
 ################################################################################

@@ -1445,18 +1445,21 @@ class Acceptance:
         return self._head + hixie76_answer(self._keys[0], self._keys[1], extra)
 
 
-def accept(request, secure=False, serve_web=False, text_frames=False, heartbeat=0):
+def accept(request, secure=False, serve_web=False, text_frames=False, heartbeat=0,
+           heartbeat_timeout=0, idle_timeout=0):
     """Decide a parsed request: an Acceptance, a refusal (an HTTPError, returned,
     not raised: status, reason, headers), or None for a plain HTTP request that
     the --web server answers (serve_web). secure: the connection is TLS (the
-    draft-75/76 Location says wss://)."""
+    draft-75/76 Location says wss://). heartbeat, heartbeat_timeout and
+    idle_timeout go to the Session."""
+    timers = {'heartbeat_timeout': heartbeat_timeout, 'idle_timeout': idle_timeout}
     try:
-        return _decide(request, secure, serve_web, text_frames, heartbeat)
+        return _decide(request, secure, serve_web, text_frames, heartbeat, timers)
     except HTTPError as refusal:
         return refusal
 
 
-def _decide(request, secure, serve_web, text_frames, heartbeat):
+def _decide(request, secure, serve_web, text_frames, heartbeat, timers):
     if not is_upgrade(request):
         if serve_web:
             # Another protocol's Upgrade (h2c) may be ignored (RFC 9110 §7.8).
@@ -1473,7 +1476,7 @@ def _decide(request, secure, serve_web, text_frames, heartbeat):
         key = check_hybi_request(request)
         protocol = choose_subprotocol(offered_subprotocols(request))
         codec = HybiBase64Codec() if protocol == 'base64' else HybiCodec(text_frames)
-        return Acceptance(kind, protocol, Session(codec, heartbeat), hybi_response(key, protocol))
+        return Acceptance(kind, protocol, Session(codec, heartbeat, **timers), hybi_response(key, protocol))
     check_hixie_request(request)
     keys = None
     if kind == 'hixie-76':
@@ -1483,7 +1486,7 @@ def _decide(request, secure, serve_web, text_frames, heartbeat):
         protocol = request.header('sec-websocket-protocol')
     else:
         protocol = request.header('websocket-protocol')
-    return Acceptance(kind, protocol, Session(HixieCodec(kind), heartbeat),
+    return Acceptance(kind, protocol, Session(HixieCodec(kind), heartbeat, **timers),
                       hixie_response(kind, request, secure), keys)
 
 
@@ -4514,6 +4517,10 @@ class Settings:
         ('timeout', 0),
         ('idle_timeout', 0),
         ('heartbeat', 0),
+        #: Seconds a heartbeat ping may go unanswered before the client is dropped (0: never).
+        ('heartbeat_timeout', 0),
+        #: Seconds without data either way that end a session with 1001 (0: never).
+        ('session_idle_timeout', 0),
         ('handshake_timeout', 10.0),
         ('text_frames', False),
         ('log_file', None),
@@ -4677,7 +4684,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         server = self.server
         settings = server.settings
         decision = accept(request, self.conn.secure, serve_web=bool(settings.web),
-                          text_frames=settings.text_frames, heartbeat=settings.heartbeat)
+                          text_frames=settings.text_frames, heartbeat=settings.heartbeat,
+                          heartbeat_timeout=settings.heartbeat_timeout,
+                          idle_timeout=settings.session_idle_timeout)
         if decision is None:
             if settings.web_auth:
                 self._authenticate(request)
@@ -5116,6 +5125,11 @@ def _build_parser():
       help='time a client has to send its first byte and whole request (default 10)')
     a('--heartbeat', type=float, default=0, metavar='SECONDS',
       help='send a ping to the client every SECONDS')
+    a('--heartbeat-timeout', type=float, default=0, metavar='SECONDS',
+      help='close a client (and its target connection) that has not answered a '
+           '--heartbeat ping within SECONDS (needs --heartbeat)')
+    a('--session-idle-timeout', type=float, default=0, metavar='SECONDS',
+      help='end a session (close 1001) after SECONDS without data either way')
     a('--text-frames', action='store_true',
       help='send target data in text frames (target data must be UTF-8)')
     a('--cert', metavar='FILE',
@@ -5345,11 +5359,14 @@ def parse_args(argv):
         target_host, target_port = _split_hostport(parser, args.pop(0), 'target')
     if args:
         parser.error('unexpected argument %r' % args[0])
-    for name in ('timeout', 'idle_timeout', 'heartbeat', 'handshake_timeout'):
+    for name in ('timeout', 'idle_timeout', 'heartbeat', 'handshake_timeout',
+                 'heartbeat_timeout', 'session_idle_timeout'):
         if getattr(opts, name) < 0:
             parser.error('--%s cannot be negative' % name.replace('_', '-'))
     if opts.handshake_timeout == 0:
         parser.error('--handshake-timeout must be positive')
+    if opts.heartbeat_timeout and not opts.heartbeat:
+        parser.error('--heartbeat-timeout needs --heartbeat SECONDS (no pings, no answers)')
     web = None
     if opts.web is not None:
         web = os.path.abspath(opts.web)
@@ -5398,6 +5415,8 @@ def parse_args(argv):
         target_host=target_host, target_port=target_port, unix_target=opts.unix_target,
         verbose=opts.verbose, traffic=opts.traffic, run_once=opts.run_once,
         timeout=opts.timeout, idle_timeout=opts.idle_timeout, heartbeat=opts.heartbeat,
+        heartbeat_timeout=opts.heartbeat_timeout,
+        session_idle_timeout=opts.session_idle_timeout,
         handshake_timeout=opts.handshake_timeout, text_frames=opts.text_frames,
         log_file=opts.log_file, web=web, web_listing=opts.web_listing,
         cert=absolute(opts.cert or 'self.pem'),
