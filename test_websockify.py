@@ -673,8 +673,9 @@ def mask_bytes(data, key):
     return (int.from_bytes(data, 'little') ^ int.from_bytes(pad, 'little')).to_bytes(n, 'little')
 
 
-def encode_frame(opcode, payload=b'', fin=True, rsv=0, masked=True, length=None):
-    """A client frame; `length` overrides the encoded payload length."""
+def encode_frame(opcode, payload=b'', fin=True, rsv=0, masked=True, length=None, key=None):
+    """A client frame; `length` overrides the encoded payload length; `key` is the
+    mask (random when None)."""
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     n = len(payload) if length is None else length
     bit = 0x80 if masked else 0
@@ -686,7 +687,7 @@ def encode_frame(opcode, payload=b'', fin=True, rsv=0, masked=True, length=None)
         head = struct.pack('!BBQ', b0, bit | 127, n)
     if not masked:
         return head + payload
-    key = os.urandom(4)
+    key = os.urandom(4) if key is None else key
     return head + key + mask_bytes(payload, key)
 
 
@@ -1621,20 +1622,8 @@ VALID_CODES = set(itertools.chain((1000, 1001, 1002, 1003), range(1007, 1015),
 # -- helpers ----------------------------------------------------------------------
 
 def frame(opcode, payload=b'', fin=True, rsv=0, mask=MASK, masked=True, length=None):
-    """A client frame (RFC 6455 §5.2), masked unless masked=False; `length`
-    overrides the length written in the header."""
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload) if length is None else length
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head = bytes((b0, bit | n))
-    elif n < 65536:
-        head = struct.pack('!BBH', b0, bit | 126, n)
-    else:
-        head = struct.pack('!BBQ', b0, bit | 127, n)
-    if not masked:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    """A client frame (RFC 6455 §5.2) with the fixed mask of RFC 6455 §5.7."""
+    return encode_frame(opcode, payload, fin, rsv, masked, length, key=mask)
 
 
 def splits(data):
@@ -3281,15 +3270,7 @@ class TestProtocolStrictHeaders(SocketFreeTestCase):
 
 
 def masked_frame(opcode, payload, fin=True, mask=b'\x01\x02\x03\x04'):
-    n = len(payload)
-    b0 = opcode | (0x80 if fin else 0)
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack('!BBH', b0, 0xFE, n)
-    else:
-        head = struct.pack('!BBQ', b0, 0xFF, n)
-    return head + mask + websockify.unmask(payload, mask)
+    return encode_frame(opcode, payload, fin, key=mask)
 
 
 class TestProtocolSessionBounds(SocketFreeTestCase):
