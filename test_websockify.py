@@ -8740,6 +8740,21 @@ def proc_counts(pid):
     return len(os.listdir('/proc/%d/task' % pid)), len(os.listdir('/proc/%d/fd' % pid))
 
 
+def settled_counts(proxy):
+    """proc_counts of a proxy that is serving and idle: after one refused request has
+    been answered (the accepting thread runs), once three looks 0.1 s apart agree."""
+    answer = http_exchange(proxy.address[1], b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 426'), answer
+    looks = []
+    end = time.monotonic() + TIMEOUT
+    while time.monotonic() < end:
+        looks = (looks + [proc_counts(proxy.proc.pid)])[-3:]
+        if len(looks) == 3 and looks[0] == looks[1] == looks[2]:
+            break
+        time.sleep(0.1)
+    return looks[-1]
+
+
 class _LoadPeer:
     """One socket of LoadRun: bytes to send, bytes received, what to do when done."""
 
@@ -9018,7 +9033,7 @@ class TestServerLoad(ProxyTestCase):
         proxy = limited_proxy(self, 1024, hard, '127.0.0.1:0', load.target_arg)
         load.proxy_address = proxy.address
         pid = proxy.proc.pid
-        baseline = proc_counts(pid)
+        baseline = settled_counts(proxy)
         load.open_clients(deadline)
         opened_at = time.monotonic()
         peak = proc_counts(pid)
