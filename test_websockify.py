@@ -4873,7 +4873,8 @@ class TestWebOptions(SocketFreeTestCase):
         self.assertFalse(self.parse(['--web', web, '--file-only', '6080', 'h:1']).web_listing)
         self.parse(['--file-only', '6080', 'h:1'])
         self.fails(['--web', web, '--file-only', '--web-listing', '6080', 'h:1'], 'contradict')
-        self.fails(['--web-listing', '6080', 'h:1'], 'needs --web')
+        self.assertEqual(self.parse(['--web-listing', '6080', 'h:1']).notices,
+                         ('--web-listing has no effect without --web DIR: ignored',))
         self.fails(['--web', web, '--web-auth', '6080', 'h:1'], 'needs --auth-plugin')
 
 
@@ -7270,10 +7271,7 @@ class TestAuth(ProxyTestCase):
         folder, name = self.plugin_module()
         web = self.tempdir()
         for options, text in [
-                (['--auth-source', 'a:b'], '--auth-source needs --auth-plugin'),
                 (['--web-auth', '--web', web], '--web-auth needs --auth-plugin'),
-                (['--web-auth', '--auth-plugin', 'BasicHTTPAuth', '--auth-source', 'a:b'],
-                 '--web-auth needs --web'),
                 (['--auth-plugin', 'NoSuchPlugin'], 'unknown --auth-plugin NoSuchPlugin'),
                 (['--auth-plugin', 'websockify.auth_plugins.Nope'], 'unknown --auth-plugin'),
                 (['--auth-plugin', 'BasicHTTPAuth'], 'needs --auth-source USER:PASSWORD'),
@@ -7432,7 +7430,8 @@ class TestWrapUsage(SocketFreeTestCase):
         self.assertIn('PROGRAM', self.refused(['6080', '--']))
         self.assertIn('not 0', self.refused(['0', '--', 'prog']))
         self.assertIn('--unix-listen', self.refused(['--unix-listen', '/tmp/x', '--', 'p']))
-        self.assertIn('only apply', self.refused(['--wrap-mode=ignore', '6080', 'h:1']))
+        self.assertIn('--wrap-mode has no effect', websockify.parse_args(
+            ['--wrap-mode=ignore', '6080', 'h:1']).notices[0])
 
 
 class TestWrapRestartBackoff(SocketFreeTestCase):
@@ -8097,6 +8096,38 @@ class TestServerWithoutOptionalModules(unittest.TestCase):
                 self.assertNotIn('Traceback', result.stderr)
 
 
+class TestServerOptionsWithoutEffect(SocketFreeTestCase):
+    """An option that has no effect in its combination is a warning, as upstream
+    accepts it, never a refusal to start; options that would be unsafe stay errors."""
+
+    CASES = {('--wrap-mode', 'respawn'): '--wrap-mode has no effect without -- PROGRAM',
+             ('--rebind', '/x/rebind.so'): '--rebind has no effect without -- PROGRAM',
+             ('--cafile', '/x/ca.pem'): '--cafile has no effect without --verify-client',
+             ('--ssl-target-insecure',): '--ssl-target-insecure has no effect without',
+             ('--ssl-target-cafile', '/x/ca.pem'): '--ssl-target-cafile has no effect',
+             ('--web-listing',): '--web-listing has no effect without --web',
+             ('--auth-source', 'a:b'): '--auth-source has no effect without --auth-plugin',
+             ('--legacy-syslog',): '--legacy-syslog has no effect without --syslog'}
+
+    def test_each_is_a_notice(self):
+        for options, text in self.CASES.items():
+            with self.subTest(options=options):
+                settings = websockify.parse_args(list(options) + ['6080', 'h:5900'])
+                self.assertEqual(len(settings.notices), 1, settings.notices)
+                self.assertIn(text, settings.notices[0])
+        self.assertEqual(websockify.parse_args(['6080', 'h:5900']).notices, ())
+
+    def test_logged_at_start_and_the_server_serves(self):
+        options = [o for case in self.CASES for o in case]
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, *options, '127.0.0.1:0', '127.0.0.1:%d' % target.port)
+        for text in self.CASES.values():
+            self.assertIn(text, proxy.stderr)
+        client = WSClient(self, proxy.address)
+        client.handshake(protocols=['binary'])
+        self.assertEqual(client.echo(b'still serves'), b'still serves')
+
+
 class TestServer(ProxyTestCase):
 
     def unix_listen(self, *options):
@@ -8319,8 +8350,7 @@ class TestServerTLSStartup(unittest.TestCase):
 
     def test_usage_errors(self):
         p = self.pki
-        for args in (['--cafile', p.ca[0]], ['--ssl-target-insecure'],
-                     ['--ssl-version', 'sslv3'],
+        for args in (['--ssl-version', 'sslv3'],
                      ['--key-password', 'a', '--key-password-env', 'WSFY_TEST_PW'],
                      ['--key-password-env', 'WSFY_NO_SUCH_VARIABLE'],
                      ['--ssl-target', '--ssl-target-insecure', '--ssl-target-cafile', p.ca[0]]):
@@ -9234,7 +9264,6 @@ class TestServerSyslog(ProxyTestCase):
         plain = os.path.join(folder, 'file')
         open(plain, 'w').close()
         for options, text in [
-                (['--legacy-syslog'], '--legacy-syslog needs --syslog'),
                 (['--syslog', 'localhost:x'], 'invalid syslog port'),
                 (['--syslog', 'localhost:0'], 'invalid syslog port'),
                 (['--syslog', ':514'], 'needs HOST:PORT'),

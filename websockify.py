@@ -4565,6 +4565,8 @@ class Settings:
         #: --auth-source, the argument the auth plugin is built with.
         ('auth_source', None),
         ('web_auth', False),
+        #: Warnings about options that have no effect here (logged by main()).
+        ('notices', ()),
     )
     #: Fields kept out of repr(): passwords and token sources may hold secrets.
     SECRET = frozenset(('key_password', 'token_source', 'auth_source'))
@@ -5310,8 +5312,16 @@ def _record_prefix(parser, name):
     return path
 
 
+def _no_effect(flag, why):
+    return '--%s has no effect %s: ignored' % (flag.replace('_', '-'), why)
+
+
 def parse_args(argv):
     """Build Settings from a command line (without the program name)."""
+    #: Options that have no effect in this combination: logged as warnings once
+    #: logging is set up (upstream accepts them silently; refusing to start
+    #: would break command lines that work with upstream).
+    notices = []
     argv = list(argv)
     wrap = None
     if '--' in argv:
@@ -5328,8 +5338,10 @@ def parse_args(argv):
         if opts.unix_listen or opts.inetd:
             parser.error('-- PROGRAM needs a listening port (the one PROGRAM binds), '
                          'not --unix-listen or --inetd')
-    elif opts.wrap_mode or opts.rebind:
-        parser.error('--wrap-mode and --rebind only apply to -- PROGRAM ARGS')
+    else:
+        for flag in ('wrap_mode', 'rebind'):
+            if getattr(opts, flag):
+                notices.append(_no_effect(flag, 'without -- PROGRAM ARGS'))
     token_plugin, token_source = _token_options(parser, opts, wrap)
     args = list(opts.addresses)
     try:
@@ -5373,16 +5385,16 @@ def parse_args(argv):
         if not os.path.isdir(web):
             parser.error('--web %s is not a directory' % opts.web)
     if opts.web_listing and web is None:
-        parser.error('--web-listing needs --web DIR')
+        notices.append(_no_effect('web_listing', 'without --web DIR'))
     if opts.web_listing and opts.file_only:
         parser.error('--file-only and --web-listing contradict each other')
     key_password = _key_password(parser, opts)
     if opts.cafile and not opts.verify_client:
-        parser.error('--cafile is only used with --verify-client')
+        notices.append(_no_effect('cafile', 'without --verify-client'))
     for flag in ('ssl_target_cafile', 'ssl_target_insecure'):
         if getattr(opts, flag) and not opts.ssl_target:
-            parser.error('--%s needs --ssl-target' % flag.replace('_', '-'))
-    if opts.ssl_target_cafile and opts.ssl_target_insecure:
+            notices.append(_no_effect(flag, 'without --ssl-target'))
+    if opts.ssl_target and opts.ssl_target_cafile and opts.ssl_target_insecure:
         parser.error('--ssl-target-cafile and --ssl-target-insecure exclude each other')
     if opts.ssl_target and opts.unix_target and not opts.ssl_target_insecure:
         parser.error('--ssl-target to a --unix-target has no host name to verify: '
@@ -5397,13 +5409,13 @@ def parse_args(argv):
     if opts.workers > 1 and wrap is not None:
         parser.error('-- PROGRAM runs one program for one server: it cannot use --workers')
     if opts.auth_source is not None and not opts.auth_plugin:
-        parser.error('--auth-source needs --auth-plugin')
+        notices.append(_no_effect('auth_source', 'without --auth-plugin'))
     if opts.web_auth and not opts.auth_plugin:
         parser.error('--web-auth needs --auth-plugin')
     if opts.web_auth and web is None:
-        parser.error('--web-auth needs --web DIR')
+        notices.append(_no_effect('web_auth', 'without --web DIR'))
     if opts.legacy_syslog and not opts.syslog:
-        parser.error('--legacy-syslog needs --syslog')
+        notices.append(_no_effect('legacy_syslog', 'without --syslog'))
     record = _record_prefix(parser, opts.record) if opts.record is not None else None
     syslog = _syslog_address(parser, opts.syslog) if opts.syslog is not None else None
 
@@ -5431,7 +5443,7 @@ def parse_args(argv):
         pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
         token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
         legacy_syslog=opts.legacy_syslog, auth_plugin_name=opts.auth_plugin,
-        auth_source=opts.auth_source, web_auth=opts.web_auth)
+        auth_source=opts.auth_source, web_auth=opts.web_auth, notices=tuple(notices))
 
 
 class Runtime:
@@ -5844,6 +5856,8 @@ def main(argv=None):
     settings = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         _configure_logging(settings)
+        for notice in settings.notices:
+            logger.warning('%s', notice)
         runtime = prepare(settings)
     except UsageError as exc:
         sys.stderr.write('websockify.py: error: %s\n' % exc)
