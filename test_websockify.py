@@ -6965,6 +6965,31 @@ class TestTokenCustomPlugin(TokenTestCase):
         self.reaches(proxy.address, b'upstream style', token_path('mine'))
         self.refused_token(proxy.address, token_path('other'), 404)
 
+    def test_subclass_unpacking_lookup_as_upstream_returns_it(self):
+        # Upstream's TokenFile.lookup gives [host, port]; subclasses unpack it.
+        folder = self.tempdir()
+        target = self.target(b'unpacked')
+        tokens = self.token_file(['vm1: %s' % target.arg], folder)
+        with open(os.path.join(folder, 'aliasing.py'), 'w') as f:
+            f.write('import websockify.token_plugins\n\n\n'
+                    'class Aliases(websockify.token_plugins.TokenFile):\n'
+                    '    def lookup(self, token):\n'
+                    '        result = super().lookup("vm1" if token == "alias" else token)\n'
+                    '        if result is None:\n'
+                    '            return None\n'
+                    '        host, port = result\n'
+                    '        assert (result[0], result[1]) == (host, port)\n'
+                    '        return [host, int(port)]\n')
+        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
+        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
+            proxy = ProxyProcess(self, '--token-plugin', 'aliasing.Aliases',
+                                 '--token-source', tokens, '127.0.0.1:0')
+        self.reaches(proxy.address, b'unpacked', token_path('alias'))
+        self.reaches(proxy.address, b'unpacked', token_path('vm1'))
+        self.refused_token(proxy.address, token_path('other'), 404)
+        self.assertEqual(list(websockify.Target('h', 5900)), ['h', 5900])
+        self.assertEqual(tuple(websockify.Target(unix='/run/s')), ('unix_socket', '/run/s'))
+
     def test_usage_errors_exit_2_on_one_line(self):
         folder = self.tempdir()
         tokens = self.token_file(['a: 127.0.0.1:9'], folder)

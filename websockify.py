@@ -2570,6 +2570,21 @@ class Target:
     def __repr__(self):
         return 'Target(%r, %r, %r)' % (self.host, self.port, self.unix)
 
+    # Upstream's plugins return [host, port] (['unix_socket', path] for a Unix
+    # socket), and plugins written for it subclass TokenFile and unpack
+    # `host, port = super().lookup(token)`: a Target reads as that pair too.
+    def _pair(self):
+        return (UNIX_SOCKET_HOST, self.unix) if self.unix else (self.host, self.port)
+
+    def __iter__(self):
+        return iter(self._pair())
+
+    def __getitem__(self, index):
+        return self._pair()[index]
+
+    def __len__(self):
+        return 2
+
 
 #: The host part upstream's plugins give for a Unix socket target.
 UNIX_SOCKET_HOST = 'unix_socket'
@@ -3667,6 +3682,10 @@ def import_plugin_class(flag, name):
     this = sys.modules[__name__]
     for alias in UPSTREAM_MODULES:
         sys.modules.setdefault(alias, this)
+        package, _, child = alias.rpartition('.')
+        if package and not hasattr(sys.modules[package], child):
+            # `import websockify.token_plugins` then reads it as an attribute.
+            setattr(sys.modules[package], child, sys.modules[alias])
     module_name, _, class_name = name.rpartition('.')
     try:
         module = importlib.import_module(module_name)
