@@ -6990,6 +6990,32 @@ class TestTokenCustomPlugin(TokenTestCase):
         self.assertEqual(list(websockify.Target('h', 5900)), ['h', 5900])
         self.assertEqual(tuple(websockify.Target(unix='/run/s')), ('unix_socket', '/run/s'))
 
+    def test_plugin_using_asyncio_in_lookup(self):
+        # Upstream runs lookup() in a process's main thread, where
+        # asyncio.get_event_loop() works; ours runs it in a connection thread.
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'async_plugin.py'), 'w') as f:
+            f.write('import asyncio\n\n\n'
+                    'class Async:\n'
+                    '    def __init__(self, source):\n'
+                    '        self.source = source\n\n'
+                    '    async def fetch(self, token):\n'
+                    '        await asyncio.sleep(0)\n'
+                    '        host, _, port = self.source.rpartition(":")\n'
+                    '        return (host, port) if token == "mine" else None\n\n'
+                    '    def lookup(self, token):\n'
+                    '        loop = asyncio.get_event_loop()\n'
+                    '        return loop.run_until_complete(self.fetch(token))\n')
+        target = self.target(b'async')
+        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
+        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
+            proxy = ProxyProcess(self, '--token-plugin', 'async_plugin.Async',
+                                 '--token-source', target.arg, '127.0.0.1:0')
+        self.reaches(proxy.address, b'async', token_path('mine'))
+        self.reaches(proxy.address, b'async', token_path('mine'))
+        self.refused_token(proxy.address, token_path('other'), 404)
+        self.assertNotIn('lookup failed', proxy.stderr)
+
     def test_usage_errors_exit_2_on_one_line(self):
         folder = self.tempdir()
         tokens = self.token_file(['a: 127.0.0.1:9'], folder)

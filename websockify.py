@@ -2751,7 +2751,7 @@ def resolve_target(request, settings, plugin):
                              '/websockify?token=NAME (or send a token cookie)')
     shown = 'token %s' % _printable(token, 120)
     try:
-        answer = plugin.lookup(token)
+        answer = _lookup(plugin, token)
     except HTTPError as exc:
         exc.detail = shown + ('; ' + exc.detail if exc.detail else '')
         raise
@@ -2772,6 +2772,26 @@ def resolve_target(request, settings, plugin):
                                                        answer, exc)) from None
     target.token = token
     return target
+
+
+def _lookup(plugin, token):
+    """plugin.lookup(token) in this connection thread. Upstream calls plugins in a
+    process's main thread, where asyncio.get_event_loop() works; some plugins rely
+    on it. A lookup that fails for want of an event loop is tried once more with a
+    loop of its own, closed afterwards."""
+    try:
+        return plugin.lookup(token)
+    except RuntimeError as exc:
+        if 'event loop' not in str(exc):
+            raise
+    import asyncio                      # only such plugins pay for the import
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return plugin.lookup(token)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def open_target(target, tls_context=None):
