@@ -6947,21 +6947,28 @@ class TestTokenCustomPlugin(TokenTestCase):
             self.refused_token(address, token_path('fail'), 502)
             self.wait_for_log(logs, lambda m: 'database unavailable' in m)
 
+    def write_plugin(self, folder, module, text):
+        with open(os.path.join(folder, module + '.py'), 'w') as f:
+            f.write(text)
+
+    def plugin_proxy(self, folder, cls, source):
+        """websockify.py as a program with the --token-plugin cls found in folder."""
+        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
+        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
+            return ProxyProcess(self, '--token-plugin', cls, '--token-source', source,
+                                '127.0.0.1:0')
+
     def test_plugin_written_for_upstream_runs_in_the_program(self):
         # Run as a program, websockify.py is __main__: a plugin importing
         # upstream's websockify.token_plugins must still find its base class.
         folder = self.tempdir()
-        with open(os.path.join(folder, 'upstream_style.py'), 'w') as f:
-            f.write('from websockify.token_plugins import BasePlugin\n\n\n'
+        self.write_plugin(folder, 'upstream_style', 'from websockify.token_plugins import BasePlugin\n\n\n'
                     'class Mine(BasePlugin):\n'
                     '    def lookup(self, token):\n'
                     '        host, _, port = self.source.rpartition(":")\n'
                     '        return (host, port) if token == "mine" else None\n')
         target = self.target(b'upstream style')
-        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
-        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
-            proxy = ProxyProcess(self, '--token-plugin', 'upstream_style.Mine',
-                                 '--token-source', target.arg, '127.0.0.1:0')
+        proxy = self.plugin_proxy(folder, 'upstream_style.Mine', target.arg)
         self.reaches(proxy.address, b'upstream style', token_path('mine'))
         self.refused_token(proxy.address, token_path('other'), 404)
 
@@ -6970,8 +6977,7 @@ class TestTokenCustomPlugin(TokenTestCase):
         folder = self.tempdir()
         target = self.target(b'unpacked')
         tokens = self.token_file(['vm1: %s' % target.arg], folder)
-        with open(os.path.join(folder, 'aliasing.py'), 'w') as f:
-            f.write('import websockify.token_plugins\n\n\n'
+        self.write_plugin(folder, 'aliasing', 'import websockify.token_plugins\n\n\n'
                     'class Aliases(websockify.token_plugins.TokenFile):\n'
                     '    def lookup(self, token):\n'
                     '        result = super().lookup("vm1" if token == "alias" else token)\n'
@@ -6980,10 +6986,7 @@ class TestTokenCustomPlugin(TokenTestCase):
                     '        host, port = result\n'
                     '        assert (result[0], result[1]) == (host, port)\n'
                     '        return [host, int(port)]\n')
-        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
-        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
-            proxy = ProxyProcess(self, '--token-plugin', 'aliasing.Aliases',
-                                 '--token-source', tokens, '127.0.0.1:0')
+        proxy = self.plugin_proxy(folder, 'aliasing.Aliases', tokens)
         self.reaches(proxy.address, b'unpacked', token_path('alias'))
         self.reaches(proxy.address, b'unpacked', token_path('vm1'))
         self.refused_token(proxy.address, token_path('other'), 404)
@@ -6994,8 +6997,7 @@ class TestTokenCustomPlugin(TokenTestCase):
         # Upstream runs lookup() in a process's main thread, where
         # asyncio.get_event_loop() works; ours runs it in a connection thread.
         folder = self.tempdir()
-        with open(os.path.join(folder, 'async_plugin.py'), 'w') as f:
-            f.write('import asyncio\n\n\n'
+        self.write_plugin(folder, 'async_plugin', 'import asyncio\n\n\n'
                     'class Async:\n'
                     '    def __init__(self, source):\n'
                     '        self.source = source\n\n'
@@ -7007,10 +7009,7 @@ class TestTokenCustomPlugin(TokenTestCase):
                     '        loop = asyncio.get_event_loop()\n'
                     '        return loop.run_until_complete(self.fetch(token))\n')
         target = self.target(b'async')
-        path = os.pathsep.join(p for p in (folder, os.environ.get('PYTHONPATH')) if p)
-        with unittest.mock.patch.dict(os.environ, PYTHONPATH=path):
-            proxy = ProxyProcess(self, '--token-plugin', 'async_plugin.Async',
-                                 '--token-source', target.arg, '127.0.0.1:0')
+        proxy = self.plugin_proxy(folder, 'async_plugin.Async', target.arg)
         self.reaches(proxy.address, b'async', token_path('mine'))
         self.reaches(proxy.address, b'async', token_path('mine'))
         self.refused_token(proxy.address, token_path('other'), 404)
