@@ -2776,15 +2776,21 @@ def resolve_target(request, settings, plugin):
 
 def _lookup(plugin, token):
     """plugin.lookup(token) in this connection thread. Upstream calls plugins in a
-    process's main thread, where asyncio.get_event_loop() works; some plugins rely
-    on it. A lookup that fails for want of an event loop is tried once more with a
-    loop of its own, closed afterwards."""
-    try:
+    process's main thread, where asyncio.get_event_loop() works, and plugins
+    written for it may call it; here it would fail for want of a loop. So once
+    asyncio is imported, a lookup outside the main thread runs with an event loop
+    of its own, closed when it returns: no loop outlives its lookup. A plugin that
+    imports asyncio only during its first lookup gets that lookup tried again."""
+    asyncio = sys.modules.get('asyncio')
+    if threading.current_thread() is threading.main_thread():
         return plugin.lookup(token)
-    except RuntimeError as exc:
-        if 'event loop' not in str(exc):
-            raise
-    import asyncio                      # only such plugins pay for the import
+    if asyncio is None:
+        try:
+            return plugin.lookup(token)
+        except RuntimeError as exc:
+            asyncio = sys.modules.get('asyncio')
+            if asyncio is None or 'event loop' not in str(exc):
+                raise
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -2866,14 +2872,17 @@ def _lookup_failed(what, exc):
 
 
 class TokenPlugin:
-    """Base of the built-in plugins: made once with --token-source, then
+    """Base of the token plugins (upstream's websockify.token_plugins.BasePlugin):
+    made once with the --token-source string (None without one), then
     lookup(token) from any connection thread. Override lookup()."""
 
     #: True when the source names a file or directory (shown in the start-up line).
     source_is_path = False
+    #: True when the plugin cannot work without a source (the built-in ones).
+    needs_source = False
 
-    def __init__(self, source):
-        if not source:
+    def __init__(self, source=None):
+        if self.needs_source and not source:
             raise UsageError('--token-plugin %s needs --token-source' % type(self).__name__)
         self.source = source
 
@@ -2892,6 +2901,7 @@ class ReadOnlyTokenFile(TokenPlugin):
     unix_socket:/path`; `#` starts a comment line. A bad line is logged and skipped."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -2968,10 +2978,20 @@ class TokenFile(ReadOnlyTokenFile):
             return self._targets.get(token)
 
 
+def _directory_entry(directory, token, what):
+    """The path of the entry a token names in a directory; 400 for a token that
+    could name anything else (a '/', '..', control characters)."""
+    if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
+        raise HTTPError(400, 'a token names a %s in one directory: no "/", ".." '
+                             'or control characters' % what)
+    return os.path.join(directory, token)
+
+
 class UnixDomainSocketDirectory(TokenPlugin):
     """The token is the name of a Unix socket in the --token-source directory."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -2980,10 +3000,7 @@ class UnixDomainSocketDirectory(TokenPlugin):
             raise UsageError('--token-source %s is not a directory' % source)
 
     def lookup(self, token):
-        if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
-            raise HTTPError(400, 'a token names a socket in one directory: no "/", ".." '
-                                 'or control characters')
-        path = os.path.join(self.source, token)
+        path = _directory_entry(self.source, token, 'socket')
         try:
             if not stat.S_ISSOCK(os.stat(path).st_mode):
                 return None
@@ -2994,9 +3011,56 @@ class UnixDomainSocketDirectory(TokenPlugin):
         return Target(unix=path)
 
 
+class TokenFileName(UnixDomainSocketDirectory):
+    """The token is the name of a file in the --token-source directory that holds
+    its target: `host:port`, `[v6addr]:port` or `unix_socket:/path` (upstream's
+    TokenFileName). The file is read at each lookup: files added, edited or
+    removed take effect at once."""
+
+    def lookup(self, token):
+        path = _directory_entry(self.source, token, 'file')
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):     # never open a FIFO
+                return None
+            with open(path, 'rb') as f:
+                data = f.read(TOKEN_ANSWER_MAX + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _lookup_failed('token file %s' % path, exc) from None
+        try:
+            if len(data) > TOKEN_ANSWER_MAX:
+                raise ValueError('larger than %d bytes' % TOKEN_ANSWER_MAX)
+            return parse_target_text(data.decode('utf-8'))
+        except ValueError as exc:          # UnicodeDecodeError is one
+            raise HTTPError(502, 'the token lookup gave an invalid target',
+                            detail='token file %s: %s' % (path, exc)) from None
+
+
+class _TokenAnswer:
+    """A token API's 200 answer as upstream's plugins see it (the requests
+    Response they were written for): content, text, json(), ok, status_code."""
+
+    ok = True
+    status_code = 200
+
+    def __init__(self, content):
+        self.content = content
+
+    @property
+    def text(self):
+        return self.content.decode('utf-8')
+
+    def json(self):
+        return json.loads(self.text)
+
+
 class BaseTokenAPI(TokenPlugin):
     """Asks a web service: GET the --token-source URL with its %s replaced by the
-    token (URL-quoted); 200 with `host:port` is the target, a 4xx an unknown token."""
+    token (URL-quoted); 200 with `host:port` is the target, a 4xx an unknown token.
+    Subclasses override parse_answer(body), or upstream's process_result(resp)."""
+
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -3040,10 +3104,15 @@ class BaseTokenAPI(TokenPlugin):
             raise HTTPError(502, 'the token lookup failed',
                             detail='%s: answer larger than %d bytes' % (where, TOKEN_ANSWER_MAX))
         try:
-            return self.parse_answer(bytes(body))
+            return self.process_result(_TokenAnswer(bytes(body)))
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise HTTPError(502, 'the token lookup gave an invalid target',
                             detail='%s: %s: %s' % (where, type(exc).__name__, exc)) from None
+
+    def process_result(self, resp):
+        """The target in a 200 answer (resp.content, resp.text, resp.json()):
+        upstream's hook, kept for its subclasses; ours calls parse_answer."""
+        return self.parse_answer(resp.content)
 
     def parse_answer(self, body):
         """The Target in a 200 answer's body: here `host:port`."""
@@ -3120,16 +3189,43 @@ class _RedisReader:
         return kind, value
 
 
+def parse_source_args(source):
+    """A --token-source split at its colons, as upstream's TokenRedis splits it: a
+    part in double quotes may hold colons ('h::::"a:b"' -> ['h', '', '', '', 'a:b'])."""
+    parts = []
+    pos = 0
+    while True:
+        if source.startswith('"', pos):
+            close = source.find('"', pos + 1)
+            if close > pos + 1 and source[close + 1:close + 2] in (':', ''):
+                parts.append(source[pos + 1:close])
+                if close + 1 == len(source):
+                    return parts
+                pos = close + 2
+                continue
+        colon = source.find(':', pos)
+        if colon < 0:
+            parts.append(source[pos:])
+            return parts
+        parts.append(source[pos:colon])
+        pos = colon + 1
+
+
 class TokenRedis(TokenPlugin):
     """Looks the token up in Redis, over a new connection per lookup.
 
     --token-source is host[:port[:db[:password[:namespace]]]] (empty parts keep
-    the defaults 6379, 0, none, none); with a namespace the key is namespace:token.
-    A value is JSON, {"host": "h", "port": p} or {"host": "h:p"}, or plain `h:p`."""
+    the defaults 6379, 0, none, none); a part in double quotes may hold colons,
+    and so may the namespace; with a namespace the key is namespace:token. A
+    value is JSON, {"host": "h", "port": p} or {"host": "h:p"}, or plain `h:p`."""
+
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
-        parts = source.split(':', 4) + [''] * 4
+        parts = parse_source_args(source)
+        parts[4:] = [':'.join(parts[4:])]
+        parts += [''] * 4
         self.host, port, db, self._password, self.namespace = parts[:5]
         if not self.host:
             raise UsageError('--token-source of TokenRedis is '
@@ -3597,6 +3693,7 @@ class JWTTokenApi(TokenPlugin):
     Encrypted tokens (JWE) are refused."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -3684,8 +3781,8 @@ class JWTTokenApi(TokenPlugin):
 #: --token-plugin names of the built-in plugins; upstream's module path before
 #: them (websockify.token_plugins.TokenFile) means the same.
 TOKEN_PLUGINS = {cls.__name__: cls for cls in (
-    ReadOnlyTokenFile, TokenFile, UnixDomainSocketDirectory, BaseTokenAPI, JSONTokenApi,
-    TokenRedis, JWTTokenApi)}
+    ReadOnlyTokenFile, TokenFile, TokenFileName, UnixDomainSocketDirectory, BaseTokenAPI,
+    JSONTokenApi, TokenRedis, JWTTokenApi)}
 UPSTREAM_PLUGIN_MODULE = 'websockify.token_plugins.'
 
 
