@@ -3912,6 +3912,18 @@ class BasicHTTPAuth(BasePlugin):
                                       challenge, 'wrong user name or password')
 
 
+class InvalidOriginError(AuthenticationError):
+    """ExpectOrigin's refusal (upstream's class): 403, with the allowed origins in
+    expected_origin and the Origin given in actual_origin (None: no header)."""
+
+    def __init__(self, expected, actual):
+        self.expected_origin = expected
+        self.actual_origin = actual
+        super().__init__('origin %s is not allowed' % ('missing' if actual is None else
+                                                       repr(_printable(actual))),
+                         403, None, 'origin not allowed')
+
+
 class ExpectOrigin(BasePlugin):
     """Allows requests whose Origin is one of the space-separated --auth-source origins."""
 
@@ -3926,10 +3938,7 @@ class ExpectOrigin(BasePlugin):
         # HyBi 7 and 8 clients name it Sec-WebSocket-Origin (draft-ietf-hybi-10 §4.1).
         origin = headers.get('Origin') or headers.get('Sec-WebSocket-Origin')
         if origin not in self.origins:
-            raise AuthenticationError(
-                'origin %s is not allowed' % ('missing' if origin is None else
-                                              repr(_printable(origin))),
-                403, None, 'origin not allowed')
+            raise InvalidOriginError(sorted(self.origins), origin)
 
 
 class ClientCertCNAuth(BasePlugin):
