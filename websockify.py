@@ -5536,15 +5536,19 @@ def parse_args(argv):
     key_password = _key_password(parser, opts)
     if opts.cafile and not opts.verify_client:
         notices.append(_no_effect('cafile', 'without --verify-client'))
+    ssl_target = opts.ssl_target
+    if ssl_target and opts.unix_target and not opts.ssl_target_insecure:
+        # Upstream speaks to a Unix socket without TLS whatever --ssl-target says.
+        notices.append(_no_effect('ssl_target', 'with --unix-target and without '
+                                  '--ssl-target-insecure (a socket has no host name to '
+                                  'verify; upstream speaks to it without TLS too)'))
+        ssl_target = False
     for flag in ('ssl_target_cafile', 'ssl_target_insecure'):
-        if getattr(opts, flag) and not opts.ssl_target:
+        if getattr(opts, flag) and not ssl_target:
             notices.append(_no_effect(flag, 'without --ssl-target'))
-    if opts.ssl_target and opts.ssl_target_cafile and opts.ssl_target_insecure:
+    if ssl_target and opts.ssl_target_cafile and opts.ssl_target_insecure:
         parser.error('--ssl-target-cafile and --ssl-target-insecure exclude each other')
-    if opts.ssl_target and opts.unix_target and not opts.ssl_target_insecure:
-        parser.error('--ssl-target to a --unix-target has no host name to verify: '
-                     'add --ssl-target-insecure')
-    if opts.ssl_target and wrap is not None and not opts.ssl_target_insecure:
+    if ssl_target and wrap is not None and not opts.ssl_target_insecure:
         parser.error('--ssl-target to a wrapped program has no host name to verify: '
                      'add --ssl-target-insecure')
     if not 1 <= opts.workers <= MAX_WORKERS:
@@ -5580,7 +5584,7 @@ def parse_args(argv):
         cert_given=opts.cert is not None or opts.key is not None, key=absolute(opts.key),
         key_password=key_password,
         ssl_only=opts.ssl_only, verify_client=opts.verify_client, cafile=absolute(opts.cafile),
-        ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
+        ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=ssl_target,
         ssl_target_cafile=absolute(opts.ssl_target_cafile),
         ssl_target_insecure=opts.ssl_target_insecure,
         wrap_cmd=tuple(wrap) if wrap is not None else None,
