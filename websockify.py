@@ -5199,7 +5199,6 @@ def make_server(settings, runtime=None):
     prepare() built from them (prepared here when not given: UsageError)."""
     if runtime is None:
         runtime = prepare(settings)
-    threading.stack_size(THREAD_STACK_SIZE)
     if settings.unix_listen:
         return WebSockifyUnixServer(runtime)
     if settings.inetd:
@@ -6013,6 +6012,8 @@ def main(argv=None):
         if settings.log_file:
             logger.error('%s', exc)
         return exc.exit_status
+    # Process-wide, so the program's to decide: never done by make_server.
+    threading.stack_size(THREAD_STACK_SIZE)
     try:
         server = make_server(settings, runtime)
     except OSError as exc:
