@@ -7050,6 +7050,121 @@ class TestTokenCustomPlugin(TokenTestCase):
                 self.assertNotIn('Traceback', result.stderr)
 
 
+class TestTokenFileName(TokenTestCase):
+    """TokenFileName: the token names a file of the --token-source directory that
+    holds the target, read at each lookup."""
+
+    def test_each_file_is_a_token(self):
+        one = self.target(b'one')
+        two = self.target(b'two', host='::1') if HAVE_IPV6 else self.target(b'two')
+        folder = self.tempdir()
+
+        def write(name, text):
+            with open(os.path.join(folder, name), 'w') as f:
+                f.write(text)
+        write('vm1', '127.0.0.1:%d\n' % one.port)
+        write('vm2', ('[::1]:%d\n' if HAVE_IPV6 else '127.0.0.1:%d\n') % two.port)
+        write('broken', 'no port here')
+        os.mkdir(os.path.join(folder, 'a-directory'))
+        os.mkfifo(os.path.join(folder, 'a-fifo'))      # never opened: it would block
+        address = self.proxy('--token-plugin', 'TokenFileName', '--token-source', folder,
+                             '127.0.0.1:0')
+        self.reaches(address, b'one', token_path('vm1'))
+        self.reaches(address, b'two', token_path('vm2'))
+        for token, status in (('vm3', 404), ('a-directory', 404), ('a-fifo', 404),
+                              ('broken', 502), ('../vm1', 400), ('..', 400)):
+            with self.subTest(token=token):
+                self.refused_token(address, token_path(token), status)
+        write('vm3', '127.0.0.1:%d' % one.port)         # read at each lookup
+        self.reaches(address, b'one', token_path('vm3'))
+
+    def test_source_must_be_a_directory(self):
+        result = run_cli('--token-plugin', 'TokenFileName', '--token-source',
+                         os.path.join(self.tempdir(), 'absent'), '127.0.0.1:0')
+        check_usage_error(self, result, 'is not a directory')
+
+
+class TestTokenUpstreamInterfaces(SocketFreeTestCase):
+    """What upstream's plugins and their subclasses rely on."""
+
+    def test_parse_source_args_as_upstream_splits(self):
+        # Upstream 0.13's websockify.token_plugins.parse_source_args gives these.
+        cases = {'a:b:c:d': ['a', 'b', 'c', 'd'], 'a:"b:c":d': ['a', 'b:c', 'd'],
+                 'h::::"first-ns:second-ns"': ['h', '', '', '', 'first-ns:second-ns'],
+                 'h::::a:b': ['h', '', '', '', 'a', 'b'], '': [''], '"x"': ['x'],
+                 'a:': ['a', ''], '""': ['""'], 'a"b":c': ['a"b"', 'c'],
+                 '"a"b:c': ['"a"b', 'c'], '"a:b': ['"a', 'b']}
+        for source, parts in cases.items():
+            with self.subTest(source=source):
+                self.assertEqual(websockify.parse_source_args(source), parts)
+
+    def test_redis_source_with_quoted_parts(self):
+        redis = websockify.TokenRedis('h:6380:2:"pass:word":"ns:sub"')
+        self.assertEqual((redis.host, redis.port, redis.db, redis._password, redis.namespace),
+                         ('h', 6380, 2, 'pass:word', 'ns:sub'))
+        redis = websockify.TokenRedis('h::::ns:sub')      # an unquoted namespace too
+        self.assertEqual((redis.port, redis.db, redis.namespace), (6379, 0, 'ns:sub'))
+
+    def test_base_plugin_takes_no_source_but_built_ins_need_one(self):
+        class Mine(websockify.token_plugins.BasePlugin):
+            pass
+        self.assertIsNone(Mine(None).source)
+        self.assertIsNone(Mine(None).lookup('x'))
+        for cls in (websockify.TokenFile, websockify.TokenFileName, websockify.JSONTokenApi,
+                    websockify.TokenRedis, websockify.UnixDomainSocketDirectory):
+            with self.subTest(plugin=cls.__name__):
+                with self.assertRaisesRegex(websockify.UsageError, 'needs --token-source'):
+                    cls(None)
+
+    def test_lookup_gets_an_event_loop_once_and_for_its_duration(self):
+        import asyncio
+        seen = []
+
+        class Loopy:
+            def lookup(self, token):
+                loop = asyncio.get_event_loop()
+                seen.append(loop)
+                return loop.run_until_complete(asyncio.sleep(0, ('h', 1)))
+
+        def lookup_then_probe():
+            answer = websockify._lookup(Loopy(), 't')
+            try:
+                asyncio.get_event_loop()
+                left = True
+            except RuntimeError:
+                left = False
+            return answer, left
+        answer, left = Worker(lookup_then_probe).result()
+        self.assertEqual(answer, ('h', 1))
+        self.assertEqual(len(seen), 1)                  # called once, not retried
+        self.assertTrue(seen[0].is_closed())
+        self.assertFalse(left)                          # no loop outlives the lookup
+
+
+class TestTokenApiUpstreamSubclass(TokenTestCase):
+    """A BaseTokenAPI subclass written for upstream overrides process_result(resp)."""
+
+    def test_process_result_sees_a_response(self):
+        target = self.target(b'processed')
+        server, url = TestTokenApi.api(self, {'vm': ('127.0.0.1', target.port)}, as_json=True)
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'api_plugin.py'), 'w') as f:
+            f.write('from websockify.token_plugins import BaseTokenAPI\n\n\n'
+                    'class Api(BaseTokenAPI):\n'
+                    '    def process_result(self, resp):\n'
+                    '        assert resp.ok and resp.status_code == 200\n'
+                    '        assert resp.json() == __import__("json").loads(resp.text)\n'
+                    '        answer = resp.json()\n'
+                    '        return [answer["host"], str(answer["port"]).encode()]\n')
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.modules.pop, 'api_plugin', None)
+        self.addCleanup(sys.path.remove, folder)
+        address = self.proxy('--token-plugin', 'api_plugin.Api', '--token-source', url,
+                             '127.0.0.1:0')
+        self.reaches(address, b'processed', token_path('vm'))
+        self.refused_token(address, token_path('other'), 404)
+
+
 ################################################################################
 # Auth plugins
 ################################################################################
@@ -7355,6 +7470,25 @@ class TestAuth(ProxyTestCase):
         runtime = websockify.prepare(websockify.parse_args(['--auth-plugin', name + '.NoSource',
                                                             '127.0.0.1:0', '127.0.0.1:9']))
         self.assertEqual(type(runtime.auth_plugin).__name__, 'NoSource')
+
+
+class TestAuthInvalidOrigin(SocketFreeTestCase):
+    """ExpectOrigin refuses with upstream's InvalidOriginError."""
+
+    def test_attributes(self):
+        plugin = websockify.ExpectOrigin('https://a.example https://b.example')
+        for origin in ('https://evil.example', None):
+            headers = http.client.HTTPMessage()
+            if origin:
+                headers['Origin'] = origin
+            with self.subTest(origin=origin):
+                with self.assertRaises(websockify.auth_plugins.InvalidOriginError) as caught:
+                    plugin.authenticate(headers, 'h', 5900)
+                exc = caught.exception
+                self.assertIsInstance(exc, websockify.AuthenticationError)
+                self.assertEqual(exc.code, 403)
+                self.assertEqual(exc.expected_origin, ['https://a.example', 'https://b.example'])
+                self.assertEqual(exc.actual_origin, origin)
 
 
 ################################################################################
@@ -8179,6 +8313,24 @@ class TestServerOptionsWithoutEffect(SocketFreeTestCase):
         client = WSClient(self, proxy.address)
         client.handshake(protocols=['binary'])
         self.assertEqual(client.echo(b'still serves'), b'still serves')
+
+
+class TestServerOptionsWithoutEffectUnixTarget(SocketFreeTestCase):
+    """--ssl-target to a --unix-target without --ssl-target-insecure: upstream speaks
+    to the socket without TLS, so it is a warning, and TLS is off."""
+
+    def test_warning_and_no_tls(self):
+        settings = websockify.parse_args(['--ssl-target', '--unix-target', '/x.sock', '6080'])
+        self.assertFalse(settings.ssl_target)
+        self.assertEqual(len(settings.notices), 1)
+        self.assertIn('--ssl-target has no effect with --unix-target', settings.notices[0])
+        settings = websockify.parse_args(['--ssl-target', '--ssl-target-cafile', '/ca.pem',
+                                          '--unix-target', '/x.sock', '6080'])
+        self.assertEqual(len(settings.notices), 2, settings.notices)
+        settings = websockify.parse_args(['--ssl-target', '--ssl-target-insecure',
+                                          '--unix-target', '/x.sock', '6080'])
+        self.assertTrue(settings.ssl_target)
+        self.assertEqual(settings.notices, ())
 
 
 class TestServer(ProxyTestCase):
