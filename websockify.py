@@ -6901,15 +6901,18 @@ class UpstreamServer:
         except (UpstreamTerminate, SystemExit, KeyboardInterrupt):
             logger.info('stopping')
         finally:
-            for signum, handler in restore.items():
-                signal.signal(signum, handler)
-            if acceptor is not None:
-                core.shutdown()
-            core.close_sessions(SHUTDOWN_GRACE)
-            core.server_close()
-            if wrapper is not None:
-                wrapper.stop()
-            self._core = None
+            try:
+                if acceptor is not None:
+                    core.shutdown()
+                core.close_sessions(SHUTDOWN_GRACE)
+                core.server_close()
+                if wrapper is not None:
+                    wrapper.stop()
+                self._core = None
+            finally:
+                # Last: a second Ctrl-C while stopping finds terminate() again.
+                for signum, handler in restore.items():
+                    signal.signal(signum, handler)
 
     def _wait(self, core, settings):
         """Until something ends the server, calling poll() about once a second."""
