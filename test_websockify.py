@@ -7141,6 +7141,21 @@ class TestTokenUpstreamInterfaces(SocketFreeTestCase):
         self.assertFalse(left)                          # no loop outlives the lookup
 
 
+class TestTokenTargetConfigWins(SocketFreeTestCase):
+    """--target-config means --token-plugin TokenFile --token-source FILE and, as
+    upstream, replaces those options when they are given too: a warning each."""
+
+    def test_warnings(self):
+        settings = websockify.parse_args(['--target-config', 'tokens.cfg', '--token-plugin',
+                                          'mine.Plugin', '--token-source', 'x', '6080'])
+        self.assertEqual((settings.token_plugin, settings.token_source),
+                         ('TokenFile', os.path.abspath('tokens.cfg')))
+        self.assertEqual(len(settings.notices), 2, settings.notices)
+        self.assertIn('--token-plugin has no effect with --target-config', settings.notices[0])
+        self.assertIn('--token-source has no effect with --target-config', settings.notices[1])
+        self.assertEqual(websockify.parse_args(['--target-config', 't', '6080']).notices, ())
+
+
 class TestTokenApiUpstreamSubclass(TokenTestCase):
     """A BaseTokenAPI subclass written for upstream overrides process_result(resp)."""
 

@@ -5376,13 +5376,16 @@ def _key_password(parser, opts):
     return opts.key_password
 
 
-def _token_options(parser, opts, wrap):
+def _token_options(parser, opts, wrap, notices):
     """(plugin name, source) from --target-config, --token-plugin, --token-source."""
     name, source = opts.token_plugin, opts.token_source
     if opts.target_config is not None:
-        if name or source is not None:
-            parser.error('--target-config FILE is --token-plugin TokenFile --token-source '
-                         'FILE: give one or the other')
+        # --target-config FILE is --token-plugin TokenFile --token-source FILE, and
+        # upstream lets it replace those two options.
+        for flag in ('token_plugin', 'token_source'):
+            if getattr(opts, flag) is not None:
+                notices.append(_no_effect(flag, 'with --target-config (it means '
+                                                '--token-plugin TokenFile --token-source FILE)'))
         name, source = 'TokenFile', os.path.abspath(opts.target_config)
     if name is None:
         if source is not None:
@@ -5475,7 +5478,7 @@ def parse_args(argv):
         for flag in ('wrap_mode', 'rebind'):
             if getattr(opts, flag):
                 notices.append(_no_effect(flag, 'without -- PROGRAM ARGS'))
-    token_plugin, token_source = _token_options(parser, opts, wrap)
+    token_plugin, token_source = _token_options(parser, opts, wrap, notices)
     args = list(opts.addresses)
     try:
         mode = int(opts.unix_listen_mode, 8)
@@ -6155,6 +6158,7 @@ class _RequestBody:
         return data
 
     def readline(self, size=-1):
+        size = -1 if size is None else size
         while b'\n' not in self._buffer and (size < 0 or len(self._buffer) < size) \
                 and self._fill():
             pass
@@ -6238,6 +6242,10 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
     # -- the request -------------------------------------------------------------------
 
     def _serve_request(self, request):
+        """Upstream's request handling: set self.path and self.headers; a plain
+        request goes to a subclass's do_<METHOD> (or the web directory); an
+        upgrade passes validate_connection and auth_connection, is answered 101,
+        and then new_websocket_client serves it."""
         core = self.server
         self.server = self._view
         settings = core.settings
@@ -6824,7 +6832,7 @@ class UpstreamServer:
                            'ignores it')
             ssl_target = False
         return Settings(
-            listen_host=self.listen_host or '', listen_port=self.listen_port or 0,
+            listen_host=self.listen_host or '', listen_port=int(self.listen_port or 0),
             unix_listen=self.unix_listen,
             unix_listen_mode=0o600 if self.unix_listen_mode is None else self.unix_listen_mode,
             prefer_ipv6=bool(self.prefer_ipv6),
