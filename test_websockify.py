@@ -10081,7 +10081,9 @@ def program_env(impl, *paths):
 class ApiProgram:
     """A Python program run with our websockify.py importable (impl 'ours', this
     Python) or in upstream's venv ('upstream'): its stdout lines (wait_line), stderr
-    (wait_stderr, stderr), exit status (wait, stop). Killed in the test's cleanup."""
+    (wait_stderr, stderr), exit status (wait, stop). It runs in a session of its own,
+    whose processes (upstream's per-connection ones, multiprocessing's) the test's
+    cleanup kills; a daemon (-D) leaves it, and must end by itself."""
 
     def __init__(self, testcase, impl, args, paths=(), cwd=None):
         self.test = testcase
@@ -10089,7 +10091,7 @@ class ApiProgram:
         self.proc = subprocess.Popen([python] + [str(a) for a in args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=cwd or testcase.tempdir(),
-                                     env=program_env(impl, *paths))
+                                     env=program_env(impl, *paths), start_new_session=True)
         self.out, self.err = [], []
         self.cond = threading.Condition()
         self.readers = [self._reader(self.proc.stdout, self.out),
@@ -10157,9 +10159,9 @@ class ApiProgram:
         return self.wait()
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(TIMEOUT)
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(TIMEOUT)
         for reader in self.readers:
             reader.join(TIMEOUT)
         self.proc.stdout.close()
