@@ -6246,9 +6246,15 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
         request goes to a subclass's do_<METHOD> (or the web directory); an
         upgrade passes validate_connection and auth_connection, is answered 101,
         and then new_websocket_client serves it."""
-        core = self.server
-        self.server = self._view
-        settings = core.settings
+        # Upstream's code reads self.server; WebSockifyHandler's code, around this
+        # call, reads the listener there.
+        core, self.server = self.server, self._view
+        try:
+            self._serve_upstream(request, core.settings)
+        finally:
+            self.server = core
+
+    def _serve_upstream(self, request, settings):
         number = self.conn_id.rpartition('.')[2]
         self.handler_id = self.server.handler_id = int(number) if number.isdigit() else 0
         self.command = request.method
