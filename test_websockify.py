@@ -10626,6 +10626,11 @@ class TestUpstreamFrames(UpstreamApiTestCase):
             frame = client.recv_frame(TIMEOUT)
             self.assertEqual(frame.opcode, CLOSE)
             self.assertEqual(frame.payload, close_body(4000, b'wrong secret'))
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'])
+            client.send_frame(BINARY, b'SE')
+            client.send_close(4002, b'changed my mind')     # recv_frames says: closed
+            self.assertEqual(client.expect_close(4002)[0], 4002)
         self.each(check)
 
 

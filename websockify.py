@@ -6385,7 +6385,7 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
         self._check_session()
         session = self._session
         bufs = []
-        while True:
+        while session.client_end == RELAY:
             if self._client_data:
                 buf = bytearray(self._client_data)
                 consumed, pieces = session.receive_client(buf, len(buf))
@@ -6406,8 +6406,9 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
                     continue
             chunk = self._recv_client()
             if chunk is None:
-                return bufs, {'code': session.close_code, 'reason': session.close_reason}
+                break
             self._client_data += chunk
+        return bufs, {'code': session.close_code, 'reason': session.close_reason}
 
     def send_frames(self, bufs=None):
         """Send each buffer (bytes) to the client as one message; returns False
