@@ -10894,6 +10894,25 @@ class TestUpstreamInProcess(ProxyTestCase):
         client.expect_close()
         thread.result()               # run_once: after the one session, each time
 
+    def test_web_directory_with_web_auth(self):
+        web = self.tempdir()
+        with open(os.path.join(web, 'index.html'), 'w') as f:
+            f.write('<p>hello</p>')
+        proxy, port, thread = self.serve(web=web, web_auth=True, target_host='127.0.0.1',
+                                         target_port=1,
+                                         auth_plugin=websockify.BasicHTTPAuth('ann:pw'))
+        refused = http_request(port, '/index.html')
+        self.assertEqual(refused.status, 401, refused)
+        page = http_request(port, '/index.html', headers=[('Authorization', basic('ann:pw'))])
+        self.assertEqual((page.status, page.body), (200, b'<p>hello</p>'))
+        self.assertEqual(http_request(port, '/', 'POST',
+                                      headers=[('Authorization', basic('ann:pw'))]).status, 405)
+        self.assertTrue(thread.is_alive())             # plain requests are no session
+        client = WSClient(self, port)                  # run_once: end it with one
+        client.handshake(extra=[('Authorization', basic('ann:pw'))])
+        client.expect_close(1011)
+        thread.result()
+
     def test_unreachable_target_closes_with_1011(self):
         proxy, port, thread = self.serve(target_host='127.0.0.1', target_port=free_port())
         client = open_session(self, port)
