@@ -7116,6 +7116,14 @@ class TestTokenUpstreamInterfaces(SocketFreeTestCase):
                 with self.assertRaisesRegex(websockify.UsageError, 'needs --token-source'):
                     cls(None)
 
+    def test_unix_socket_path_object(self):
+        # Upstream's UnixDomainSocketDirectory returns ['unix_socket', PosixPath].
+        import pathlib
+        target = websockify.make_target('unix_socket', pathlib.Path('/run/vm.sock'))
+        self.assertEqual(target.unix, '/run/vm.sock')
+        with self.assertRaises(ValueError):
+            websockify.make_target('unix_socket', pathlib.Path('/run/vm\n.sock'))
+
     def test_lookup_gets_an_event_loop_once_and_for_its_duration(self):
         import asyncio
         seen = []

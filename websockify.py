@@ -2691,11 +2691,14 @@ def _text(value, what):
 
 def make_target(host, port):
     """A Target from a plugin's host and port (strings, bytes, or a number for the
-    port), checked as parse_host_port checks text; ValueError if not one."""
+    port; for a Unix socket a path object too, as upstream's plugins give), checked
+    as parse_host_port checks text; ValueError if not one."""
     host, port = _text(host, 'target host'), _text(port, 'target port')
     if not isinstance(host, str):
         raise ValueError('target host %r is not text' % (host,))
     if host == UNIX_SOCKET_HOST:
+        if isinstance(port, os.PathLike):
+            port = _text(os.fspath(port), 'socket path')
         if not isinstance(port, str) or not port:
             raise ValueError('no socket path after unix_socket')
         if has_control_characters(port):
