@@ -16,6 +16,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -Wall -Wextra
 BUILD   := build
 VENV    := $(BUILD)/venv
+UPSTREAM_VENV := $(BUILD)/upstream-venv
 NODEDIR := $(BUILD)/node
 BENCH   ?= ../shared/bench
 DEMO_PORT ?= 6080
@@ -36,6 +37,13 @@ $(VENV)/.stamp: Makefile
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 	touch $@
 
+# Upstream websockify 0.13 in a venv of its own, never on the tests' path: the
+# TestUpstream* programs run against it too (WEBSOCKIFY_UPSTREAM_VENV overrides it).
+$(UPSTREAM_VENV)/.stamp:
+	$(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_VENV)/bin/pip install -q --disable-pip-version-check websockify==0.13.0
+	touch $@
+
 $(NODEDIR)/.stamp:
 	mkdir -p $(NODEDIR)
 	cd $(NODEDIR) && npm install --no-audit --no-fund --silent ws@8
@@ -50,7 +58,7 @@ $(BUILD)/.apt-stamp:
 	fi
 	touch $@
 
-test-deps: $(VENV)/.stamp $(NODEDIR)/.stamp $(BUILD)/.apt-stamp
+test-deps: $(VENV)/.stamp $(NODEDIR)/.stamp $(BUILD)/.apt-stamp $(UPSTREAM_VENV)/.stamp
 
 # -- the tests ----------------------------------------------------------------
 test: all test-deps lint unit node-test floor

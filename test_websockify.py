@@ -23,8 +23,10 @@ process or as a program), then one group of TestCases per section of websockify.
 in its order, each under a banner naming the section, its socket-free TestCases
 first: Protocol, Connection, Pump, Static web server, Targets, Token plugins, Auth
 plugins, Program wrapping, Recording, Server and command line. TestCases are named
-Test<Section><Behaviour>. Last, interoperability: the demo (web/demo.py) and the
-pages of web/ in a browser.
+Test<Section><Behaviour>. Then interoperability: the demo (web/demo.py) and the
+pages of web/ in a browser. Last, Upstream's Python API: programs written for upstream
+websockify (nova, zstack, emscripten, plugins), run against websockify.py and, in a
+subTest, against upstream 0.13 in build/upstream-venv ($WEBSOCKIFY_UPSTREAM_VENV).
 """
 
 import ast
@@ -7047,6 +7049,144 @@ class TestTokenCustomPlugin(TokenTestCase):
                 self.assertNotIn('Traceback', result.stderr)
 
 
+class TestTokenFileName(TokenTestCase):
+    """TokenFileName: the token names a file of the --token-source directory that
+    holds the target, read at each lookup."""
+
+    def test_each_file_is_a_token(self):
+        one = self.target(b'one')
+        two = self.target(b'two', host='::1') if HAVE_IPV6 else self.target(b'two')
+        folder = self.tempdir()
+
+        def write(name, text):
+            with open(os.path.join(folder, name), 'w') as f:
+                f.write(text)
+        write('vm1', '127.0.0.1:%d\n' % one.port)
+        write('vm2', ('[::1]:%d\n' if HAVE_IPV6 else '127.0.0.1:%d\n') % two.port)
+        write('broken', 'no port here')
+        os.mkdir(os.path.join(folder, 'a-directory'))
+        os.mkfifo(os.path.join(folder, 'a-fifo'))      # never opened: it would block
+        address = self.proxy('--token-plugin', 'TokenFileName', '--token-source', folder,
+                             '127.0.0.1:0')
+        self.reaches(address, b'one', token_path('vm1'))
+        self.reaches(address, b'two', token_path('vm2'))
+        for token, status in (('vm3', 404), ('a-directory', 404), ('a-fifo', 404),
+                              ('broken', 502), ('../vm1', 400), ('..', 400)):
+            with self.subTest(token=token):
+                self.refused_token(address, token_path(token), status)
+        write('vm3', '127.0.0.1:%d' % one.port)         # read at each lookup
+        self.reaches(address, b'one', token_path('vm3'))
+
+    def test_source_must_be_a_directory(self):
+        result = run_cli('--token-plugin', 'TokenFileName', '--token-source',
+                         os.path.join(self.tempdir(), 'absent'), '127.0.0.1:0')
+        check_usage_error(self, result, 'is not a directory')
+
+
+class TestTokenUpstreamInterfaces(SocketFreeTestCase):
+    """What upstream's plugins and their subclasses rely on."""
+
+    def test_parse_source_args_as_upstream_splits(self):
+        # Upstream 0.13's websockify.token_plugins.parse_source_args gives these.
+        cases = {'a:b:c:d': ['a', 'b', 'c', 'd'], 'a:"b:c":d': ['a', 'b:c', 'd'],
+                 'h::::"first-ns:second-ns"': ['h', '', '', '', 'first-ns:second-ns'],
+                 'h::::a:b': ['h', '', '', '', 'a', 'b'], '': [''], '"x"': ['x'],
+                 'a:': ['a', ''], '""': ['""'], 'a"b":c': ['a"b"', 'c'],
+                 '"a"b:c': ['"a"b', 'c'], '"a:b': ['"a', 'b']}
+        for source, parts in cases.items():
+            with self.subTest(source=source):
+                self.assertEqual(websockify.parse_source_args(source), parts)
+
+    def test_redis_source_with_quoted_parts(self):
+        redis = websockify.TokenRedis('h:6380:2:"pass:word":"ns:sub"')
+        self.assertEqual((redis.host, redis.port, redis.db, redis._password, redis.namespace),
+                         ('h', 6380, 2, 'pass:word', 'ns:sub'))
+        redis = websockify.TokenRedis('h::::ns:sub')      # an unquoted namespace too
+        self.assertEqual((redis.port, redis.db, redis.namespace), (6379, 0, 'ns:sub'))
+
+    def test_base_plugin_takes_no_source_but_built_ins_need_one(self):
+        class Mine(websockify.token_plugins.BasePlugin):
+            pass
+        self.assertIsNone(Mine(None).source)
+        self.assertIsNone(Mine(None).lookup('x'))
+        for cls in (websockify.TokenFile, websockify.TokenFileName, websockify.JSONTokenApi,
+                    websockify.TokenRedis, websockify.UnixDomainSocketDirectory):
+            with self.subTest(plugin=cls.__name__):
+                with self.assertRaisesRegex(websockify.UsageError, 'needs --token-source'):
+                    cls(None)
+
+    def test_unix_socket_path_object(self):
+        # Upstream's UnixDomainSocketDirectory returns ['unix_socket', PosixPath].
+        import pathlib
+        target = websockify.make_target('unix_socket', pathlib.Path('/run/vm.sock'))
+        self.assertEqual(target.unix, '/run/vm.sock')
+        with self.assertRaises(ValueError):
+            websockify.make_target('unix_socket', pathlib.Path('/run/vm\n.sock'))
+
+    def test_lookup_gets_an_event_loop_once_and_for_its_duration(self):
+        import asyncio
+        seen = []
+
+        class Loopy:
+            def lookup(self, token):
+                loop = asyncio.get_event_loop()
+                seen.append(loop)
+                return loop.run_until_complete(asyncio.sleep(0, ('h', 1)))
+
+        def lookup_then_probe():
+            answer = websockify._lookup(Loopy(), 't')
+            try:
+                asyncio.get_event_loop()
+                left = True
+            except RuntimeError:
+                left = False
+            return answer, left
+        answer, left = Worker(lookup_then_probe).result()
+        self.assertEqual(answer, ('h', 1))
+        self.assertEqual(len(seen), 1)                  # called once, not retried
+        self.assertTrue(seen[0].is_closed())
+        self.assertFalse(left)                          # no loop outlives the lookup
+
+
+class TestTokenTargetConfigWins(SocketFreeTestCase):
+    """--target-config means --token-plugin TokenFile --token-source FILE and, as
+    upstream, replaces those options when they are given too: a warning each."""
+
+    def test_warnings(self):
+        settings = websockify.parse_args(['--target-config', 'tokens.cfg', '--token-plugin',
+                                          'mine.Plugin', '--token-source', 'x', '6080'])
+        self.assertEqual((settings.token_plugin, settings.token_source),
+                         ('TokenFile', os.path.abspath('tokens.cfg')))
+        self.assertEqual(len(settings.notices), 2, settings.notices)
+        self.assertIn('--token-plugin has no effect with --target-config', settings.notices[0])
+        self.assertIn('--token-source has no effect with --target-config', settings.notices[1])
+        self.assertEqual(websockify.parse_args(['--target-config', 't', '6080']).notices, ())
+
+
+class TestTokenApiUpstreamSubclass(TokenTestCase):
+    """A BaseTokenAPI subclass written for upstream overrides process_result(resp)."""
+
+    def test_process_result_sees_a_response(self):
+        target = self.target(b'processed')
+        server, url = TestTokenApi.api(self, {'vm': ('127.0.0.1', target.port)}, as_json=True)
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'api_plugin.py'), 'w') as f:
+            f.write('from websockify.token_plugins import BaseTokenAPI\n\n\n'
+                    'class Api(BaseTokenAPI):\n'
+                    '    def process_result(self, resp):\n'
+                    '        assert resp.ok and resp.status_code == 200\n'
+                    '        assert resp.json() == __import__("json").loads(resp.text)\n'
+                    '        answer = resp.json()\n'
+                    '        return [answer["host"], str(answer["port"]).encode()]\n')
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.modules.pop, 'api_plugin', None)
+        self.addCleanup(sys.path.remove, folder)
+        address = self.proxy('--token-plugin', 'api_plugin.Api', '--token-source', url,
+                             '127.0.0.1:0')
+        self.reaches(address, b'processed', token_path('vm'))
+        self.refused_token(address, token_path('other'), 404)
+
+
 ################################################################################
 # Auth plugins
 ################################################################################
@@ -7352,6 +7492,25 @@ class TestAuth(ProxyTestCase):
         runtime = websockify.prepare(websockify.parse_args(['--auth-plugin', name + '.NoSource',
                                                             '127.0.0.1:0', '127.0.0.1:9']))
         self.assertEqual(type(runtime.auth_plugin).__name__, 'NoSource')
+
+
+class TestAuthInvalidOrigin(SocketFreeTestCase):
+    """ExpectOrigin refuses with upstream's InvalidOriginError."""
+
+    def test_attributes(self):
+        plugin = websockify.ExpectOrigin('https://a.example https://b.example')
+        for origin in ('https://evil.example', None):
+            headers = http.client.HTTPMessage()
+            if origin:
+                headers['Origin'] = origin
+            with self.subTest(origin=origin):
+                with self.assertRaises(websockify.auth_plugins.InvalidOriginError) as caught:
+                    plugin.authenticate(headers, 'h', 5900)
+                exc = caught.exception
+                self.assertIsInstance(exc, websockify.AuthenticationError)
+                self.assertEqual(exc.code, 403)
+                self.assertEqual(exc.expected_origin, ['https://a.example', 'https://b.example'])
+                self.assertEqual(exc.actual_origin, origin)
 
 
 ################################################################################
@@ -8176,6 +8335,24 @@ class TestServerOptionsWithoutEffect(SocketFreeTestCase):
         client = WSClient(self, proxy.address)
         client.handshake(protocols=['binary'])
         self.assertEqual(client.echo(b'still serves'), b'still serves')
+
+
+class TestServerOptionsWithoutEffectUnixTarget(SocketFreeTestCase):
+    """--ssl-target to a --unix-target without --ssl-target-insecure: upstream speaks
+    to the socket without TLS, so it is a warning, and TLS is off."""
+
+    def test_warning_and_no_tls(self):
+        settings = websockify.parse_args(['--ssl-target', '--unix-target', '/x.sock', '6080'])
+        self.assertFalse(settings.ssl_target)
+        self.assertEqual(len(settings.notices), 1)
+        self.assertIn('--ssl-target has no effect with --unix-target', settings.notices[0])
+        settings = websockify.parse_args(['--ssl-target', '--ssl-target-cafile', '/ca.pem',
+                                          '--unix-target', '/x.sock', '6080'])
+        self.assertEqual(len(settings.notices), 2, settings.notices)
+        settings = websockify.parse_args(['--ssl-target', '--ssl-target-insecure',
+                                          '--unix-target', '/x.sock', '6080'])
+        self.assertTrue(settings.ssl_target)
+        self.assertEqual(settings.notices, ())
 
 
 class TestServer(ProxyTestCase):
@@ -9860,6 +10037,1005 @@ class TestBrowser(unittest.TestCase):
         self.assertTrue(page.evaluate("document.getElementById('encrypt').checked"))
         self.assertIn('wss://', page.evaluate('window.wstelnet.detail'))
         self.check_line_service(page, 'wstelnet-wss')
+
+
+################################################################################
+# Upstream's Python API: programs written for upstream websockify, run as they run
+# there, against websockify.py and, where it is installed, against upstream 0.13
+################################################################################
+
+#: A virtual environment holding upstream websockify 0.13 (pip install
+#: websockify==0.13.0): $WEBSOCKIFY_UPSTREAM_VENV, else build/upstream-venv, which
+#: `make test` creates. Only programs run in it: it is never on this process's path.
+UPSTREAM_VENV = (os.environ.get('WEBSOCKIFY_UPSTREAM_VENV')
+                 or os.path.join(HERE, 'build', 'upstream-venv'))
+_upstream_python = []
+
+
+def upstream_python():
+    """The python of UPSTREAM_VENV, once upstream websockify 0.13 imports there;
+    skips (or fails, with WEBSOCKIFY_REQUIRE_ALL) without it."""
+    if not _upstream_python:
+        python = os.path.join(UPSTREAM_VENV, 'bin', 'python')
+        found = None
+        if os.access(python, os.X_OK):
+            probe = subprocess.run(
+                [python, '-c', 'import importlib.metadata as m, websockify.websocketproxy; '
+                               'print(m.version("websockify"))'],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                universal_newlines=True, timeout=PROCESS_TIMEOUT, cwd=WEB_DIR,
+                env=program_env('upstream'))
+            if probe.returncode == 0 and probe.stdout.strip() == '0.13.0':
+                found = python
+        _upstream_python.append(found)
+    require('upstream websockify 0.13 in %s' % UPSTREAM_VENV, _upstream_python[0],
+            'make test creates build/upstream-venv; or point WEBSOCKIFY_UPSTREAM_VENV '
+            'at a venv with websockify==0.13.0')
+    return _upstream_python[0]
+
+
+def program_env(impl, *paths):
+    """The environment of a test program: our websockify.py on its path for 'ours',
+    nothing of ours for 'upstream' (whose venv holds websockify), plus paths."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env.pop('PYTHONPATH', None)
+    path = list(paths) + ([HERE] if impl == 'ours' else [])
+    if path:
+        env['PYTHONPATH'] = os.pathsep.join(path)
+    return env
+
+
+class ApiProgram:
+    """A Python program run with our websockify.py importable (impl 'ours', this
+    Python) or in upstream's venv ('upstream'): its stdout lines (wait_line), stderr
+    (wait_stderr, stderr), exit status (wait, stop). It runs in a session of its own,
+    whose processes (upstream's per-connection ones, multiprocessing's) the test's
+    cleanup kills; a daemon (-D) leaves it, and must end by itself."""
+
+    def __init__(self, testcase, impl, args, paths=(), cwd=None):
+        self.test = testcase
+        python = sys.executable if impl == 'ours' else upstream_python()
+        self.proc = subprocess.Popen([python] + [str(a) for a in args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=cwd or testcase.tempdir(),
+                                     env=program_env(impl, *paths), start_new_session=True)
+        self.out, self.err = [], []
+        self.cond = threading.Condition()
+        self.readers = [self._reader(self.proc.stdout, self.out),
+                        self._reader(self.proc.stderr, self.err)]
+        testcase.addCleanup(self.kill)
+
+    def _reader(self, stream, lines):
+        def run():
+            for line in stream:
+                with self.cond:
+                    lines.append(line.decode('utf-8', 'replace'))
+                    self.cond.notify_all()
+            with self.cond:
+                lines.append(None)             # EOF
+                self.cond.notify_all()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def stderr(self):
+        with self.cond:
+            return ''.join(line for line in self.err if line)
+
+    def _wait_for(self, lines, regex, timeout, what):
+        pattern = re.compile(regex)
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in lines:
+                    if line is None:
+                        break
+                    if pattern.search(line):
+                        return line
+                else:
+                    left = end - time.monotonic()
+                    if left > 0:
+                        self.cond.wait(left)
+                        continue
+                self.test.fail('no %r on its %s (%s); stderr:\n%s' % (
+                    regex, what, 'EOF' if None in lines else 'timeout',
+                    ''.join(line for line in self.err if line)))
+
+    def wait_line(self, regex, timeout=PROCESS_TIMEOUT):
+        """The first stdout line matching regex, once there is one."""
+        return self._wait_for(self.out, regex, timeout, 'stdout')
+
+    def wait_stderr(self, regex, timeout=PROCESS_TIMEOUT):
+        """The first stderr line matching regex, once there is one."""
+        return self._wait_for(self.err, regex, timeout, 'stderr')
+
+    def wait(self, timeout=PROCESS_TIMEOUT):
+        """Its exit status, once it exits by itself."""
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.test.fail('still running after %s s; stderr:\n%s' % (timeout, self.stderr))
+        for reader in self.readers:
+            reader.join(TIMEOUT)
+        return status
+
+    def stop(self, signum=signal.SIGTERM):
+        """Send signum; its exit status."""
+        self.proc.send_signal(signum)
+        return self.wait()
+
+    def kill(self):
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(TIMEOUT)
+        for reader in self.readers:
+            reader.join(TIMEOUT)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+#: What a WebSocketProxy started as a program logs once it listens: ours, upstream's.
+SERVING = r'listening on|proxying from'
+
+
+def wait_closed_port(test, port, timeout=PROCESS_TIMEOUT):
+    """Wait (bounded) until nothing listens on port (a daemon has exited)."""
+    end = time.monotonic() + timeout
+    while tcp_listening(port):
+        if time.monotonic() > end:
+            test.fail('port %d still listening after %s s' % (port, timeout))
+        time.sleep(0.05)
+
+
+def not_relayed(test, port, path='/', extra=()):
+    """A WebSocket request on port that must get nowhere: refused before the upgrade
+    (an HTTP error, or the connection closed: upstream's EClose), or upgraded then
+    closed without relaying anything (a close frame; upstream's failing handler
+    just closes). Returns what happened: 'refused STATUS', 'closed' or 'close CODE'."""
+    client = WSClient(test, port)
+    client.send(upgrade_request(path=path, extra=[('Sec-WebSocket-Protocol', 'binary')]
+                                + list(extra)))
+    try:
+        response = client.read_response()
+    except (ConnectionError, EOFError):
+        return 'closed'
+    if response.status != 101:
+        return 'refused %d' % response.status
+    try:
+        client.send_frame(BINARY, b'anyone there?')
+        while True:
+            frame = client.recv_frame(TIMEOUT)
+            if frame.opcode == CLOSE:
+                return 'close %s' % describe_close(frame.payload)
+            if frame.opcode != PING:
+                test.fail('relayed after all: %r' % (frame,))
+    except (ConnectionError, EOFError):
+        return 'closed'
+
+
+def http_call(port, method, target, headers=(), body=b''):
+    """One HTTP/1.1 request with a body, answered up to the server's close: Response."""
+    lines = ['%s %s HTTP/1.1' % (method, target), 'Host: 127.0.0.1:%d' % port]
+    lines += ['%s: %s' % header for header in headers]
+    raw = http_exchange(port, ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1') + body)
+    head, _, rest = raw.partition(b'\r\n\r\n')
+    response = parse_response_head(head)
+    response.body, response.raw = rest, raw
+    return response
+
+
+class UpstreamApiTestCase(ProxyTestCase):
+    """Runs each check against ours and, in a subTest, against upstream."""
+
+    def each(self, check):
+        for impl in ('ours', 'upstream'):
+            with self.subTest(websockify=impl):
+                check(impl)
+
+    def program(self, impl, source, *args, paths=()):
+        """ApiProgram running source (a program's text) with args, in a new folder."""
+        folder = self.tempdir()
+        path = os.path.join(folder, 'program.py')
+        with open(path, 'w') as f:
+            f.write(source)
+        return ApiProgram(self, impl, [path] + list(args), paths=paths, cwd=folder)
+
+    def cli(self, impl, *args, paths=()):
+        """websockify as upstream's users start it, `python -m websockify ARGS`,
+        once it serves."""
+        program = ApiProgram(self, impl, ['-m', 'websockify'] + list(args), paths=paths)
+        program.wait_stderr(SERVING)
+        return program
+
+    def reaches(self, port, name, path, payload=b'round trip'):
+        """A WebSocket session on port reaching a named_echo target (its name first),
+        then an echo through it."""
+        client = WSClient(self, port)
+        client.handshake(path=path, protocols=['binary'])
+        self.assertEqual(client.recv_data(len(name)), name)
+        self.assertEqual(client.echo(payload), payload)
+        client.close()
+
+
+NOVA_PROGRAM = r'''
+"""OpenStack nova's console proxy in miniature (nova/console/websocketproxy.py and
+nova/cmd/baseproxy.py): the handler checks the token and Origin itself in
+new_websocket_client and opens the target with WebSockifyServer.socket; the proxy
+subclass takes options of its own and turns ssl_minimum_version into ssl_options."""
+import logging
+import socket
+import sys
+import urllib.parse
+
+import websockify
+from websockify import websockifyserver
+
+LOG = logging.getLogger('nova_like')
+logging.basicConfig(level=logging.INFO)
+TOKENS = {'good': ('127.0.0.1', int(sys.argv[2]))}
+
+
+class TokenError(Exception):
+    pass
+
+
+class NovaLikeHandler(websockify.ProxyRequestHandler):
+    def __init__(self, *args, **kwargs):
+        self._compute_rpcapi = None
+        websockify.ProxyRequestHandler.__init__(self, *args, **kwargs)
+
+    def address_string(self):
+        return str(self.client_address[0])
+
+    def socket(self, *args, **kwargs):
+        return websockifyserver.WebSockifyServer.socket(*args, **kwargs)
+
+    def new_websocket_client(self):
+        query = urllib.parse.urlparse(self.path).query
+        token = urllib.parse.parse_qs(query).get('token', ['']).pop()
+        if token not in TOKENS:
+            raise TokenError('invalid token')
+        expected = self.headers.get('Host').split(':')[0]
+        origin = self.headers.get('Origin')
+        if origin is not None and urllib.parse.urlparse(origin).hostname != expected:
+            raise TokenError('Origin header does not match this host')
+        if self.server.security_proxy != 'none' or not self.client_address[0]:
+            raise TokenError('server options lost')
+        host, port = TOKENS[token]
+        self.msg('connecting to: %(host)s:%(port)s' % {'host': host, 'port': port})
+        tsock = self.socket(host, port, connect=True)
+        try:
+            self.do_proxy(tsock)
+        except Exception:
+            if tsock:
+                tsock.shutdown(socket.SHUT_RDWR)
+                tsock.close()
+            raise
+
+
+class NovaLikeProxy(websockify.WebSocketProxy):
+    def __init__(self, *args, **kwargs):
+        self.security_proxy = kwargs.pop('security_proxy', None)
+        ssl_min_version = kwargs.pop('ssl_minimum_version', None)
+        if ssl_min_version and ssl_min_version != 'default':
+            kwargs['ssl_options'] = websockify.websocketproxy.select_ssl_version(
+                ssl_min_version)
+        super(NovaLikeProxy, self).__init__(*args, **kwargs)
+
+    @staticmethod
+    def get_logger():
+        return LOG
+
+    def started(self):
+        print('READY', flush=True)
+
+
+NovaLikeProxy(listen_host='127.0.0.1', listen_port=int(sys.argv[1]), source_is_ipv6=False,
+              cert='self.pem', key=None, ssl_only=False, ssl_ciphers=None,
+              ssl_minimum_version='tlsv1_2', daemon=False, record=None, traffic=False,
+              web=None, file_only=True, RequestHandlerClass=NovaLikeHandler,
+              security_proxy='none').start_server()
+'''
+
+
+class TestUpstreamNova(UpstreamApiTestCase):
+    """nova's pattern: a ProxyRequestHandler subclass that checks the token in
+    new_websocket_client, opens the target and relays with do_proxy."""
+
+    def test_token_checked_in_new_websocket_client(self):
+        target = TargetServer(self, echo)
+
+        def check(impl):
+            port = free_port()
+            program = self.program(impl, NOVA_PROGRAM, port, target.port)
+            program.wait_line('READY')
+            client = WSClient(self, port)
+            client.handshake(path='/?token=good', protocols=['binary'],
+                             extra=[('Origin', 'http://localhost')])
+            self.assertEqual(client.echo(b'console bytes'), b'console bytes')
+            client.close()
+            not_relayed(self, port, '/?token=bad')
+            not_relayed(self, port, '/?token=good', extra=[('Origin', 'http://elsewhere')])
+            self.assertEqual(program.stop(), 0, program.stderr)
+            # msg() goes to the logger get_logger() names, prefixed per connection.
+            self.assertRegex(program.stderr, r'nova_like:.*connecting to: 127\.0\.0\.1:%d'
+                             % target.port)
+            self.assertIn('invalid token', program.stderr)
+        self.each(check)
+
+
+ZSTACK_COMMAND = ('import logging; logging.basicConfig(filename=%r, level=logging.INFO); '
+                  'import websockify; websockify.websocketproxy.websockify_init()')
+
+
+class TestUpstreamZstack(UpstreamApiTestCase):
+    """zstack's one-liner: python -c "...; websockify.websocketproxy.websockify_init()"
+    with the options after it, logging configured by the program, in the background."""
+
+    def test_one_liner_daemon_with_token_file(self):
+        target = TargetServer(self, named_echo(b'vm one'))
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('vm1: 127.0.0.1:%d\n' % target.port)
+
+        def check(impl):
+            port = free_port()
+            log = os.path.join(folder, impl + '.log')
+            program = ApiProgram(self, impl, ['-c', ZSTACK_COMMAND % log, '127.0.0.1:%d' % port,
+                                              '-D', '--target-config=%s' % tokens,
+                                              '--idle-timeout=3'], cwd=folder)
+            # The command returns once the daemon listens.
+            self.assertEqual(program.wait(), 0, program.stderr)
+            self.addCleanup(wait_closed_port, self, port)
+            self.assertTrue(tcp_listening(port))
+            self.reaches(port, b'vm one', token_path('vm1'))
+            not_relayed(self, port, token_path('vm2'))
+            wait_closed_port(self, port)            # --idle-timeout ends the daemon
+            with open(log) as f:
+                self.assertIn('127.0.0.1:%d' % target.port, f.read())
+        self.each(check)
+
+
+EMSCRIPTEN_PROGRAM = r'''
+"""emscripten's socket test harness: a WebSocketProxy with run_once in a
+multiprocessing.Process, probed until it accepts; it ends after one session."""
+import multiprocessing
+import socket
+import sys
+import time
+
+import websockify
+
+
+def main():
+    listen_port, target_port, method = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    context = multiprocessing.get_context(None if method == 'default' else method)
+    wsp = websockify.WebSocketProxy(verbose=True, source_is_ipv6=True,
+                                    listen_host='127.0.0.1', listen_port=listen_port,
+                                    target_host='127.0.0.1', target_port=target_port,
+                                    run_once=True)
+    process = context.Process(target=wsp.start_server)
+    process.start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', listen_port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.terminate()
+                raise
+            time.sleep(0.05)
+    print('READY', flush=True)
+    process.join(30)
+    if process.is_alive():
+        process.terminate()
+        process.join()
+        print('STILL RUNNING', flush=True)
+    print('EXIT %s' % process.exitcode, flush=True)
+
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+class TestUpstreamEmscripten(UpstreamApiTestCase):
+    """emscripten's pattern: start_server() in a multiprocessing.Process with
+    run_once=True (spawned too, as Python 3.14's default forkserver pickles it)."""
+
+    def test_run_once_in_a_process(self):
+        target = TargetServer(self, echo)
+        for method in ('default', 'spawn'):
+            def check(impl):
+                port = free_port()
+                program = self.program(impl, EMSCRIPTEN_PROGRAM, port, target.port, method)
+                program.wait_line('READY', LONG_TIMEOUT)
+                client = WSClient(self, port)
+                client.handshake(protocols=['binary'])
+                self.assertEqual(client.echo(b'emscripten'), b'emscripten')
+                client.send_close(1000)
+                client.read_until_eof()
+                self.assertEqual(program.wait_line('^EXIT'), 'EXIT 0\n', program.stderr)
+                self.assertEqual(program.wait(), 0)
+            with self.subTest(start_method=method):
+                self.each(check)
+
+
+UPSTREAM_PLUGINS = r'''
+"""Token plugins written for upstream websockify."""
+import asyncio
+
+import websockify.token_plugins
+
+
+class Fixed(websockify.token_plugins.BasePlugin):
+    """The token 'mine' goes to the --token-source host:port."""
+
+    def lookup(self, token):
+        host, _, port = self.source.rpartition(':')
+        return [host, port] if token == 'mine' else None
+
+
+class Aliases(websockify.token_plugins.TokenFile):
+    """A token file where 'alias' means 'vm1'."""
+
+    def lookup(self, token):
+        result = super().lookup('vm1' if token == 'alias' else token)
+        if result is None:
+            return None
+        host, port = result
+        return [host, int(port)]
+
+
+class Async(websockify.token_plugins.BasePlugin):
+    """Fixed, looked up with asyncio on the current event loop."""
+
+    async def find(self, token):
+        await asyncio.sleep(0)
+        host, _, port = self.source.rpartition(':')
+        return (host, port) if token == 'mine' else None
+
+    def lookup(self, token):
+        loop = asyncio.get_event_loop()
+        return loop.run_until_complete(self.find(token))
+'''
+
+
+class TestUpstreamTokenPlugins(UpstreamApiTestCase):
+    """Token plugins as upstream's users write them, given to `python -m websockify`."""
+
+    def plugins(self):
+        folder = self.tempdir()
+        with open(os.path.join(folder, 'upstream_plugins.py'), 'w') as f:
+            f.write(UPSTREAM_PLUGINS)
+        return folder
+
+    def test_plugin_module_imports_websockify_token_plugins(self):
+        target = TargetServer(self, named_echo(b'fixed'))
+        folder = self.plugins()
+
+        def check(impl):
+            port = free_port()
+            self.cli(impl, '--token-plugin', 'upstream_plugins.Fixed', '--token-source',
+                     '127.0.0.1:%d' % target.port, '127.0.0.1:%d' % port, paths=[folder])
+            self.reaches(port, b'fixed', token_path('mine'))
+            not_relayed(self, port, token_path('yours'))
+        self.each(check)
+
+    def test_subclass_unpacks_token_file_lookup(self):
+        target = TargetServer(self, named_echo(b'aliased'))
+        folder = self.plugins()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('vm1: 127.0.0.1:%d\n' % target.port)
+
+        def check(impl):
+            port = free_port()
+            self.cli(impl, '--token-plugin', 'upstream_plugins.Aliases', '--token-source',
+                     tokens, '127.0.0.1:%d' % port, paths=[folder])
+            self.reaches(port, b'aliased', token_path('alias'))
+            self.reaches(port, b'aliased', token_path('vm1'))
+            not_relayed(self, port, token_path('vm2'))
+        self.each(check)
+
+    def test_plugin_using_the_current_event_loop(self):
+        target = TargetServer(self, named_echo(b'async'))
+        folder = self.plugins()
+
+        def check(impl):
+            port = free_port()
+            program = self.cli(impl, '--token-plugin', 'upstream_plugins.Async',
+                               '--token-source', '127.0.0.1:%d' % target.port,
+                               '127.0.0.1:%d' % port, paths=[folder])
+            for _ in range(2):                      # a thread (here) or process each
+                self.reaches(port, b'async', token_path('mine'))
+            not_relayed(self, port, token_path('yours'))
+            self.assertNotIn('event loop', program.stderr)
+        self.each(check)
+
+    def test_token_file_name(self):
+        one, two = TargetServer(self, named_echo(b'one')), TargetServer(self, named_echo(b'two'))
+        folder = self.tempdir()
+        for name, target in (('vm1', one), ('vm2', two)):
+            with open(os.path.join(folder, name), 'w') as f:
+                f.write('127.0.0.1:%d\n' % target.port)
+
+        def check(impl):
+            port = free_port()
+            self.cli(impl, '--token-plugin', 'TokenFileName', '--token-source', folder,
+                     '127.0.0.1:%d' % port)
+            self.reaches(port, b'one', token_path('vm1'))
+            self.reaches(port, b'two', token_path('vm2'))
+            not_relayed(self, port, token_path('vm3'))
+        self.each(check)
+
+
+SECURITY_PROXY_PROGRAM = r'''
+"""A security-proxy style handler, as nova's TenantSock wraps the client: it
+speaks to the client with recv_frames and send_frames before relaying (or
+closes with send_close), and opens the target with self.server.socket."""
+import sys
+
+import websockify
+
+
+class Greeter(websockify.ProxyRequestHandler):
+    def new_websocket_client(self):
+        data = b''
+        while len(data) < 6:
+            frames, closed = self.recv_frames()
+            data += b''.join(frames)
+            if closed:
+                return
+        if data != b'SECRET':
+            self.send_close(4000, 'wrong secret')
+            return
+        self.send_frames([b'WELCOME', b'!'])
+        tsock = self.server.socket(self.server.target_host, self.server.target_port,
+                                   connect=True)
+        self.do_proxy(tsock)
+
+
+class Proxy(websockify.WebSocketProxy):
+    def started(self):
+        print('READY', flush=True)
+
+
+Proxy(RequestHandlerClass=Greeter, listen_host='127.0.0.1', listen_port=int(sys.argv[1]),
+      target_host='127.0.0.1', target_port=int(sys.argv[2])).start_server()
+'''
+
+
+class TestUpstreamFrames(UpstreamApiTestCase):
+    """recv_frames, send_frames and send_close before do_proxy."""
+
+    def test_greeting_before_the_relay(self):
+        target = TargetServer(self, echo)
+
+        def check(impl):
+            port = free_port()
+            program = self.program(impl, SECURITY_PROXY_PROGRAM, port, target.port)
+            program.wait_line('READY')
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'])
+            client.send_frame(BINARY, b'SEC')
+            client.send_frame(BINARY, b'RET')
+            self.assertEqual(client.recv_frame(TIMEOUT), Frame(True, BINARY, b'WELCOME'))
+            self.assertEqual(client.recv_frame(TIMEOUT), Frame(True, BINARY, b'!'))
+            self.assertEqual(client.echo(b'after the greeting'), b'after the greeting')
+            client.close()
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'])
+            client.send_frame(BINARY, b'GUESS!')
+            frame = client.recv_frame(TIMEOUT)
+            self.assertEqual(frame.opcode, CLOSE)
+            self.assertEqual(frame.payload, close_body(4000, b'wrong secret'))
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'])
+            client.send_frame(BINARY, b'SE')
+            client.send_close(4002, b'changed my mind')     # recv_frames says: closed
+            self.assertEqual(client.expect_close(4002)[0], 4002)
+        self.each(check)
+
+
+HTTP_HANDLER_PROGRAM = r'''
+"""A handler that answers an HTTP endpoint of its own next to the web directory,
+as many programs add a status page or a login form."""
+import json
+import sys
+
+import websockify
+
+
+class Status(websockify.ProxyRequestHandler):
+    def do_GET(self):
+        if self.path != '/status':
+            return super().do_GET()
+        body = json.dumps({'path': self.path, 'agent': self.headers.get('User-Agent')})
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def do_POST(self):
+        length = int(self.headers.get('Content-Length', 0))
+        body = self.rfile.read(length)
+        self.send_response(201)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[::-1])
+
+
+class Proxy(websockify.WebSocketProxy):
+    def started(self):
+        print('READY', flush=True)
+
+
+Proxy(RequestHandlerClass=Status, listen_host='127.0.0.1', listen_port=int(sys.argv[1]),
+      target_host='127.0.0.1', target_port=int(sys.argv[2]), web=sys.argv[3]).start_server()
+'''
+
+
+class TestUpstreamHttpHandler(UpstreamApiTestCase):
+    """A subclass's do_GET and do_POST answer plain requests; super().do_GET()
+    serves the web directory; WebSocket requests still reach the target."""
+
+    def test_endpoint_of_its_own(self):
+        target = TargetServer(self, echo)
+        web = self.tempdir()
+        with open(os.path.join(web, 'page.html'), 'w') as f:
+            f.write('<p>from the web directory</p>')
+        close = [('Connection', 'close'), ('User-Agent', 'tester/1')]
+
+        def check(impl):
+            port = free_port()
+            program = self.program(impl, HTTP_HANDLER_PROGRAM, port, target.port, web)
+            program.wait_line('READY')
+            status = http_call(port, 'GET', '/status', close)
+            self.assertEqual(status.status, 200, status)
+            self.assertEqual(json.loads(status.body.decode()),
+                             {'path': '/status', 'agent': 'tester/1'})
+            page = http_call(port, 'GET', '/page.html', close)
+            self.assertEqual((page.status, page.body),
+                             (200, b'<p>from the web directory</p>'))
+            posted = http_call(port, 'POST', '/echo', close + [('Content-Length', '5')],
+                               b'hello')
+            self.assertEqual((posted.status, posted.body), (201, b'olleh'))
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'])
+            self.assertEqual(client.echo(b'still a proxy'), b'still a proxy')
+        self.each(check)
+
+
+UNKNOWN_OPTION_PROGRAM = r'''
+import websockify
+
+try:
+    websockify.WebSocketProxy(listen_port=1, no_such_option=True)
+except TypeError as exc:
+    print('TypeError', 'no_such_option' in str(exc))
+'''
+
+
+class TestUpstreamOptions(UpstreamApiTestCase):
+
+    def test_unknown_option_is_a_type_error_naming_it(self):
+        def check(impl):
+            program = self.program(impl, UNKNOWN_OPTION_PROGRAM)
+            self.assertEqual(program.wait(), 0, program.stderr)
+            self.assertEqual(program.wait_line('TypeError'), 'TypeError True\n')
+        self.each(check)
+
+
+class TestUpstreamModules(SocketFreeTestCase):
+    """Upstream's module names, in this process (websockify.py imported as websockify)."""
+
+    def test_submodules_hold_upstreams_names(self):
+        import websockify.token_plugins
+        from websockify.websocketproxy import WebSocketProxy, ProxyRequestHandler
+        from websockify.websockifyserver import WebSockifyServer, WebSockifyRequestHandler
+        from websockify.auth_plugins import AuthenticationError, InvalidOriginError
+        self.assertIs(WebSocketProxy, websockify.WebSocketProxy)
+        self.assertIs(ProxyRequestHandler, websockify.ProxyRequestHandler)
+        self.assertTrue(issubclass(WebSocketProxy, WebSockifyServer))
+        self.assertTrue(issubclass(ProxyRequestHandler, WebSockifyRequestHandler))
+        self.assertIs(websockify.token_plugins.BasePlugin, websockify.TokenPlugin)
+        self.assertIs(websockify.token_plugins.TokenFileName, websockify.TokenFileName)
+        self.assertIs(websockify.auth_plugins.BasePlugin, websockify.BasePlugin)
+        self.assertIs(AuthenticationError, websockify.AuthenticationError)
+        self.assertTrue(issubclass(InvalidOriginError, AuthenticationError))
+        for name in ('websocketproxy', 'websockifyserver', 'token_plugins', 'auth_plugins'):
+            module = importlib.import_module('websockify.' + name)
+            self.assertIs(module, getattr(websockify, name))
+            self.assertIs(sys.modules['websockify.' + name], module)
+        self.assertIs(websockify.websocketproxy.websockifyserver, websockify.websockifyserver)
+        self.assertIs(websockify.websocketproxy.websockify_init, websockify.websockify_init)
+
+    def test_under_another_name_it_leaves_websockify_alone(self):
+        name = 'wsfy_renamed_%d' % os.getpid()
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        self.addCleanup(lambda: [sys.modules.pop(key) for key in list(sys.modules)
+                                 if key == name or key.startswith(name + '.')])
+        before = {key: value for key, value in sys.modules.items()
+                  if key.startswith('websockify')}
+        log = logging.getLogger('websockify')
+        filters = list(log.filters)
+        self.addCleanup(setattr, log, 'filters', filters)    # the copy's log filter
+        spec.loader.exec_module(module)
+        self.assertIs(sys.modules[name + '.token_plugins'], module.token_plugins)
+        self.assertIs(module.token_plugins.TokenFile, module.TokenFile)
+        self.assertEqual({key: value for key, value in sys.modules.items()
+                          if key.startswith('websockify')}, before)
+
+    def test_select_ssl_version_round_trip(self):
+        for version in ('tlsv1_1', 'tlsv1_2', 'tlsv1_3'):
+            options = websockify.select_ssl_version(version)
+            proxy = websockify.WebSocketProxy(listen_port=1, ssl_options=options)
+            self.assertEqual(proxy._settings().ssl_version, version)
+        self.assertEqual(websockify.WebSocketProxy(listen_port=1)._settings().ssl_version,
+                         'default')
+        self.assertEqual(websockify.select_ssl_version('sslv3'),
+                         websockify.select_ssl_version('tlsv1_3'))
+
+    def test_options_become_settings(self):
+        proxy = websockify.WebSocketProxy(
+            None, None, '127.0.0.1', 6080, True, target_host='h', target_port=5900,
+            heartbeat=30, web='web', file_only=True, record='rec', run_once=True)
+        settings = proxy._settings()
+        self.assertEqual((settings.listen_host, settings.listen_port, settings.prefer_ipv6),
+                         ('127.0.0.1', 6080, True))
+        self.assertEqual((settings.target_host, settings.target_port, settings.heartbeat),
+                         ('h', 5900, 30))
+        self.assertEqual(settings.web, os.path.abspath('web'))
+        self.assertFalse(settings.web_listing)
+        self.assertEqual(settings.record, os.path.abspath('rec'))
+        self.assertTrue(settings.run_once)
+        self.assertIsNone(settings.cert)
+        with self.assertRaisesRegex(TypeError, 'no_such_option'):
+            websockify.WebSocketProxy(listen_port=1, no_such_option=1)
+
+
+AUTH_PROGRAM = r'''
+"""A WebSocketProxy with upstream's BasicHTTPAuth plugin object."""
+import sys
+
+import websockify
+from websockify.auth_plugins import BasicHTTPAuth
+
+
+class Proxy(websockify.WebSocketProxy):
+    def started(self):
+        print('READY', flush=True)
+
+
+Proxy(listen_host='127.0.0.1', listen_port=int(sys.argv[1]), target_host='127.0.0.1',
+      target_port=int(sys.argv[2]), auth_plugin=BasicHTTPAuth('ann:s3cret')).start_server()
+'''
+
+
+class TestUpstreamAuthPlugin(UpstreamApiTestCase):
+
+    def test_basic_auth_plugin_object(self):
+        target = TargetServer(self, echo)
+
+        def check(impl):
+            port = free_port()
+            program = self.program(impl, AUTH_PROGRAM, port, target.port)
+            program.wait_line('READY')
+            client = WSClient(self, port)
+            client.send(UPGRADE)
+            response = client.read_response()
+            self.assertEqual(response.status, 401, response)
+            self.assertIn('Basic', response.header('www-authenticate'))
+            client = WSClient(self, port)
+            client.handshake(protocols=['binary'],
+                             extra=[('Authorization', basic('ann:s3cret'))])
+            self.assertEqual(client.echo(b'let in'), b'let in')
+        self.each(check)
+
+
+class TestUpstreamInProcess(ProxyTestCase):
+    """WebSocketProxy.start_server() in a thread of this process (ours only)."""
+
+    def serve(self, proxy_class=None, **options):
+        """Start (proxy_class or WebSocketProxy)(**options) with run_once in a thread;
+        returns (proxy, port, thread) once it listens."""
+        listening = threading.Event()
+
+        class Proxy(proxy_class or websockify.WebSocketProxy):
+            def started(self):
+                listening.set()
+        port = free_port()
+        proxy = Proxy(listen_host='127.0.0.1', listen_port=port, run_once=True, **options)
+        thread = Worker(proxy.start_server)
+        self.addCleanup(thread.join, TIMEOUT)
+        self.assertTrue(listening.wait(TIMEOUT))
+        return proxy, port, thread
+
+    def test_each_connection_has_its_own_copy_of_the_server(self):
+        one, two = TargetServer(self, named_echo(b'one')), TargetServer(self, named_echo(b'two'))
+
+        class Table(websockify.token_plugins.BasePlugin):
+            def lookup(self, token):
+                return {'one': ('127.0.0.1', one.port), 'two': ['127.0.0.1', two.port]}.get(token)
+        signals = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+        proxy, port, thread = self.serve(token_plugin=Table())
+        first = open_session(self, port, path=token_path('one'))
+        second = open_session(self, port, path=token_path('two'))
+        self.assertEqual(first.recv_data(3), b'one')
+        self.assertEqual(second.recv_data(3), b'two')
+        # validate_connection set target_host/port on the connection's copy only.
+        self.assertEqual((proxy.target_host, proxy.target_port), (None, None))
+        self.assertEqual(second.echo(b'2'), b'2')
+        self.assertEqual(first.echo(b'1'), b'1')
+        for client in (first, second):
+            client.send_close(1000)
+            client.expect_close()
+        thread.result()                      # run_once: start_server() returned
+        self.assertEqual([signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)],
+                         signals)            # not the main thread: no handler installed
+
+    def test_default_handler_and_cclose(self):
+        target = TargetServer(self, echo)
+
+        class Closer(websockify.ProxyRequestHandler):
+            def new_websocket_client(self):
+                if self.path == '/close':
+                    raise self.CClose(4001, 'not today')
+                super().new_websocket_client()
+        for path in ('/close', '/'):
+            proxy, port, thread = self.serve(RequestHandlerClass=Closer,
+                                             target_host='127.0.0.1', target_port=target.port)
+            client = open_session(self, port, path=path, protocols=['binary'])
+            if path == '/close':
+                self.assertEqual(client.expect_close(4001), (4001, b'not today'))
+                thread.result()
+        self.assertEqual(client.echo(b'default handler'), b'default handler')
+        client.send_close(1000)
+        client.expect_close()
+        thread.result()               # run_once: after the one session, each time
+
+    def test_web_directory_with_web_auth(self):
+        web = self.tempdir()
+        with open(os.path.join(web, 'index.html'), 'w') as f:
+            f.write('<p>hello</p>')
+        proxy, port, thread = self.serve(web=web, web_auth=True, target_host='127.0.0.1',
+                                         target_port=1,
+                                         auth_plugin=websockify.BasicHTTPAuth('ann:pw'))
+        refused = http_request(port, '/index.html')
+        self.assertEqual(refused.status, 401, refused)
+        page = http_request(port, '/index.html', headers=[('Authorization', basic('ann:pw'))])
+        self.assertEqual((page.status, page.body), (200, b'<p>hello</p>'))
+        self.assertEqual(http_request(port, '/', 'POST',
+                                      headers=[('Authorization', basic('ann:pw'))]).status, 405)
+        self.assertTrue(thread.is_alive())             # plain requests are no session
+        client = WSClient(self, port)                  # run_once: end it with one
+        client.handshake(extra=[('Authorization', basic('ann:pw'))])
+        client.expect_close(1011)
+        thread.result()
+
+    def test_unreachable_target_closes_with_1011(self):
+        proxy, port, thread = self.serve(target_host='127.0.0.1', target_port=free_port())
+        client = open_session(self, port)
+        self.assertEqual(client.expect_close(1011)[0], 1011)
+        thread.result()
+
+NATIVE_SIDE_EFFECTS_PROGRAM = r'''
+"""What importing websockify and running a Proxy leave behind in the process."""
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+
+def state():
+    umask = os.umask(0)
+    os.umask(umask)
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    return {'stack size': threading.stack_size(), 'umask': umask, 'cwd': os.getcwd(),
+            'wakeup fd': wakeup, 'root handlers': len(logging.getLogger().handlers),
+            'root level': logging.getLogger().level,
+            'signals': {name: repr(signal.getsignal(getattr(signal, name)))
+                        for name in ('SIGTERM', 'SIGINT', 'SIGHUP', 'SIGCHLD', 'SIGPIPE')}}
+
+
+target = socket.socket()
+target.bind(('127.0.0.1', 0))
+target.listen(1)
+before = state()
+import websockify
+states = [before, state()]
+proxy = websockify.Proxy(listen_host='127.0.0.1', listen_port=0, target_host='127.0.0.1',
+                         target_port=target.getsockname()[1])
+with proxy:
+    client = socket.create_connection(proxy.address[:2], timeout=10)
+    client.sendall(b'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'
+                   b'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
+                   b'Sec-WebSocket-Version: 13\r\n\r\n')
+    head = b''
+    while not head.endswith(b'\r\n\r\n'):
+        head += client.recv(1)
+    conn, _ = target.accept()
+    conn.sendall(b'hi')
+    assert client.recv(4) == b'\x82\x02hi'
+    states.append(state())
+    conn.close()
+    client.close()
+states.append(state())
+websockify.WebSocketProxy(listen_port=1, target_host='h', target_port=1)
+states.append(state())
+print(json.dumps(states))
+'''
+
+
+class TestUpstreamNativeApi(ProxyTestCase):
+    """The native API: Proxy, in this process."""
+
+    def test_relays_and_stops(self):
+        target = TargetServer(self, echo)
+        with websockify.Proxy(listen_host='127.0.0.1', listen_port=0,
+                              target_host='127.0.0.1', target_port=target.port) as proxy:
+            client = open_session(self, proxy.address, protocols=['binary'])
+            self.assertEqual(client.echo(b'embedded'), b'embedded')
+            host, port = proxy.address[:2]
+            closing = Worker(client.expect_close)
+        self.assertIsNone(proxy.server)
+        self.assertEqual(closing.result()[0], 1001)       # stop() closed the live session
+        with self.assertRaises(OSError):
+            socket.create_connection((host, port), TIMEOUT).close()
+
+    def test_settings_plugin_objects_and_run_once(self):
+        target = TargetServer(self, named_echo(b'picked'))
+
+        class Pick:
+            def lookup(self, token):
+                return ('127.0.0.1', target.port) if token == 'it' else None
+        settings = websockify.parse_args(['--run-once', '127.0.0.1:0', '127.0.0.1:1'])
+        proxy = websockify.Proxy(settings, target_host=None, target_port=None,
+                                 token_plugin=Pick()).start()
+        self.addCleanup(proxy.stop)
+        self.refused(proxy.address, upgrade_request(path=token_path('other')), 404)
+        self.assertFalse(proxy.wait(0))
+        client = open_session(self, proxy.address, path=token_path('it'))
+        self.assertEqual(client.recv_data(6), b'picked')
+        client.send_close(1000)
+        client.expect_close()
+        self.assertTrue(proxy.wait(TIMEOUT))            # --run-once: its one session is over
+
+    def test_program_options_refused(self):
+        for option, value in (('daemon', True), ('workers', 2), ('timeout', 5),
+                              ('pid_file', '/x'), ('log_file', '/x')):
+            with self.subTest(option=option):
+                with self.assertRaisesRegex(websockify.UsageError, option):
+                    websockify.Proxy(**{option: value})
+        with self.assertRaisesRegex(TypeError, 'no_such'):
+            websockify.Proxy(no_such=1)
+
+    def test_no_process_wide_side_effects(self):
+        folder = self.tempdir()
+        path = os.path.join(folder, 'program.py')
+        with open(path, 'w') as f:
+            f.write(NATIVE_SIDE_EFFECTS_PROGRAM)
+        result = subprocess.run([sys.executable, path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True, timeout=PROCESS_TIMEOUT,
+                                cwd=folder, env=program_env('ours'))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        states = json.loads(result.stdout)
+        self.assertEqual(len(states), 5)
+        for when, state in zip(('import', 'serving', 'stopped', 'WebSocketProxy()'),
+                               states[1:]):
+            self.assertEqual(state, states[0], 'changed by %s' % when)
 
 
 if __name__ == '__main__':

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import html
 import http.client
+import http.server
 import importlib
 import itertools
 import json
@@ -2690,11 +2691,14 @@ def _text(value, what):
 
 def make_target(host, port):
     """A Target from a plugin's host and port (strings, bytes, or a number for the
-    port), checked as parse_host_port checks text; ValueError if not one."""
+    port; for a Unix socket a path object too, as upstream's plugins give), checked
+    as parse_host_port checks text; ValueError if not one."""
     host, port = _text(host, 'target host'), _text(port, 'target port')
     if not isinstance(host, str):
         raise ValueError('target host %r is not text' % (host,))
     if host == UNIX_SOCKET_HOST:
+        if isinstance(port, os.PathLike):
+            port = _text(os.fspath(port), 'socket path')
         if not isinstance(port, str) or not port:
             raise ValueError('no socket path after unix_socket')
         if has_control_characters(port):
@@ -2776,15 +2780,21 @@ def resolve_target(request, settings, plugin):
 
 def _lookup(plugin, token):
     """plugin.lookup(token) in this connection thread. Upstream calls plugins in a
-    process's main thread, where asyncio.get_event_loop() works; some plugins rely
-    on it. A lookup that fails for want of an event loop is tried once more with a
-    loop of its own, closed afterwards."""
-    try:
+    process's main thread, where asyncio.get_event_loop() works, and plugins
+    written for it may call it; here it would fail for want of a loop. So once
+    asyncio is imported, a lookup outside the main thread runs with an event loop
+    of its own, closed when it returns: no loop outlives its lookup. A plugin that
+    imports asyncio only during its first lookup gets that lookup tried again."""
+    asyncio = sys.modules.get('asyncio')
+    if threading.current_thread() is threading.main_thread():
         return plugin.lookup(token)
-    except RuntimeError as exc:
-        if 'event loop' not in str(exc):
-            raise
-    import asyncio                      # only such plugins pay for the import
+    if asyncio is None:
+        try:
+            return plugin.lookup(token)
+        except RuntimeError as exc:
+            asyncio = sys.modules.get('asyncio')
+            if asyncio is None or 'event loop' not in str(exc):
+                raise
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -2866,14 +2876,17 @@ def _lookup_failed(what, exc):
 
 
 class TokenPlugin:
-    """Base of the built-in plugins: made once with --token-source, then
+    """Base of the token plugins (upstream's websockify.token_plugins.BasePlugin):
+    made once with the --token-source string (None without one), then
     lookup(token) from any connection thread. Override lookup()."""
 
     #: True when the source names a file or directory (shown in the start-up line).
     source_is_path = False
+    #: True when the plugin cannot work without a source (the built-in ones).
+    needs_source = False
 
-    def __init__(self, source):
-        if not source:
+    def __init__(self, source=None):
+        if self.needs_source and not source:
             raise UsageError('--token-plugin %s needs --token-source' % type(self).__name__)
         self.source = source
 
@@ -2892,6 +2905,7 @@ class ReadOnlyTokenFile(TokenPlugin):
     unix_socket:/path`; `#` starts a comment line. A bad line is logged and skipped."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -2968,10 +2982,20 @@ class TokenFile(ReadOnlyTokenFile):
             return self._targets.get(token)
 
 
+def _directory_entry(directory, token, what):
+    """The path of the entry a token names in a directory; 400 for a token that
+    could name anything else (a '/', '..', control characters)."""
+    if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
+        raise HTTPError(400, 'a token names a %s in one directory: no "/", ".." '
+                             'or control characters' % what)
+    return os.path.join(directory, token)
+
+
 class UnixDomainSocketDirectory(TokenPlugin):
     """The token is the name of a Unix socket in the --token-source directory."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -2980,10 +3004,7 @@ class UnixDomainSocketDirectory(TokenPlugin):
             raise UsageError('--token-source %s is not a directory' % source)
 
     def lookup(self, token):
-        if '/' in token or '..' in token or token in ('', '.') or has_control_characters(token):
-            raise HTTPError(400, 'a token names a socket in one directory: no "/", ".." '
-                                 'or control characters')
-        path = os.path.join(self.source, token)
+        path = _directory_entry(self.source, token, 'socket')
         try:
             if not stat.S_ISSOCK(os.stat(path).st_mode):
                 return None
@@ -2994,9 +3015,56 @@ class UnixDomainSocketDirectory(TokenPlugin):
         return Target(unix=path)
 
 
+class TokenFileName(UnixDomainSocketDirectory):
+    """The token is the name of a file in the --token-source directory that holds
+    its target: `host:port`, `[v6addr]:port` or `unix_socket:/path` (upstream's
+    TokenFileName). The file is read at each lookup: files added, edited or
+    removed take effect at once."""
+
+    def lookup(self, token):
+        path = _directory_entry(self.source, token, 'file')
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):     # never open a FIFO
+                return None
+            with open(path, 'rb') as f:
+                data = f.read(TOKEN_ANSWER_MAX + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _lookup_failed('token file %s' % path, exc) from None
+        try:
+            if len(data) > TOKEN_ANSWER_MAX:
+                raise ValueError('larger than %d bytes' % TOKEN_ANSWER_MAX)
+            return parse_target_text(data.decode('utf-8'))
+        except ValueError as exc:          # UnicodeDecodeError is one
+            raise HTTPError(502, 'the token lookup gave an invalid target',
+                            detail='token file %s: %s' % (path, exc)) from None
+
+
+class _TokenAnswer:
+    """A token API's 200 answer as upstream's plugins see it (the requests
+    Response they were written for): content, text, json(), ok, status_code."""
+
+    ok = True
+    status_code = 200
+
+    def __init__(self, content):
+        self.content = content
+
+    @property
+    def text(self):
+        return self.content.decode('utf-8')
+
+    def json(self):
+        return json.loads(self.text)
+
+
 class BaseTokenAPI(TokenPlugin):
     """Asks a web service: GET the --token-source URL with its %s replaced by the
-    token (URL-quoted); 200 with `host:port` is the target, a 4xx an unknown token."""
+    token (URL-quoted); 200 with `host:port` is the target, a 4xx an unknown token.
+    Subclasses override parse_answer(body), or upstream's process_result(resp)."""
+
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -3040,10 +3108,15 @@ class BaseTokenAPI(TokenPlugin):
             raise HTTPError(502, 'the token lookup failed',
                             detail='%s: answer larger than %d bytes' % (where, TOKEN_ANSWER_MAX))
         try:
-            return self.parse_answer(bytes(body))
+            return self.process_result(_TokenAnswer(bytes(body)))
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise HTTPError(502, 'the token lookup gave an invalid target',
                             detail='%s: %s: %s' % (where, type(exc).__name__, exc)) from None
+
+    def process_result(self, resp):
+        """The target in a 200 answer (resp.content, resp.text, resp.json()):
+        upstream's hook, kept for its subclasses; ours calls parse_answer."""
+        return self.parse_answer(resp.content)
 
     def parse_answer(self, body):
         """The Target in a 200 answer's body: here `host:port`."""
@@ -3120,16 +3193,43 @@ class _RedisReader:
         return kind, value
 
 
+def parse_source_args(source):
+    """A --token-source split at its colons, as upstream's TokenRedis splits it: a
+    part in double quotes may hold colons ('h::::"a:b"' -> ['h', '', '', '', 'a:b'])."""
+    parts = []
+    pos = 0
+    while True:
+        if source.startswith('"', pos):
+            close = source.find('"', pos + 1)
+            if close > pos + 1 and source[close + 1:close + 2] in (':', ''):
+                parts.append(source[pos + 1:close])
+                if close + 1 == len(source):
+                    return parts
+                pos = close + 2
+                continue
+        colon = source.find(':', pos)
+        if colon < 0:
+            parts.append(source[pos:])
+            return parts
+        parts.append(source[pos:colon])
+        pos = colon + 1
+
+
 class TokenRedis(TokenPlugin):
     """Looks the token up in Redis, over a new connection per lookup.
 
     --token-source is host[:port[:db[:password[:namespace]]]] (empty parts keep
-    the defaults 6379, 0, none, none); with a namespace the key is namespace:token.
-    A value is JSON, {"host": "h", "port": p} or {"host": "h:p"}, or plain `h:p`."""
+    the defaults 6379, 0, none, none); a part in double quotes may hold colons,
+    and so may the namespace; with a namespace the key is namespace:token. A
+    value is JSON, {"host": "h", "port": p} or {"host": "h:p"}, or plain `h:p`."""
+
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
-        parts = source.split(':', 4) + [''] * 4
+        parts = parse_source_args(source)
+        parts[4:] = [':'.join(parts[4:])]
+        parts += [''] * 4
         self.host, port, db, self._password, self.namespace = parts[:5]
         if not self.host:
             raise UsageError('--token-source of TokenRedis is '
@@ -3597,6 +3697,7 @@ class JWTTokenApi(TokenPlugin):
     Encrypted tokens (JWE) are refused."""
 
     source_is_path = True
+    needs_source = True
 
     def __init__(self, source):
         super().__init__(source)
@@ -3684,28 +3785,16 @@ class JWTTokenApi(TokenPlugin):
 #: --token-plugin names of the built-in plugins; upstream's module path before
 #: them (websockify.token_plugins.TokenFile) means the same.
 TOKEN_PLUGINS = {cls.__name__: cls for cls in (
-    ReadOnlyTokenFile, TokenFile, UnixDomainSocketDirectory, BaseTokenAPI, JSONTokenApi,
-    TokenRedis, JWTTokenApi)}
+    ReadOnlyTokenFile, TokenFile, TokenFileName, UnixDomainSocketDirectory, BaseTokenAPI,
+    JSONTokenApi, TokenRedis, JWTTokenApi)}
 UPSTREAM_PLUGIN_MODULE = 'websockify.token_plugins.'
-
-
-#: Module names that plugins written for upstream import (their base classes,
-#: AuthenticationError): all of them are this file.
-UPSTREAM_MODULES = ('websockify', 'websockify.token_plugins', 'websockify.auth_plugins')
 
 
 def import_plugin_class(flag, name):
     """The class of a custom plugin, `package.module.Class` on the Python path, for
     the option `flag`; UsageError if it cannot be imported."""
-    # This file runs as __main__ when started as a program: make it importable
-    # under upstream's names too.
-    this = sys.modules[__name__]
-    for alias in UPSTREAM_MODULES:
-        sys.modules.setdefault(alias, this)
-        package, _, child = alias.rpartition('.')
-        if package and not hasattr(sys.modules[package], child):
-            # `import websockify.token_plugins` then reads it as an attribute.
-            setattr(sys.modules[package], child, sys.modules[alias])
+    # Plugins written for upstream import websockify.token_plugins (or
+    # .auth_plugins): section Upstream's Python API registers those modules.
     module_name, _, class_name = name.rpartition('.')
     try:
         module = importlib.import_module(module_name)
@@ -3815,6 +3904,18 @@ class BasicHTTPAuth(BasePlugin):
                                       challenge, 'wrong user name or password')
 
 
+class InvalidOriginError(AuthenticationError):
+    """ExpectOrigin's refusal (upstream's class): 403, with the allowed origins in
+    expected_origin and the Origin given in actual_origin (None: no header)."""
+
+    def __init__(self, expected, actual):
+        self.expected_origin = expected
+        self.actual_origin = actual
+        super().__init__('origin %s is not allowed' % ('missing' if actual is None else
+                                                       repr(_printable(actual))),
+                         403, None, 'origin not allowed')
+
+
 class ExpectOrigin(BasePlugin):
     """Allows requests whose Origin is one of the space-separated --auth-source origins."""
 
@@ -3829,10 +3930,7 @@ class ExpectOrigin(BasePlugin):
         # HyBi 7 and 8 clients name it Sec-WebSocket-Origin (draft-ietf-hybi-10 §4.1).
         origin = headers.get('Origin') or headers.get('Sec-WebSocket-Origin')
         if origin not in self.origins:
-            raise AuthenticationError(
-                'origin %s is not allowed' % ('missing' if origin is None else
-                                              repr(_printable(origin))),
-                403, None, 'origin not allowed')
+            raise InvalidOriginError(sorted(self.origins), origin)
 
 
 class ClientCertCNAuth(BasePlugin):
@@ -5093,7 +5191,6 @@ def make_server(settings, runtime=None):
     prepare() built from them (prepared here when not given: UsageError)."""
     if runtime is None:
         runtime = prepare(settings)
-    threading.stack_size(THREAD_STACK_SIZE)
     if settings.unix_listen:
         return WebSockifyUnixServer(runtime)
     if settings.inetd:
@@ -5282,13 +5379,16 @@ def _key_password(parser, opts):
     return opts.key_password
 
 
-def _token_options(parser, opts, wrap):
+def _token_options(parser, opts, wrap, notices):
     """(plugin name, source) from --target-config, --token-plugin, --token-source."""
     name, source = opts.token_plugin, opts.token_source
     if opts.target_config is not None:
-        if name or source is not None:
-            parser.error('--target-config FILE is --token-plugin TokenFile --token-source '
-                         'FILE: give one or the other')
+        # --target-config FILE is --token-plugin TokenFile --token-source FILE, and
+        # upstream lets it replace those two options.
+        for flag in ('token_plugin', 'token_source'):
+            if getattr(opts, flag) is not None:
+                notices.append(_no_effect(flag, 'with --target-config (it means '
+                                                '--token-plugin TokenFile --token-source FILE)'))
         name, source = 'TokenFile', os.path.abspath(opts.target_config)
     if name is None:
         if source is not None:
@@ -5381,7 +5481,7 @@ def parse_args(argv):
         for flag in ('wrap_mode', 'rebind'):
             if getattr(opts, flag):
                 notices.append(_no_effect(flag, 'without -- PROGRAM ARGS'))
-    token_plugin, token_source = _token_options(parser, opts, wrap)
+    token_plugin, token_source = _token_options(parser, opts, wrap, notices)
     args = list(opts.addresses)
     try:
         mode = int(opts.unix_listen_mode, 8)
@@ -5430,15 +5530,19 @@ def parse_args(argv):
     key_password = _key_password(parser, opts)
     if opts.cafile and not opts.verify_client:
         notices.append(_no_effect('cafile', 'without --verify-client'))
+    ssl_target = opts.ssl_target
+    if ssl_target and opts.unix_target and not opts.ssl_target_insecure:
+        # Upstream speaks to a Unix socket without TLS whatever --ssl-target says.
+        notices.append(_no_effect('ssl_target', 'with --unix-target and without '
+                                  '--ssl-target-insecure (a socket has no host name to '
+                                  'verify; upstream speaks to it without TLS too)'))
+        ssl_target = False
     for flag in ('ssl_target_cafile', 'ssl_target_insecure'):
-        if getattr(opts, flag) and not opts.ssl_target:
+        if getattr(opts, flag) and not ssl_target:
             notices.append(_no_effect(flag, 'without --ssl-target'))
-    if opts.ssl_target and opts.ssl_target_cafile and opts.ssl_target_insecure:
+    if ssl_target and opts.ssl_target_cafile and opts.ssl_target_insecure:
         parser.error('--ssl-target-cafile and --ssl-target-insecure exclude each other')
-    if opts.ssl_target and opts.unix_target and not opts.ssl_target_insecure:
-        parser.error('--ssl-target to a --unix-target has no host name to verify: '
-                     'add --ssl-target-insecure')
-    if opts.ssl_target and wrap is not None and not opts.ssl_target_insecure:
+    if ssl_target and wrap is not None and not opts.ssl_target_insecure:
         parser.error('--ssl-target to a wrapped program has no host name to verify: '
                      'add --ssl-target-insecure')
     if not 1 <= opts.workers <= MAX_WORKERS:
@@ -5474,7 +5578,7 @@ def parse_args(argv):
         cert_given=opts.cert is not None or opts.key is not None, key=absolute(opts.key),
         key_password=key_password,
         ssl_only=opts.ssl_only, verify_client=opts.verify_client, cafile=absolute(opts.cafile),
-        ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=opts.ssl_target,
+        ssl_version=opts.ssl_version, ssl_ciphers=opts.ssl_ciphers, ssl_target=ssl_target,
         ssl_target_cafile=absolute(opts.ssl_target_cafile),
         ssl_target_insecure=opts.ssl_target_insecure,
         wrap_cmd=tuple(wrap) if wrap is not None else None,
@@ -5903,6 +6007,9 @@ def main(argv=None):
         if settings.log_file:
             logger.error('%s', exc)
         return exc.exit_status
+    # Process-wide, so the program's to decide: never done by make_server or by
+    # the Python APIs (section Upstream's Python API).
+    threading.stack_size(THREAD_STACK_SIZE)
     try:
         server = make_server(settings, runtime)
     except OSError as exc:
@@ -5963,6 +6070,1090 @@ def main(argv=None):
     if wrapper is not None and wrapper.exit_status is not None:
         return wrapper.exit_status
     return 0
+
+
+################################################################################
+# Upstream's Python API
+################################################################################
+#
+# Owns what Python programs written for upstream websockify 0.13 use, as thin
+# adapters to the sections above (which never call this one), and the native API
+# for embedding:
+#
+#   websockify.websocketproxy    WebSocketProxy (its start_server() blocks until
+#                                stopped), ProxyRequestHandler, websockify_init()
+#                                (main() under upstream's name), select_ssl_version
+#   websockify.websockifyserver  WebSockifyServer (UpstreamServer here: the
+#                                options, socket(), msg/vmsg/warn, started/poll/
+#                                terminate hooks), WebSockifyRequestHandler
+#                                (UpstreamRequestHandler here)
+#   websockify.token_plugins     the token plugins; BasePlugin is TokenPlugin
+#   websockify.auth_plugins      the auth plugins, AuthenticationError, InvalidOriginError
+#   Proxy                        the native API: a proxy in a thread of the program,
+#                                with no process-wide side effect
+#
+# Upstream forks a process per connection and calls the handler's hooks in it;
+# here a thread serves each connection, through WebSockifyHandler (section
+# Server) up to the parsed request, then UpstreamRequestHandler._serve_request:
+#
+#   validate_connection()   before the upgrade: the token plugin's target
+#   auth_connection()       before the upgrade: the auth plugin
+#                           (an exception refuses the request: its status for an
+#                           AuthenticationError, 403 for EClose, else 500)
+#   101 reply, then new_websocket_client(): by default, connect the target with
+#                           socket() and relay with do_proxy(), a Pump
+#
+# A handler's self.server is a copy of the WebSocketProxy made for its
+# connection (as a fork would make it), so what one connection sets there
+# (upstream's validate_connection sets target_host) is its own. Before
+# do_proxy, recv_frames() and send_frames() speak to the client through the
+# same Session that the pump then uses, with blocking I/O.
+
+def _header_name(name):
+    """A lower-case header name as browsers spell it ('sec-websocket-key' ->
+    'Sec-Websocket-Key'): how upstream's plugins and handlers see names."""
+    return '-'.join(part[:1].upper() + part[1:] for part in name.split('-'))
+
+
+def upstream_headers(request):
+    """The headers of a Request as the http.client.HTTPMessage upstream's handlers
+    read (self.headers: get(), [], in, items(), case-insensitive)."""
+    headers = http.client.HTTPMessage()
+    for name, values in request.headers.items():
+        for value in values:
+            headers[_header_name(name)] = value
+    return headers
+
+
+class UpstreamClose(Exception):
+    """Raised by an upstream-style handler after the upgrade (upstream's
+    CClose(code, reason)): the session is closed with that code and reason."""
+
+
+class UpstreamRefusal(Exception):
+    """Raised by an upstream-style handler before the upgrade (upstream's
+    EClose(message)): the request is refused with 403, the message logged."""
+
+
+class UpstreamTerminate(Exception):
+    """Raised by terminate() (upstream's Terminate): start_server() stops."""
+
+
+class _RequestBody:
+    """The rfile of a plain HTTP request that a subclass answers itself: the bytes
+    read past the request head, then the socket."""
+
+    def __init__(self, sock, extra):
+        self._sock = sock
+        self._buffer = bytearray(extra)
+
+    def _fill(self):
+        data = self._sock.recv(RECV_MIN)
+        self._buffer += data
+        return bool(data)
+
+    def read(self, size=-1):
+        while (size is None or size < 0 or len(self._buffer) < size) and self._fill():
+            pass
+        size = len(self._buffer) if size is None or size < 0 else size
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self, size=-1):
+        size = -1 if size is None else size
+        while b'\n' not in self._buffer and (size < 0 or len(self._buffer) < size) \
+                and self._fill():
+            pass
+        end = self._buffer.find(b'\n') + 1 or len(self._buffer)
+        if size >= 0:
+            end = min(end, size)
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return data
+
+
+class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandler):
+    """Upstream's WebSockifyRequestHandler: one connection, with the hooks and
+    calls its subclasses use. Subclass it (or ProxyRequestHandler) and override
+    new_websocket_client(); validate_connection() and auth_connection() run
+    before the upgrade; do_GET() and the other do_* answer plain HTTP requests."""
+
+    #: Upstream's Server header and HTTP version (http.server's attributes).
+    server_version = 'WebSockify'
+    protocol_version = 'HTTP/1.1'
+    CClose = UpstreamClose
+
+    def __init__(self, request, client_address, server):
+        # server is this connection's copy of the WebSocketProxy; the listener's
+        # parts (WebSockifyHandler's self.server) are its _core until the request
+        # is parsed.
+        self._view = server
+        self.only_upgrade = not server.web
+        self.verbose = server.verbose
+        self.daemon = server.daemon
+        self.record = server.record
+        self.run_once = server.run_once
+        self.rec = None
+        self.handler_id = 0
+        self.file_only = server.file_only
+        self.traffic = server.traffic
+        self.web_auth = server.web_auth
+        self.host_token = getattr(server, 'host_token', False)
+        self.logger = server.logger
+        self._core = server._core
+        self._session = None
+        self._pump = None
+        self._recorder = None
+        super().__init__(request, client_address, server._core)
+
+    def setup(self):
+        # Not http.server's: rfile and wfile are made once the request is read
+        # (after TLS), for a do_* method of a subclass.
+        self.rfile = self.wfile = None
+
+    # -- logging (upstream's names) --------------------------------------------------
+
+    def msg(self, msg, *args, **kwargs):
+        """Log msg % args at INFO with this connection's prefix."""
+        self.logger.info('%s: ' % self.log_prefix + msg, *args, **kwargs)
+
+    def vmsg(self, msg, *args, **kwargs):
+        """msg() at DEBUG."""
+        self.logger.debug('%s: ' % self.log_prefix + msg, *args, **kwargs)
+
+    def warn(self, msg, *args, **kwargs):
+        """msg() at WARNING."""
+        self.logger.warning('%s: ' % self.log_prefix + msg, *args, **kwargs)
+
+    def log_message(self, format, *args):
+        self.logger.info('%s: %s', self.log_prefix, format % args)
+
+    def log_request(self, code='-', size='-'):
+        if self.verbose:
+            super().log_request(code, size)
+
+    def address_string(self):
+        address = self.client_address
+        return address[0] if isinstance(address, tuple) else 'unix'
+
+    def print_traffic(self, token='.'):
+        """Write a --traffic marker (see traffic_legend) when traffic is on."""
+        if self.traffic:
+            _traffic(token)
+
+    # -- the request -------------------------------------------------------------------
+
+    def _serve_request(self, request):
+        """Upstream's request handling: set self.path and self.headers; a plain
+        request goes to a subclass's do_<METHOD> (or the web directory); an
+        upgrade passes validate_connection and auth_connection, is answered 101,
+        and then new_websocket_client serves it."""
+        # Upstream's code reads self.server; WebSockifyHandler's code, around this
+        # call, reads the listener there.
+        core, self.server = self.server, self._view
+        try:
+            self._serve_upstream(request, core.settings)
+        finally:
+            self.server = core
+
+    def _serve_upstream(self, request, settings):
+        number = self.conn_id.rpartition('.')[2]
+        self.handler_id = self.server.handler_id = int(number) if number.isdigit() else 0
+        self.command = request.method
+        self.path = request.target
+        self.request_version = 'HTTP/%d.%d' % request.version
+        self.requestline = '%s %s %s' % (self.command, self.path, self.request_version)
+        self.headers = upstream_headers(request)
+        self.close_connection = True
+        self._request = request
+        answer = self._http_method(request.method)
+        decision = accept(request, self.conn.secure,
+                          serve_web=bool(settings.web) or answer is not None,
+                          text_frames=settings.text_frames, heartbeat=settings.heartbeat,
+                          heartbeat_timeout=settings.heartbeat_timeout,
+                          idle_timeout=settings.session_idle_timeout)
+        if decision is None:
+            self._serve_http(request, answer)
+            return
+        if isinstance(decision, HTTPError):
+            raise decision
+        self._before_upgrade(self.validate_connection)
+        self._before_upgrade(self.auth_connection)
+        extra = b''
+        if decision.extra_needed:
+            extra = self.conn.read_extra(decision.extra_needed, self.deadline)
+            if extra is None:
+                logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
+                return
+        self.conn.send_all(decision.reply(extra))
+        self._websocket(decision)
+
+    def _before_upgrade(self, hook):
+        """Run validate_connection or auth_connection: an exception refuses the
+        request (HTTPError as it is; AuthenticationError with its status)."""
+        try:
+            hook()
+        except HTTPError:
+            raise
+        except UpstreamRefusal as exc:
+            raise HTTPError(403, 'connection refused', log_reason='%s refused: %s' % (
+                hook.__name__, _printable(str(exc)))) from None
+        except Exception as exc:     # the subclass's code: anything can come out
+            raise _auth_refusal(self, exc) from None
+
+    def validate_connection(self):
+        """Check the request before the upgrade and choose its target; raise to
+        refuse it (upstream's hook). Does nothing here."""
+
+    def auth_connection(self):
+        """Authenticate the request before the upgrade; raise to refuse it
+        (upstream's hook). Does nothing here."""
+
+    def new_websocket_client(self):
+        """Serve the upgraded connection (upstream's hook): override it."""
+        raise NotImplementedError('%s must define new_websocket_client()'
+                                  % type(self).__name__)
+
+    def _websocket(self, acceptance):
+        """After the 101: new_websocket_client(), then an orderly end."""
+        core = self._core
+        self._session = acceptance.session
+        #: Client bytes received and not decoded yet (the pump gets them).
+        self._client_data = bytearray(self.conn.extra)
+        self.conn.extra = b''
+        if core.settings.record:
+            self._recorder = self._open_record_file(core.settings.record)
+        self.server.ws_connection = True
+        logger.info('%s: session open: path %s, %s/%s%s', self.log_prefix,
+                    _printable(self.path), self._session.codec.family,
+                    self._session.codec.mode,
+                    ', ' + _tls_summary(self.request) if self.conn.secure else '')
+        started = time.monotonic()
+        core.session_started()
+        try:
+            self.new_websocket_client()
+        except UpstreamClose as exc:
+            code, reason = (tuple(exc.args) + (1000, ''))[:2]
+            self.send_close(code, str(reason))
+        except Exception as exc:     # the subclass's code: anything can come out
+            self._failed(exc)
+        finally:
+            try:
+                if self._pump is None:
+                    self._end_without_pump()
+            finally:
+                core.session_ended()
+                if self._recorder is not None:
+                    self._recorder.close()
+        session, pump = self._session, self._pump
+        logger.info('%s: session closed: path %s, %s%.1f s, close %s%s', self.log_prefix,
+                    _printable(self.path), '%d bytes from client, %d bytes to client, ' % (
+                        pump.target.sent, pump.target.received) if pump else '',
+                    time.monotonic() - started, session.close_code,
+                    ' (%s)' % _printable(session.close_reason) if session.close_reason else '')
+
+    def _failed(self, exc):
+        """new_websocket_client raised: log it, and close the session with 1011."""
+        if isinstance(exc, OSError) and (self._pump is not None or self._session.finished):
+            # Upstream's handlers close the target after do_proxy(), which has done it.
+            logger.debug('%s: after the session: %s: %s', self.log_prefix,
+                         type(exc).__name__, exc)
+            return
+        logger.info('%s: %s.new_websocket_client failed: %s: %s', self.log_prefix,
+                    type(self).__name__, type(exc).__name__, _printable(str(exc)),
+                    exc_info=logger.isEnabledFor(logging.DEBUG))
+        if self._pump is None:
+            try:
+                self.send_close(1011, 'internal error')
+            except OSError:
+                pass
+
+    def _open_record_file(self, record):
+        path = '%s.%s' % (record, self.conn_id)
+        try:
+            recorder = SessionRecorder(path, self.log_prefix)
+        except OSError as exc:
+            logger.warning('%s: cannot record to %s: %s', self.log_prefix, path,
+                           exc.strerror or exc)
+            return None
+        logger.info('%s: recording to %s', self.log_prefix, recorder.path)
+        return recorder
+
+    # -- the client before do_proxy (upstream's frame calls) ---------------------------
+
+    def recv_frames(self):
+        """Wait for data from the client: (list of payloads, closed), closed being
+        False, or {'code': ..., 'reason': ...} once the client has closed."""
+        self._check_session()
+        session = self._session
+        bufs = []
+        while session.client_end == RELAY:
+            if self._client_data:
+                buf = bytearray(self._client_data)
+                consumed, pieces = session.receive_client(buf, len(buf))
+                data = [bytes(piece) for piece in pieces]
+                del pieces
+                self._client_data = buf[consumed:]
+                self._send_session_frames()
+                data = [piece for piece in data if piece]
+                if data and self._recorder is not None:
+                    self._recorder.client(data)
+                bufs.extend(data)
+                if session.client_end != RELAY:
+                    return bufs, {'code': session.close_code, 'reason': session.close_reason}
+                if bufs:
+                    self.print_traffic('}')
+                    return bufs, False
+                if consumed:
+                    continue
+            chunk = self._recv_client()
+            if chunk is None:
+                break
+            self._client_data += chunk
+        return bufs, {'code': session.close_code, 'reason': session.close_reason}
+
+    def send_frames(self, bufs=None):
+        """Send each buffer (bytes) to the client as one message; returns False
+        (all sent: upstream's True meant 'call again')."""
+        self._check_session()
+        for buf in bufs or ():
+            if not buf:
+                continue
+            data = bytes(buf)
+            if self._recorder is not None:
+                self._recorder.target(data)
+            self._send_client(self._session.receive_target(memoryview(data)))
+            self.print_traffic('<')
+        return False
+
+    def send_close(self, code=1000, reason=''):
+        """Close the session with code and reason (before do_proxy, or instead
+        of it); nothing once it is closing."""
+        if self._session is None or self._pump is not None:
+            return
+        self._session.close(code, reason)
+        self._send_session_frames()
+
+    def send_ping(self, data=b''):
+        """Send a ping to the client."""
+        self._check_session()
+        self._send_client([self._session.codec.control(OP_PING, bytes(data))])
+
+    def send_pong(self, data=b''):
+        """Send a pong to the client."""
+        self._check_session()
+        self._send_client([self._session.codec.control(OP_PONG, bytes(data))])
+
+    def _check_session(self):
+        if self._session is None:
+            raise RuntimeError('no WebSocket session: the request was not upgraded')
+        if self._pump is not None:
+            raise RuntimeError('the session was relayed by do_proxy() and is over')
+
+    def _send_session_frames(self):
+        session = self._session
+        session.changed = False
+        if session.to_client:
+            frames, session.to_client = session.to_client, []
+            self._send_client(frames)
+
+    def _send_client(self, parts):
+        parts = [bytes(part) for part in parts if part]
+        if parts:
+            self.request.settimeout(WEB_SEND_TIMEOUT)
+            self.request.sendall(b''.join(parts))
+
+    def _recv_client(self):
+        """The next bytes from the client (blocking); None once it is gone or the
+        server stops (the session then knows why)."""
+        sock, session = self.request, self._session
+        poll = select.poll()
+        poll.register(sock.fileno(), _POLLIN)
+        poll.register(self._core.wake_fd, _POLLIN)
+        tls = ssl is not None and isinstance(sock, ssl.SSLSocket)
+        while True:
+            if not (tls and sock.pending()):
+                ready = dict(poll.poll())
+                if self._core.wake_fd in ready:
+                    session.close(1001, 'server shutting down')
+                    self._send_session_frames()
+                    return None
+            try:
+                sock.settimeout(None)
+                data = sock.recv(RECV_MIN)
+            except (ssl.SSLWantReadError if ssl is not None else BlockingIOError):
+                continue
+            except OSError as exc:
+                session.client_lost(_errname(exc))
+                return None
+            if data:
+                return data
+            session.client_eof()
+            return None
+
+    def _end_without_pump(self):
+        """new_websocket_client returned without do_proxy: send what the session
+        still has for the client, and close without a reset."""
+        session = self._session
+        if session.client_end == RELAY:
+            session.close(1000, '')
+        try:
+            self._send_session_frames()
+        except OSError:
+            return
+        _close_gently(self.request)
+
+    def do_proxy(self, target):
+        """Relay between the client and target (a connected socket, from
+        socket()) until the session ends; target is closed then. Upstream's
+        do_proxy ended by raising CClose; this one returns."""
+        self._check_session()
+        core = self._core
+        settings = core.settings
+        if target.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.print_traffic(self.traffic_legend)
+        self._pump = Pump(self.request, target, self._session, initial=bytes(self._client_data),
+                          wake_fd=core.wake_fd, traffic=settings.traffic,
+                          observer=self._recorder)
+        self._client_data = bytearray()
+        self._pump.run()
+
+    #: What the --traffic markers mean (printed as a session starts relaying).
+    traffic_legend = ('\nTraffic legend:\n'
+                      '    }  - client sent data   {  - target sent data\n'
+                      '    <  - sent to the client >  - sent to the target\n'
+                      '    .  - a send that the kernel took in part\n')
+
+    # -- plain HTTP requests -------------------------------------------------------------
+
+    def _http_method(self, method):
+        """The do_<method> a subclass defined, or None (we answer then)."""
+        name = 'do_' + method
+        mine = getattr(UpstreamRequestHandler, name, None)
+        theirs = getattr(type(self), name, None)
+        if theirs is None or theirs is mine or not _TOKEN.match(method):
+            return None
+        return getattr(self, name)
+
+    def _serve_http(self, request, answer):
+        """A plain HTTP request: a subclass's do_<METHOD>, else the web directory."""
+        if answer is None:
+            if self.web_auth:
+                self._before_upgrade(self.auth_connection)
+            self._serve_web_file()
+            return
+        self.rfile = _RequestBody(self.request, self.conn.extra)
+        self.request.settimeout(WEB_SEND_TIMEOUT)
+        self.wfile = self.request.makefile('wb')
+        self._connection_header = False
+        try:
+            answer()
+            self.wfile.flush()
+        finally:
+            self.wfile.close()
+        _close_gently(self.request)
+
+    def _serve_web_file(self):
+        settings = self._core.settings
+        status, sent, note = serve_web(self.conn, self._request, settings.web,
+                                       settings.web_listing)
+        log = logger.info if note else logger.debug
+        log('%s: %d %s %s, %d bytes%s', self.log_prefix, status, self.command,
+            _printable(self.path), sent, ': ' + note if note else '')
+
+    def send_header(self, keyword, value):
+        if keyword.lower() == 'connection':
+            self._connection_header = True
+        super().send_header(keyword, value)
+
+    def end_headers(self):
+        # One request per connection: say so, unless the subclass did.
+        if not getattr(self, '_connection_header', True):
+            self.send_header('Connection', 'close')
+        super().end_headers()
+
+    def do_GET(self):
+        """What a subclass's do_GET reaches with super().do_GET(): a file of the
+        web directory (after auth_connection with web_auth), or 405 without one."""
+        if self.web_auth:
+            self._before_upgrade(self.auth_connection)
+        if not self._core.settings.web:
+            self.send_error(405)
+            return
+        self.wfile.flush()
+        self._serve_web_file()
+
+    do_HEAD = do_GET
+
+
+class ProxyRequestHandler(UpstreamRequestHandler):
+    """Upstream's ProxyRequestHandler: the token plugin chooses the target
+    (validate_connection), the auth plugin checks the request (auth_connection),
+    new_websocket_client connects the target and relays. Subclasses override
+    these, call get_target(), socket(), do_proxy(), recv_frames(), send_frames()."""
+
+    buffer_size = 65536
+
+    def validate_connection(self):
+        """With a token plugin: the token's target becomes this connection's
+        server.target_host and target_port (or unix_target); 404 for no token or
+        an unknown one."""
+        server = self.server
+        if not server.token_plugin:
+            return
+        host, port = self.get_target(server.token_plugin)
+        if host == UNIX_SOCKET_HOST:
+            server.unix_target = port
+        else:
+            server.target_host, server.target_port = host, port
+
+    def get_target(self, target_plugin):
+        """[host, port] of the request's token (['unix_socket', path] for a Unix
+        socket); HTTPError 404 without a token or for an unknown one."""
+        settings = self._core.settings.replace(host_token=bool(self.server.host_token))
+        target = resolve_target(self._request, settings, target_plugin)
+        self._token_target = target
+        return list(target)
+
+    def auth_connection(self):
+        """With an auth plugin: authenticate(headers, target_host, target_port);
+        an AuthenticationError refuses the request with its status and headers."""
+        server = self.server
+        if not server.auth_plugin:
+            return
+        cert = self.request.getpeercert() if self.conn.secure else None
+        authenticate(server.auth_plugin, self._request, cert, server.target_host,
+                     server.target_port)
+
+    def new_websocket_client(self):
+        """Connect to this connection's target (server.target_host and
+        target_port, unix_target, or the wrapped program) and relay."""
+        server, core = self.server, self._core
+        token = getattr(self, '_token_target', None)
+        try:
+            if server.wrap_cmd:
+                target, where = connect_target(core.settings, core.target_tls, core.wrapper)
+            else:
+                chosen = Target(server.target_host, server.target_port, server.unix_target,
+                                token.token if token is not None else None)
+                target, where = open_target(chosen, core.target_tls)
+        except HTTPError as exc:
+            logger.info('%s: %s%s', self.log_prefix, exc.reason,
+                        ' (%s)' % exc.detail if exc.detail else '')
+            raise UpstreamClose(1011, 'failed to connect to the target') from None
+        logger.info('%s: relaying to %s', self.log_prefix, where)
+        try:
+            target.settimeout(None)
+            self.do_proxy(target)
+        finally:
+            target.close()
+
+
+
+def _keepalive(sock, count=None, idle=None, interval=None):
+    """TCP keepalive on sock, with the probe count, idle time and interval given."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for value, option in ((count, 'TCP_KEEPCNT'), (idle, 'TCP_KEEPIDLE'),
+                          (interval, 'TCP_KEEPINTVL')):
+        if value and hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+#: select_ssl_version()'s answers: SSLContext.options that refuse the TLS
+#: versions below each --ssl-version (upstream's values).
+SSL_OPTIONS = {}
+if ssl is not None:
+    SSL_OPTIONS['default'] = ssl.OP_ALL
+    _refused = ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3
+    for _version, _older in (('tlsv1_1', 'OP_NO_TLSv1'), ('tlsv1_2', 'OP_NO_TLSv1_1'),
+                             ('tlsv1_3', 'OP_NO_TLSv1_2')):
+        _refused |= getattr(ssl, _older)
+        SSL_OPTIONS[_version] = _refused
+    del _refused, _version, _older
+
+
+def select_ssl_version(version):
+    """SSLContext options for a --ssl-version name (upstream's function: nova
+    passes its result to WebSocketProxy as ssl_options); an unknown name gets
+    the strictest, with a warning."""
+    if not SSL_OPTIONS:
+        raise UsageError(NO_SSL % 'select_ssl_version()')
+    if version in SSL_OPTIONS:
+        return SSL_OPTIONS[version]
+    strictest = max(SSL_OPTIONS)
+    logger.warning('TLS version %s is unknown: using %s', _printable(str(version)), strictest)
+    return SSL_OPTIONS[strictest]
+
+
+def _ssl_version_of(options):
+    """The --ssl-version that select_ssl_version's options mean."""
+    for version in ('tlsv1_3', 'tlsv1_2', 'tlsv1_1'):
+        if options and ssl is not None and \
+                (options & SSL_OPTIONS[version]) == SSL_OPTIONS[version]:
+            return version
+    return 'default'
+
+
+class UpstreamServer:
+    """Upstream's WebSockifyServer: the options of a server, start_server() to
+    run it (blocking), socket() to open sockets, msg()/vmsg()/warn(), and hooks
+    to override: started(), poll() (about once a second), terminate()."""
+
+    #: Upstream's logger names start with this.
+    log_prefix = 'websocket'
+    EClose = UpstreamRefusal
+    Terminate = UpstreamTerminate
+
+    def __init__(self, RequestHandlerClass, listen_fd=None, listen_host='', listen_port=None,
+                 source_is_ipv6=False, verbose=False, cert='', key='', key_password=None,
+                 ssl_only=None, verify_client=False, cafile=None, daemon=False, record='',
+                 web='', web_auth=False, file_only=False, run_once=False, timeout=0,
+                 idle_timeout=0, traffic=False, tcp_keepalive=True, tcp_keepcnt=None,
+                 tcp_keepidle=None, tcp_keepintvl=None, ssl_ciphers=None, ssl_options=0,
+                 unix_listen=None, unix_listen_mode=None, **unknown):
+        if unknown:
+            raise TypeError('%s: no such option in upstream websockify 0.13: %s'
+                            % (type(self).__name__, ', '.join(sorted(unknown))))
+        self.RequestHandlerClass = RequestHandlerClass
+        self.listen_fd = listen_fd
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.prefer_ipv6 = source_is_ipv6
+        self.verbose = verbose
+        self.cert = os.path.abspath(cert) if cert else ''
+        self.key = os.path.abspath(key) if key else None
+        self.key_password = key_password
+        self.ssl_only = ssl_only
+        self.verify_client = verify_client
+        self.cafile = os.path.abspath(cafile) if cafile else ''
+        self.daemon = daemon
+        self.record = os.path.abspath(record) if record else ''
+        self.web = os.path.abspath(web) if web else ''
+        self.web_auth = web_auth
+        self.file_only = file_only
+        self.only_upgrade = not self.web
+        self.run_once = run_once
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.traffic = traffic
+        self.tcp_keepalive = tcp_keepalive
+        self.tcp_keepcnt = tcp_keepcnt
+        self.tcp_keepidle = tcp_keepidle
+        self.tcp_keepintvl = tcp_keepintvl
+        self.ssl_ciphers = ssl_ciphers
+        self.ssl_options = ssl_options
+        self.unix_listen = unix_listen
+        self.unix_listen_mode = unix_listen_mode
+        self.launch_time = time.time()
+        self.ws_connection = False
+        self.handler_id = 1
+        self.terminating = False
+        self.logger = self.get_logger()
+        #: The listening server while start_server() runs, else None.
+        self._core = None
+
+    @staticmethod
+    def get_logger():
+        """The logger of msg(), vmsg() and warn() (nova overrides this)."""
+        return logging.getLogger('%s.WebSockifyServer' % UpstreamServer.log_prefix)
+
+    def msg(self, *args, **kwargs):
+        """Log at INFO (self.logger)."""
+        self.logger.info(*args, **kwargs)
+
+    def vmsg(self, *args, **kwargs):
+        """Log at DEBUG."""
+        self.logger.debug(*args, **kwargs)
+
+    def warn(self, *args, **kwargs):
+        """Log at WARNING."""
+        self.logger.warning(*args, **kwargs)
+
+    def started(self):
+        """Called once listening, before serving (upstream's hook)."""
+
+    def poll(self):
+        """Called about once a second while serving (upstream's hook)."""
+
+    def terminate(self):
+        """Called on SIGTERM and SIGINT: stop serving (upstream's hook)."""
+        if not self.terminating:
+            self.terminating = True
+            raise UpstreamTerminate()
+
+    def do_SIGTERM(self, signum, frame):
+        self.terminate()
+
+    do_SIGINT = do_SIGTERM
+
+    @staticmethod
+    def socket(host, port=None, connect=False, prefer_ipv6=False, unix_socket=None,
+               unix_socket_mode=None, unix_socket_listen=False, use_ssl=False,
+               tcp_keepalive=True, tcp_keepcnt=None, tcp_keepidle=None, tcp_keepintvl=None):
+        """A blocking socket connected to host:port (connect=True; TLS with a
+        verified certificate with use_ssl) or listening there, or the same on the
+        Unix socket unix_socket: upstream's helper, with which handlers open
+        their target. IPv4 addresses first, IPv6 first with prefer_ipv6."""
+        if unix_socket:
+            return _unix_socket(unix_socket, unix_socket_listen, unix_socket_mode)
+        if connect and not port:
+            raise ValueError('socket(): connecting needs a port')
+        if use_ssl and (not connect or ssl is None):
+            raise ValueError('socket(): use_ssl is for connecting, with the ssl module')
+        infos = socket.getaddrinfo(host or None, port, 0, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP, 0 if connect else socket.AI_PASSIVE)
+        infos.sort(key=lambda info: info[0], reverse=bool(prefer_ipv6))
+        failure = None
+        for family, kind, proto, _, address in infos if connect else infos[:1]:
+            sock = socket.socket(family, kind, proto)
+            try:
+                if tcp_keepalive:
+                    _keepalive(sock, tcp_keepcnt, tcp_keepidle, tcp_keepintvl)
+                if not connect:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(address)
+                    sock.listen(LISTEN_BACKLOG)
+                    return sock
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(address)
+                sock.settimeout(None)
+                if use_ssl:
+                    sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+                return sock
+            except OSError as exc:
+                sock.close()
+                failure = exc
+        raise failure
+
+    # -- running ------------------------------------------------------------------------
+
+    def _settings(self):
+        """The Settings these options mean (read when start_server() runs, so
+        attributes changed after __init__ count, as upstream's do)."""
+        unix_target = getattr(self, 'unix_target', None)
+        ssl_target = bool(getattr(self, 'ssl_target', False))
+        if ssl_target and unix_target:
+            logger.warning('ssl_target has no effect with unix_target: ignored, as upstream '
+                           'ignores it')
+            ssl_target = False
+        return Settings(
+            listen_host=self.listen_host or '', listen_port=int(self.listen_port or 0),
+            unix_listen=self.unix_listen,
+            unix_listen_mode=0o600 if self.unix_listen_mode is None else self.unix_listen_mode,
+            prefer_ipv6=bool(self.prefer_ipv6),
+            target_host=getattr(self, 'target_host', None),
+            target_port=getattr(self, 'target_port', None), unix_target=unix_target,
+            verbose=bool(self.verbose), traffic=bool(self.traffic),
+            run_once=bool(self.run_once), timeout=self.timeout or 0,
+            idle_timeout=self.idle_timeout or 0, heartbeat=getattr(self, 'heartbeat', 0) or 0,
+            web=self.web or None, web_listing=bool(self.web) and not self.file_only,
+            cert=self.cert or None, key=self.key, key_password=self.key_password,
+            ssl_only=bool(self.ssl_only), verify_client=bool(self.verify_client),
+            cafile=self.cafile or None, ssl_version=_ssl_version_of(self.ssl_options),
+            ssl_ciphers=self.ssl_ciphers, ssl_target=ssl_target,
+            wrap_cmd=tuple(getattr(self, 'wrap_cmd', None) or ()) or None,
+            wrap_mode=getattr(self, 'wrap_mode', None) or 'exit', daemon=bool(self.daemon),
+            host_token=bool(getattr(self, 'host_token', False)), record=self.record or None,
+            web_auth=bool(self.web_auth))
+
+    def _listen(self, runtime):
+        """The listening server, handing each connection to RequestHandlerClass with
+        a copy of self as its server."""
+        if self.listen_fd is not None:
+            sock = socket.socket(fileno=os.dup(self.listen_fd))
+            core = WebSockifyServer(runtime, ('', 0), sock.family, sock)
+        else:
+            core = make_server(runtime.settings, runtime)
+        if self.tcp_keepalive and core.is_tcp:
+            _keepalive(core.socket, self.tcp_keepcnt, self.tcp_keepidle, self.tcp_keepintvl)
+        handler = self.RequestHandlerClass
+
+        def serve(request, client_address, listener):
+            view = object.__new__(type(self))
+            view.__dict__.update(self.__dict__)
+            return handler(request, client_address, view)
+        core.RequestHandlerClass = serve
+        return core
+
+    def start_server(self):
+        """Listen, then serve until a signal (SIGTERM, SIGINT: terminate()),
+        run_once, timeout, idle_timeout or the wrapped program (exit mode) ends
+        it; returns then, as upstream's does. UsageError for options that
+        cannot work; SystemExit(1) if the address cannot be listened on."""
+        settings = self._settings()
+        runtime = prepare(settings)
+        runtime.token_plugin = getattr(self, 'token_plugin', None)
+        runtime.auth_plugin = getattr(self, 'auth_plugin', None)
+        try:
+            core = self._listen(runtime)
+        except OSError as exc:
+            self.msg('Opening socket failed: %s', exc.strerror or exc)
+            raise SystemExit(1) from None
+        ready_fd = _daemonize() if settings.daemon else None
+        restore = {}
+        wrapper = acceptor = None
+        self._core = core
+        try:
+            if runtime.rebind:
+                wrapper = ProgramWrapper(settings, runtime.rebind, core.stop_event.set)
+                core.wrapper = wrapper
+                wrapper.start()
+            logger.info('websockify.py %s listening on %s (%s)', __version__,
+                        describe_listener(core), type(self).__name__)
+            if ready_fd is not None:
+                _finish_daemonizing(ready_fd)
+            self.started()
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in ((signal.SIGTERM, self.do_SIGTERM),
+                                        (signal.SIGINT, self.do_SIGINT)):
+                    restore[signum] = signal.signal(signum, handler)
+            acceptor = threading.Thread(target=core.serve_forever, name='acceptor',
+                                        daemon=True)
+            acceptor.start()
+            self._wait(core, settings)
+        except (UpstreamTerminate, SystemExit, KeyboardInterrupt):
+            logger.info('stopping')
+        finally:
+            try:
+                if acceptor is not None:
+                    core.shutdown()
+                core.close_sessions(SHUTDOWN_GRACE)
+                core.server_close()
+                if wrapper is not None:
+                    wrapper.stop()
+                self._core = None
+            finally:
+                # Last: a second Ctrl-C while stopping finds terminate() again.
+                for signum, handler in restore.items():
+                    signal.signal(signum, handler)
+
+    def _wait(self, core, settings):
+        """Until something ends the server, calling poll() about once a second."""
+        started = time.monotonic()
+        while not core.stop_event.is_set():
+            self.poll()
+            now = time.monotonic()
+            if settings.timeout and now - started >= settings.timeout:
+                logger.info('timeout %g reached: no new connections', settings.timeout)
+                core.shutdown()
+                while not core.wait_idle(MAIN_WAKE_INTERVAL):
+                    self.poll()
+                return
+            if settings.idle_timeout and not core.active \
+                    and now - core.last_active >= settings.idle_timeout:
+                logger.info('idle_timeout %g reached without a session', settings.idle_timeout)
+                return
+            core.stop_event.wait(MAIN_WAKE_INTERVAL)
+
+
+def _unix_socket(path, listen, mode):
+    """UpstreamServer.socket() for a Unix socket: connected, or listening at path
+    (a stale socket there replaced) with permissions mode (default 0600)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if not listen:
+            sock.connect(path)
+            return sock
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock.bind(path)
+        os.chmod(path, 0o600 if mode is None else mode)
+        sock.listen(LISTEN_BACKLOG)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+class WebSocketProxy(UpstreamServer):
+    """Upstream's WebSocketProxy: relays to target_host:target_port, unix_target,
+    the wrapped program (wrap_cmd) or a token_plugin's targets, checked by an
+    auth_plugin; WebSocketProxy(**options).start_server() runs it. Unknown
+    options are a TypeError naming them."""
+
+    buffer_size = 65536
+
+    def __init__(self, RequestHandlerClass=ProxyRequestHandler, *args, target_host=None,
+                 target_port=None, wrap_cmd=None, wrap_mode=None, unix_target=None,
+                 ssl_target=None, heartbeat=None, token_plugin=None, host_token=None,
+                 auth_plugin=None, **options):
+        self.target_host = target_host
+        self.target_port = target_port
+        self.wrap_cmd = wrap_cmd
+        self.wrap_mode = wrap_mode
+        self.unix_target = unix_target
+        self.ssl_target = ssl_target
+        self.heartbeat = heartbeat
+        self.token_plugin = token_plugin
+        self.host_token = host_token
+        self.auth_plugin = auth_plugin
+        super().__init__(RequestHandlerClass, *args, **options)
+
+
+def websockify_init():
+    """Upstream's command-line entry point (websockify.websocketproxy.websockify_init,
+    what its `websockify` script runs): main() with sys.argv, exiting with its
+    status unless 0. Handlers the program gave the root logger (a log file) get
+    our log lines too, as upstream logs to the root logger."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, 'stream', None) not in (sys.stderr, sys.stdout):
+            logger.addHandler(handler)
+    status = main()
+    if status:
+        sys.exit(status)
+
+
+# -- the native API ---------------------------------------------------------------------
+
+#: Settings that only a program has (main()): Proxy refuses them.
+PROGRAM_ONLY_SETTINGS = ('daemon', 'pid_file', 'workers', 'log_file', 'syslog', 'timeout',
+                         'idle_timeout', 'inetd')
+
+
+class Proxy:
+    """websockify.py in a Python program: listens when start() returns, serves
+    each connection in a thread of this process, stops with stop(). Changes
+    nothing process-wide (no signal handler, thread stack size, working
+    directory or logging configuration): the log goes to the `websockify`
+    logger, for the program to route.
+
+        with websockify.Proxy(listen_host='127.0.0.1', listen_port=0,
+                              target_host='127.0.0.1', target_port=5900) as proxy:
+            port = proxy.address[1]
+            ...
+
+    Options are the fields of Settings (or a Settings, such as parse_args()'s);
+    token_plugin and auth_plugin may also be plugin objects."""
+
+    def __init__(self, settings=None, **options):
+        plugins = {}
+        for name, field in (('token_plugin', 'token_plugin'), ('auth_plugin', 'auth_plugin_name')):
+            value = options.pop(name, None)
+            if value is not None and not isinstance(value, str):
+                plugins[name] = value
+            elif value is not None:
+                options[field] = value
+        settings = (settings or Settings()).replace(**options)
+        used = [name for name in PROGRAM_ONLY_SETTINGS
+                if getattr(settings, name) != dict(Settings.FIELDS)[name]]
+        if used:
+            raise UsageError('Proxy serves in this program: %s belong to the websockify.py '
+                             'program (main())' % ', '.join(used))
+        #: The Settings it runs with.
+        self.settings = settings
+        self._plugins = plugins
+        #: The listening server (section Server) while it runs, else None.
+        self.server = None
+        self._thread = None
+        self._wrapper = None
+
+    def start(self):
+        """Listen and start serving; returns self. UsageError for options that
+        cannot work, OSError if the address cannot be listened on."""
+        if self.server is not None:
+            raise RuntimeError('this Proxy is running already')
+        runtime = prepare(self.settings)
+        for name, plugin in self._plugins.items():
+            setattr(runtime, name, plugin)
+        server = make_server(self.settings, runtime)
+        try:
+            if runtime.rebind:
+                self._wrapper = ProgramWrapper(self.settings, runtime.rebind,
+                                               server.stop_event.set)
+                server.wrapper = self._wrapper
+                self._wrapper.start()
+        except BaseException:
+            server.server_close()
+            raise
+        self.server = server
+        self._thread = threading.Thread(target=server.serve_forever, name='websockify',
+                                        kwargs={'poll_interval': 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def address(self):
+        """Where it listens: (host, port, ...), or the Unix socket path."""
+        return self.server.server_address
+
+    def wait(self, timeout=None):
+        """Wait until it should stop (run_once after its session, the wrapped
+        program gone in exit mode): True then, False after timeout seconds."""
+        return self.server.stop_event.wait(timeout)
+
+    def stop(self, grace=SHUTDOWN_GRACE):
+        """Stop listening, close live sessions (1001, waiting up to grace
+        seconds), and stop the wrapped program. Does nothing if not running."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_sessions(grace)
+        server.server_close()
+        self._thread.join()
+        if self._wrapper is not None:
+            self._wrapper.stop()
+            self._wrapper = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# -- upstream's modules ---------------------------------------------------------------
+
+#: Upstream's modules and the names they hold: a name, or (upstream's name, ours).
+UPSTREAM_MODULES = {
+    'websocketproxy': ('WebSocketProxy', 'ProxyRequestHandler', 'websockify_init',
+                       'select_ssl_version', 'SSL_OPTIONS'),
+    'websockifyserver': (('WebSockifyServer', 'UpstreamServer'),
+                         ('WebSockifyRequestHandler', 'UpstreamRequestHandler'), 'ssl'),
+    'token_plugins': (('BasePlugin', 'TokenPlugin'), 'ReadOnlyTokenFile', 'TokenFile',
+                      'TokenFileName', 'BaseTokenAPI', 'JSONTokenApi', 'JWTTokenApi',
+                      'TokenRedis', 'UnixDomainSocketDirectory', 'parse_source_args'),
+    'auth_plugins': ('BasePlugin', 'AuthenticationError', 'InvalidOriginError',
+                     'BasicHTTPAuth', 'ExpectOrigin', 'ClientCertCNAuth'),
+}
+
+
+def install_upstream_modules(module, package):
+    """Make module (this file) the package `package` with upstream's modules:
+    `import websockify.token_plugins`, `from websockify.websocketproxy import
+    WebSocketProxy` then work. Done when this file is imported as websockify, or
+    run as a program (then `websockify` names it too, for plugins); imported under
+    another name, it is that name's package."""
+    modules = {}
+    for name, names in UPSTREAM_MODULES.items():
+        sub = type(sys)('%s.%s' % (package, name), "upstream websockify's %s module, from %s"
+                        % (name, getattr(module, '__file__', module.__name__)))
+        sub.__package__ = package
+        for entry in names:
+            theirs, ours = entry if isinstance(entry, tuple) else (entry, entry)
+            setattr(sub, theirs, getattr(module, ours))
+        modules[name] = sub
+    modules['websocketproxy'].websockifyserver = modules['websockifyserver']
+    modules['websocketproxy'].auth = modules['auth_plugins']
+    module.__path__ = []              # a package, for the import system
+    if package != module.__name__:
+        sys.modules.setdefault(package, module)
+    for name, sub in modules.items():
+        setattr(module, name, sub)
+        if sys.modules.get(package) is module:
+            sys.modules[sub.__name__] = sub
+
+
+install_upstream_modules(sys.modules[__name__],
+                         'websockify' if __name__ == '__main__' else __name__)
 
 
 if __name__ == '__main__':
