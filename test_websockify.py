@@ -4772,6 +4772,122 @@ def pss_kb(pid):
         return next(int(line.split()[1]) for line in f if line.startswith('Pss:'))
 
 
+class TestPumpFairness(unittest.TestCase):
+    """A large client read is decoded under FAIR_LOCK in FAIR_SLICE pieces, pausing
+    between them only while another session is active; the payload is the same
+    however it is cut (issue: 6 tiny-frame floods made a quiet echo take 0.3 s)."""
+
+    def setUp(self):
+        self.client, self.client_peer = socket.socketpair()
+        self.target, self.target_peer = socket.socketpair()
+        for sock in (self.client, self.client_peer, self.target, self.target_peer):
+            self.addCleanup(sock.close)
+        self.target_peer.settimeout(TIMEOUT)
+        self.client_peer.settimeout(TIMEOUT)
+        saved = (websockify.WAKES.last, websockify.WAKES.last_at, websockify.WAKES.other_at)
+
+        def restore():
+            websockify.WAKES.last, websockify.WAKES.last_at, websockify.WAKES.other_at = saved
+        self.addCleanup(restore)
+        # Every slice counts as a burst, so that a pause is due after each one.
+        patcher = unittest.mock.patch.object(websockify, 'FAIR_BURST', 0.0)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def stream(self):
+        """Client bytes over 100 KiB: 1-byte frames, pings, a fragmented message of
+        1-byte fragments and frames crossing slice boundaries; and their payload."""
+        rng = random.Random(7)
+        frames, payload = [], bytearray()
+        while sum(map(len, frames)) < 100 * 1024:
+            kind = rng.randrange(6)
+            if kind == 0:
+                frames.append(encode_frame(0x9, b'p' * rng.randrange(126)))
+                continue
+            if kind == 1:
+                data = os.urandom(rng.randrange(1, 12000))
+                frames.append(encode_frame(0x2, data))
+            elif kind == 2:
+                data = os.urandom(5)
+                frames.append(encode_frame(0x2, data[:1], fin=False))
+                frames += [encode_frame(0x0, data[i:i + 1], fin=i == 4) for i in range(1, 5)]
+            else:
+                data = os.urandom(1)
+                frames.append(encode_frame(0x2, data))
+            payload += data
+        return b''.join(frames), bytes(payload)
+
+    def relay(self, data, length):
+        """Run a Pump whose client sent `data` at once (its first read); returns
+        the first `length` bytes the target gets and the pauses taken."""
+        session = websockify.Session(websockify.HybiCodec())
+        pump = websockify.Pump(self.client, self.target, session, initial=data)
+        pauses = []
+        real_sleep = time.sleep
+
+        def sleep(seconds):
+            if threading.current_thread() is thread:
+                pauses.append(seconds)
+            real_sleep(seconds)
+        thread = threading.Thread(target=pump.run, daemon=True)
+        with unittest.mock.patch.object(websockify.time, 'sleep', sleep):
+            thread.start()
+            got = recv_exactly(self.target_peer, length)
+            self.client_peer.sendall(encode_frame(0x8, struct.pack('!H', 1000)))
+            self.client_peer.shutdown(socket.SHUT_WR)
+            self.target_peer.shutdown(socket.SHUT_WR)
+            thread.join(TIMEOUT)
+        self.assertFalse(thread.is_alive(), 'the pump did not end')
+        return got, pauses
+
+    def test_alone_a_large_read_is_decoded_without_a_pause(self):
+        data, payload = self.stream()
+        websockify.WAKES.last = None                      # nobody woke yet
+        websockify.WAKES.last_at = websockify.WAKES.other_at = float('-inf')
+        got, pauses = self.relay(data, len(payload))
+        self.assertEqual(got, payload)
+        self.assertEqual(pauses, [])
+
+    def test_with_another_session_active_it_pauses_between_slices(self):
+        data, payload = self.stream()
+        websockify.WAKES.note(self, time.monotonic())      # another session woke just now
+        got, pauses = self.relay(data, len(payload))
+        self.assertEqual(got, payload)
+        slices = len(data) // websockify.FAIR_SLICE
+        self.assertGreaterEqual(len(pauses), slices - 2)
+        self.assertLessEqual(len(pauses), slices + 1)
+        self.assertTrue(all(p == websockify.FAIR_PAUSE for p in pauses))
+
+    def test_a_session_active_long_ago_causes_no_pause(self):
+        data, payload = self.stream()
+        websockify.WAKES.note(self, time.monotonic() - 2 * websockify.FAIR_WINDOW)
+        got, pauses = self.relay(data, len(payload))
+        self.assertEqual(got, payload)
+        self.assertEqual(pauses, [])
+
+    def test_one_bulk_decoder_at_a_time(self):
+        data, payload = self.stream()
+        websockify.FAIR_LOCK.acquire()
+        try:
+            session = websockify.Session(websockify.HybiCodec())
+            pump = websockify.Pump(self.client, self.target, session, initial=data)
+            thread = threading.Thread(target=pump.run, daemon=True)
+            thread.start()
+            # While another session holds the lock, nothing of this read moves.
+            self.target_peer.settimeout(0.3)
+            with self.assertRaises(socket.timeout):
+                self.target_peer.recv(1)
+        finally:
+            websockify.FAIR_LOCK.release()
+        self.target_peer.settimeout(TIMEOUT)
+        self.assertEqual(recv_exactly(self.target_peer, len(payload)), payload)
+        self.client_peer.sendall(encode_frame(0x8, struct.pack('!H', 1000)))
+        self.client_peer.shutdown(socket.SHUT_WR)
+        self.target_peer.shutdown(socket.SHUT_WR)
+        thread.join(TIMEOUT)
+        self.assertFalse(thread.is_alive(), 'the pump did not end')
+
+
 @unittest.skipUnless(os.path.exists('/proc/self/smaps_rollup'), 'needs Linux /proc')
 class TestPumpManyIdleSessions(ProxyTestCase):
     """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""

@@ -9,10 +9,14 @@ connection, in this process) and, all at once until the time is up:
           (reading the echo back so that back-pressure does not stall them);
   slow    slowloris clients sending their request head one byte a second,
           reconnecting when the proxy drops them (--handshake-timeout);
-  good    clients sending a 64-byte message every 50 ms and timing its echo.
+  good    clients sending a 64-byte message every 50 ms and timing its echo;
+  new     one client connecting every 200 ms, timing connect + handshake +
+          its first echo (a newcomer during the floods).
 Each row: the proxy's RSS (MB), CPU (% of one core), threads and descriptors,
 the floods' MB/s, the slowloris connections dropped, and the good clients'
-round trips (count, p50, p99, max in ms; misses: no echo within 5 s). Not part
+round trips (count, p50, p99, max in ms; misses: no echo within 5 s) and the
+newcomers' p50 and max (ms). At the end the floods stop first and the proxy's
+CPU is sampled for 2 s: the work a flood caused must end with it. Not part
 of `make test`: it reports, it does not judge. Loopback only; every loop ends
 at the deadline.
 """
@@ -27,7 +31,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(HERE, 'websockify.py')
+SCRIPT = os.environ.get('SOAK_SCRIPT') or os.path.join(HERE, 'websockify.py')
 KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
 ECHO_TIMEOUT = 5.0
 
@@ -55,11 +59,14 @@ class Stats:
         self.misses = 0
         self.flood_bytes = 0
         self.slow_dropped = 0
+        self.newcomers = []
 
     def take(self):
         with self.lock:
-            taken = (self.latencies, self.misses, self.flood_bytes, self.slow_dropped)
+            taken = (self.latencies, self.misses, self.flood_bytes, self.slow_dropped,
+                     self.newcomers)
             self.latencies, self.misses, self.flood_bytes, self.slow_dropped = [], 0, 0, 0
+            self.newcomers = []
             return taken
 
 
@@ -209,6 +216,35 @@ def good_client(port, stop, stats):
             sock.close()
 
 
+def newcomer(port, stop, stats):
+    payload = os.urandom(64)
+    message = frame(payload)
+    while not stop.wait(0.2):
+        started = time.monotonic()
+        try:
+            sock, extra = open_ws(port, ECHO_TIMEOUT)
+        except OSError:
+            with stats.lock:
+                stats.misses += 1
+            continue
+        buf = bytearray(extra)
+        try:
+            sock.settimeout(ECHO_TIMEOUT)
+            sock.sendall(message)
+            while len(buf) < 2 + len(payload):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError('closed')
+                buf += chunk
+            with stats.lock:
+                stats.newcomers.append(time.monotonic() - started)
+        except OSError:
+            with stats.lock:
+                stats.misses += 1
+        finally:
+            sock.close()
+
+
 def proc_sample(pid):
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
@@ -238,6 +274,7 @@ def main():
     parser.add_argument('--good', type=int, default=10)
     opts = parser.parse_args()
     stop = threading.Event()
+    flood_stop = threading.Event()
     target = echo_target(stop)
     proxy = subprocess.Popen([sys.executable, SCRIPT, '127.0.0.1:0', '127.0.0.1:%d' % target],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -260,17 +297,19 @@ def main():
     threading.Thread(target=read_log, daemon=True).start()
 
     stats = Stats()
-    workers = [threading.Thread(target=flood, args=(port, stop, stats), daemon=True)
-               for _ in range(opts.floods)]
+    floods = [threading.Thread(target=flood, args=(port, flood_stop, stats), daemon=True)
+              for _ in range(opts.floods)]
+    workers = list(floods)
+    workers.append(threading.Thread(target=newcomer, args=(port, stop, stats), daemon=True))
     workers += [threading.Thread(target=good_client, args=(port, stop, stats), daemon=True)
                 for _ in range(opts.good)]
     workers.append(threading.Thread(target=slowloris, args=(port, opts.slow, stop, stats),
                                     daemon=True))
     print('websockify.py pid %d: %d floods, %d slowloris, %d good clients, %g s'
           % (proxy.pid, opts.floods, opts.slow, opts.good, opts.seconds))
-    print('%6s %8s %6s %7s %5s %9s %9s %6s %8s %8s %8s %6s' % (
+    print('%6s %8s %6s %7s %5s %9s %9s %6s %8s %8s %8s %6s %8s %8s' % (
         't (s)', 'RSS (MB)', 'CPU %', 'threads', 'fds', 'flood MB/s', 'slow drop',
-        'echoes', 'p50 ms', 'p99 ms', 'max ms', 'misses'))
+        'echoes', 'p50 ms', 'p99 ms', 'max ms', 'misses', 'new p50', 'new max'))
     for worker in workers:
         worker.start()
     started = time.monotonic()
@@ -281,15 +320,25 @@ def main():
             time.sleep(max(0.0, min(opts.period, end - time.monotonic())))
             now = time.monotonic()
             cpu, rss, threads, fds = proc_sample(proxy.pid)
-            latencies, misses, flooded, dropped = stats.take()
-            print('%6.0f %8.1f %6.0f %7d %5d %9.2f %9d %6d %8.2f %8.2f %8.2f %6d' % (
+            latencies, misses, flooded, dropped, newcomers = stats.take()
+            print('%6.0f %8.1f %6.0f %7d %5d %9.2f %9d %6d %8.2f %8.2f %8.2f %6d %8.2f %8.2f' % (
                 now - started, rss, 100 * (cpu - last_cpu) / (now - last_time), threads, fds,
                 flooded * 7 / 1e6 / (now - last_time), dropped, len(latencies),
                 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99),
-                1000 * max(latencies or [float('nan')]), misses))
+                1000 * max(latencies or [float('nan')]), misses,
+                1000 * percentile(newcomers, 0.5), 1000 * max(newcomers or [float('nan')])))
             sys.stdout.flush()
             last_cpu, last_time = cpu, now
+        flood_stop.set()
+        for worker in floods:
+            worker.join(5.0)
+        time.sleep(1.0)
+        before, at = proc_sample(proxy.pid)[0], time.monotonic()
+        time.sleep(2.0)
+        print('proxy CPU in the 2 s from 1 s after the floods stopped: %.0f %%'
+              % (100 * (proc_sample(proxy.pid)[0] - before) / (time.monotonic() - at)))
     finally:
+        flood_stop.set()
         stop.set()
         for worker in workers:
             worker.join(5.0)
