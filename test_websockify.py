@@ -3604,6 +3604,15 @@ class TestProtocolHandshake(ProxyTestCase):
             'key not base64': upgrade_request(replace={'Sec-WebSocket-Key': 'not base64 !!'}),
             'key of 15 bytes': upgrade_request(replace={'Sec-WebSocket-Key': short_key}),
             'key of 17 bytes': upgrade_request(replace={'Sec-WebSocket-Key': long_key}),
+            # Strict header rules (RFC 9110 §5.5, RFC 9112 §5.2 and §3.2).
+            'two Host headers': upgrade_request(extra=[('Host', 'elsewhere')]),
+            'obs-fold': upgrade_request(extra=[('X-A', 'one'), ' folded']),
+            'NUL in a value': upgrade_request(extra=[('Origin', 'http://a\x00b')]),
+            'ESC in a value': upgrade_request(extra=[('X-A', '\x1b[31mred')]),
+            'subprotocol not a token': upgrade_request(
+                extra=[('Sec-WebSocket-Protocol', 'a\x1b[2Jb')]),
+            'subprotocol with a slash': upgrade_request(
+                extra=[('Sec-WebSocket-Protocol', 'chat/1')]),
         }
         for name, request in cases.items():
             with self.subTest(name):
@@ -3611,6 +3620,9 @@ class TestProtocolHandshake(ProxyTestCase):
                 reason = response.body.decode('utf-8').strip()
                 self.assertTrue(reason, response)
                 self.assertNotIn('\n', reason)
+                self.assertFalse(websockify.has_control_characters(response.raw.decode('latin-1'),
+                                                                   allow_line_ends=True))
+                self.assertNotIn(b'Sec-WebSocket-Protocol', response.raw)
 
     def test_missing_or_unknown_version_gets_426_listing_13_8_7(self):
         cases = {'missing': upgrade_request(drop=('Sec-WebSocket-Version',)),
