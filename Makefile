@@ -105,18 +105,25 @@ demo:
 	$(PYTHON) web/demo.py --port $(DEMO_PORT)$(if $(DEMO_ECHO_PORT), --echo-port $(DEMO_ECHO_PORT))
 
 # Full mode (7 interleaved runs per metric) over ws://, then quick runs over
-# wss:// and with 4 streams on both cores (--workers 2 against the forking upstream).
+# wss:// and with 4 streams on both cores (--workers 2 against the forking upstream),
+# then burst.py: BURST_SESSIONS sessions all sending at once (drain time per round).
+BURST_SESSIONS ?= 500,1000,2000,3000,5000
 BENCH_RUN = BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(BENCH)/run.sh
 OURS = $(PYTHON) $(CURDIR)/websockify.py
 bench: all
 	$(BENCH_RUN) --out $(BUILD)/bench/results \
-	  ours='$(OURS) {listen} {target}' upstream-numpy upstream node socat-tcp
+	  ours='$(OURS) {listen} {target}' upstream-numpy upstream node websocat socat-tcp
 	$(BENCH_RUN) --quick --tls --out $(BUILD)/bench/results-tls \
 	  ours='$(OURS) --cert {cert} --key {key} {listen} {target}' upstream-numpy socat-tcp
 	$(BENCH_RUN) --quick --streams 4 --proxy-cpus 0,1 --out $(BUILD)/bench/results-streams \
 	  ours-workers2='$(OURS) --workers 2 {listen} {target}' ours='$(OURS) {listen} {target}' \
-	  upstream-numpy node socat-tcp
+	  upstream-numpy node websocat socat-tcp
+	BENCH_HOME=$(CURDIR)/$(BUILD)/bench $(PYTHON) $(BENCH)/burst.py --sessions $(BURST_SESSIONS) \
+	  --rounds 5 --timeout 60 ours='$(OURS) {listen} {target}' \
+	  ours-workers2='$(OURS) --workers 2 {listen} {target}' node websocat \
+	  | tee $(BUILD)/bench/burst.txt
 	@for d in results results-tls results-streams; do echo; cat $(BUILD)/bench/$$d/results.md; done
+	@echo; grep '^|' $(BUILD)/bench/burst.txt
 
 clean:
 	rm -rf $(BUILD) rebind.so __pycache__

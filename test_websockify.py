@@ -11070,7 +11070,8 @@ def state():
     os.umask(umask)
     wakeup = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(wakeup)
-    return {'stack size': threading.stack_size(), 'umask': umask, 'cwd': os.getcwd(),
+    return {'stack size': threading.stack_size(), 'switch interval': sys.getswitchinterval(),
+            'umask': umask, 'cwd': os.getcwd(),
             'wakeup fd': wakeup, 'root handlers': len(logging.getLogger().handlers),
             'root level': logging.getLogger().level,
             'signals': {name: repr(signal.getsignal(getattr(signal, name)))
