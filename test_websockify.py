@@ -1448,6 +1448,20 @@ def run_cli(*args, cwd=None, env=None):
                           timeout=TIMEOUT, cwd=cwd or HERE, env=env)
 
 
+def wait_for_log(test, logs, predicate, timeout=TIMEOUT):
+    """The first message captured by test.assertLogs matching predicate, waiting
+    for it up to timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in list(logs.records):
+            message = record.getMessage()
+            if predicate(message):
+                return message
+        if time.monotonic() > deadline:
+            test.fail('no such log line in %r' % [r.getMessage() for r in logs.records])
+        time.sleep(0.02)
+
+
 def check_usage_error(test, result, text):
     """A run_cli result that is a usage error: exit 2, one stderr line naming text."""
     test.assertEqual(result.returncode, 2, result)
@@ -1504,15 +1518,7 @@ class ProxyTestCase(unittest.TestCase):
 
     def wait_for_log(self, logs, predicate, timeout=TIMEOUT):
         """The first captured message (assertLogs) matching predicate, waiting for it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for record in list(logs.records):
-                message = record.getMessage()
-                if predicate(message):
-                    return message
-            if time.monotonic() > deadline:
-                self.fail('no such log line in %r' % [r.getMessage() for r in logs.records])
-            time.sleep(0.02)
+        return wait_for_log(self, logs, predicate, timeout)
 
 
 ################################################################################
@@ -7641,6 +7647,164 @@ class TestAuthInvalidOrigin(SocketFreeTestCase):
                 self.assertEqual(exc.actual_origin, origin)
 
 
+class TestAuthOriginPolicy(SocketFreeTestCase):
+    """--origin: parse_origin (RFC 6454 serialisation) and OriginPolicy, no sockets."""
+
+    def test_parse_origin_normalises(self):
+        cases = {'https://Example.COM': ('https', 'example.com', 443),
+                 'HTTP://example.com:80': ('http', 'example.com', 80),
+                 'http://example.com:8080': ('http', 'example.com', 8080),
+                 'http://[::1]:6080': ('http', '::1', 6080),
+                 'chrome-extension://abcdef': ('chrome-extension', 'abcdef', None)}
+        for text, parsed in cases.items():
+            with self.subTest(text=text):
+                self.assertEqual(websockify.parse_origin(text), parsed)
+
+    def test_parse_origin_refuses_what_is_not_an_origin(self):
+        for text in ('example.com', 'http://', 'http://a/', 'http://a/path', 'http://a?q',
+                     'http://u@a', 'http://a:0', 'http://a:99999', 'http://a:8o', 'null',
+                     '1http://a', 'http://a\x1b[2J', 'http://a b'):
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError):
+                    websockify.parse_origin(text)
+
+    def test_listed_origins(self):
+        policy = websockify.OriginPolicy(['https://novnc.example', 'http://localhost:8080'])
+        for origin in ('https://novnc.example', 'https://NOVNC.example:443',
+                       'http://localhost:8080'):
+            self.assertTrue(policy.allows(origin, 'anything'), origin)
+        for origin in ('http://novnc.example', 'https://novnc.example:8443',
+                       'https://evil.example', 'http://localhost', 'null', '', 'garbage',
+                       'https://novnc.example/'):
+            self.assertFalse(policy.allows(origin, 'novnc.example'), origin)
+
+    def test_same_is_the_host_of_the_request(self):
+        policy = websockify.OriginPolicy(['same'])
+        allowed = [('http://127.0.0.1:6080', '127.0.0.1:6080'),
+                   ('https://vnc.example:6080', 'VNC.example:6080'),
+                   ('http://[::1]:6080', '[::1]:6080'),
+                   # No port in Host (a TLS terminator in front): the scheme's default.
+                   ('https://vnc.example', 'vnc.example'),
+                   ('http://vnc.example', 'vnc.example')]
+        refused = [('http://127.0.0.1:6081', '127.0.0.1:6080'),
+                   ('http://evil.example:6080', '127.0.0.1:6080'),
+                   ('https://vnc.example:8443', 'vnc.example'),
+                   ('ws://127.0.0.1:6080', '127.0.0.1:6080'),
+                   ('http://127.0.0.1:6080', None), ('null', '127.0.0.1:6080')]
+        for origin, host in allowed:
+            self.assertTrue(policy.allows(origin, host), (origin, host))
+        for origin, host in refused:
+            self.assertFalse(policy.allows(origin, host), (origin, host))
+
+    def test_null_only_when_listed(self):
+        self.assertFalse(websockify.OriginPolicy(['same']).allows('null', 'h'))
+        self.assertTrue(websockify.OriginPolicy(['null']).allows('null', 'h'))
+
+    def test_refusal_reads_both_header_names_and_passes_programs(self):
+        policy = websockify.OriginPolicy(['https://a.example'])
+
+        def request(*headers):
+            head = 'GET / HTTP/1.1\r\nHost: h\r\n' + ''.join('%s: %s\r\n' % h for h in headers)
+            return websockify.parse_request((head + '\r\n').encode('latin-1'))
+        self.assertIsNone(policy.refusal(request()))
+        self.assertIsNone(policy.refusal(request(('Origin', 'https://a.example'))))
+        self.assertIsNone(policy.refusal(request(('Sec-WebSocket-Origin', 'https://a.example'))))
+        for name in ('Origin', 'Sec-WebSocket-Origin'):
+            refusal = policy.refusal(request((name, 'https://evil.example')))
+            self.assertEqual(refusal.status, 403)
+            self.assertIn('https://evil.example', refusal.log_reason)
+            self.assertNotIn('evil', refusal.reason)
+
+    def test_command_line(self):
+        settings = websockify.parse_args(['--origin', 'same', '--origin', 'https://a.example',
+                                          '6080', 'h:5900'])
+        self.assertEqual(settings.origins.values, ('same', 'https://a.example'))
+        self.assertIsNone(websockify.parse_args(['6080', 'h:5900']).origins)
+        for bad in ('a.example', 'https://a.example/path', 'https://a.example:0'):
+            with self.subTest(bad=bad):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+                    websockify.parse_args(['--origin', bad, '6080', 'h:5900'])
+                self.assertEqual(cm.exception.code, 2)
+                self.assertIn('--origin', err.getvalue())
+
+
+class TestAuthOrigin(ProxyTestCase):
+    """--origin through the proxy: browsers' handshakes from other origins get 403."""
+
+    def setUp(self):
+        self.target = TargetServer(self, echo)
+
+    def upgraded(self, address, extra=()):
+        client = WSClient(self, address)
+        client.handshake(extra=extra)
+        self.assertEqual(client.echo(b'allowed'), b'allowed')
+        client.close()
+
+    def test_allowed_refused_and_absent(self):
+        address = self.proxy('--origin', 'https://novnc.example', '--origin', 'same',
+                             '127.0.0.1:0', self.target.arg)
+        self.upgraded(address)                                       # a program: no Origin
+        self.upgraded(address, [('Origin', 'https://novnc.example')])
+        self.upgraded(address, [('Sec-WebSocket-Origin', 'https://novnc.example')])
+        same = 'http://127.0.0.1:%d' % address[1]
+        client = WSClient(self, address)
+        client.send(upgrade_request(replace={'Host': '127.0.0.1:%d' % address[1]},
+                                    extra=[('Origin', same)]))
+        self.assertEqual(client.read_response().status, 101)
+        client.close()
+        with self.assertLogs('websockify', 'INFO') as logs:
+            for origin in ('https://evil.example', 'null', 'http://127.0.0.1:1',
+                           'https://novnc.example.evil.example', 'http://a\x1b[2Jb'):
+                with self.subTest(origin=origin):
+                    request = upgrade_request(extra=[('Origin', origin)])
+                    if '\x1b' in origin:     # refused earlier: no control character in a value
+                        self.refused(address, request, 400)
+                        continue
+                    response = self.refused(address, request, 403)
+                    self.assertEqual(response.body.strip(), b'origin not allowed')
+            line = self.wait_for_log(logs, lambda m: 'https://evil.example' in m)
+        self.assertIn('403', line)
+        self.assertIn('not allowed', line)
+
+    def test_hixie_76_origin(self):
+        address = self.proxy('--origin', 'http://example.com', '127.0.0.1:0', self.target.arg)
+        keys = ('4 @1  46546xW%0l 1 5', '12998 5 Y3 1  .P00')
+        for origin, status in (('http://example.com', 101), ('http://evil.example', 403)):
+            with self.subTest(origin=origin):
+                client = WSClient(self, address)
+                client.send(hixie_request(76, origin=origin, keys=keys) + b'^n:ds[4U')
+                response = client.read_response()
+                self.assertEqual(response.status, status)
+                client.close()
+
+    def test_same_over_tls(self):
+        pki = get_pki()
+        address = self.proxy('--cert', pki.server[0], '--key', pki.server[1], '--origin', 'same',
+                             '127.0.0.1:0', self.target.arg)
+        host = 'localhost:%d' % address[1]
+        for origin, status in (('https://' + host, 101), ('http://localhost:%d' % address[1], 101),
+                               ('https://localhost:1', 403)):
+            with self.subTest(origin=origin):
+                client = WSClient(self, address, context=client_context(pki),
+                                  server_hostname='localhost')
+                client.send(upgrade_request(replace={'Host': host}, extra=[('Origin', origin)]))
+                self.assertEqual(client.read_response().status, status)
+                client.close()
+
+    def test_websockets_library_sends_its_origin(self):
+        client = import_optional('websockets.sync.client', 'pip install websockets')
+        exceptions = import_optional('websockets.exceptions', 'pip install websockets')
+        address = self.proxy('--origin', 'https://novnc.example', '127.0.0.1:0', self.target.arg)
+        uri = 'ws://127.0.0.1:%d/' % address[1]
+        with client.connect(uri, origin='https://novnc.example', open_timeout=TIMEOUT) as ws:
+            ws.send(b'ok')
+            self.assertEqual(ws.recv(timeout=TIMEOUT), b'ok')
+        with self.assertRaises(exceptions.InvalidStatus) as caught:
+            client.connect(uri, origin='https://evil.example', open_timeout=TIMEOUT)
+        self.assertEqual(caught.exception.response.status_code, 403)
+
+
 ################################################################################
 # Program wrapping
 ################################################################################
@@ -10040,6 +10204,30 @@ class TestBrowser(unittest.TestCase):
             setTimeout(function () { reject(new Error('timeout')); }, 8000);
         })''', 'ws://127.0.0.1:%d/' % port)
         self.assertEqual(result, {'mode': 'binary', 'same': True})
+
+    def test_origin_allow_list(self):
+        """--origin same: the page --web serves connects; a page of another origin
+        (another port is another origin) gets no WebSocket, and the log says why."""
+        target = TargetServer(self, echo)
+        with self.assertLogs('websockify', 'INFO') as logs:
+            guarded = start_proxy(self, '--web', WEB_DIR, '--origin', 'same', '127.0.0.1:0',
+                                  target.arg).server_address[1]
+            other = start_proxy(self, '--web', WEB_DIR, '127.0.0.1:0',
+                                target.arg).server_address[1]
+            script = '''(uri) => new Promise((resolve) => {
+                var ws = new WebSocket(uri);
+                ws.onopen = function () { ws.close(); resolve('open'); };
+                ws.onclose = function (e) { resolve('closed ' + e.code); };
+                setTimeout(function () { resolve('timeout'); }, 8000);
+            })'''
+            uri = 'ws://127.0.0.1:%d/' % guarded
+            page = self.new_page()
+            page.goto('http://127.0.0.1:%d/wsecho.html' % guarded)
+            self.assertEqual(page.evaluate(script, uri), 'open')
+            page.goto('http://127.0.0.1:%d/wsecho.html' % other)
+            self.assertEqual(page.evaluate(script, uri), 'closed 1006')
+            line = wait_for_log(self, logs, lambda m: 'not allowed' in m)
+        self.assertIn('origin http://127.0.0.1:%d not allowed' % other, line)
 
     def test_index_links_every_page(self):
         port = self.line_proxy()

@@ -4049,6 +4049,79 @@ class ClientCertCNAuth(BasePlugin):
 AUTH_PLUGINS = {cls.__name__: cls for cls in (BasicHTTPAuth, ExpectOrigin, ClientCertCNAuth)}
 
 
+# -- the origin allow-list (--origin) -----------------------------------------------
+#
+# A browser names the page that opens a WebSocket in Origin (RFC 6455 §4.1 and
+# §10.2; Sec-WebSocket-Origin in HyBi 7/8; Origin in the Hixie drafts), and
+# WebSockets are not bound by the same-origin policy: any page the browser shows
+# can open ws://127.0.0.1:PORT. --origin lists the pages that may. A request
+# without Origin comes from a program, not a browser page, and is let through.
+
+#: Ports a serialised origin leaves out (RFC 6454 §4: the scheme's default).
+DEFAULT_PORTS = {'http': 80, 'https': 443, 'ws': 80, 'wss': 443}
+_SCHEME = re.compile(r'[a-z][a-z0-9+.-]*\Z')
+
+
+def parse_origin(text):
+    """An origin as browsers send it, 'scheme://host[:port]' (RFC 6454 §6.2), as
+    (scheme, host, port): lowercase, the scheme's default port filled in (None for
+    schemes without one). ValueError for anything else (a path, user info, 'null')."""
+    scheme, sep, rest = text.partition('://')
+    scheme = scheme.lower()
+    if not sep or not _SCHEME.match(scheme):
+        raise ValueError('origin %r is not scheme://host[:port]' % text)
+    if not rest or any(c in rest for c in '/?#@\\') or has_control_characters(rest):
+        raise ValueError('origin %r: only scheme://host[:port], no path, query or user' % text)
+    host, port = parse_host_port(rest, 'origin', need_port=False)
+    if port is None:
+        port = DEFAULT_PORTS.get(scheme)
+    return scheme, host.lower(), port
+
+
+class OriginPolicy:
+    """--origin values: serialised origins, 'same' (the origin whose host and port
+    are the request's Host) and 'null' (opaque origins: sandboxed frames, file://
+    pages). Built by parse_args; ValueError names a bad value."""
+
+    def __init__(self, values):
+        self.values = tuple(values)
+        self.same = 'same' in self.values
+        self.null = 'null' in self.values
+        self.origins = frozenset(parse_origin(v) for v in self.values
+                                 if v not in ('same', 'null'))
+
+    def refusal(self, request):
+        """None when the request may go on, else the HTTPError 403 to answer."""
+        origin = request.header('origin')
+        if origin is None:
+            origin = request.header('sec-websocket-origin')
+        if origin is None or self.allows(origin, request.header('host')):
+            return None
+        return HTTPError(403, 'origin not allowed',
+                         log_reason='origin %s not allowed (--origin %s)' % (
+                             _printable(origin), ' '.join(self.values)))
+
+    def allows(self, origin, host=None):
+        if origin.strip().lower() == 'null':
+            return self.null
+        try:
+            scheme, name, port = parse_origin(origin.strip())
+        except ValueError:
+            return False
+        if (scheme, name, port) in self.origins:
+            return True
+        if not self.same or host is None or scheme not in ('http', 'https'):
+            return False
+        # The Host of a request that reached us through a TLS terminator has the
+        # terminator's port, or none: no port means the origin's scheme's default.
+        try:
+            host_name, host_port = parse_host_port(host.strip(), 'Host', need_port=False)
+        except ValueError:
+            return False
+        return (host_name.lower() == name
+                and (host_port if host_port is not None else DEFAULT_PORTS[scheme]) == port)
+
+
 def load_auth_plugin(name, source):
     """The plugin for --auth-plugin NAME --auth-source SOURCE; UsageError if it cannot be.
 
@@ -4793,6 +4866,8 @@ class Settings:
         #: --auth-source, the argument the auth plugin is built with.
         ('auth_source', None),
         ('web_auth', False),
+        #: --origin: the OriginPolicy WebSocket handshakes must meet, or None (any origin).
+        ('origins', None),
         #: Warnings about options that have no effect here (logged by main()).
         ('notices', ()),
     )
@@ -4925,6 +5000,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             return
         if isinstance(decision, HTTPError):
             raise decision
+        if settings.origins is not None:
+            refusal = settings.origins.refusal(request)
+            if refusal is not None:
+                raise refusal
         chosen = resolve_target(request, settings, server.token_plugin)
         if server.auth_plugin is not None:
             self._authenticate(request, chosen)
@@ -5427,6 +5506,10 @@ def _build_parser():
            'ExpectOrigin (ARG: allowed origins), ClientCertCNAuth (ARG: allowed common names '
            'of --verify-client certificates), or package.module.Class')
     a('--auth-source', metavar='ARG', help='the argument the --auth-plugin is built with')
+    a('--origin', action='append', metavar='ORIGIN',
+      help='let browser pages of ORIGIN (scheme://host[:port]) open WebSockets; "same": pages '
+           'of the Host the request names; "null": opaque origins. Repeatable; others get '
+           '403, requests without Origin (programs) are accepted. Default: any origin')
     a('--log-file', metavar='FILE', help='append log lines to FILE instead of stderr')
     a('--workers', type=int, default=1, metavar='N',
       help='serve with N processes sharing the listening socket, to use N cores '
@@ -5651,6 +5734,12 @@ def parse_args(argv):
         notices.append(_no_effect('web_auth', 'without --web DIR'))
     if opts.legacy_syslog and not opts.syslog:
         notices.append(_no_effect('legacy_syslog', 'without --syslog'))
+    origins = None
+    if opts.origin:
+        try:
+            origins = OriginPolicy(opts.origin)
+        except ValueError as exc:
+            parser.error('--origin: %s' % exc)
     record = _record_prefix(parser, opts.record) if opts.record is not None else None
     syslog = _syslog_address(parser, opts.syslog) if opts.syslog is not None else None
 
@@ -5678,7 +5767,8 @@ def parse_args(argv):
         pid_file=opts.pid_file, workers=opts.workers, token_plugin=token_plugin,
         token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
         legacy_syslog=opts.legacy_syslog, auth_plugin_name=opts.auth_plugin,
-        auth_source=opts.auth_source, web_auth=opts.web_auth, notices=tuple(notices))
+        auth_source=opts.auth_source, web_auth=opts.web_auth, origins=origins,
+        notices=tuple(notices))
 
 
 class Runtime:
