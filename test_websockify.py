@@ -8177,6 +8177,15 @@ class TestWrapLifetime(WrapTestCase):
         wait_group_gone(self, pgid)
         self.assertIn('SIGKILL', run.stderr)               # the child ignored SIGTERM
 
+    def test_sighup_stops_the_program_and_websockify(self):
+        # With a program, SIGHUP keeps its old meaning: a closed terminal stops both.
+        run, port = self.wrap([], ['0.0.0.0', 'serve'])
+        relay_checksummed(self, port, 4096)
+        pgid = run.pgids()[0]
+        self.assertEqual(run.stop(signal.SIGHUP), 0)
+        wait_group_gone(self, pgid)
+        self.assertNotIn('reloaded', run.stderr)
+
     def test_timeout_stops_the_program(self):
         pid_file = os.path.join(self.tmp, 'timeout.pid')
         run, port = self.wrap([], ['0.0.0.0', 'serve'],
@@ -9792,6 +9801,155 @@ class TestServerSyslog(ProxyTestCase):
             with self.subTest(options=options):
                 result = run_cli(*options, '127.0.0.1:0', '127.0.0.1:9')
                 check_usage_error(self, result, text)
+
+
+def wait_file_line(test, path, pattern, timeout=PROCESS_TIMEOUT):
+    """The first line of the file at path matching pattern (a regex), waiting for it."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding='utf-8', errors='replace') as f:
+                for line in f:
+                    match = regex.search(line)
+                    if match:
+                        return match
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            test.fail('no %r in %s' % (pattern, path))
+        time.sleep(0.02)
+
+
+def rewrite_keeping_stat(path, text):
+    """Write text over the file in place (same inode), padded to its old size,
+    and set its times back: nothing in its stat shows the edit."""
+    st = os.stat(path)
+    data = text.encode()
+    assert len(data) <= st.st_size, 'the new text must not be longer'
+    with open(path, 'r+b') as f:
+        f.write(data + b'#' * (st.st_size - len(data)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class TestServerReload(ProxyTestCase):
+    """SIGHUP without a program: log file, token files and certificates are read
+    again; sessions go on."""
+
+    def token_file(self, text):
+        path = os.path.join(self.tempdir(), 'tokens')
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def token_session(self, address, token):
+        client = WSClient(self, address)
+        client.handshake(path='/?token=' + token)
+        return client
+
+    def test_log_file_opened_again_after_logrotate_renamed_it(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        log = os.path.join(folder, 'websockify.log')
+        proxy = ProxyProcess(self, '--log-file', log, '127.0.0.1:0', target.arg, ready=False)
+        port = int(wait_file_line(self, log, r'listening on 127\.0\.0\.1:(\d+)').group(1))
+        client = WSClient(self, ('127.0.0.1', port))
+        client.handshake()
+        self.assertEqual(client.echo(b'before'), b'before')
+        os.rename(log, log + '.1')
+        proxy.proc.send_signal(signal.SIGHUP)
+        line = wait_file_line(self, log, r'SIGHUP: reloaded (.*)').group(1)
+        self.assertIn('log file ' + log, line)
+        self.assertEqual(client.echo(b'after'), b'after')       # the session went on
+        client.close()
+        wait_file_line(self, log, 'session closed')
+        self.assertEqual(proxy.stop(), 0)
+        with open(log + '.1') as f:
+            old = f.read()
+        with open(log) as f:
+            new = f.read()
+        self.assertIn('session open', old)
+        self.assertNotIn('SIGHUP', old)
+        self.assertNotIn('session closed', old)
+        self.assertIn('stopped', new)
+
+    def test_token_file_edited_with_its_old_stat_is_read_on_sighup(self):
+        first, second = TargetServer(self), TargetServer(self)
+        path = self.token_file('a: %s\nb: %s\n' % (first.arg, first.arg))
+        proxy = ProxyProcess(self, '--target-config', path, '127.0.0.1:0')
+        self.token_session(proxy.address, 'a').close()
+        first.accept().close()
+        rewrite_keeping_stat(path, 'a: %s\n' % second.arg)
+        # Nothing in the file's stat changed: without a reload, still the old target.
+        self.token_session(proxy.address, 'b').close()
+        first.accept().close()
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait_log(r'SIGHUP: reloaded token file \S+ \(1 tokens\)')
+        client = self.token_session(proxy.address, 'a')
+        second.accept().close()
+        client.close()
+        self.refused(proxy.address, upgrade_request(path='/?token=b'), 404)
+
+    def test_certificate_read_again_and_a_broken_one_kept_out(self):
+        pki = get_pki()
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        cert, key = os.path.join(folder, 'cert.pem'), os.path.join(folder, 'key.pem')
+        shutil.copy(pki.server[0], cert)
+        shutil.copy(pki.server[1], key)
+        proxy = ProxyProcess(self, '--cert', cert, '--key', key, '127.0.0.1:0', target.arg)
+
+        def served():
+            client = WSClient(self, proxy.address, context=client_context(pki),
+                              server_hostname='localhost')
+            client.handshake()
+            der = client.sock.getpeercert(binary_form=True)
+            client.close()
+            return der
+
+        def der(path):
+            with open(path) as f:
+                return ssl.PEM_cert_to_DER_cert(f.read())
+        self.assertEqual(served(), der(pki.server[0]))
+        shutil.copy(pki.server2[0], cert)
+        shutil.copy(pki.server2[1], key)
+        proxy.proc.send_signal(signal.SIGHUP)
+        self.assertIn('certificate ' + cert,
+                      proxy.wait_log(r'SIGHUP: reloaded (.*)').group(1))
+        self.assertEqual(served(), der(pki.server2[0]))
+        with open(cert, 'w') as f:
+            f.write('-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n')
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait_log(r'certificate files were not loaded')
+        proxy.wait_log(r'SIGHUP: ', count=2)
+        self.assertEqual(served(), der(pki.server2[0]))         # the previous one is kept
+        self.assertNotIn('Traceback', proxy.stderr)
+
+    def test_workers_each_reload(self):
+        first, second = TargetServer(self), TargetServer(self)
+        path = self.token_file('a: %s\n' % first.arg)
+        proxy = ProxyProcess(self, '--workers', '2', '--target-config', path, '127.0.0.1:0')
+        rewrite_keeping_stat(path, 'a: %s\n' % second.arg)
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait_log(r'SIGHUP: passed on to 2 workers')
+        proxy.wait_log(r'worker 1: SIGHUP: reloaded token file')
+        proxy.wait_log(r'worker 2: SIGHUP: reloaded token file')
+        for _ in range(4):                    # whichever worker takes it
+            client = self.token_session(proxy.address, 'a')
+            second.accept().close()
+            client.close()
+        self.assertEqual(proxy.stop(), 0)
+
+    def test_nothing_to_reload_is_said(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait_log(r'SIGHUP: nothing to reload')
+        client = WSClient(self, proxy.address)
+        client.handshake()
+        self.assertEqual(client.echo(b'still here'), b'still here')
+        client.close()
+        self.assertEqual(proxy.stop(), 0)
 
 
 class TestServerDeadPeers(ProxyTestCase):

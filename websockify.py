@@ -1807,17 +1807,34 @@ class ServerTLS:
                 self._lock.release()
         return self._context
 
-    def _reload(self):
+    def reload(self):
+        """Load the certificate files again whatever their stat says (SIGHUP); what
+        was loaded, for the log, or None."""
+        if self.settings.cert is None or ssl is None:
+            return None
+        if self._context is None and not self.settings.cert_given \
+                and _file_stamp(self.settings.cert) is None:
+            return None                       # no default self.pem: TLS stays off
+        with self._lock:
+            self._stamp = self._stamps()
+            self._next_check = time.monotonic() + TLS_RELOAD_INTERVAL
+            if self._reload(quiet=True):
+                return 'certificate %s' % self.settings.cert
+        return None
+
+    def _reload(self, quiet=False):
         cert = self.settings.cert
         try:
             context = make_server_tls_context(self.settings)
         except UsageError as exc:
-            logger.warning('TLS: the changed certificate files were not loaded (%s); %s', exc,
+            logger.warning('TLS: the certificate files were not loaded (%s); %s', exc,
                            'still using the previous certificate' if self._context
                            else 'TLS stays off')
-            return
+            return False
         self._context = context
-        logger.info('TLS: certificate %s (re)loaded', cert)
+        if not quiet:
+            logger.info('TLS: certificate %s (re)loaded', cert)
+        return True
 
 
 def _close_gently(sock):
@@ -2985,6 +3002,11 @@ class TokenPlugin:
         """(host, port), a Target, or None for an unknown token; may raise HTTPError."""
         return None
 
+    def reload(self):
+        """Read the source again (SIGHUP); what was read, for the log, or None when
+        there is nothing to read again. Override if the plugin caches its source."""
+        return None
+
 
 _TOKEN_LINE = re.compile(r'(.*?)\s*(?:(:\s)(.*))?\Z')
 
@@ -3036,6 +3058,15 @@ class ReadOnlyTokenFile(TokenPlugin):
     def lookup(self, token):
         return self._targets.get(token)
 
+    def reload(self):
+        try:
+            self._targets = self._load()
+        except OSError as exc:
+            logger.warning('token file %s not read again: %s; still using its %d tokens',
+                           self.source, exc.strerror or exc, len(self._targets))
+            return None
+        return 'token file %s (%d tokens)' % (self.source, len(self._targets))
+
 
 class TokenFile(ReadOnlyTokenFile):
     """ReadOnlyTokenFile that reads its files again when they change: each lookup
@@ -3071,6 +3102,18 @@ class TokenFile(ReadOnlyTokenFile):
             except OSError as exc:
                 raise _lookup_failed('token file %s' % self.source, exc) from None
             return self._targets.get(token)
+
+    def reload(self):
+        # Even when nothing in the files' stat changed (an edit that kept the size
+        # and had its time set back).
+        with self._lock:
+            done = super().reload()
+            if done is not None:
+                try:
+                    self._stamp = self._stamps()
+                except OSError:
+                    self._stamp = None
+            return done
 
 
 def _directory_entry(directory, token, what):
@@ -3792,28 +3835,39 @@ class JWTTokenApi(TokenPlugin):
 
     def __init__(self, source):
         super().__init__(source)
+        #: The HMAC secret, or None when the file holds a public key; the
+        #: RSAPublicKey or ECPublicKey of a PEM file, else None.
+        self._key, self._public = self._read_key()
+
+    def _read_key(self):
+        """(HMAC secret, None) or (None, public key) from the key file; UsageError."""
+        source = self.source
         try:
             with open(source, 'rb') as f:
                 data = f.read()
         except OSError as exc:
             raise UsageError('--token-source %s: %s' % (source, exc.strerror or exc)) from None
-        #: The HMAC secret, or None when the file holds a public key.
-        self._key = None
-        #: The RSAPublicKey or ECPublicKey of a PEM file, else None.
-        self._public = None
         if b'-----BEGIN' in data:
             try:
-                self._public = load_public_key(data)
+                return None, load_public_key(data)
             except ValueError as exc:
                 raise UsageError('--token-source %s: %s' % (source, exc)) from None
-            return
         try:
-            self._key = _b64url_decode(data.decode('ascii').strip())
+            key = _b64url_decode(data.decode('ascii').strip())
         except ValueError:
             raise UsageError('--token-source %s must hold the HMAC secret in base64url '
                              'or a PEM public key' % source) from None
-        if not self._key:
+        if not key:
             raise UsageError('--token-source %s is empty' % source)
+        return key, None
+
+    def reload(self):
+        try:
+            self._key, self._public = self._read_key()
+        except UsageError as exc:
+            logger.warning('%s; still using the previous key', exc)
+            return None
+        return 'JWT key %s' % self.source
 
     def lookup(self, token):
         parts = token.split('.')
@@ -5171,6 +5225,32 @@ class _ServerMixin:
                 os.close(fd)
         self.wake_fd, self._wake_w = os.pipe()
 
+    def reload(self):
+        """SIGHUP: open --log-file again, read token files, the JWT key and the
+        certificate again; live sessions go on untouched. One log line."""
+        done = []
+        log_file = _reopen_log_file()
+        if log_file:
+            done.append('log file %s' % log_file)
+        reload_plugin = getattr(self.token_plugin, 'reload', None)
+        if reload_plugin is not None:
+            what = reload_plugin()
+            if what:
+                done.append(what)
+        what = self.tls.reload()
+        if what:
+            done.append(what)
+        if self.settings.ssl_target and self.settings.ssl_target_cafile:
+            try:
+                self.target_tls = make_target_tls_context(self.settings)
+                done.append('--ssl-target CA certificates')
+            except UsageError as exc:
+                logger.warning('--ssl-target: %s; still using the previous CA certificates',
+                               exc)
+        logger.info('%sSIGHUP: %s', self._worker_label(),
+                    'reloaded ' + ', '.join(done) if done else
+                    'nothing to reload (no log file, token file or certificate)')
+
     def session_started(self):
         with self._lock:
             self.active += 1
@@ -5891,6 +5971,29 @@ def _configure_logging(settings):
     logger.propagate = False
 
 
+def _reopen_log_file():
+    """Open --log-file again under its name (logrotate renamed the old one); the
+    path, or None without a log file or when it cannot be opened (logged)."""
+    for handler in logger.handlers:
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        try:
+            stream = open(handler.baseFilename, handler.mode, encoding=handler.encoding)
+        except OSError as exc:
+            logger.warning('cannot open the log file %s again: %s; still writing to the '
+                           'old one', handler.baseFilename, exc.strerror or exc)
+            return None
+        handler.acquire()
+        try:
+            old, handler.stream = handler.stream, stream
+        finally:
+            handler.release()
+        if old is not None:
+            old.close()
+        return handler.baseFilename
+    return None
+
+
 class _SignalPipe:
     """Signals for the main thread, with no lock taken in the handler.
 
@@ -5914,6 +6017,13 @@ class _SignalPipe:
     def _note(self, signum, frame):
         self.received.append(signum)
 
+    def take(self, signum):
+        """Remove signum from those received; True if it was there."""
+        if signum not in self.received:
+            return False
+        self.received[:] = [sig for sig in self.received if sig != signum]
+        return True
+
     def wait(self, timeout):
         """Sleep up to timeout seconds, less when a signal arrives."""
         self._poll.poll(max(0, int(timeout * 1000)))
@@ -5929,9 +6039,16 @@ class _SignalPipe:
 
 
 def _wait_for_stop(server, settings, signals):
-    """Block until a signal, --run-once, --timeout or --idle-timeout ends the server."""
+    """Block until a signal, --run-once, --timeout or --idle-timeout ends the server;
+    SIGHUP (when it does not stop the server) reloads it."""
     started = time.monotonic()
-    while not (server.stop_event.is_set() or signals.received):
+    reload_signal = None if settings.wrap_cmd else signal.SIGHUP
+
+    def stopping():
+        if reload_signal is not None and signals.take(reload_signal):
+            server.reload()
+        return server.stop_event.is_set() or signals.received
+    while not stopping():
         if server.supervisor and os.getppid() != server.supervisor:
             logger.error('the supervisor process (pid %d) is gone: stopping', server.supervisor)
             return
@@ -5941,8 +6058,7 @@ def _wait_for_stop(server, settings, signals):
             if now - started >= settings.timeout:
                 logger.info('--timeout %g reached: no new connections', settings.timeout)
                 server.shutdown()
-                while not (server.wait_idle(MAIN_WAKE_INTERVAL) or server.stop_event.is_set()
-                           or signals.received):
+                while not (server.wait_idle(MAIN_WAKE_INTERVAL) or stopping()):
                     pass
                 return
             deadlines.append(started + settings.timeout)
@@ -6053,13 +6169,18 @@ def _raise_nofile_limit():
                        soft // FDS_PER_SESSION)
 
 
-def _serve(server, settings):
-    """Serve until a signal, the wrapped program (exit mode) or a timeout stops us."""
+#: The signals main() and every worker handle. SIGHUP reloads (_wait_for_stop),
+#: but stops a wrapped program and us with it: a closed terminal must not orphan
+#: the program. SIGCHLD matters to the --workers supervisor only.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
-    stop_signals = [signal.SIGTERM, signal.SIGINT]
-    if settings.wrap_cmd:
-        stop_signals.append(signal.SIGHUP)  # a closed terminal must not orphan the program
-    signals = _SignalPipe(stop_signals)
+
+def _serve(server, settings, signals=None):
+    """Serve until a signal, the wrapped program (exit mode) or a timeout stops us.
+    signals: main()'s _SignalPipe (a worker makes its own)."""
+    if signals is None:
+        signals = _SignalPipe(HANDLED_SIGNALS[:3])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})     # see _fork_worker
     acceptor = threading.Thread(target=server.serve_forever, name='acceptor', daemon=True)
     acceptor.start()
     try:
@@ -6078,12 +6199,17 @@ def _fork_worker(server, settings, index, signals):
     """Start worker `index` in a child process; returns its pid in the parent, or
     None if fork failed (logged)."""
     supervisor = os.getpid()
+    # SIGHUP waits (blocked) until the worker's _serve can reload on it: a worker
+    # starting while the supervisor passes one on must not miss it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         pid = os.fork()
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         logger.error('cannot start worker %d: %s', index, exc.strerror or exc)
         return None
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         return pid
     status = 1
     try:
@@ -6105,19 +6231,20 @@ def _fork_worker(server, settings, index, signals):
         os._exit(status)
 
 
-def _supervise(server, settings):
+def _supervise(server, settings, signals):
     """Run --workers copies of the server and replace any that dies.
 
     Workers share the listening socket. One that exits with status 0 (--timeout,
     --idle-timeout) is done; one that dies otherwise is restarted, after a
     doubling back-off when it keeps dying within WORKER_MIN_LIFE seconds
     (RestartBackoff, the policy of --wrap-mode=respawn without its immediate retry).
-    SIGTERM/SIGINT are passed on to every worker; the parent waits for them."""
+    SIGTERM/SIGINT are passed on to every worker; the parent waits for them.
+    SIGHUP: the parent reloads (its log file, and the state later workers start
+    from) and passes it on: each worker reloads."""
     server.socket.setblocking(False)      # a worker that loses the accept race returns
     # A dead worker's slot holds the largest count until its successor starts.
     dead_slot = (1 << 32) - 1
     server.load_board = memoryview(mmap.mmap(-1, 4 * settings.workers)).cast('I')
-    signals = _SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
     workers = {}                          # pid -> (index, start time)
     pending = {}                          # index -> time to (re)start it
     restarts = {index: RestartBackoff(WORKER_MIN_LIFE, WORKER_FIRST_DELAY, WORKER_BACKOFF_MAX)
@@ -6128,6 +6255,11 @@ def _supervise(server, settings):
     kill_at = None
     stopping = False
     while True:
+        if signals.take(signal.SIGHUP) and not stopping:
+            server.reload()               # what workers started from now on inherit
+            logger.info('SIGHUP: passed on to %d workers', len(workers))
+            for pid in workers:
+                os.kill(pid, signal.SIGHUP)
         stopping = stopping or any(sig != signal.SIGCHLD for sig in signals.received)
         if not workers and (stopping or not pending):
             break
@@ -6224,6 +6356,9 @@ def main(argv=None):
             logger.error('%s', failure)
             server.server_close()
             return 1
+        # Handled from here on: a signal sent once the log says "listening" is
+        # never the default action.
+        signals = _SignalPipe(HANDLED_SIGNALS if settings.workers > 1 else HANDLED_SIGNALS[:3])
         logger.info('websockify.py %s listening on %s, relaying to %s%s', __version__,
                     describe_listener(server), describe_target(settings),
                     ' over TLS' if settings.ssl_target else '')
@@ -6241,9 +6376,9 @@ def main(argv=None):
         if ready_fd is not None:
             _finish_daemonizing(ready_fd)
         if settings.workers > 1:
-            _supervise(server, settings)
+            _supervise(server, settings, signals)
         else:
-            _serve(server, settings)
+            _serve(server, settings, signals)
     finally:
         if wrapper is not None:
             wrapper.stop()
