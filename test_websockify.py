@@ -9952,6 +9952,132 @@ class TestServerReload(ProxyTestCase):
         self.assertEqual(proxy.stop(), 0)
 
 
+#: Starts websockify.py as systemd does with socket activation: the listening
+#: socket as descriptor 3, LISTEN_FDS and LISTEN_PID (this very process, which
+#: then execs) in the environment. argv: tcp|unix|file, where to listen, the
+#: LISTEN_FDS value, whose pid ('self' or 'parent'), then websockify.py's arguments.
+SYSTEMD_LAUNCHER = r'''
+import os, socket, sys
+kind, where, count, whose = sys.argv[1:5]
+if kind == 'tcp':
+    sock = socket.socket()
+    sock.bind((where, 0))
+    sock.listen(64)
+    fd = sock.fileno()
+elif kind == 'unix':
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(where)
+    sock.listen(64)
+    fd = sock.fileno()
+else:
+    fd = os.open(where, os.O_RDONLY)
+os.dup2(fd, 3)
+os.set_inheritable(3, True)
+os.environ['LISTEN_FDS'] = count
+os.environ['LISTEN_PID'] = str(os.getpid() if whose == 'self' else os.getppid())
+os.environ['LISTEN_FDNAMES'] = 'websockify'
+os.execv(sys.executable, [sys.executable, SCRIPT] + sys.argv[5:])
+'''
+
+
+class TestServerSocketActivation(ProxyTestCase):
+    """systemd socket activation: websockify.py started exactly as systemd starts it."""
+
+    def launcher(self):
+        path = os.path.join(self.tempdir(), 'systemd_launcher.py')
+        with open(path, 'w') as f:
+            f.write('SCRIPT = %r\n' % SCRIPT + SYSTEMD_LAUNCHER)
+        return path
+
+    def occupied_port(self):
+        """A port bound by this test: websockify.py must not try to bind it."""
+        sock = socket.socket()
+        sock.bind(('127.0.0.1', 0))
+        self.addCleanup(sock.close)
+        return str(sock.getsockname()[1])
+
+    def test_tcp_socket_on_fd_3(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'self', self.occupied_port(),
+                             target.arg, script=self.launcher())
+        self.assertIn('(socket from systemd)', proxy.stderr)
+        client = WSClient(self, proxy.address)
+        client.handshake()
+        self.assertEqual(client.echo(b'activated'), b'activated')
+        client.close()
+        self.assertEqual(proxy.stop(), 0)
+
+    def test_unix_socket_on_fd_3_is_left_to_systemd(self):
+        target = TargetServer(self, echo)
+        path = os.path.join(self.tempdir(), 'ws.sock')
+        proxy = ProxyProcess(self, 'unix', path, '1', 'self', '6080', target.arg,
+                             script=self.launcher())
+        self.assertEqual(proxy.address, path)
+        client = WSClient(self, path)
+        client.handshake()
+        self.assertEqual(client.echo(b'over unix'), b'over unix')
+        client.close()
+        self.assertEqual(proxy.stop(), 0)
+        self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))   # systemd's file, not ours
+
+    def test_variables_of_another_process_are_ignored(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'parent', '127.0.0.1:0', target.arg,
+                             script=self.launcher())
+        self.assertNotIn('systemd', proxy.stderr)
+        client = WSClient(self, proxy.address)
+        client.handshake()
+        self.assertEqual(client.echo(b'bound itself'), b'bound itself')
+        client.close()
+
+    def test_workers_share_the_passed_socket(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'self', '--workers', '2',
+                             self.occupied_port(), target.arg, script=self.launcher())
+        for _ in range(4):
+            client = WSClient(self, proxy.address)
+            client.handshake()
+            self.assertEqual(client.echo(b'w'), b'w')
+            client.close()
+        self.assertEqual(proxy.stop(), 0)
+
+    def test_what_cannot_be_served_is_a_usage_error(self):
+        folder = self.tempdir()
+        plain = os.path.join(folder, 'plain')
+        with open(plain, 'w') as f:
+            f.write('not a socket')
+        for args, text in ((['tcp', '127.0.0.1', '2', 'self'], 'serves one'),
+                           (['file', plain, '1', 'self'], 'not a socket')):
+            with self.subTest(text=text):
+                result = subprocess.run(
+                    [sys.executable, self.launcher()] + args + ['6080', '127.0.0.1:5900'],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    universal_newlines=True, timeout=TIMEOUT)
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn(text, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+
+    def test_a_wrapped_program_gets_neither_the_variables_nor_the_socket(self):
+        ensure_rebind()
+        folder = self.tempdir()
+        seen = os.path.join(folder, 'seen')
+        program = ('import os, sys\n'
+                   'try:\n    os.fstat(3); fd3 = "open"\nexcept OSError:\n    fd3 = "closed"\n'
+                   'with open(sys.argv[1], "w") as f:\n'
+                   '    f.write(repr([os.environ.get(k) for k in '
+                   '("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")] + [fd3]))\n')
+        proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'self', '--wrap-mode', 'ignore',
+                             str(free_port()), '--', sys.executable, '-c', program, seen,
+                             script=self.launcher())
+        deadline = time.monotonic() + TIMEOUT
+        while not os.path.exists(seen) or not os.path.getsize(seen):
+            self.assertLess(time.monotonic(), deadline, proxy.stderr)
+            time.sleep(0.05)
+        with open(seen) as f:
+            self.assertEqual(f.read(), repr([None, None, None, 'closed']))
+        self.assertEqual(proxy.stop(), 0)
+
+
 class TestServerDeadPeers(ProxyTestCase):
     """--heartbeat-timeout drops a client that stops answering pings (and its target
     connection); --session-idle-timeout ends a quiet session with 1001."""

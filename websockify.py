@@ -5216,6 +5216,8 @@ class _ServerMixin:
         self.renew_wake_pipe()
         #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
         self.wrapper = None
+        #: Who passed the listening socket ('inetd', 'systemd'), else None: bound here.
+        self.passed_by = None
 
     def renew_wake_pipe(self):
         """Make the pipe whose read end every pump polls: one byte written wakes
@@ -5390,13 +5392,20 @@ class WebSockifyServer(_ServerMixin, socketserver.ThreadingTCPServer):
 
 
 class WebSockifyUnixServer(_ServerMixin, socketserver.ThreadingUnixStreamServer):
-    """The --unix-listen listener."""
+    """The --unix-listen listener, or a Unix socket systemd passed (sock)."""
 
     is_tcp = False
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, sock=None):
         self._setup(runtime)
-        super().__init__(runtime.settings.unix_listen, WebSockifyHandler)
+        #: The socket file is ours to create and remove (not when systemd passed it).
+        self.owns_path = sock is None
+        super().__init__(runtime.settings.unix_listen if sock is None else None,
+                         WebSockifyHandler, bind_and_activate=sock is None)
+        if sock is not None:
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()
 
     def server_bind(self):
         path = self.server_address
@@ -5414,6 +5423,8 @@ class WebSockifyUnixServer(_ServerMixin, socketserver.ThreadingUnixStreamServer)
 
     def server_close(self):
         super().server_close()
+        if not self.owns_path:
+            return
         try:
             os.unlink(self.server_address)
         except OSError:
@@ -5437,16 +5448,71 @@ def _listen_family(host, port, prefer_ipv6):
     return family, address[:2]
 
 
+#: The first descriptor of the sockets systemd passes (sd_listen_fds(3)).
+SD_LISTEN_FDS_START = 3
+
+
+def adopt_listening_socket(fd, what):
+    """A socket object for a listening stream socket someone passed us as fd
+    (inetd, systemd), its family read from the kernel; UsageError otherwise."""
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+    except OSError as exc:
+        raise UsageError('%s: descriptor %d is not a socket (%s)' % (what, fd,
+                                                                   exc.strerror or exc))
+    try:
+        family = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        kind = probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+        listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as exc:
+        probe.detach()
+        raise UsageError('%s: descriptor %d is not a socket (%s)' % (what, fd,
+                                                                   exc.strerror or exc))
+    probe.detach()
+    if kind != socket.SOCK_STREAM or not listening or family not in (
+            socket.AF_INET, socket.AF_INET6, getattr(socket, 'AF_UNIX', None)):
+        raise UsageError('%s: descriptor %d is not a listening TCP or Unix stream socket '
+                         '(ListenStream= in the .socket unit)' % (what, fd))
+    return socket.socket(family, socket.SOCK_STREAM, 0, fd)
+
+
+def systemd_socket():
+    """The listening socket systemd passed (socket activation: LISTEN_PID is our
+    pid, LISTEN_FDS is 1), or None. The variables are removed from the
+    environment, so a wrapped program does not take them as its own. UsageError."""
+    pid, count = os.environ.get('LISTEN_PID'), os.environ.get('LISTEN_FDS')
+    if pid is None or count is None or pid.strip() != str(os.getpid()):
+        return None                   # not for us (a parent's, or none)
+    for name in ('LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'):
+        os.environ.pop(name, None)
+    if count.strip() != '1':
+        raise UsageError('systemd passed %s sockets (LISTEN_FDS): websockify.py serves '
+                         'one; give the .socket unit one ListenStream=' % count.strip())
+    os.set_inheritable(SD_LISTEN_FDS_START, False)
+    return adopt_listening_socket(SD_LISTEN_FDS_START, 'systemd socket activation')
+
+
 def make_server(settings, runtime=None):
     """Create the listening server (bound, listening) for these settings and what
-    prepare() built from them (prepared here when not given: UsageError)."""
+    prepare() built from them (prepared here when not given: UsageError). The
+    socket comes from inetd (--inetd), from systemd, or is bound here."""
     if runtime is None:
         runtime = prepare(settings)
+    if settings.inetd:
+        sock = adopt_listening_socket(os.dup(sys.stdin.fileno()), '--inetd')
+        server = WebSockifyServer(runtime, ('', 0), sock.family, sock)
+        server.passed_by = 'inetd'
+        return server
+    sock = systemd_socket()
+    if sock is not None:
+        if sock.family == getattr(socket, 'AF_UNIX', None):
+            server = WebSockifyUnixServer(runtime, sock)
+        else:
+            server = WebSockifyServer(runtime, ('', 0), sock.family, sock)
+        server.passed_by = 'systemd'
+        return server
     if settings.unix_listen:
         return WebSockifyUnixServer(runtime)
-    if settings.inetd:
-        sock = socket.socket(fileno=os.dup(sys.stdin.fileno()))
-        return WebSockifyServer(runtime, ('', 0), sock.family, sock)
     family, address = _listen_family(settings.listen_host, settings.listen_port,
                                      settings.prefer_ipv6)
     return WebSockifyServer(runtime, address, family)
@@ -5468,9 +5534,10 @@ def describe_target(settings):
 
 
 def describe_listener(server):
+    passed = ' (socket from %s)' % server.passed_by if server.passed_by else ''
     if isinstance(server, WebSockifyUnixServer):
-        return 'unix:' + server.server_address
-    return format_address(*server.server_address[:2])
+        return 'unix:' + server.server_address + passed
+    return format_address(*server.server_address[:2]) + passed
 
 
 
@@ -6327,6 +6394,9 @@ def main(argv=None):
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         server = make_server(settings, runtime)
+    except UsageError as exc:
+        logger.error('%s', exc)
+        return exc.exit_status
     except OSError as exc:
         where = settings.unix_listen or format_address(settings.listen_host or '*',
                                                        settings.listen_port)
