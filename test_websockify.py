@@ -10078,6 +10078,222 @@ class TestServerSocketActivation(ProxyTestCase):
         self.assertEqual(proxy.stop(), 0)
 
 
+_METRIC_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? (-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)\Z')
+_METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+
+
+def parse_metrics(test, text):
+    """Prometheus text format 0.0.4, strictly: every line a HELP, a TYPE (before its
+    samples) or a sample; returns {(name, ((label, value), ...)): value}."""
+    test.assertTrue(text.endswith('\n'), 'the page must end with a line feed')
+    types, samples = {}, {}
+    for line in text[:-1].split('\n'):
+        if line.startswith('# HELP '):
+            name, _, help_text = line[7:].partition(' ')
+            test.assertRegex(name, r'\A[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
+            test.assertTrue(help_text, line)
+            continue
+        if line.startswith('# TYPE '):
+            name, _, kind = line[7:].partition(' ')
+            test.assertIn(kind, ('counter', 'gauge'), line)
+            test.assertNotIn(name, types, 'TYPE given twice: ' + line)
+            types[name] = kind
+            continue
+        match = _METRIC_SAMPLE.match(line)
+        test.assertIsNotNone(match, 'not a sample line: %r' % line)
+        name, labels, value = match.groups()
+        test.assertIn(name, types, 'sample before its TYPE: ' + line)
+        key = (name, tuple(_METRIC_LABEL.findall(labels or '')))
+        test.assertNotIn(key, samples, 'sample given twice: ' + line)
+        samples[key] = float(value)
+    return samples
+
+
+class TestServerLimits(ProxyTestCase):
+    """--max-connections, --max-connections-per-ip, --max-sessions-per-token."""
+
+    def session(self, address, path='/'):
+        client = WSClient(self, address)
+        client.handshake(path=path)
+        return client
+
+    def over_limit(self, address, status):
+        """A connection answered status with Retry-After, without sending anything."""
+        with socket.create_connection(address[:2], TIMEOUT) as sock:
+            sock.settimeout(TIMEOUT)
+            answer = read_to_eof(sock)
+        self.assertTrue(answer.startswith(b'HTTP/1.1 %d ' % status), answer)
+        self.assertIn(b'\r\nRetry-After: 1\r\n', answer)
+        return answer
+
+    def settled(self, address, probe, timeout=TIMEOUT):
+        """Wait until probe() (a new session) succeeds: counts are released when
+        the proxy has seen a connection end, a moment after the client closed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return probe()
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def test_max_connections(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--max-connections', '3', '127.0.0.1:0', target.arg)
+        clients = [self.session(proxy.address) for _ in range(3)]
+        self.over_limit(proxy.address, 503)
+        for client in clients:                      # the first three go on
+            self.assertEqual(client.echo(b'x'), b'x')
+        proxy.wait_log(r'limit of connections reached')
+        clients.pop().close()
+        client = self.settled(proxy.address, lambda: self.session(proxy.address))
+        self.assertEqual(client.echo(b'again'), b'again')
+        for client in clients + [client]:
+            client.close()
+        self.assertEqual(len(re.findall('limit of connections reached', proxy.stderr)), 1)
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_max_connections_per_ip_from_127_0_0_1_and_v6(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--max-connections-per-ip', '2', '[::]:0', target.arg)
+        port = proxy.address[1]
+        v4 = [self.session(('127.0.0.1', port)) for _ in range(2)]
+        self.over_limit(('127.0.0.1', port), 429)
+        # Another address is not limited by the first one's connections.
+        v6 = [self.session(('::1', port)) for _ in range(2)]
+        self.over_limit(('::1', port), 429)
+        for client in v4 + v6:
+            self.assertEqual(client.echo(b'ok'), b'ok')
+        v4.pop().close()
+        client = self.settled(('127.0.0.1', port), lambda: self.session(('127.0.0.1', port)))
+        for client in v4 + v6 + [client]:
+            client.close()
+
+    def test_max_sessions_per_token_released_when_a_client_resets(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('a: %s\nb: %s\n' % (target.arg, target.arg))
+        proxy = ProxyProcess(self, '--max-sessions-per-token', '1', '--target-config', tokens,
+                             '127.0.0.1:0')
+        first = self.session(proxy.address, '/?token=a')
+        response = self.refused(proxy.address, upgrade_request(path='/?token=a'), 429)
+        self.assertEqual(response.header('retry-after'), '1')
+        other = self.session(proxy.address, '/?token=b')
+        self.assertEqual(other.echo(b'b'), b'b')
+        proxy.wait_log(r'1 sessions of token a already open')
+        # A reset, not a close: the count must still be released.
+        first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        first.sock.close()
+        again = self.settled(proxy.address, lambda: self.session(proxy.address, '/?token=a'))
+        self.assertEqual(again.echo(b'a'), b'a')
+        again.close()
+        other.close()
+
+    def test_limits_are_counted_over_workers(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write(''.join('%s: %s\n' % (name, target.arg) for name in 'abc'))
+        proxy = ProxyProcess(self, '--workers', '2', '--max-connections', '6',
+                             '--max-sessions-per-token', '2', '--target-config', tokens,
+                             '127.0.0.1:0')
+        clients = [self.session(proxy.address, '/?token=' + name) for name in 'aabbcc']
+        for _ in range(4):                  # whichever worker takes it
+            self.over_limit(proxy.address, 503)
+        for client in clients[4:]:
+            client.close()
+        for _ in range(4):
+            self.settled(proxy.address, lambda: self.refused(
+                proxy.address, upgrade_request(path='/?token=a'), 429))
+        for client in clients[:4]:
+            self.assertEqual(client.echo(b'w'), b'w')
+            client.close()
+        self.assertEqual(proxy.stop(), 0)
+
+
+class TestServerMetrics(ProxyTestCase):
+    """--metrics-path: Prometheus text format, after known traffic."""
+
+    def scrape(self, address, path='/metrics'):
+        response = http_request(address[1], path)
+        self.assertEqual(response.status, 200, response)
+        self.assertEqual(response.header('content-type'),
+                         'text/plain; version=0.0.4; charset=utf-8')
+        return parse_metrics(self, response.body.decode('utf-8'))
+
+    def test_counters_after_known_traffic(self):
+        target = TargetServer(self, echo)
+        folder = self.tempdir()
+        tokens = os.path.join(folder, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('a: %s\n' % target.arg)
+        proxy = ProxyProcess(self, '--metrics-path', '/metrics', '--target-config', tokens,
+                             '127.0.0.1:0')
+        sent = 0
+        for size in (1000, 70000):
+            client = WSClient(self, proxy.address)
+            client.handshake(path='/?token=a')
+            self.assertEqual(client.echo(b'm' * size), b'm' * size)
+            sent += size
+            client.close()
+        open_one = WSClient(self, proxy.address)
+        open_one.handshake(path='/?token=a')
+        self.refused(proxy.address, upgrade_request(path='/?token=nope'), 404)
+        self.refused(proxy.address, upgrade_request(path='/?token=a\x1b[2J'), 400)
+        self.refused(proxy.address, b'GET /metrics\x1b HTTP/1.1\r\nHost: x\r\n\r\n', 400)
+        proxy.wait_log(r'session closed', count=2)
+        metrics = self.scrape(proxy.address)
+        m = lambda name, **labels: metrics[('websockify_' + name, tuple(sorted(labels.items())))]
+        self.assertEqual(m('workers'), 1)
+        self.assertEqual(m('sessions_open'), 1)
+        self.assertEqual(m('sessions_total', transport='plain'), 3)
+        self.assertEqual(m('sessions_total', transport='tls'), 0)
+        self.assertEqual(m('bytes_total', direction='client_to_target'), sent)
+        self.assertEqual(m('bytes_total', direction='target_to_client'), sent)
+        self.assertEqual(m('refusals_total', status='404'), 1)
+        self.assertEqual(m('refusals_total', status='400'), 2)
+        self.assertEqual(m('token_lookup_failures_total', plugin='TokenFile'), 0)
+        self.assertGreaterEqual(m('connections_open'), 2)    # the open session, this scrape
+        labels = {value for (_, pairs) in metrics for (_, value) in pairs}
+        self.assertLessEqual(labels, {'plain', 'tls', 'client_to_target', 'target_to_client',
+                                      'max_connections', 'max_connections_per_ip',
+                                      'max_sessions_per_token', 'threads', 'TokenFile', 'other'}
+                             | {str(s) for s in websockify.Tally.STATUSES})
+        open_one.close()
+
+    def test_only_allowed_addresses_read_it(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--metrics-path', '/metrics', '--metrics-allow', '10.0.0.0/8',
+                             '127.0.0.1:0', target.arg)
+        response = http_request(proxy.address[1], '/metrics')
+        self.assertEqual(response.status, 403)
+        self.assertNotIn(b'websockify_', response.body)
+        proxy.wait_log(r'metrics refused to 127\.0\.0\.1')
+        # Other paths are not metrics.
+        self.assertEqual(http_request(proxy.address[1], '/other').status, 426)
+
+    def test_aggregated_over_workers(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '--metrics-path', '/metrics',
+                             '127.0.0.1:0', target.arg)
+        for _ in range(6):
+            client = WSClient(self, proxy.address)
+            client.handshake()
+            self.assertEqual(client.echo(b'abc'), b'abc')
+            client.close()
+        proxy.wait_log(r'session closed', count=6)
+        metrics = self.scrape(proxy.address)
+        self.assertEqual(metrics[('websockify_workers', ())], 2)
+        self.assertEqual(metrics[('websockify_sessions_total', (('transport', 'plain'),))], 6)
+        self.assertEqual(metrics[('websockify_bytes_total',
+                                  (('direction', 'client_to_target'),))], 18)
+        self.assertEqual(proxy.stop(), 0)
+
+
 class TestServerDeadPeers(ProxyTestCase):
     """--heartbeat-timeout drops a client that stops answering pings (and its target
     connection); --session-idle-timeout ends a quiet session with 1001."""

@@ -37,6 +37,7 @@ import hmac
 import html
 import http.client
 import http.server
+import ipaddress
 import importlib
 import itertools
 import json
@@ -194,6 +195,14 @@ MAX_WORKERS = 64
 WORKER_MIN_LIFE = 5.0
 WORKER_FIRST_DELAY = 0.5
 WORKER_BACKOFF_MAX = 30.0
+#: Retry-After (seconds) of the answers to connections beyond --max-connections
+#: and --max-connections-per-ip.
+LIMIT_RETRY_AFTER = 1
+#: Buckets of the per-address and per-token counts (Tally): addresses or tokens
+#: that share a bucket share a count, which can only make a limit stricter.
+TALLY_BUCKETS = 4096
+#: Who may read --metrics-path without --metrics-allow: loopback clients.
+METRICS_ALLOW_DEFAULT = ('127.0.0.0/8', '::1/128')
 #: Seconds a worker relaying more sessions than the least busy one waits before
 #: accepting, so that the kernel's wake-up of every worker favours the idle one.
 ACCEPT_YIELD = 0.002
@@ -4922,6 +4931,16 @@ class Settings:
         ('web_auth', False),
         #: --origin: the OriginPolicy WebSocket handshakes must meet, or None (any origin).
         ('origins', None),
+        #: Open connections (all workers) beyond which a new one gets 503 (0: no limit).
+        ('max_connections', 0),
+        #: Open connections from one client address (all workers); beyond: 429.
+        ('max_connections_per_ip', 0),
+        #: Live sessions of one token (all workers); beyond: 429.
+        ('max_sessions_per_token', 0),
+        #: The path that serves Prometheus metrics, or None.
+        ('metrics_path', None),
+        #: ipaddress networks whose clients may read the metrics.
+        ('metrics_allow', ()),
         #: Warnings about options that have no effect here (logged by main()).
         ('notices', ()),
     )
@@ -5010,6 +5029,10 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             if self.server.tls.tls_only and not self.conn.secure:
                 raise HTTPError(403, 'this port accepts TLS connections only: '
                                      'use wss:// or https://')
+            if (settings.metrics_path is not None and not is_upgrade(request)
+                    and request.target.partition('?')[0] == settings.metrics_path):
+                self._serve_metrics(request)
+                return
             self._serve_request(request)
         except HTTPError as exc:
             self._refuse(request, exc)
@@ -5058,21 +5081,31 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
             refusal = settings.origins.refusal(request)
             if refusal is not None:
                 raise refusal
-        chosen = resolve_target(request, settings, server.token_plugin)
+        try:
+            chosen = resolve_target(request, settings, server.token_plugin)
+        except HTTPError as exc:
+            if exc.status == 502 and server.token_plugin is not None:
+                server.count('lookup_failures')
+            raise
         if server.auth_plugin is not None:
             self._authenticate(request, chosen)
-        extra = b''
-        if decision.extra_needed:
-            extra = self.conn.read_extra(decision.extra_needed, self.deadline)
-            if extra is None:
-                logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
-                return
-        target, where = connect_target(settings, server.target_tls, server.wrapper, chosen)
+        token = (server.take_token(request_token(request, settings))
+                 if server.token_plugin is not None else None)
         try:
-            self.conn.send_all(decision.reply(extra))
-            self._relay(request, target, where, decision)
+            extra = b''
+            if decision.extra_needed:
+                extra = self.conn.read_extra(decision.extra_needed, self.deadline)
+                if extra is None:
+                    logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
+                    return
+            target, where = connect_target(settings, server.target_tls, server.wrapper, chosen)
+            try:
+                self.conn.send_all(decision.reply(extra))
+                self._relay(request, target, where, decision)
+            finally:
+                target.close()
         finally:
-            target.close()
+            server.release_token(token)
 
     def _authenticate(self, request, chosen=None):
         """Run --auth-plugin on a request (before any target is connected), with the
@@ -5119,17 +5152,33 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         pump = Pump(self.request, target, session, initial=self.conn.extra,
                     wake_fd=server.wake_fd, traffic=settings.traffic, observer=recorder)
         started = time.monotonic()
-        server.session_started()
+        server.session_started(self.conn.secure)
         try:
             code, reason = pump.run()
         finally:
-            server.session_ended()
+            server.session_ended(pump.target.sent, pump.target.received)
             if recorder is not None:
                 recorder.close()
         logger.info('%s: session closed: path %s, target %s, %d bytes from client, '
                     '%d bytes to client, %.1f s, close %s%s', self.log_prefix, path, where,
                     pump.target.sent, pump.target.received, time.monotonic() - started,
                     code, ' (%s)' % _printable(reason) if reason else '')
+
+    def _serve_metrics(self, request):
+        """--metrics-path: the Tally in Prometheus text format, to allowed clients."""
+        ip = client_ip(self.client_address)
+        if ip is not None and not any(ip in net for net in self.server.settings.metrics_allow):
+            raise HTTPError(403, 'metrics are not served to this address',
+                            log_reason='metrics refused to %s (--metrics-allow)' % ip)
+        if request.method not in ('GET', 'HEAD'):
+            raise HTTPError(405, 'metrics are read with GET', [('Allow', 'GET, HEAD')])
+        body = metrics_text(self.server).encode()
+        head = response_head(200, [('Content-Type', METRICS_CONTENT_TYPE),
+                                   ('Content-Length', str(len(body))),
+                                   ('Cache-Control', 'no-store'), ('Connection', 'close')])
+        self.conn.send_all(head + (body if request.method == 'GET' else b''), 5.0)
+        logger.debug('%s: metrics served (%d bytes)', self.log_prefix, len(body))
+        _close_gently(self.request)
 
     def _open_recording(self):
         """The SessionRecorder of this session (--record), or None if the file cannot
@@ -5146,6 +5195,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
 
     def _refuse(self, request, exc):
         """Answer a refused request with its status, log it, and close gently."""
+        self.server.count(self.server.tally.refusal_key(exc.status))
         what = ('%s %s' % (request.method, _printable(request.target))
                 if request is not None else 'request')
         logger.info('%s: %d %s: %s%s', self.log_prefix, exc.status, what, exc.log_reason,
@@ -5162,6 +5212,132 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
 #: of threads or memory): sent without reading the request, then closed.
 NO_THREAD_ANSWER = (b'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n'
                     b'Retry-After: 1\r\nContent-Length: 0\r\n\r\n')
+
+
+def _bucket(text):
+    """The Tally bucket of a client address or a token: the same in every worker
+    (forked, they share the string hash's seed), unknown to clients."""
+    return hash(text) % TALLY_BUCKETS
+
+
+def client_ip(address):
+    """The ipaddress of a client's (host, port, ...) address, IPv4-mapped IPv6 as
+    IPv4; None for a Unix socket client."""
+    if not isinstance(address, tuple):
+        return None
+    ip = ipaddress.ip_address(address[0].partition('%')[0])
+    return ip.ipv4_mapped or ip if ip.version == 6 else ip
+
+
+class Tally:
+    """Counts every --workers process adds to and any can read: a row of cells
+    per worker in shared memory (a plain buffer with one process), each row
+    written only by its worker under that server's lock, so no lock between
+    processes is needed; a total is the sum over rows. Two workers can pass a
+    limit at the same instant: a limit may be exceeded by workers-1 at most."""
+
+    #: Counters and gauges, in row order; then the buckets of client addresses
+    #: (open connections) and of tokens (live sessions).
+    FIELDS = ('alive', 'connections', 'sessions', 'sessions_plain', 'sessions_tls',
+              'bytes_to_target', 'bytes_to_client', 'refused_connections',
+              'refused_connections_per_ip', 'refused_sessions_per_token',
+              'lookup_failures', 'no_thread')
+    #: Refusal statuses counted by their number; any other is counted as 'other'.
+    STATUSES = (400, 401, 403, 404, 405, 414, 426, 429, 431, 500, 502, 503, 504)
+    #: Gauges: what a dead worker's row must not go on counting.
+    GAUGES = ('alive', 'connections', 'sessions')
+
+    def __init__(self, rows, shared):
+        self.index = {name: i for i, name in enumerate(self.FIELDS)}
+        for i, status in enumerate(self.STATUSES + ('other',)):
+            self.index[status] = len(self.FIELDS) + i
+        self.ip_base = len(self.index)
+        self.token_base = self.ip_base + TALLY_BUCKETS
+        self.width = self.token_base + TALLY_BUCKETS
+        size = 8 * self.width * rows
+        memory = mmap.mmap(-1, size) if shared else bytearray(size)
+        self.cells = memoryview(memory).cast('Q')
+        self.rows = rows
+
+    def add(self, row, key, n=1):
+        """Add n (may be negative) to a cell of row: a field name or a status."""
+        self.cells[row * self.width + self.index[key]] += n
+
+    def add_at(self, row, offset, n):
+        self.cells[row * self.width + offset] += n
+
+    def total(self, key):
+        i = self.index[key]
+        return sum(self.cells[row * self.width + i] for row in range(self.rows))
+
+    def total_at(self, offset):
+        return sum(self.cells[row * self.width + offset] for row in range(self.rows))
+
+    def refusal_key(self, status):
+        return status if status in self.STATUSES else 'other'
+
+    def clear_gauges(self, row):
+        """A worker died: its open connections and sessions died with it."""
+        base = row * self.width
+        for name in self.GAUGES:
+            self.cells[base + self.index[name]] = 0
+        for offset in range(self.ip_base, self.width):
+            self.cells[base + offset] = 0
+
+
+def _limit_answer(status, why):
+    return response_head(status, [('Retry-After', str(LIMIT_RETRY_AFTER)),
+                                  ('Content-Type', 'text/plain; charset=utf-8'),
+                                  ('Content-Length', str(len(why) + 1)),
+                                  ('Connection', 'close')]) + why.encode() + b'\n'
+
+
+#: Prometheus text exposition format 0.0.4.
+METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+
+
+def metrics_text(server):
+    """The metrics page: totals over every worker's Tally row. Every label value
+    is a constant or one of our numbers, never client text."""
+    tally = server.tally
+    plugin = type(server.token_plugin).__name__ if server.token_plugin is not None else None
+    lines = []
+
+    def metric(name, kind, text, samples):
+        lines.append('# HELP websockify_%s %s' % (name, text))
+        lines.append('# TYPE websockify_%s %s' % (name, kind))
+        for labels, value in samples:
+            lines.append('websockify_%s%s %d' % (name, labels, value))
+    metric('workers', 'gauge', 'Processes serving (--workers; 1 without).',
+           [('', tally.total('alive'))])
+    metric('connections_open', 'gauge', 'Client connections open now (handshakes, web '
+           'requests, sessions).', [('', tally.total('connections'))])
+    metric('sessions_open', 'gauge', 'WebSocket sessions being relayed now.',
+           [('', tally.total('sessions'))])
+    metric('sessions_total', 'counter', 'WebSocket sessions opened, by client transport.',
+           [('{transport="plain"}', tally.total('sessions_plain')),
+            ('{transport="tls"}', tally.total('sessions_tls'))])
+    metric('bytes_total', 'counter', 'Payload bytes relayed by ended sessions, by direction.',
+           [('{direction="client_to_target"}', tally.total('bytes_to_target')),
+            ('{direction="target_to_client"}', tally.total('bytes_to_client'))])
+    metric('refusals_total', 'counter', 'Requests answered with an HTTP error, by status.',
+           [('{status="%s"}' % key, tally.total(key))
+            for key in Tally.STATUSES + ('other',)])
+    metric('limit_refusals_total', 'counter', 'Connections or sessions refused at a limit.',
+           [('{limit="max_connections"}', tally.total('refused_connections')),
+            ('{limit="max_connections_per_ip"}', tally.total('refused_connections_per_ip')),
+            ('{limit="max_sessions_per_token"}', tally.total('refused_sessions_per_token')),
+            ('{limit="threads"}', tally.total('no_thread'))])
+    if plugin is not None:
+        metric('token_lookup_failures_total', 'counter', 'Token lookups that failed (502).',
+               [('{plugin="%s"}' % plugin, tally.total('lookup_failures'))])
+    return '\n'.join(lines) + '\n'
+
+
+#: Answers to connections beyond --max-connections and --max-connections-per-ip,
+#: sent without reading the request.
+OVER_CONNECTIONS = _limit_answer(503, 'too many connections: try again')
+OVER_CONNECTIONS_PER_IP = _limit_answer(429, 'too many connections from your address')
 
 
 class _ServerMixin:
@@ -5216,6 +5392,13 @@ class _ServerMixin:
         self.renew_wake_pipe()
         #: The ProgramWrapper of `-- PROGRAM` (set by main()), else None.
         self.wrapper = None
+        #: Connections, sessions, refusals and bytes of every worker (our row:
+        #: worker_slot), for the limits and --metrics-path.
+        self.tally = Tally(self.settings.workers, self.settings.workers > 1)
+        #: The address bucket of each open connection (request -> bucket).
+        self._ip_buckets = {}
+        #: Connections answered at a limit since the episode began (None outside one).
+        self._limited = None
         #: Who passed the listening socket ('inetd', 'systemd'), else None: bound here.
         self.passed_by = None
 
@@ -5253,13 +5436,21 @@ class _ServerMixin:
                     'reloaded ' + ', '.join(done) if done else
                     'nothing to reload (no log file, token file or certificate)')
 
-    def session_started(self):
+    def session_started(self, secure=False):
         with self._lock:
             self.active += 1
+            row = self.worker_slot
+            self.tally.add(row, 'sessions')
+            self.tally.add(row, 'sessions_tls' if secure else 'sessions_plain')
 
-    def session_ended(self):
+    def session_ended(self, to_target=0, to_client=0):
+        """A session ended, having relayed these payload bytes each way."""
         with self._lock:
             self.active -= 1
+            row = self.worker_slot
+            self.tally.add(row, 'sessions', -1)
+            self.tally.add(row, 'bytes_to_target', to_target)
+            self.tally.add(row, 'bytes_to_client', to_client)
             self.last_active = time.monotonic()
             self._idle.notify_all()
         if self.settings.run_once:
@@ -5297,11 +5488,54 @@ class _ServerMixin:
                          self._worker_label(), time.monotonic() - self._starved_since,
                          self._starved_pauses)
             self._starved_since = None
+        bucket = None
+        if self.settings.max_connections_per_ip:
+            ip = client_ip(accepted[1])
+            bucket = None if ip is None else _bucket(str(ip))
         with self._lock:
             self.connections += 1
             if board is not None:
                 board[self.worker_slot] += 1
+            self.tally.add(self.worker_slot, 'connections')
+            if bucket is not None:
+                self._ip_buckets[accepted[0]] = bucket
+                self.tally.add_at(self.worker_slot, self.tally.ip_base + bucket, 1)
         return accepted
+
+    def verify_request(self, request, client_address):
+        """Beyond --max-connections (503) or --max-connections-per-ip (429): answer
+        without reading the request and close; one log line per episode."""
+        settings, tally = self.settings, self.tally
+        answer = None
+        if settings.max_connections and tally.total('connections') > settings.max_connections:
+            answer, key, limit = OVER_CONNECTIONS, 'refused_connections', 'connections'
+        elif settings.max_connections_per_ip:
+            bucket = self._ip_buckets.get(request)
+            if bucket is not None and (tally.total_at(tally.ip_base + bucket)
+                                       > settings.max_connections_per_ip):
+                answer, key, limit = (OVER_CONNECTIONS_PER_IP, 'refused_connections_per_ip',
+                                      'connections from one address')
+        if answer is None:
+            if self._limited is not None:
+                logger.info('%sbelow the limits again (%d connections answered at a limit)',
+                            self._worker_label(), self._limited)
+                self._limited = None
+            return True
+        with self._lock:
+            tally.add(self.worker_slot, key)
+            tally.add(self.worker_slot, tally.refusal_key(int(answer[9:12])))
+        if self._limited is None:
+            self._limited = 0
+            logger.warning('%slimit of %s reached (%s): answering %s until below it',
+                           self._worker_label(), limit, format_address(*client_address[:2])
+                           if isinstance(client_address, tuple) else 'unix',
+                           answer[9:12].decode())
+        self._limited += 1
+        try:
+            request.send(answer, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        return False
 
     def _worker_label(self):
         return 'worker %s: ' % self.id_prefix[1:-1] if self.id_prefix else ''
@@ -5339,6 +5573,9 @@ class _ServerMixin:
                                'one starts', self._worker_label(), exc, self.connections,
                                self.active)
             self._threadless += 1
+            with self._lock:
+                self.tally.add(self.worker_slot, 'no_thread')
+                self.tally.add(self.worker_slot, 503)
             try:
                 request.send(NO_THREAD_ANSWER, socket.MSG_DONTWAIT)
             except OSError:
@@ -5356,6 +5593,37 @@ class _ServerMixin:
             self.connections -= 1
             if self.load_board is not None:
                 self.load_board[self.worker_slot] -= 1
+            self.tally.add(self.worker_slot, 'connections', -1)
+            bucket = self._ip_buckets.pop(request, None)
+            if bucket is not None:
+                self.tally.add_at(self.worker_slot, self.tally.ip_base + bucket, -1)
+
+    def count(self, key, n=1):
+        """Add n to one of our Tally cells (a field name or a refusal status)."""
+        with self._lock:
+            self.tally.add(self.worker_slot, key, n)
+
+    def take_token(self, token):
+        """Count a live session of token; HTTPError 429 beyond
+        --max-sessions-per-token. Returns what release_token() takes."""
+        limit = self.settings.max_sessions_per_token
+        if not limit or token is None:
+            return None
+        offset = self.tally.token_base + _bucket(token)
+        with self._lock:
+            if self.tally.total_at(offset) >= limit:
+                self.tally.add(self.worker_slot, 'refused_sessions_per_token')
+                raise HTTPError(429, 'too many sessions for this token',
+                                [('Retry-After', str(LIMIT_RETRY_AFTER))],
+                                log_reason='%d sessions of token %s already open '
+                                '(--max-sessions-per-token)' % (limit, _printable(token)))
+            self.tally.add_at(self.worker_slot, offset, 1)
+        return offset
+
+    def release_token(self, offset):
+        if offset is not None:
+            with self._lock:
+                self.tally.add_at(self.worker_slot, offset, -1)
 
     def handle_error(self, request, client_address):
         logger.error('error serving %s', client_address, exc_info=True)
@@ -5653,6 +5921,19 @@ def _build_parser():
            'ExpectOrigin (ARG: allowed origins), ClientCertCNAuth (ARG: allowed common names '
            'of --verify-client certificates), or package.module.Class')
     a('--auth-source', metavar='ARG', help='the argument the --auth-plugin is built with')
+    a('--max-connections', type=int, default=0, metavar='N',
+      help='answer 503 (Retry-After) to connections beyond N open ones, counted over all '
+           '--workers (default 0: no limit)')
+    a('--max-connections-per-ip', type=int, default=0, metavar='N',
+      help='answer 429 (Retry-After) to connections beyond N open ones from one client '
+           'address (default 0: no limit)')
+    a('--max-sessions-per-token', type=int, default=0, metavar='N',
+      help='refuse (429) a WebSocket session beyond N live ones with the same token '
+           '(default 0: no limit)')
+    a('--metrics-path', metavar='PATH',
+      help='serve Prometheus metrics at PATH (such as /metrics) on the same port')
+    a('--metrics-allow', action='append', metavar='CIDR',
+      help='clients of CIDR may read --metrics-path (repeatable; default: loopback only)')
     a('--origin', action='append', metavar='ORIGIN',
       help='let browser pages of ORIGIN (scheme://host[:port]) open WebSockets; "same": pages '
            'of the Host the request names; "null": opaque origins. Repeatable; others get '
@@ -5881,6 +6162,22 @@ def parse_args(argv):
         notices.append(_no_effect('web_auth', 'without --web DIR'))
     if opts.legacy_syslog and not opts.syslog:
         notices.append(_no_effect('legacy_syslog', 'without --syslog'))
+    for name in ('max_connections', 'max_connections_per_ip', 'max_sessions_per_token'):
+        if getattr(opts, name) < 0:
+            parser.error('--%s cannot be negative' % name.replace('_', '-'))
+    if opts.max_sessions_per_token and not token_plugin:
+        notices.append(_no_effect('max_sessions_per_token', 'without a token plugin'))
+    if opts.metrics_path is not None and (not opts.metrics_path.startswith('/')
+                                          or has_control_characters(opts.metrics_path)
+                                          or '?' in opts.metrics_path):
+        parser.error('--metrics-path must be a path such as /metrics')
+    try:
+        metrics_allow = tuple(ipaddress.ip_network(net, strict=False) for net in
+                              (opts.metrics_allow or METRICS_ALLOW_DEFAULT))
+    except ValueError as exc:
+        parser.error('--metrics-allow: %s' % exc)
+    if opts.metrics_allow and opts.metrics_path is None:
+        notices.append(_no_effect('metrics_allow', 'without --metrics-path'))
     origins = None
     if opts.origin:
         try:
@@ -5915,7 +6212,10 @@ def parse_args(argv):
         token_source=token_source, host_token=opts.host_token, record=record, syslog=syslog,
         legacy_syslog=opts.legacy_syslog, auth_plugin_name=opts.auth_plugin,
         auth_source=opts.auth_source, web_auth=opts.web_auth, origins=origins,
-        notices=tuple(notices))
+        max_connections=opts.max_connections,
+        max_connections_per_ip=opts.max_connections_per_ip,
+        max_sessions_per_token=opts.max_sessions_per_token, metrics_path=opts.metrics_path,
+        metrics_allow=metrics_allow, notices=tuple(notices))
 
 
 class Runtime:
@@ -6248,6 +6548,7 @@ def _serve(server, settings, signals=None):
     if signals is None:
         signals = _SignalPipe(HANDLED_SIGNALS[:3])
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})     # see _fork_worker
+    server.count('alive')
     acceptor = threading.Thread(target=server.serve_forever, name='acceptor', daemon=True)
     acceptor.start()
     try:
@@ -6341,6 +6642,7 @@ def _supervise(server, settings, signals):
             if index is None or stopping:
                 continue
             server.load_board[index - 1] = dead_slot
+            server.tally.clear_gauges(index - 1)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 logger.info('worker %d finished', index)
                 continue
