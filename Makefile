@@ -22,7 +22,7 @@ BENCH   ?= ../shared/bench
 DEMO_PORT ?= 6080
 PIP_PACKAGES := websockets websocket-client trustme playwright vermin cryptography pyjwt \
                 hypothesis
-APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server
+APT_PACKAGES := chromium telnetd-ssl socat openssl redis-server haproxy
 
 .PHONY: all test check test-deps unit node-test floor lint fuzz soak demo bench clean
 
@@ -49,11 +49,12 @@ $(NODEDIR)/.stamp:
 	cd $(NODEDIR) && npm install --no-audit --no-fund --silent ws@8
 	touch $@
 
-$(BUILD)/.apt-stamp:
+$(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@if ! command -v chromium >/dev/null || ! command -v in.telnetd >/dev/null \
 	    || ! command -v socat >/dev/null || ! command -v openssl >/dev/null \
-	    || ! command -v redis-server >/dev/null; then \
+	    || ! command -v redis-server >/dev/null \
+	    || ! PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
 	fi
 	touch $@

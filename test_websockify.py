@@ -10294,6 +10294,114 @@ class TestServerMetrics(ProxyTestCase):
         self.assertEqual(proxy.stop(), 0)
 
 
+def readme_block(language, first_line):
+    """The README code block of language whose text starts with first_line."""
+    with open(os.path.join(HERE, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    for block in re.findall(r'```%s\n(.*?)```' % re.escape(language), text, re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError('no ```%s block starting %r in README.md' % (language, first_line))
+
+
+class TestServerScaleOut(ProxyTestCase):
+    """HAProxy (Debian haproxy) with README.md's haproxy.cfg in front of two
+    websockify.py processes sharing TokenRedis on a real redis-server."""
+
+    def haproxy(self, backends):
+        program = shutil.which('haproxy') or '/usr/sbin/haproxy'
+        require('haproxy', os.access(program, os.X_OK), 'apt-get install haproxy')
+        config = readme_block('haproxy', 'defaults')
+        port = free_port()
+        for old, new in (('bind :6080', 'bind 127.0.0.1:%d' % port),
+                         ('10.0.0.11:6080', '127.0.0.1:%d' % backends[0]),
+                         ('10.0.0.12:6080', '127.0.0.1:%d' % backends[1])):
+            self.assertIn(old, config)
+            config = config.replace(old, new)
+        path = os.path.join(self.tempdir(), 'haproxy.cfg')
+        with open(path, 'w') as f:
+            f.write(config)
+        proc = subprocess.Popen([program, '-db', '-f', path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def stop():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(TIMEOUT)
+            proc.stderr.close()
+        self.addCleanup(stop)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', port), 1.0).close()
+                return port
+            except OSError:
+                if proc.poll() is not None:
+                    self.fail('haproxy exited: %s' % proc.stderr.read().decode('utf-8', 'replace'))
+                self.assertLess(time.monotonic(), deadline, 'haproxy did not listen')
+                time.sleep(0.05)
+
+    def sessions_of(self, proxy):
+        return len(re.findall(r'session open', proxy.stderr))
+
+    def test_two_instances_behind_haproxy_share_redis(self):
+        redis = RedisServer(self)
+        one, two = TargetServer(self, echo), TargetServer(self, echo)
+        redis.set('vnc:one', one.arg)
+        source = '127.0.0.1:%d:0:%s:vnc' % (redis.port, redis.PASSWORD)
+        instances = [ProxyProcess(self, '--token-plugin', 'TokenRedis', '--token-source', source,
+                                  '127.0.0.1:0') for _ in range(2)]
+        front = ('127.0.0.1', self.haproxy([p.address[1] for p in instances]))
+
+        clients = []
+        for i in range(6):
+            client = WSClient(self, front)
+            client.handshake(path='/?token=one')
+            self.assertEqual(client.echo(b'via haproxy %d' % i), b'via haproxy %d' % i)
+            clients.append(client)
+        counts = [self.sessions_of(p) for p in instances]
+        self.assertEqual(sum(counts), 6)
+        self.assertTrue(all(counts), 'sessions not spread: %s' % counts)
+
+        # A token added to Redis now works on both instances at once.
+        redis.set('vnc:two', two.arg)
+        for proxy in instances:
+            client = WSClient(self, proxy.address)
+            client.handshake(path='/?token=two')
+            self.assertEqual(client.echo(b'new token'), b'new token')
+            client.close()
+
+        # SIGTERM on the first: its sessions end with 1001, the others go on.
+        on_first = self.sessions_of(instances[0]) - 1      # one was the direct check
+        instances[0].proc.send_signal(signal.SIGTERM)
+        self.assertEqual(instances[0].proc.wait(PROCESS_TIMEOUT), 0)
+        closed = 0
+        for client in clients:
+            try:
+                frame = client.recv_frame(timeout=0.5)
+            except AssertionError:            # nothing: a session of the second instance
+                self.assertEqual(client.echo(b'still here'), b'still here')
+                continue
+            self.assertEqual(frame.opcode, CLOSE)
+            self.assertEqual(struct.unpack('!H', frame.payload[:2])[0], 1001)
+            closed += 1
+        self.assertEqual(closed, on_first)
+        # New sessions go to the second one (redispatched, then by the health check).
+        before = self.sessions_of(instances[1])
+        for i in range(4):
+            client = WSClient(self, front)
+            client.handshake(path='/?token=two')
+            self.assertEqual(client.echo(b'after %d' % i), b'after %d' % i)
+            client.close()
+        instances[1].wait_log(r'session open', count=before + 4)
+        for client in clients:
+            client.close()
+
+
 class TestServerDeadPeers(ProxyTestCase):
     """--heartbeat-timeout drops a client that stops answering pings (and its target
     connection); --session-idle-timeout ends a quiet session with 1001."""
