@@ -1520,6 +1520,13 @@ class ProxyTestCase(unittest.TestCase):
         """The first captured message (assertLogs) matching predicate, waiting for it."""
         return wait_for_log(self, logs, predicate, timeout)
 
+    def echo_once(self, address, payload):
+        """One whole session: handshake, one echo, a clean close answered by 1000."""
+        client = open_session(self, address)
+        self.assertEqual(client.echo(payload), payload)
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+
 
 ################################################################################
 # Constants and errors
@@ -3929,6 +3936,14 @@ class TestProtocolLegacySessions(unittest.TestCase):
 
     def test_draft76_vector_key3_byte_by_byte(self):
         self._vector_session('bytewise')
+
+    def test_draft76_client_closing_before_key3_is_logged_and_target_not_opened(self):
+        client = WSClient(self, self.port)
+        client.send(hixie_request(76, keys=(KEY1, KEY2)) + KEY3[:5])
+        client.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(client.read_until_eof(), b'')
+        self.assertTrue(self.log.wait_line('closed before sending the draft-76 key3'))
+        self.assertEqual(self.target._open, [])       # no target connection was made
 
     def test_draft76_first_frame_with_key3(self):
         client = WSClient(self, self.port)
@@ -8932,12 +8947,6 @@ class TestServerWorkers(ProxyTestCase):
                 self.fail('expected %d workers, found %r' % (count, kids))
             time.sleep(0.05)
 
-    def echo_once(self, address, payload):
-        client = open_session(self, address)
-        self.assertEqual(client.echo(payload), payload)
-        client.send_close(1000)
-        self.assertEqual(client.expect_close()[0], 1000)
-
     def test_workers_relay_are_replaced_when_killed_and_stop_on_sigterm(self):
         target = TargetServer(self, echo)
         proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
@@ -9053,7 +9062,7 @@ class TestServerDescriptorLimits(ProxyTestCase):
             for client in clients:
                 client.close()
 
-    def echo_once(self, address):
+    def served_again(self, address):
         deadline = time.monotonic() + PROCESS_TIMEOUT
         while True:             # the backlog of closed flood connections drains first
             try:
@@ -9075,7 +9084,7 @@ class TestServerDescriptorLimits(ProxyTestCase):
                       proxy.stderr)
         for episode in (1, 2):
             self.episode(proxy, [proxy.proc.pid], 1)
-            self.echo_once(proxy.address)
+            self.served_again(proxy.address)
             self.assertEqual(proxy.stderr.count('out of file descriptors'), episode,
                              proxy.stderr)
         self.assertNotIn('Traceback', proxy.stderr)
@@ -9094,7 +9103,7 @@ class TestServerDescriptorLimits(ProxyTestCase):
         lines = [line for line in proxy.stderr.splitlines() if 'out of file descriptors' in line]
         self.assertEqual(sorted(re.search(r'worker (\d)', line).group(1) for line in lines),
                          ['1', '2'], proxy.stderr)
-        self.echo_once(proxy.address)
+        self.served_again(proxy.address)
         self.assertNotIn('Traceback', proxy.stderr)
 
     def test_start_up_raises_the_soft_limit_to_the_hard_one(self):
@@ -10001,10 +10010,7 @@ class TestServerSocketActivation(ProxyTestCase):
         proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'self', self.occupied_port(),
                              target.arg, script=self.launcher())
         self.assertIn('(socket from systemd)', proxy.stderr)
-        client = WSClient(self, proxy.address)
-        client.handshake()
-        self.assertEqual(client.echo(b'activated'), b'activated')
-        client.close()
+        self.echo_once(proxy.address, b'activated')
         self.assertEqual(proxy.stop(), 0)
 
     def test_unix_socket_on_fd_3_is_left_to_systemd(self):
@@ -10013,10 +10019,7 @@ class TestServerSocketActivation(ProxyTestCase):
         proxy = ProxyProcess(self, 'unix', path, '1', 'self', '6080', target.arg,
                              script=self.launcher())
         self.assertEqual(proxy.address, path)
-        client = WSClient(self, path)
-        client.handshake()
-        self.assertEqual(client.echo(b'over unix'), b'over unix')
-        client.close()
+        self.echo_once(path, b'over unix')
         self.assertEqual(proxy.stop(), 0)
         self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))   # systemd's file, not ours
 
@@ -10025,20 +10028,14 @@ class TestServerSocketActivation(ProxyTestCase):
         proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'parent', '127.0.0.1:0', target.arg,
                              script=self.launcher())
         self.assertNotIn('systemd', proxy.stderr)
-        client = WSClient(self, proxy.address)
-        client.handshake()
-        self.assertEqual(client.echo(b'bound itself'), b'bound itself')
-        client.close()
+        self.echo_once(proxy.address, b'bound itself')
 
     def test_workers_share_the_passed_socket(self):
         target = TargetServer(self, echo)
         proxy = ProxyProcess(self, 'tcp', '127.0.0.1', '1', 'self', '--workers', '2',
                              self.occupied_port(), target.arg, script=self.launcher())
         for _ in range(4):
-            client = WSClient(self, proxy.address)
-            client.handshake()
-            self.assertEqual(client.echo(b'w'), b'w')
-            client.close()
+            self.echo_once(proxy.address, b'w')
         self.assertEqual(proxy.stop(), 0)
 
     def test_what_cannot_be_served_is_a_usage_error(self):

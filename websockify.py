@@ -5092,12 +5092,9 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
         token = (server.take_token(request_token(request, settings))
                  if server.token_plugin is not None else None)
         try:
-            extra = b''
-            if decision.extra_needed:
-                extra = self.conn.read_extra(decision.extra_needed, self.deadline)
-                if extra is None:
-                    logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
-                    return
+            extra = self._read_key3(decision)
+            if extra is None:
+                return
             target, where = connect_target(settings, server.target_tls, server.wrapper, chosen)
             try:
                 self.conn.send_all(decision.reply(extra))
@@ -5106,6 +5103,16 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                 target.close()
         finally:
             server.release_token(token)
+
+    def _read_key3(self, decision):
+        """The 8 bytes a draft-76 client sends after its head (b'' for every other
+        protocol), or None, logged, when it closes first."""
+        if not decision.extra_needed:
+            return b''
+        extra = self.conn.read_extra(decision.extra_needed, self.deadline)
+        if extra is None:
+            logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
+        return extra
 
     def _authenticate(self, request, chosen=None):
         """Run --auth-plugin on a request (before any target is connected), with the
@@ -6970,12 +6977,9 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
             raise decision
         self._before_upgrade(self.validate_connection)
         self._before_upgrade(self.auth_connection)
-        extra = b''
-        if decision.extra_needed:
-            extra = self.conn.read_extra(decision.extra_needed, self.deadline)
-            if extra is None:
-                logger.info('%s: closed before sending the draft-76 key3', self.log_prefix)
-                return
+        extra = self._read_key3(decision)
+        if extra is None:
+            return
         self.conn.send_all(decision.reply(extra))
         self._websocket(decision)
 

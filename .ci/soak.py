@@ -183,6 +183,17 @@ def slowloris(port, count, stop, stats):
         sock.close()
 
 
+def echo_round(sock, buf, message, n):
+    """Send one frame and read its n-byte echo into buf (removed from it)."""
+    sock.sendall(message)
+    while len(buf) < n:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError('closed')
+        buf += chunk
+    del buf[:n]
+
+
 def good_client(port, stop, stats):
     payload = os.urandom(64)
     message = frame(payload)
@@ -197,13 +208,7 @@ def good_client(port, stop, stats):
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                sock.sendall(message)
-                while len(buf) < 2 + len(payload):
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise ConnectionError('closed')
-                    buf += chunk
-                del buf[:2 + len(payload)]
+                echo_round(sock, buf, message, 2 + len(payload))
                 with stats.lock:
                     stats.latencies.append(time.monotonic() - started)
                 stop.wait(0.05)
@@ -230,12 +235,7 @@ def newcomer(port, stop, stats):
         buf = bytearray(extra)
         try:
             sock.settimeout(ECHO_TIMEOUT)
-            sock.sendall(message)
-            while len(buf) < 2 + len(payload):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError('closed')
-                buf += chunk
+            echo_round(sock, buf, message, 2 + len(payload))
             with stats.lock:
                 stats.newcomers.append(time.monotonic() - started)
         except OSError:
