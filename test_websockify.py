@@ -4926,7 +4926,7 @@ class TestPumpManyIdleSessions(ProxyTestCase):
     """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""
 
     #: Bound on the proportional memory of one idle session, in kB.
-    MAX_PSS_PER_SESSION_KB = 90
+    MAX_PSS_PER_SESSION_KB = 30
 
     def test_ten_thousand_idle_sessions_each_echo_and_cost_little_memory(self):
         import resource
@@ -8561,14 +8561,15 @@ class TestServerPrepare(SocketFreeTestCase):
 
 
 class TestServerWithoutOptionalModules(unittest.TestCase):
-    """websockify.py on an interpreter built without ssl and mmap (minimal and
-    embedded builds): a runner blocks their import, then runs the file as __main__."""
+    """websockify.py on an interpreter built without ssl, mmap and ctypes (minimal
+    and embedded builds): a runner blocks their import, then runs the file as
+    __main__. Without ctypes, main() leaves malloc's settings alone."""
 
     RUNNER = textwrap.dedent("""\
         import runpy, sys
         class Blocker:
             def find_spec(self, name, path=None, target=None):
-                if name in ('ssl', '_ssl', 'mmap'):
+                if name in ('ssl', '_ssl', 'mmap', 'ctypes', '_ctypes'):
                     raise ImportError('%s is blocked' % name)
         sys.meta_path.insert(0, Blocker())
         script = sys.argv.pop(1)
@@ -9160,6 +9161,149 @@ class TestServerThreadLimits(ProxyTestCase):
         while server.connections and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertEqual(server.connections, 0)
+
+
+TUNING_PROGRAM = r'''
+import json, logging, sys, threading
+sys.path.insert(0, sys.argv[1])
+import websockify
+websockify._tune_process()
+ran = []
+thread = websockify._ServerMixin.thread_class(target=ran.append, args=('ran',), daemon=True)
+thread.start()
+print(json.dumps({'switch interval': sys.getswitchinterval(), 'stack size': threading.stack_size(),
+                  'thread class': websockify._ServerMixin.thread_class.__name__,
+                  'logging': [logging.logThreads, logging.logProcesses,
+                              logging.logMultiprocessing, logging._srcfile],
+                  'malloc trim': websockify._MallocTrim.active is not None}))
+'''
+
+
+class TestServerProcessTuning(ProxyTestCase):
+    """What main() sets for thousands of threads (_tune_process), and the pieces
+    that make a connection cheap: light threads, no constructor nesting, no
+    getaddrinfo for addresses, malloc_trim after idle buffers."""
+
+    def test_tune_process_sets_what_main_needs(self):
+        result = subprocess.run([sys.executable, '-c', TUNING_PROGRAM, HERE],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                timeout=PROCESS_TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        state = json.loads(result.stdout)
+        self.assertAlmostEqual(state['switch interval'], websockify.SWITCH_INTERVAL)
+        self.assertEqual(state['stack size'], websockify.THREAD_STACK_SIZE)
+        self.assertEqual(state['thread class'], '_ConnectionThread')
+        self.assertEqual(state['logging'], [False, False, False, None])
+        import platform
+        self.assertEqual(state['malloc trim'], platform.libc_ver()[0] == 'glibc')
+
+    def test_connection_thread_runs_its_target(self):
+        done = queue.Queue()
+        websockify._ConnectionThread(target=lambda *a: done.put(a), args=(1, 'two')).start()
+        self.assertEqual(done.get(timeout=TIMEOUT), (1, 'two'))
+
+    def test_malloc_trim_after_enough_released_buffers_and_time(self):
+        calls = []
+        clock = [1000.0]
+        with unittest.mock.patch.object(websockify.time, 'monotonic', lambda: clock[0]), \
+                unittest.mock.patch.object(websockify._Side, 'released', 0):
+            trim = websockify._MallocTrim(calls.append)
+            websockify._Side.released = websockify.MALLOC_TRIM_AFTER - 1
+            clock[0] += websockify.MALLOC_TRIM_INTERVAL
+            trim.maybe()
+            self.assertEqual(calls, [])                 # too few buffers released
+            websockify._Side.released += 1
+            trim.maybe()
+            self.assertEqual(calls, [0])
+            websockify._Side.released += 10 * websockify.MALLOC_TRIM_AFTER
+            clock[0] += websockify.MALLOC_TRIM_INTERVAL / 2
+            trim.maybe()
+            self.assertEqual(calls, [0])                 # too soon
+            clock[0] += websockify.MALLOC_TRIM_INTERVAL / 2
+            trim.maybe()
+            self.assertEqual(calls, [0, 0])
+
+    def test_idle_buffers_count_as_released(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        side = websockify._Side('client', a)
+        before = websockify._Side.released
+        side.ensure_buffer()
+        self.assertEqual(len(side.buf), websockify.RECV_MIN)
+        side.release_buffer()
+        side.release_buffer()                               # nothing left to release
+        self.assertEqual(websockify._Side.released, before + 1)
+
+    def test_finish_request_runs_the_handler_as_its_constructor_would(self):
+        calls = []
+
+        class Plain(socketserver.BaseRequestHandler):
+            def setup(self):
+                calls.append(('setup', self.request, self.client_address, self.server))
+
+            def handle(self):
+                calls.append('handle')
+                raise ValueError('handled badly')
+
+            def finish(self):
+                calls.append('finish')
+
+        class OwnInit(Plain):
+            def __init__(self, *args):
+                calls.append('own __init__')
+                super().__init__(*args)
+
+        class Server(websockify._ServerMixin, socketserver.BaseServer):
+            pass
+
+        server = Server.__new__(Server)
+        for handler_class, first in ((Plain, []), (OwnInit, ['own __init__'])):
+            with self.subTest(handler=handler_class.__name__):
+                calls.clear()
+                server.RequestHandlerClass = handler_class
+                with self.assertRaisesRegex(ValueError, 'handled badly'):
+                    server.finish_request('req', ('127.0.0.1', 1))
+                self.assertEqual(calls, first + [('setup', 'req', ('127.0.0.1', 1), server),
+                                                 'handle', 'finish'])
+
+    def test_ip_literal_family(self):
+        cases = {'127.0.0.1': socket.AF_INET, '::1': socket.AF_INET6,
+                 '::ffff:10.0.0.1': socket.AF_INET6, 'localhost': None, '1.2.3': None,
+                 'fe80::1%lo': None, '': None, 'example.com': None}
+        for host, family in cases.items():
+            with self.subTest(host=host):
+                self.assertEqual(websockify._ip_literal_family(host), family)
+
+    @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
+    def test_address_targets_of_both_families_connect(self):
+        for host in ('127.0.0.1', '::1'):
+            with self.subTest(host=host):
+                target = TargetServer(self, echo, host=host)
+                address = self.proxy('127.0.0.1:0', target.arg)
+                self.echo_once(address, host.encode())
+
+    @unittest.skipUnless(os.path.exists('/proc/self/smaps') and (3, 11) <= sys.version_info[:2]
+                         < (3, 13), 'the C stack depth measured is that of CPython 3.11-3.12')
+    def test_connection_threads_touch_two_stack_pages(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
+        clients = [open_session(self, proxy.address) for _ in range(20)]
+        for client in clients:
+            self.assertEqual(client.echo(b'deep?'), b'deep?')
+        stacks = []
+        with open('/proc/%d/smaps' % proxy.proc.pid) as f:
+            size = None
+            for line in f:
+                fields = line.split()
+                if '-' in fields[0] and not fields[0].endswith(':'):
+                    low, high = (int(x, 16) for x in fields[0].split('-'))
+                    size = high - low
+                elif fields[0] == 'Rss:' and size == websockify.THREAD_STACK_SIZE:
+                    stacks.append(int(fields[1]))
+        self.assertGreaterEqual(len(stacks), len(clients))
+        self.assertLessEqual(sorted(stacks)[len(stacks) // 2], 8, stacks)
 
 
 #: Control characters, line breaks and an ANSI escape sequence, as UTF-8 text.
@@ -11867,6 +12011,13 @@ def state():
             'umask': umask, 'cwd': os.getcwd(),
             'wakeup fd': wakeup, 'root handlers': len(logging.getLogger().handlers),
             'root level': logging.getLogger().level,
+            'logging': [logging.logThreads, logging.logProcesses, logging.logMultiprocessing,
+                        logging._srcfile is None],
+            'thread class': repr(getattr(sys.modules.get('websockify'), '_ServerMixin',
+                                         threading.Thread).thread_class
+                                 if 'websockify' in sys.modules else threading.Thread),
+            'malloc trim': repr(getattr(getattr(sys.modules.get('websockify'), '_MallocTrim',
+                                                None), 'active', None)),
             'signals': {name: repr(signal.getsignal(getattr(signal, name)))
                         for name in ('SIGTERM', 'SIGINT', 'SIGHUP', 'SIGCHLD', 'SIGPIPE')}}
 

@@ -25,6 +25,7 @@ Specifications:
     Adobe, "Setting up a socket policy file server" (Flash cross-domain policy)
 """
 
+import _thread
 import argparse
 import atexit
 import base64
@@ -96,7 +97,7 @@ MAX_HEADER_BYTES = 16384
 #: Most header lines accepted (431 beyond).
 MAX_HEADERS = 100
 #: First read of a receive buffer; idle sessions stay this small.
-RECV_MIN = 8192
+RECV_MIN = 1024
 #: Largest receive buffer: a read that fills a buffer makes it four times bigger,
 #: up to this size, so bulk transfers take few system calls per megabyte.
 RECV_MAX = 262144
@@ -135,6 +136,22 @@ THREAD_STACK_SIZE = 512 * 1024
 #: 50 ms a thread mostly runs until its next system call (0.5 s). The Pump's
 #: fairness pauses, not this interval, keep busy sessions from starving others.
 SWITCH_INTERVAL = 0.05
+#: How many malloc arenas glibc may keep, set by main() (mallopt M_ARENA_MAX).
+#: glibc gives threads up to 8 arenas per core, and what a session frees (its
+#: receive buffers when it goes idle) stays in its arena as holes between the
+#: blocks of later sessions: 13 kB of such holes per idle session, measured. The
+#: GIL serialises nearly every malloc of the process anyway, so one arena costs no
+#: lock waits and keeps the holes where the next session reuses them.
+MALLOC_ARENAS = 1
+#: mallopt's parameter number for it (glibc's malloc.h).
+_M_ARENA_MAX = -8
+#: Receive buffers idle sessions gave back (4 MiB of them) that make main()'s
+#: process call malloc_trim(): freed between live blocks, their pages stay in
+#: the process until then (7 kB an idle session, measured).
+MALLOC_TRIM_AFTER = 256
+#: Fewest seconds between two malloc_trim() calls (each takes the malloc lock
+#: for about a millisecond per 100 MB of heap).
+MALLOC_TRIM_INTERVAL = 10.0
 #: Most buffers one sendmsg takes (IOV_MAX; beyond it Linux fails with EMSGSIZE).
 #: A read full of tiny frames yields more pieces than that: they are joined.
 SENDMSG_MAX_BUFFERS = 1024
@@ -1949,6 +1966,9 @@ class _Side:
     __slots__ = ('name', 'sock', 'fd', 'buf', 'view', 'end', 'queue', 'use_sendmsg', 'tls',
                  'reading', 'draining', 'shut', 'closed', 'mask', 'received', 'sent')
 
+    #: Receive buffers all sessions have released so far (read by _MallocTrim).
+    released = 0
+
     def __init__(self, name, sock):
         self.name = name
         self.sock = sock
@@ -1989,6 +2009,7 @@ class _Side:
         if self.buf is not None and not self.end:
             self.view.release()
             self.buf = self.view = None
+            _Side.released += 1       # unlocked: a lost count only delays a trim
 
     def recv(self):
         """Read into the buffer: the byte count, 0 at EOF, None if nothing is ready.
@@ -2903,7 +2924,7 @@ def _lookup(plugin, token):
     of its own, closed when it returns: no loop outlives its lookup. A plugin that
     imports asyncio only during its first lookup gets that lookup tried again."""
     asyncio = sys.modules.get('asyncio')
-    if threading.current_thread() is threading.main_thread():
+    if threading.get_ident() == threading.main_thread().ident:
         return plugin.lookup(token)
     if asyncio is None:
         try:
@@ -2935,8 +2956,20 @@ def open_target(target, tls_context=None):
                 sock.close()
                 raise
         else:
-            # create_connection tries every getaddrinfo address in order.
-            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            family = _ip_literal_family(target.host)
+            if family is None:
+                # create_connection tries every getaddrinfo address in order.
+                sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            else:
+                # An address needs no getaddrinfo(), whose C stack (a page more
+                # in every connection thread) and time are saved.
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(CONNECT_TIMEOUT)
+                    sock.connect((target.host, target.port))
+                except BaseException:
+                    sock.close()
+                    raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         _refuse_target(target, 'cannot connect to target %s: %s' % (where, exc.strerror or exc))
@@ -2946,6 +2979,17 @@ def open_target(target, tls_context=None):
         except HTTPError as exc:
             _refuse_target(target, exc.reason)
     return sock, where
+
+
+def _ip_literal_family(host):
+    """AF_INET or AF_INET6 when host is an address (no zone), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
 
 
 def _refuse_target(target, problem):
@@ -5026,6 +5070,7 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                 logger.debug('%s: closed during the request head', self.log_prefix)
                 return
             request = parse_request(head)
+            del head
             if self.server.tls.tls_only and not self.conn.secure:
                 raise HTTPError(403, 'this port accepts TLS connections only: '
                                      'use wss:// or https://')
@@ -5155,6 +5200,8 @@ class WebSockifyHandler(socketserver.BaseRequestHandler):
                     where, session.codec.family, session.codec.mode,
                     ', protocol %s' % _printable(protocol) if protocol else '',
                     ', ' + _tls_summary(self.request) if self.conn.secure else '')
+        # A relaying session needs nothing more of its request (1 kB an idle session).
+        request.headers = {}
         recorder = self._open_recording() if settings.record else None
         pump = Pump(self.request, target, session, initial=self.conn.extra,
                     wake_fd=server.wake_fd, traffic=settings.traffic, observer=recorder)
@@ -5345,6 +5392,22 @@ def metrics_text(server):
 #: sent without reading the request.
 OVER_CONNECTIONS = _limit_answer(503, 'too many connections: try again')
 OVER_CONNECTIONS_PER_IP = _limit_answer(429, 'too many connections from your address')
+
+
+class _ConnectionThread:
+    """A connection thread as main() starts them: _thread's, without the Thread
+    object, its Event and Condition and the wait in Thread.start() for the new
+    thread to run (2.5 kB and two context switches a connection). Like a daemon
+    Thread, it ends with the process. Takes Thread's target/args/daemon."""
+
+    __slots__ = ('_run',)
+
+    def __init__(self, target, args=(), daemon=True):
+        self._run = (target, args)
+
+    def start(self):
+        """Start the thread; RuntimeError when none can be started."""
+        _thread.start_new_thread(*self._run)
 
 
 class _ServerMixin:
@@ -5593,6 +5656,30 @@ class _ServerMixin:
             logger.debug('%sconnection threads start again (%d connections answered 503)',
                          self._worker_label(), self._threadless)
             self._threadless = None
+
+    def finish_request(self, request, client_address):
+        """What BaseRequestHandler.__init__ does (setup, handle, finish), run here
+        rather than from inside the constructor when the handler class keeps that
+        __init__: a call through a constructor nests the interpreter once more on
+        the C stack, which made every connection thread touch a third stack page
+        (4 kB a session). A handler with its own __init__ is constructed as usual."""
+        cls = self.RequestHandlerClass
+        if cls.__init__ is not socketserver.BaseRequestHandler.__init__:
+            super().finish_request(request, client_address)
+            return
+        handler = cls.__new__(cls)
+        handler.request, handler.client_address, handler.server = (request, client_address,
+                                                                   self)
+        handler.setup()
+        try:
+            handler.handle()
+        finally:
+            handler.finish()
+
+    def service_actions(self):
+        """Called by serve_forever() after each accept and every half second."""
+        if _MallocTrim.active is not None:
+            _MallocTrim.active.maybe()
 
     def shutdown_request(self, request):
         super().shutdown_request(request)
@@ -6291,12 +6378,12 @@ class _SyslogFormatter(logging.Formatter):
             t = time.localtime(record.created)
             return '%s %2d %02d:%02d:%02d %s[%d]: %s' % (
                 _MONTHS[t.tm_mon - 1], t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
-                SYSLOG_IDENT, record.process, text)
+                SYSLOG_IDENT, os.getpid(), text)
         stamp = '%s.%03dZ' % (time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created)),
                               record.msecs)
         if not all(c < '\x80' for c in text):
             text = '\ufeff' + text        # RFC 5424 §6.4: UTF-8 text starts with a BOM
-        return '1 %s %s %s %d - - %s' % (stamp, self.hostname, SYSLOG_IDENT, record.process,
+        return '1 %s %s %s %d - - %s' % (stamp, self.hostname, SYSLOG_IDENT, os.getpid(),
                                           text)
 
 
@@ -6684,6 +6771,62 @@ def _supervise(server, settings, signals):
     return 0
 
 
+def _tune_process():
+    """What main() sets for thousands of connection threads. Process-wide, so the
+    program's to decide: never done on import, by make_server or by the Python
+    APIs (section Upstream's Python API). Each is measured in the README's
+    "Performance" section."""
+    threading.stack_size(THREAD_STACK_SIZE)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    # Connection threads without threading.Thread's bookkeeping: no log format
+    # of ours names a thread, a process id (syslog asks os.getpid()) or a source line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None             # the documented way to skip findCaller()
+    _ServerMixin.thread_class = _ConnectionThread
+    functions = _glibc_malloc()
+    if functions is not None:
+        mallopt, malloc_trim = functions
+        mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+        _MallocTrim.active = _MallocTrim(malloc_trim)
+
+
+def _glibc_malloc():
+    """(mallopt, malloc_trim) of the C library when it is glibc and ctypes is
+    there (imported only here), else None: elsewhere nothing is changed."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        functions = libc.mallopt, libc.malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return None
+    for function in functions:
+        function.argtypes = (ctypes.c_int,) * (2 if function is functions[0] else 1)
+    return functions
+
+
+class _MallocTrim:
+    """Gives idle sessions' freed buffers back to the system: malloc_trim() from
+    the accepting thread (service_actions) once MALLOC_TRIM_AFTER buffers were
+    released, at most every MALLOC_TRIM_INTERVAL seconds. ctypes lets go of the
+    GIL during the call."""
+
+    #: The one instance main() makes (with glibc and ctypes), else None.
+    active = None
+
+    def __init__(self, trim):
+        self._trim = trim
+        self._last = time.monotonic()
+        self._released = _Side.released
+
+    def maybe(self):
+        now = time.monotonic()
+        released = _Side.released
+        if (released - self._released >= MALLOC_TRIM_AFTER
+                and now - self._last >= MALLOC_TRIM_INTERVAL):
+            self._released, self._last = released, now
+            self._trim(0)
+
+
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
     settings = parse_args(sys.argv[1:] if argv is None else argv)
@@ -6697,10 +6840,7 @@ def main(argv=None):
         if settings.log_file:
             logger.error('%s', exc)
         return exc.exit_status
-    # Process-wide, so the program's to decide: never done by make_server or by
-    # the Python APIs (section Upstream's Python API).
-    threading.stack_size(THREAD_STACK_SIZE)
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    _tune_process()
     try:
         server = make_server(settings, runtime)
     except UsageError as exc:
