@@ -130,12 +130,16 @@ WEB_LISTING_MAX = 10000
 #: enough that ten thousand idle sessions cost little address space.
 THREAD_STACK_SIZE = 512 * 1024
 #: The interpreter's switch interval, set by main(): how long a thread waiting
-#: for the GIL waits before forcing the holder to let go. The default 5 ms
-#: makes thousands of sessions that wake at once force switches on each other
-#: (a convoy: 5,000 sessions echoing one frame each drained in 16-20 s); with
-#: 50 ms a thread mostly runs until its next system call (0.5 s). The Pump's
-#: fairness pauses, not this interval, keep busy sessions from starving others.
-SWITCH_INTERVAL = 0.05
+#: for the GIL waits before forcing the holder to let go. When thousands of
+#: sessions wake at once, each needs about 0.1 ms: a thread waiting longer than
+#: the interval forces a switch, and once every waiter does, each thread runs a
+#: few instructions per turn (a convoy: 5,000 sessions echoing one frame each
+#: took 16-20 s with the default 5 ms, and with 50 ms some rounds still took
+#: 2-17 s or never ended within 20 s). Longer than such a round, nobody forces:
+#: each thread runs to its next system call and hands over there (5,000
+#: sessions: 0.4-0.55 s, every round). Our own long computations (bulk decoding)
+#: let go by themselves (see Fairness in the Pump section).
+SWITCH_INTERVAL = 5.0
 #: How many malloc arenas glibc may keep, set by main() (mallopt M_ARENA_MAX).
 #: glibc gives threads up to 8 arenas per core, and what a session frees (its
 #: receive buffers when it goes idle) stays in its arena as holes between the
