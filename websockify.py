@@ -137,7 +137,7 @@ THREAD_STACK_SIZE = 512 * 1024
 #: took 16-20 s with the default 5 ms, and with 50 ms some rounds still took
 #: 2-17 s or never ended within 20 s). Longer than such a round, nobody forces:
 #: each thread runs to its next system call and hands over there (5,000
-#: sessions: 0.4-0.55 s, every round). Our own long computations (bulk decoding)
+#: sessions: 0.4-0.8 s, every round). Our own long computations (bulk decoding)
 #: let go by themselves (see Fairness in the Pump section).
 SWITCH_INTERVAL = 5.0
 #: How many malloc arenas glibc may keep, set by main() (mallopt M_ARENA_MAX).
