@@ -165,6 +165,11 @@ LISTEN_BACKLOG = 1024
 #: (EMFILE, ENFILE): the connection stays in the backlog until a session ends,
 #: and retrying at once would only spin at full CPU.
 ACCEPT_PAUSE = 0.1
+#: Seconds accept() must keep working for a shortage of descriptors to be over:
+#: a backlog of connections that clients already closed is accepted faster than
+#: their threads give the descriptors back, and the shortage comes and goes; it
+#: is logged once, not once per return.
+STARVED_EPISODE_GAP = 1.0
 #: Descriptors a relayed session holds: the client and the target.
 FDS_PER_SESSION = 2
 #: A soft RLIMIT_NOFILE below this after start-up (the hard limit forbids more) is
@@ -5452,9 +5457,12 @@ class _ServerMixin:
         #: Accepted connections not closed yet (handshakes, --web, sessions).
         self.connections = 0
         #: time.monotonic() of the first accept() of an episode that failed for
-        #: want of descriptors (None outside one), and the pauses since.
+        #: want of descriptors (None before the first), and the pauses since; the
+        #: episode is over when accept() has worked since _fed_since for
+        #: STARVED_EPISODE_GAP seconds.
         self._starved_since = None
         self._starved_pauses = 0
+        self._fed_since = None
         #: Connections answered 503 since a connection thread last failed to start
         #: (None while threads start).
         self._threadless = None
@@ -5557,11 +5565,11 @@ class _ServerMixin:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._pause_accepting(exc)
             raise
-        if self._starved_since is not None:
+        if self._starved_since is not None and self._fed_since is None:
+            self._fed_since = time.monotonic()
             logger.debug('%saccepting again after %.1f s without descriptors (%d pauses)',
-                         self._worker_label(), time.monotonic() - self._starved_since,
+                         self._worker_label(), self._fed_since - self._starved_since,
                          self._starved_pauses)
-            self._starved_since = None
         bucket = None
         if self.settings.max_connections_per_ip:
             ip = client_ip(accepted[1])
@@ -5618,8 +5626,11 @@ class _ServerMixin:
         """accept() failed for want of descriptors: wait ACCEPT_PAUSE seconds (the
         client waits in the backlog) instead of retrying at once; the first failure
         of an episode is logged, with the counts."""
-        if self._starved_since is None:
-            self._starved_since = time.monotonic()
+        now = time.monotonic()
+        fed = self._fed_since
+        self._fed_since = None
+        if self._starved_since is None or (fed is not None and now - fed >= STARVED_EPISODE_GAP):
+            self._starved_since = now
             self._starved_pauses = 0
             soft = _nofile_limits()[0]
             logger.warning('%sout of file descriptors (%s) with %d connections, %d of them '
