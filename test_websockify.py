@@ -4925,8 +4925,9 @@ class TestPumpFairness(unittest.TestCase):
 class TestPumpManyIdleSessions(ProxyTestCase):
     """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""
 
-    #: Bound on the proportional memory of one idle session, in kB.
-    MAX_PSS_PER_SESSION_KB = 30
+    #: Bound on the proportional memory of one idle session, in kB (20 measured
+    #: on CPython 3.11; 3.6 nests the C stack once per Python call: 32).
+    MAX_PSS_PER_SESSION_KB = 30 if sys.version_info >= (3, 11) else 45
 
     def test_ten_thousand_idle_sessions_each_echo_and_cost_little_memory(self):
         import resource

@@ -98,6 +98,9 @@ MAX_HEADER_BYTES = 16384
 MAX_HEADERS = 100
 #: First read of a receive buffer; idle sessions stay this small.
 RECV_MIN = 1024
+#: Most bytes one read takes in the upstream API's blocking calls (recv_frames,
+#: a request body): each read makes a new bytes object, sized to what came.
+API_RECV = 65536
 #: Largest receive buffer: a read that fills a buffer makes it four times bigger,
 #: up to this size, so bulk transfers take few system calls per megabyte.
 RECV_MAX = 262144
@@ -7000,7 +7003,7 @@ class _RequestBody:
         self._buffer = bytearray(extra)
 
     def _fill(self):
-        data = self._sock.recv(RECV_MIN)
+        data = self._sock.recv(API_RECV)
         self._buffer += data
         return bool(data)
 
@@ -7330,7 +7333,7 @@ class UpstreamRequestHandler(WebSockifyHandler, http.server.BaseHTTPRequestHandl
                     return None
             try:
                 sock.settimeout(None)
-                data = sock.recv(RECV_MIN)
+                data = sock.recv(API_RECV)
             except (ssl.SSLWantReadError if ssl is not None else BlockingIOError):
                 continue
             except OSError as exc:
