@@ -152,9 +152,9 @@ SWITCH_INTERVAL = 5.0
 MALLOC_ARENAS = 1
 #: mallopt's parameter number for it (glibc's malloc.h).
 _M_ARENA_MAX = -8
-#: Receive buffers idle sessions gave back (4 MiB of them) that make main()'s
+#: Receive buffers idle sessions gave back (256 KiB at least) that make main()'s
 #: process call malloc_trim(): freed between live blocks, their pages stay in
-#: the process until then (7 kB an idle session, measured).
+#: the process until then (up to 5 kB an idle session, measured).
 MALLOC_TRIM_AFTER = 256
 #: Fewest seconds between two malloc_trim() calls (each takes the malloc lock
 #: for about a millisecond per 100 MB of heap).
@@ -6814,12 +6814,12 @@ def _glibc_malloc():
     try:
         import ctypes
         libc = ctypes.CDLL(None)
-        functions = libc.mallopt, libc.malloc_trim
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (ImportError, OSError, AttributeError):
         return None
-    for function in functions:
-        function.argtypes = (ctypes.c_int,) * (2 if function is functions[0] else 1)
-    return functions
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    return mallopt, malloc_trim
 
 
 class _MallocTrim:
