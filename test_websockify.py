@@ -34,6 +34,7 @@ import asyncio
 import base64
 import contextlib
 import email.utils
+import gc
 import hashlib
 import hmac
 import http.server
@@ -9169,14 +9170,14 @@ class TestServerThreadLimits(ProxyTestCase):
 
 
 TUNING_PROGRAM = r'''
-import json, logging, sys, threading
+import gc, json, logging, sys, threading
 sys.path.insert(0, sys.argv[1])
 import websockify
 websockify._tune_process()
 if websockify._MallocTrim.active is not None:
     websockify._MallocTrim.active._trim(0)      # the real call, through ctypes
 print(json.dumps({'switch interval': sys.getswitchinterval(), 'stack size': threading.stack_size(),
-                  'thread class': websockify._ServerMixin.thread_class.__name__,
+                  'gc threshold': gc.get_threshold(), 'thread class': websockify._ServerMixin.thread_class.__name__,
                   'logging': [logging.logThreads, logging.logProcesses,
                               logging.logMultiprocessing, logging._srcfile],
                   'malloc trim': websockify._MallocTrim.active is not None}))
@@ -9197,6 +9198,8 @@ class TestServerProcessTuning(ProxyTestCase):
         state = json.loads(result.stdout)
         self.assertAlmostEqual(state['switch interval'], websockify.SWITCH_INTERVAL)
         self.assertEqual(state['stack size'], websockify.THREAD_STACK_SIZE)
+        self.assertEqual(state['gc threshold'][0], websockify.GC_THRESHOLD)
+        self.assertEqual(state['gc threshold'][1:], list(gc.get_threshold()[1:]))
         self.assertEqual(state['thread class'], '_ConnectionThread')
         self.assertEqual(state['logging'], [False, False, False, None])
         import platform
@@ -11997,6 +12000,7 @@ class TestUpstreamInProcess(ProxyTestCase):
 
 NATIVE_SIDE_EFFECTS_PROGRAM = r'''
 """What importing websockify and running a Proxy leave behind in the process."""
+import gc
 import json
 import logging
 import os
@@ -12012,7 +12016,7 @@ def state():
     wakeup = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(wakeup)
     return {'stack size': threading.stack_size(), 'switch interval': sys.getswitchinterval(),
-            'umask': umask, 'cwd': os.getcwd(),
+            'gc threshold': gc.get_threshold(), 'umask': umask, 'cwd': os.getcwd(),
             'wakeup fd': wakeup, 'root handlers': len(logging.getLogger().handlers),
             'root level': logging.getLogger().level,
             'logging': [logging.logThreads, logging.logProcesses, logging.logMultiprocessing,
