@@ -4922,6 +4922,88 @@ class TestPumpFairness(unittest.TestCase):
         self.assertFalse(thread.is_alive(), 'the pump did not end')
 
 
+class _RecordingPoll:
+    """select.poll that reports each poll() timeout to a queue, so a test can see
+    what wake-up a pump scheduled before it went to sleep."""
+
+    def __init__(self, timeouts):
+        self._poll = select.poll()
+        self._timeouts = timeouts
+        self.register, self.unregister = self._poll.register, self._poll.unregister
+
+    def poll(self, timeout=None):
+        self._timeouts.put(timeout)
+        return self._poll.poll(timeout)
+
+
+class TestPumpBuffers(unittest.TestCase):
+    """A read that leaves a RECV_MIN buffer empty gives it back at once, so a
+    session between messages holds no buffer and schedules no wake-up (thousands
+    of sessions woke together a second after a burst); a grown buffer stays for
+    the traffic that grew it until BUFFER_RELEASE_IDLE seconds of silence."""
+
+    def setUp(self):
+        self.client, self.client_peer = socket.socketpair()
+        self.target, self.target_peer = socket.socketpair()
+        for sock in (self.client, self.client_peer, self.target, self.target_peer):
+            self.addCleanup(sock.close)
+            sock.settimeout(TIMEOUT)
+        self.timeouts = queue.Queue()
+        self.pump = websockify.Pump(self.client, self.target,
+                                    websockify.Session(websockify.HybiCodec()))
+        self.pump._poll = _RecordingPoll(self.timeouts)
+        self.thread = threading.Thread(target=self.pump.run, daemon=True)
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.client_peer.close()
+            self.target_peer.close()
+            self.thread.join(TIMEOUT)
+        self.assertFalse(self.thread.is_alive(), 'the pump did not end')
+
+    def next_sleep(self):
+        """The timeout of the next poll() the pump waits in (not a poll(0))."""
+        while True:
+            timeout = self.timeouts.get(timeout=TIMEOUT)
+            if timeout != 0:
+                return timeout
+
+    def echo(self, payload):
+        self.client_peer.sendall(encode_frame(0x2, payload))
+        self.assertEqual(recv_exactly(self.target_peer, len(payload)), payload)
+        self.target_peer.sendall(payload)
+        header = 2 if len(payload) < 126 else 4
+        self.assertEqual(recv_exactly(self.client_peer, header + len(payload))[header:], payload)
+
+    def test_small_messages_leave_no_buffer_and_no_timer(self):
+        self.thread.start()
+        self.assertIsNone(self.next_sleep())
+        for size in (1, 100, websockify.RECV_MIN // 2):
+            with self.subTest(size=size):
+                self.echo(os.urandom(size))
+                self.assertIsNone(self.next_sleep())        # after the client's frame
+                self.assertIsNone(self.next_sleep())        # after the target's answer
+        self.assertTrue(self.pump.client.buf is None, 'the client buffer was kept')
+        self.assertTrue(self.pump.target.buf is None, 'the target buffer was kept')
+
+    def test_grown_buffer_kept_until_idle_then_released(self):
+        with unittest.mock.patch.object(websockify, 'BUFFER_RELEASE_IDLE', 0.2):
+            self.thread.start()
+            self.assertIsNone(self.next_sleep())
+            payload = os.urandom(4 * websockify.RECV_MIN)
+            self.client_peer.sendall(encode_frame(0x2, payload))
+            self.assertEqual(recv_exactly(self.target_peer, len(payload)), payload)
+            # Each read of the frame's pieces schedules the release again; once it
+            # is done, the pump sleeps without a timeout.
+            timeouts = [self.next_sleep()]
+            while timeouts[-1] is not None or not any(timeouts):
+                timeouts.append(self.next_sleep())
+            scheduled = [t for t in timeouts if t is not None]
+            self.assertTrue(all(0 < t <= 201 for t in scheduled), timeouts)
+        self.assertTrue(self.pump.client.buf is None, 'the client buffer was kept')
+
+
 @unittest.skipUnless(os.path.exists('/proc/self/smaps_rollup'), 'needs Linux /proc')
 class TestPumpManyIdleSessions(ProxyTestCase):
     """Thread stacks and lazy buffers: ten thousand idle sessions fit in little memory."""

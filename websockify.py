@@ -119,7 +119,8 @@ DRAIN_TIMEOUT = 1.0
 DRAIN_READS = 16
 #: Seconds live sessions get to close after SIGTERM/SIGINT.
 SHUTDOWN_GRACE = 2.0
-#: Seconds without traffic after which a session gives back its big buffers.
+#: Seconds without traffic after which a session gives back a grown buffer (one
+#: of RECV_MIN goes back as soon as a read leaves it empty).
 BUFFER_RELEASE_IDLE = 1.0
 #: Seconds allowed to connect to a target.
 CONNECT_TIMEOUT = 10.0
@@ -164,9 +165,9 @@ GC_THRESHOLD = 100000
 MALLOC_ARENAS = 1
 #: mallopt's parameter number for it (glibc's malloc.h).
 _M_ARENA_MAX = -8
-#: Receive buffers idle sessions gave back (256 KiB at least) that make main()'s
-#: process call malloc_trim(): freed between live blocks, their pages stay in
-#: the process until then (up to 5 kB an idle session, measured).
+#: Receive buffers sessions gave back that make main()'s process call
+#: malloc_trim(): what sessions free between live blocks (buffers, requests)
+#: stays in the process until then (up to 5 kB an idle session, measured).
 MALLOC_TRIM_AFTER = 256
 #: Fewest seconds between two malloc_trim() calls (each takes the malloc lock
 #: for about a millisecond per 100 MB of heap).
@@ -1910,9 +1911,13 @@ def _close_gently(sock):
 # One thread per session polls two non-blocking sockets with select.poll
 # (no descriptor limit, unlike select.select).
 #
-# Buffers: each side has a receive buffer that starts at RECV_MIN bytes, grows
-# fourfold whenever a read fills it (up to RECV_MAX) and is dropped after
-# BUFFER_RELEASE_IDLE seconds without traffic, so idle sessions hold almost
+# Buffers: each side has a receive buffer that starts at RECV_MIN bytes and
+# grows fourfold whenever a read fills it (up to RECV_MAX). A buffer of RECV_MIN
+# goes back as soon as a read leaves it empty (the next read takes another from
+# the allocator's per-thread cache: far cheaper than a wake-up to release it
+# later, which thousands of sessions would all take a second after a burst); a
+# grown one is kept for the traffic that grew it and dropped after
+# BUFFER_RELEASE_IDLE seconds without traffic. Idle sessions hold almost
 # nothing. Each side also has an outgoing queue (a bytearray) for what the
 # kernel did not take at once.
 #
@@ -2145,6 +2150,7 @@ class Pump:
         if client.end:
             self._decode_client()
             self._sync()
+        tls_sides = [side for side in (client, target) if side.tls]
         last_activity = time.monotonic()
         while not (client.closed and target.closed):
             self._update_masks()
@@ -2157,8 +2163,8 @@ class Pump:
                     wake = release
             timeout = None if wake is None else max(0, int((wake - now) * 1000) + 1)
             # Bytes OpenSSL already decrypted wake no poll: serve them now.
-            pending = [side for side in (client, target)
-                       if side.tls and side.mask & _POLLIN and side.sock.pending()]
+            pending = [side for side in tls_sides
+                       if side.mask & _POLLIN and side.sock.pending()] if tls_sides else None
             events = poll.poll(0 if pending else timeout)
             if pending:
                 merged = dict(events)
@@ -2263,8 +2269,12 @@ class Pump:
             self._decode_client()
         else:
             self._relay_target()
-        if n == space and side.buf is not None and len(side.buf) < RECV_MAX:
+        if side.buf is None:
+            return
+        if n == space and len(side.buf) < RECV_MAX:
             side.grow()
+        elif not side.end and len(side.buf) == RECV_MIN:
+            side.release_buffer()
 
     def _decode_client(self):
         client = self.client
