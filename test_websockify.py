@@ -9357,6 +9357,31 @@ class TestServerProcessTuning(ProxyTestCase):
                 self.assertEqual(calls, first + [('setup', 'req', ('127.0.0.1', 1), server),
                                                  'handle', 'finish'])
 
+    def test_shutdown_request_skips_a_closed_request(self):
+        server = start_proxy(self, '127.0.0.1:0', '127.0.0.1:%d' % free_port())
+        calls = []
+
+        class Sock(socket.socket):
+            def shutdown(self, how):
+                calls.append(how)
+                super().shutdown(how)
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        open_request = Sock(a.family, a.type, 0, a.detach())
+        closed_request = Sock(socket.AF_INET, socket.SOCK_STREAM)
+        closed_request.close()
+        with server._lock:                  # as if both had been accepted
+            server.connections += 2
+            server.tally.add(server.worker_slot, 'connections', 2)
+            before = server.connections
+        server.shutdown_request(closed_request)             # finish() closed it: no syscall
+        self.assertEqual(calls, [])
+        server.shutdown_request(open_request)               # still open: shut down, closed
+        self.assertEqual(calls, [socket.SHUT_WR])
+        self.assertEqual(open_request.fileno(), -1)
+        self.assertEqual(b.recv(1), b'')
+        self.assertEqual(server.connections, before - 2)
+
     def test_ip_literal_family(self):
         cases = {'127.0.0.1': socket.AF_INET, '::1': socket.AF_INET6,
                  '::ffff:10.0.0.1': socket.AF_INET6, 'localhost': None, '1.2.3': None,

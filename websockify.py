@@ -5722,7 +5722,10 @@ class _ServerMixin:
             _MallocTrim.active.maybe()
 
     def shutdown_request(self, request):
-        super().shutdown_request(request)
+        # The handler's finish() has closed the request (a TLS wrap detached it):
+        # TCPServer's shutdown() would only fail with EBADF, once per connection.
+        if request.fileno() != -1:
+            super().shutdown_request(request)
         with self._lock:
             self.connections -= 1
             if self.load_board is not None:
