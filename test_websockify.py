@@ -9313,7 +9313,7 @@ class TestServerProcessTuning(ProxyTestCase):
             trim.maybe()
             self.assertEqual(calls, [0, 0])
 
-    def test_idle_buffers_count_as_released(self):
+    def test_released_buffers_are_counted_once(self):
         a, b = socket.socketpair()
         self.addCleanup(a.close)
         self.addCleanup(b.close)
