@@ -29,6 +29,7 @@ websockify (nova, zstack, emscripten, plugins), run against websockify.py and, i
 subTest, against upstream 0.13 in build/upstream-venv ($WEBSOCKIFY_UPSTREAM_VENV).
 """
 
+import _thread
 import ast
 import asyncio
 import base64
@@ -9292,6 +9293,62 @@ class TestServerProcessTuning(ProxyTestCase):
         websockify._ConnectionThread(target=lambda *a: done.put(a), args=(1, 'two')).start()
         self.assertEqual(done.get(timeout=TIMEOUT), (1, 'two'))
 
+    def _parked_threads(self, count):
+        """Wait (bounded) until count connection threads are parked; returns them."""
+        cls = websockify._ConnectionThread
+        deadline = time.monotonic() + TIMEOUT
+        while len(cls._parked) != count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.assertEqual(len(cls._parked), count)
+        return list(cls._parked)
+
+    def test_connection_thread_serves_the_next_connection(self):
+        cls = websockify._ConnectionThread
+        idents = queue.Queue()
+        with unittest.mock.patch.object(cls, '_parked', []):
+            base = _thread._count()
+            cls(target=lambda: idents.put(_thread.get_ident())).start()
+            first = idents.get(timeout=TIMEOUT)
+            self._parked_threads(1)
+            cls(target=lambda n: idents.put((n, _thread.get_ident())), args=(2,)).start()
+            self.assertEqual(idents.get(timeout=TIMEOUT), (2, first))
+            self._parked_threads(1)
+            self.assertEqual(_thread._count(), base + 1)
+
+    def test_parked_threads_are_bounded_and_end_when_idle(self):
+        cls = websockify._ConnectionThread
+        release = threading.Event()
+        running = queue.Queue()
+
+        def job():
+            running.put(_thread.get_ident())
+            release.wait(TIMEOUT)
+        with unittest.mock.patch.object(cls, '_parked', []), \
+                unittest.mock.patch.object(websockify, 'THREAD_PARK_MAX', 2), \
+                unittest.mock.patch.object(websockify, 'THREAD_PARK_IDLE', 0.5):
+            base = _thread._count()
+            for _ in range(4):
+                cls(target=job).start()
+            self.assertEqual(len({running.get(timeout=TIMEOUT) for _ in range(4)}), 4)
+            self.assertEqual(_thread._count(), base + 4)
+            release.set()
+            self._parked_threads(2)         # two wait for work, two ended
+            deadline = time.monotonic() + TIMEOUT
+            while _thread._count() > base + 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertEqual(_thread._count(), base + 2)
+            self._parked_threads(0)         # idle: they end too
+            while _thread._count() > base and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertEqual(_thread._count(), base)
+
+    def test_forked_worker_forgets_the_parents_parked_threads(self):
+        cls = websockify._ConnectionThread
+        with unittest.mock.patch.object(cls, '_parked', [['seat', None]]), \
+                unittest.mock.patch.object(cls, '_parked_lock', cls._parked_lock):
+            cls.forget_parked()
+            self.assertEqual(cls._parked, [])
+
     def test_malloc_trim_after_enough_released_buffers_and_time(self):
         calls = []
         clock = [1000.0]
@@ -9567,14 +9624,17 @@ def proc_counts(pid):
 
 def settled_counts(proxy):
     """proc_counts of a proxy that is serving and idle: after one refused request has
-    been answered (the accepting thread runs), once three looks 0.1 s apart agree."""
+    been answered (the accepting thread runs) and the thread that answered it has
+    stopped waiting for a next connection (THREAD_PARK_IDLE), once three looks
+    0.1 s apart agree."""
+    before = proc_counts(proxy.proc.pid)[0]
     answer = http_exchange(proxy.address[1], b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
     assert answer.startswith(b'HTTP/1.1 426'), answer
     looks = []
-    end = time.monotonic() + TIMEOUT
+    end = time.monotonic() + websockify.THREAD_PARK_IDLE + TIMEOUT
     while time.monotonic() < end:
         looks = (looks + [proc_counts(proxy.proc.pid)])[-3:]
-        if len(looks) == 3 and looks[0] == looks[1] == looks[2]:
+        if len(looks) == 3 and looks[0] == looks[1] == looks[2] and looks[0][0] <= before:
             break
         time.sleep(0.1)
     return looks[-1]
