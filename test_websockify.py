@@ -9605,6 +9605,34 @@ class TestServerLogSanitiser(ProxyTestCase):
         proxy.wait_log('session closed')
         self.check_log(proxy)
 
+    def test_log_filter_leaves_plain_arguments_and_cuts_long_ones(self):
+        def filtered(*args):
+            record = websockify.logger.makeRecord('websockify', logging.INFO, __file__, 1,
+                                                  '%s' * len(args), args, None)
+            websockify.logger.filter(record)
+            return record.args
+        plain = ('6 127.0.0.1:40000', '/path?x=1', 1000, None, 1.5)
+        record = websockify.logger.makeRecord('websockify', logging.INFO, __file__, 1,
+                                              '%s %s %s %s %s', plain, None)
+        websockify.logger.filter(record)
+        self.assertIs(record.args, plain)               # nothing to escape: not rebuilt
+        long_text = 'a' * (websockify.LOG_ARGUMENT_MAX + 10)
+        self.assertEqual(filtered('ok', long_text, 7),
+                         ('ok', 'a' * websockify.LOG_ARGUMENT_MAX, 7))
+        self.assertEqual(filtered('ok', 'bell\x07', 7), ('ok', 'bell\\x07', 7))
+        self.assertEqual(filtered(3, ValueError('a\nb')), (3, 'a\\nb'))
+
+    def test_log_formatter_writes_what_logging_formatter_writes(self):
+        ours = websockify._LogFormatter()
+        reference = logging.Formatter('%(asctime)s %(levelname)s %(message)s')
+        base = time.time()
+        for offset in (0.0, 0.25, 0.999, 1.0, 1.5, 61.0, 3600.002, 0.5):
+            record = websockify.logger.makeRecord('websockify', logging.WARNING, __file__, 1,
+                                                  'session %s', ('x',), None)
+            record.created = base + offset
+            record.msecs = (record.created - int(record.created)) * 1000
+            self.assertEqual(ours.format(record), reference.format(record))
+
     def test_syslog_formatter_gets_escaped_records(self):
         record = websockify.logger.makeRecord(
             'websockify', logging.INFO, __file__, 1, 'client %s said %s',

@@ -355,6 +355,13 @@ class _EscapingFilter(logging.Filter):
 
     def filter(self, record):
         if isinstance(record.args, tuple):
+            # Most lines need nothing: look before building a new tuple.
+            for arg in record.args:
+                if (isinstance(arg, BaseException) or isinstance(arg, str)
+                        and (len(arg) > LOG_ARGUMENT_MAX or not arg.isprintable())):
+                    break
+            else:
+                return True
             record.args = tuple(
                 _printable(str(arg), LOG_ARGUMENT_MAX)
                 if isinstance(arg, (str, BaseException)) else arg for arg in record.args)
@@ -6502,13 +6509,30 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
                              % (self.address, getattr(exc, 'strerror', None) or exc))
 
 
+class _LogFormatter(logging.Formatter):
+    """'DATE TIME,MSEC LEVEL MESSAGE' in local time, as logging.Formatter writes
+    it, with the date and time of day made once a second rather than every line."""
+
+    def __init__(self):
+        super().__init__('%(asctime)s %(levelname)s %(message)s')
+        self._stamp = (None, '')
+
+    def formatTime(self, record, datefmt=None):
+        second = int(record.created)
+        last, text = self._stamp            # one tuple: threads see a matching pair
+        if second != last:
+            text = time.strftime('%Y-%m-%d %H:%M:%S', self.converter(second))
+            self._stamp = (second, text)
+        return '%s,%03d' % (text, record.msecs)
+
+
 def _configure_logging(settings):
     """Log to stderr (or --log-file), and to --syslog; UsageError if syslog cannot be."""
     if settings.log_file:
         handler = logging.FileHandler(settings.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
+    handler.setFormatter(_LogFormatter())
     logger.addHandler(handler)
     if settings.syslog is not None:
         facility = (_SyslogHandler.LOG_DAEMON if settings.daemon
