@@ -9342,13 +9342,6 @@ class TestServerProcessTuning(ProxyTestCase):
                 time.sleep(0.005)
             self.assertEqual(_thread._count(), base)
 
-    def test_forked_worker_forgets_the_parents_parked_threads(self):
-        cls = websockify._ConnectionThread
-        with unittest.mock.patch.object(cls, '_parked', [['seat', None]]), \
-                unittest.mock.patch.object(cls, '_parked_lock', cls._parked_lock):
-            cls.forget_parked()
-            self.assertEqual(cls._parked, [])
-
     def test_malloc_trim_after_enough_released_buffers_and_time(self):
         calls = []
         clock = [1000.0]

@@ -5489,17 +5489,11 @@ class _ConnectionThread:
                 cls._parked.append(seat)
             if not seat[0].acquire(timeout=THREAD_PARK_IDLE):
                 with cls._parked_lock:
-                    if seat in cls._parked:
+                    if seat in cls._parked:     # a seat equals only itself (its lock)
                         cls._parked.remove(seat)
                         return
                 seat[0].acquire()       # taken meanwhile: its job is being handed over
             job, seat[1] = seat[1], None
-
-    @classmethod
-    def forget_parked(cls):
-        """In a child after fork(): the parent's parked threads are not here."""
-        cls._parked = []
-        cls._parked_lock = _thread.allocate_lock()
 
 
 class _ServerMixin:
@@ -6799,7 +6793,6 @@ def _fork_worker(server, settings, index, signals):
             signal.signal(sig, signal.SIG_DFL)
         signals.close()
         server.renew_wake_pipe()
-        _ConnectionThread.forget_parked()
         server.id_prefix = 'w%d.' % index
         server.worker_slot = index - 1
         server.supervisor = supervisor
