@@ -9342,6 +9342,34 @@ class TestServerProcessTuning(ProxyTestCase):
                 time.sleep(0.005)
             self.assertEqual(_thread._count(), base)
 
+    @unittest.skipUnless(os.path.isdir('/proc/self/task'), 'needs /proc')
+    def test_the_program_serves_the_next_session_with_the_same_thread(self):
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '127.0.0.1:0', target.arg)
+        tasks = lambda: set(os.listdir('/proc/%d/task' % proxy.proc.pid))
+
+        def session(n):
+            client = open_session(self, proxy.address)
+            self.assertEqual(client.echo(b'session %d' % n), b'session %d' % n)
+            during = tasks()
+            client.send_close(1000)
+            self.assertEqual(client.expect_close()[0], 1000)
+            proxy.wait_log('session closed', count=n)
+            return during
+        before = tasks()
+        during_first = session(1)
+        self.assertEqual(len(during_first - before), 1)
+        deadline = time.monotonic() + TIMEOUT
+        while tasks() != during_first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(tasks(), during_first)         # its thread waits for the next one
+        self.assertEqual(session(2), during_first)      # ... and serves it
+        # main()'s log format: local date and time with milliseconds, level, message.
+        stamped = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO \d+ \S+: session open: ')
+        opened = [line for line in proxy.lines if 'session open' in line]
+        self.assertEqual(len(opened), 2)
+        self.assertTrue(all(stamped.match(line) for line in opened), opened)
+
     def test_malloc_trim_after_enough_released_buffers_and_time(self):
         calls = []
         clock = [1000.0]
@@ -9599,21 +9627,18 @@ class TestServerLogSanitiser(ProxyTestCase):
         self.check_log(proxy)
 
     def test_log_filter_leaves_plain_arguments_and_cuts_long_ones(self):
-        def filtered(*args):
+        def filtered(args):
             record = websockify.logger.makeRecord('websockify', logging.INFO, __file__, 1,
                                                   '%s' * len(args), args, None)
             websockify.logger.filter(record)
             return record.args
         plain = ('6 127.0.0.1:40000', '/path?x=1', 1000, None, 1.5)
-        record = websockify.logger.makeRecord('websockify', logging.INFO, __file__, 1,
-                                              '%s %s %s %s %s', plain, None)
-        websockify.logger.filter(record)
-        self.assertIs(record.args, plain)               # nothing to escape: not rebuilt
+        self.assertIs(filtered(plain), plain)           # nothing to escape: not rebuilt
         long_text = 'a' * (websockify.LOG_ARGUMENT_MAX + 10)
-        self.assertEqual(filtered('ok', long_text, 7),
+        self.assertEqual(filtered(('ok', long_text, 7)),
                          ('ok', 'a' * websockify.LOG_ARGUMENT_MAX, 7))
-        self.assertEqual(filtered('ok', 'bell\x07', 7), ('ok', 'bell\\x07', 7))
-        self.assertEqual(filtered(3, ValueError('a\nb')), (3, 'a\\nb'))
+        self.assertEqual(filtered(('ok', 'bell\x07', 7)), ('ok', 'bell\\x07', 7))
+        self.assertEqual(filtered((3, ValueError('a\nb'))), (3, 'a\\nb'))
 
     def test_log_formatter_writes_what_logging_formatter_writes(self):
         ours = websockify._LogFormatter()
