@@ -4230,6 +4230,70 @@ class TestProtocolLegacySessions(unittest.TestCase):
 # Connection: first byte, request head, TLS
 ################################################################################
 
+class TestConnectionWaits(unittest.TestCase):
+    """A plain client socket is non-blocking from the first peek and waits only
+    when a call would block: bytes still on the way, a peer that reads slowly."""
+
+    def setUp(self):
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        self.peer = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        self.addCleanup(self.peer.close)
+        sock = listener.accept()[0]
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.conn = websockify.Connection(sock)
+
+    def test_bytes_on_the_way_are_waited_for(self):
+        request = b'GET / HTTP/1.1\r\nHost: x\r\n\r\nrest'
+        self.peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def dribble():
+            for i in range(len(request)):
+                self.peer.sendall(request[i:i + 1])
+        sender = threading.Thread(target=dribble)
+        sender.start()
+        self.addCleanup(sender.join, TIMEOUT)
+        self.assertEqual(self.conn.peek_first_byte(TIMEOUT), b'G')
+        head = self.conn.read_head(time.monotonic() + TIMEOUT)
+        sender.join(TIMEOUT)
+        extra = self.conn.read_extra(4, time.monotonic() + TIMEOUT)
+        self.assertEqual((head, extra), (request[:-4], b'rest'))
+        self.assertEqual(self.conn.sock.gettimeout(), 0.0)
+
+    def test_silence_ends_at_the_deadline(self):
+        started = time.monotonic()
+        self.assertIsNone(self.conn.peek_first_byte(0.2))
+        with self.assertRaises(websockify.HTTPError) as caught:
+            self.conn.read_head(time.monotonic() + 0.2)
+        self.assertEqual(caught.exception.status, 408)
+        self.assertTrue(0.35 <= time.monotonic() - started < TIMEOUT)
+
+    def test_a_slow_reader_gets_every_byte(self):
+        data = bytes(range(256)) * 16384         # 4 MiB: far beyond the socket buffers
+        received = bytearray()
+
+        def read_slowly():
+            while len(received) < len(data):
+                chunk = self.peer.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        self.conn.send_all(data, TIMEOUT)
+        reader.join(TIMEOUT)
+        self.assertEqual(bytes(received), data)
+
+    def test_a_peer_that_never_reads_times_out(self):
+        started = time.monotonic()
+        with self.assertRaises(socket.timeout):
+            self.conn.send_all(b'x' * (8 << 20), 0.3)
+        self.assertTrue(0.3 <= time.monotonic() - started < TIMEOUT)
+
+
 class TestConnectionTLS(unittest.TestCase):
     """wss:// by sniffing, next to ws:// on the same port."""
 

@@ -1594,11 +1594,36 @@ class Connection:
         #: True once TLS wraps the socket (set by the TLS layer).
         self.secure = False
 
+    def _call(self, call, args, events, deadline):
+        """call(*args) on the socket: a plain one is made non-blocking and waited
+        for (events, until the deadline) only when the call would block, which a
+        client that sends its request at once never does: no poll(2) before each
+        call and no ioctl(2) for each timeout, as socket timeouts cost. A TLS
+        socket takes its timeout. Raises socket.timeout at the deadline."""
+        sock = self.sock
+        if self.secure:
+            sock.settimeout(max(0.0, deadline - time.monotonic()))
+            return call(*args)
+        if sock.gettimeout() != 0.0:
+            sock.setblocking(False)
+        poll = None
+        while True:
+            try:
+                return call(*args)
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if poll is None:
+                poll = select.poll()
+                poll.register(sock, events)
+            if remaining <= 0 or not poll.poll(int(remaining * 1000) + 1):
+                raise socket.timeout('timed out')
+
     def peek_first_byte(self, timeout):
         """The first byte the client sends, without consuming it; None on EOF/timeout."""
-        self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
+            data = self._call(self.sock.recv, (1, socket.MSG_PEEK), _POLLIN,
+                              time.monotonic() + timeout)
         except (socket.timeout, OSError):
             return None
         return data or None
@@ -1617,9 +1642,8 @@ class Connection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise HTTPError(408, 'request head not received in time')
-            self.sock.settimeout(remaining)
             try:
-                chunk = self.sock.recv(4096)
+                chunk = self._call(self.sock.recv, (4096,), _POLLIN, deadline)
             except socket.timeout:
                 raise HTTPError(408, 'request head not received in time') from None
             if not chunk:
@@ -1674,8 +1698,14 @@ class Connection:
         self.secure = True
 
     def send_all(self, data, timeout=CONNECT_TIMEOUT):
-        self.sock.settimeout(timeout)
-        self.sock.sendall(data)
+        """Send all of data within timeout seconds; raises socket.timeout, OSError."""
+        deadline = time.monotonic() + timeout
+        if self.secure:
+            self._call(self.sock.sendall, (data,), _POLLOUT, deadline)
+            return
+        view = memoryview(data)
+        while view:
+            view = view[self._call(self.sock.send, (view,), _POLLOUT, deadline):]
 
 
 #: SSL errors to catch: none where there is no ssl module.
@@ -2155,7 +2185,8 @@ class Pump:
         """Relay until both sides are closed; returns (code, reason) for the log."""
         client, target, session = self.client, self.target, self.session
         for side in (client, target):
-            side.sock.setblocking(False)
+            if side.sock.gettimeout() != 0.0:       # one ioctl(2) each time
+                side.sock.setblocking(False)
         poll = self._poll
         if self.wake_fd is not None:
             poll.register(self.wake_fd, _POLLIN)
