@@ -5845,6 +5845,38 @@ class TestTargets(ProxyTestCase):
         with self.assertLogs('websockify', 'INFO') as logs:
             self.refused(address, upgrade_request(), 502)
             self.wait_for_log(logs, lambda m: '127.0.0.1:%d' % port in m)
+            self.assertTrue(any('Connection refused' in line for line in logs.output),
+                            logs.output)
+
+    def test_target_connect_leaves_the_socket_as_the_pump_wants_it(self):
+        target = TargetServer(self, echo)
+        sock, where = websockify.open_target(websockify.Target('127.0.0.1', target.port))
+        self.addCleanup(sock.close)
+        self.assertEqual(sock.gettimeout(), 0.0)        # non-blocking, no switch to come
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual(sock.getpeername(), ('127.0.0.1', target.port))
+
+    def test_target_that_never_answers_times_out(self):
+        # A listener whose backlog is full drops further SYNs: their connect waits.
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(0)
+        for _ in range(64):
+            queued = socket.socket()
+            self.addCleanup(queued.close)
+            queued.setblocking(False)
+            if queued.connect_ex(listener.getsockname()) != 0:
+                break                   # this one waits: the backlog is full
+        else:
+            self.skipTest('the backlog never filled')
+        started = time.monotonic()
+        with unittest.mock.patch.object(websockify, 'CONNECT_TIMEOUT', 0.3), \
+                self.assertRaises(websockify.HTTPError) as caught:
+            websockify.open_target(websockify.Target('127.0.0.1', listener.getsockname()[1]))
+        self.assertTrue(0.3 <= time.monotonic() - started < TIMEOUT)
+        self.assertEqual(caught.exception.status, 502)
+        self.assertIn('timed out', caught.exception.reason)
 
 
 class TLSEchoServer(TargetServer):

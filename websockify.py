@@ -3042,8 +3042,7 @@ def open_target(target, tls_context=None):
                 # in every connection thread) and time are saved.
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 try:
-                    sock.settimeout(CONNECT_TIMEOUT)
-                    sock.connect((target.host, target.port))
+                    _connect(sock, (target.host, target.port))
                 except BaseException:
                     sock.close()
                     raise
@@ -3056,6 +3055,24 @@ def open_target(target, tls_context=None):
         except HTTPError as exc:
             _refuse_target(target, exc.reason)
     return sock, where
+
+
+def _connect(sock, address):
+    """Connect a TCP socket within CONNECT_TIMEOUT and leave it non-blocking, as
+    the pump wants it: no getsockopt(2) when poll(2) says it connected, and no
+    mode switch before the relay. Raises OSError (socket.timeout)."""
+    sock.setblocking(False)
+    error = sock.connect_ex(address)
+    if error == errno.EINPROGRESS:
+        poll = select.poll()
+        poll.register(sock, _POLLOUT)
+        events = poll.poll(int(CONNECT_TIMEOUT * 1000))
+        if not events:
+            raise socket.timeout('timed out')
+        error = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                 if events[0][1] & _POLLDONE else 0)
+    if error:
+        raise OSError(error, os.strerror(error))
 
 
 def _ip_literal_family(host):
