@@ -69,6 +69,7 @@ import unittest
 import unittest.mock
 import urllib.parse
 import urllib.request
+import weakref
 from collections import namedtuple
 
 import websockify
@@ -1301,6 +1302,30 @@ class LogWatch(logging.Handler):
 LISTENING = re.compile(r'listening on (?:unix:(?P<path>[^\s,]+)'
                        r'|\[(?P<host6>[^\]]*)\]:(?P<port6>\d+)'
                        r'|(?P<host>[^\s\[\],]*):(?P<port>\d+))')
+
+
+class ThreadMarks:
+    """Which of the threads that called mark() still run. Each keeps a token in a
+    thread-local, dropped when its thread ends; unlike _thread._count(), threads
+    that other tests left behind, ending meanwhile, do not count."""
+
+    class _Token:
+        pass
+
+    def __init__(self):
+        self._local = threading.local()
+        self._refs = []
+        self._lock = threading.Lock()
+
+    def mark(self):
+        if getattr(self._local, 'token', None) is None:
+            token = self._local.token = self._Token()
+            with self._lock:
+                self._refs.append(weakref.ref(token))
+
+    def alive(self):
+        with self._lock:
+            return sum(ref() is not None for ref in self._refs)
 
 
 class ProxyProcess:
@@ -9398,45 +9423,51 @@ class TestServerProcessTuning(ProxyTestCase):
         self.assertEqual(len(cls._parked), count)
         return list(cls._parked)
 
+    def _wait_alive(self, marks, count):
+        deadline = time.monotonic() + TIMEOUT
+        while marks.alive() != count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.assertEqual(marks.alive(), count)
+
     def test_connection_thread_serves_the_next_connection(self):
         cls = websockify._ConnectionThread
         idents = queue.Queue()
+        marks = ThreadMarks()
+
+        def job(*args):
+            marks.mark()
+            idents.put(args + (_thread.get_ident(),))
         with unittest.mock.patch.object(cls, '_parked', []):
-            base = _thread._count()
-            cls(target=lambda: idents.put(_thread.get_ident())).start()
-            first = idents.get(timeout=TIMEOUT)
+            cls(target=job).start()
+            first, = idents.get(timeout=TIMEOUT)
             self._parked_threads(1)
-            cls(target=lambda n: idents.put((n, _thread.get_ident())), args=(2,)).start()
+            cls(target=job, args=(2,)).start()
             self.assertEqual(idents.get(timeout=TIMEOUT), (2, first))
             self._parked_threads(1)
-            self.assertEqual(_thread._count(), base + 1)
+            self.assertEqual(marks.alive(), 1)
 
     def test_parked_threads_are_bounded_and_end_when_idle(self):
         cls = websockify._ConnectionThread
         release = threading.Event()
         running = queue.Queue()
+        marks = ThreadMarks()
 
         def job():
+            marks.mark()
             running.put(_thread.get_ident())
             release.wait(TIMEOUT)
         with unittest.mock.patch.object(cls, '_parked', []), \
                 unittest.mock.patch.object(websockify, 'THREAD_PARK_MAX', 2), \
                 unittest.mock.patch.object(websockify, 'THREAD_PARK_IDLE', 0.5):
-            base = _thread._count()
             for _ in range(4):
                 cls(target=job).start()
             self.assertEqual(len({running.get(timeout=TIMEOUT) for _ in range(4)}), 4)
-            self.assertEqual(_thread._count(), base + 4)
+            self.assertEqual(marks.alive(), 4)
             release.set()
             self._parked_threads(2)         # two wait for work, two ended
-            deadline = time.monotonic() + TIMEOUT
-            while _thread._count() > base + 2 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            self.assertEqual(_thread._count(), base + 2)
+            self._wait_alive(marks, 2)
             self._parked_threads(0)         # idle: they end too
-            while _thread._count() > base and time.monotonic() < deadline:
-                time.sleep(0.005)
-            self.assertEqual(_thread._count(), base)
+            self._wait_alive(marks, 0)
 
     @unittest.skipUnless(os.path.isdir('/proc/self/task'), 'needs /proc')
     def test_the_program_serves_the_next_session_with_the_same_thread(self):
