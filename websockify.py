@@ -1602,21 +1602,17 @@ class Connection:
         socket takes its timeout. Raises socket.timeout at the deadline."""
         sock = self.sock
         if self.secure:
-            sock.settimeout(max(0.0, deadline - time.monotonic()))
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             return call(*args)
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
-        poll = None
         while True:
             try:
                 return call(*args)
             except BlockingIOError:
                 pass
             remaining = deadline - time.monotonic()
-            if poll is None:
-                poll = select.poll()
-                poll.register(sock, events)
-            if remaining <= 0 or not poll.poll(int(remaining * 1000) + 1):
+            if remaining <= 0 or not _wait_for(sock, events, remaining):
                 raise socket.timeout('timed out')
 
     def peek_first_byte(self, timeout):
@@ -2024,11 +2020,21 @@ _POLLIN = select.POLLIN | select.POLLPRI
 _POLLOUT = select.POLLOUT
 _POLLDONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _LOST = (ConnectionError, TimeoutError, OSError)
+
 #: "Not now" from a non-blocking socket. A TLS socket says SSLWantRead when a
 #: record is incomplete and SSLWantWrite when the kernel buffer is full; both are
 #: OSErrors, so they are caught before _LOST.
 _WAIT = (BlockingIOError,) + ((ssl.SSLWantReadError, ssl.SSLWantWriteError)
                               if ssl is not None else ())
+
+
+def _wait_for(sock, events, timeout):
+    """Wait up to timeout seconds (rounded up to the millisecond) for events on
+    one socket; its poll(2) events, 0 when the time ran out."""
+    poll = select.poll()
+    poll.register(sock, events)
+    ready = poll.poll(int(timeout * 1000) + 1)
+    return ready[0][1] if ready else 0
 
 
 class _Side:
@@ -3064,13 +3070,10 @@ def _connect(sock, address):
     sock.setblocking(False)
     error = sock.connect_ex(address)
     if error == errno.EINPROGRESS:
-        poll = select.poll()
-        poll.register(sock, _POLLOUT)
-        events = poll.poll(int(CONNECT_TIMEOUT * 1000))
-        if not events:
+        ready = _wait_for(sock, _POLLOUT, CONNECT_TIMEOUT)
+        if not ready:
             raise socket.timeout('timed out')
-        error = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                 if events[0][1] & _POLLDONE else 0)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready & _POLLDONE else 0
     if error:
         raise OSError(error, os.strerror(error))
 
