@@ -1236,12 +1236,16 @@ def basic(user_password):
 # Helpers: the proxy, in this process or as a program
 ################################################################################
 
-def start_proxy(testcase, *argv, settings=None):
+def start_proxy(testcase, *argv, settings=None, accept_in_threads=False, thread_class=None):
     """websockify in this process (for argv, or these Settings): make_server,
     serve_forever in a thread; returns the server. The cleanup stops it, asking its
-    live sessions to close first."""
+    live sessions to close first. accept_in_threads and thread_class set the
+    server's before it starts (main() sets the first)."""
     settings = settings or websockify.parse_args([str(a) for a in argv])
     server = websockify.make_server(settings)
+    server.accept_in_threads = accept_in_threads
+    if thread_class is not None:
+        server.thread_class = thread_class
     thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
                               daemon=True)
     thread.start()
@@ -9348,9 +9352,18 @@ class TestServerThreadLimits(ProxyTestCase):
         self.addCleanup(RefusingThread.refusing.clear)
 
     def test_no_thread_answers_503_logs_once_and_recovers(self):
+        self._check_refusals(accept_in_threads=False)
+
+    def test_no_thread_answers_503_when_connection_threads_accept(self):
+        # The thread that accepted is the only one waiting in accept() (at most one
+        # waits here): it cannot start a successor, so it answers and accepts again.
+        with unittest.mock.patch.object(websockify, 'ACCEPTING_THREADS_MAX', 1):
+            self._check_refusals(accept_in_threads=True)
+
+    def _check_refusals(self, accept_in_threads):
         target = TargetServer(self, echo)
-        server = start_proxy(self, '127.0.0.1:0', target.arg)
-        server.thread_class = RefusingThread
+        server = start_proxy(self, '127.0.0.1:0', target.arg, thread_class=RefusingThread,
+                             accept_in_threads=accept_in_threads)
         address = server.server_address
         with self.assertLogs('websockify', logging.DEBUG) as logs:
             for episode in (1, 2):
@@ -9371,6 +9384,87 @@ class TestServerThreadLimits(ProxyTestCase):
         while server.connections and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertEqual(server.connections, 0)
+
+
+class MarkedThread(threading.Thread):
+    """A connection thread that marks itself in `marks` (a ThreadMarks) as it runs."""
+
+    marks = None
+
+    def run(self):
+        self.marks.mark()
+        super().run()
+
+
+class TestAcceptingThreads(ProxyTestCase):
+    """accept_in_threads (main() in one process): connection threads wait in
+    accept() themselves; one always waits, at most ACCEPTING_THREADS_MAX do, and
+    shutdown() wakes them all."""
+
+    def start(self, most_waiting):
+        patch = unittest.mock.patch.object(websockify, 'ACCEPTING_THREADS_MAX', most_waiting)
+        patch.start()
+        self.marks = ThreadMarks()
+        thread_class = type('Marked', (MarkedThread,), {'marks': self.marks})
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '127.0.0.1:0', target.arg, accept_in_threads=True,
+                             thread_class=thread_class)
+        self.addCleanup(patch.stop)         # after the server's cleanup: it runs first
+        return server
+
+    def wait_until(self, what, expected):
+        deadline = time.monotonic() + TIMEOUT
+        while what() != expected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.assertEqual(what(), expected)
+
+    def waiting(self, server):
+        return lambda: server._acceptors
+
+    def test_sessions_at_once_each_have_a_thread_and_idle_threads_are_bounded(self):
+        server = self.start(3)
+        self.wait_until(self.waiting(server), 1)
+        clients = [open_session(self, server.server_address) for _ in range(6)]
+        for n, client in enumerate(clients):
+            self.assertEqual(client.echo(b'at once %d' % n), b'at once %d' % n)
+        # Six serving, and the one each accepting thread started before serving.
+        self.wait_until(self.marks.alive, 7)
+        self.wait_until(self.waiting(server), 1)
+        for client in clients:
+            client.send_close(1000)
+            self.assertEqual(client.expect_close()[0], 1000)
+        # Back in accept() up to three; the rest ended.
+        self.wait_until(self.waiting(server), 3)
+        self.wait_until(self.marks.alive, 3)
+        client = open_session(self, server.server_address)
+        self.assertEqual(client.echo(b'again'), b'again')
+        self.assertEqual(self.marks.alive(), 3)         # one of those waiting took it
+
+    def test_shutdown_wakes_every_waiting_thread_and_refuses_clients(self):
+        server = self.start(4)
+        clients = [open_session(self, server.server_address) for _ in range(3)]
+        for client in clients:
+            client.send_close(1000)
+            self.assertEqual(client.expect_close()[0], 1000)
+        self.wait_until(self.waiting(server), 4)
+        stopping = threading.Thread(target=server.shutdown, daemon=True)
+        stopping.start()
+        stopping.join(TIMEOUT)
+        self.assertFalse(stopping.is_alive())
+        self.wait_until(self.marks.alive, 0)
+        self.assertEqual(server._acceptors, 0)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(server.server_address, TIMEOUT).close()
+        server.shutdown()                       # again: returns at once
+
+    def test_a_session_accepted_before_shutdown_is_served(self):
+        server = self.start(2)
+        client = open_session(self, server.server_address)
+        server.shutdown()
+        self.assertEqual(client.echo(b'still here'), b'still here')
+        client.send_close(1000)
+        self.assertEqual(client.expect_close()[0], 1000)
+        self.wait_until(self.marks.alive, 0)     # it ended instead of accepting again
 
 
 TUNING_PROGRAM = r'''
@@ -9484,20 +9578,22 @@ class TestServerProcessTuning(ProxyTestCase):
             proxy.wait_log('session closed', count=n)
             return during
         deadline = time.monotonic() + TIMEOUT
-        while len(tasks()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)           # the acceptor starts after 'listening on'
+        while len(tasks()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)           # the threads start after 'listening on'
         before = tasks()
-        self.assertEqual(len(before), 2)
+        # The main thread, serve_forever's and the first connection thread, which
+        # waits in accept() (one process: connection threads accept).
+        self.assertEqual(len(before), 3)
         during_first = session(1)
-        self.assertEqual(len(during_first - before), 1)
+        self.assertEqual(len(during_first - before), 1)   # the next one to accept
 
         def parked():
             """Whether every thread started for a session waits in futex() (parked,
-            or for a moment for the GIL), not finishing its session."""
+            or for a moment for the GIL) or in accept4(), not finishing its session."""
             for task in tasks() - before:
                 try:
                     with open('/proc/%d/task/%s/syscall' % (proxy.proc.pid, task)) as f:
-                        if f.read().split()[:1] != ['202']:
+                        if f.read().split()[:1] not in (['202'], ['288']):
                             return False
                 except FileNotFoundError:
                     pass                # ended
@@ -9823,17 +9919,16 @@ def proc_counts(pid):
 
 def settled_counts(proxy):
     """proc_counts of a proxy that is serving and idle: after one refused request has
-    been answered (the accepting thread runs) and the thread that answered it has
-    stopped waiting for a next connection (THREAD_PARK_IDLE), once three looks
-    0.1 s apart agree."""
-    before = proc_counts(proxy.proc.pid)[0]
+    been answered, once three looks 0.1 s apart agree on four threads: the main
+    thread, serve_forever's, the one that accepted the request (it started the next
+    one to wait in accept() and waits there again itself) and that next one."""
     answer = http_exchange(proxy.address[1], b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
     assert answer.startswith(b'HTTP/1.1 426'), answer
     looks = []
-    end = time.monotonic() + websockify.THREAD_PARK_IDLE + TIMEOUT
+    end = time.monotonic() + TIMEOUT
     while time.monotonic() < end:
         looks = (looks + [proc_counts(proxy.proc.pid)])[-3:]
-        if len(looks) == 3 and looks[0] == looks[1] == looks[2] and looks[0][0] <= before:
+        if len(looks) == 3 and looks[0] == looks[1] == looks[2] and looks[0][0] == 4:
             break
         time.sleep(0.1)
     return looks[-1]
@@ -10136,10 +10231,13 @@ class TestServerLoad(ProxyTestCase):
         self.assertLessEqual(len(cut), target_aborts)
         self.assertGreater(len(good), self.SESSIONS * 3 // 4)
         load.close()
+        # Connection threads left waiting in accept(): two at the baseline, the most
+        # that wait after a load (the others have ended).
+        settled = (baseline[0] - 2 + websockify.ACCEPTING_THREADS_MAX, baseline[1])
         end = time.monotonic() + 30
-        while proc_counts(pid) != baseline and time.monotonic() < end:
+        while proc_counts(pid) != settled and time.monotonic() < end:
             time.sleep(0.2)
-        self.assertEqual(proc_counts(pid), baseline, 'threads, descriptors after the load')
+        self.assertEqual(proc_counts(pid), settled, 'threads, descriptors after the load')
         self.assertNotIn('Traceback', proxy.stderr)
         self.assertNotIn('internal error', proxy.stderr)
         sys.stderr.write('\n  load: %d sessions (peak %d threads, %d fds), opened in %.1f s, '

@@ -139,6 +139,11 @@ THREAD_STACK_SIZE = 512 * 1024
 #: waiting thread keeps its stack pages and thread state (about 12 kB).
 THREAD_PARK_MAX = 32
 THREAD_PARK_IDLE = 5.0
+#: Most idle connection threads that wait in accept() themselves (main() in one
+#: process; see _ServerMixin._accept_loop): the kernel hands a new connection to
+#: one of them, which serves it with no hand-over from an acceptor thread. A
+#: thread beyond them parks (THREAD_PARK_MAX) and ends when idle.
+ACCEPTING_THREADS_MAX = 8
 #: The interpreter's switch interval, set by main(): how long a thread waiting
 #: for the GIL waits before forcing the holder to let go. When thousands of
 #: sessions wake at once, each needs about 0.1 ms: a thread waiting longer than
@@ -5556,6 +5561,11 @@ class _ServerMixin:
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
     is_tcp = True
+    #: Whether connection threads accept connections themselves (_accept_loop)
+    #: instead of an acceptor thread handing each one over: main() sets it in one
+    #: process on Linux, on a listening socket of its own (shutdown() wakes the
+    #: threads waiting in accept() by shutting it, which other processes share).
+    accept_in_threads = False
 
     def _setup(self, runtime):
         #: What prepare() built for these settings; the attributes below are its parts.
@@ -5611,6 +5621,12 @@ class _ServerMixin:
         self._limited = None
         #: Who passed the listening socket ('inetd', 'systemd'), else None: bound here.
         self.passed_by = None
+        #: With accept_in_threads: the threads waiting in accept() now, an event
+        #: shutdown() sets for them, and one set while serve_forever() is not running.
+        self._acceptors = 0
+        self._accepting_stopped = threading.Event()
+        self._serving_done = threading.Event()
+        self._serving_done.set()
 
     def renew_wake_pipe(self):
         """Make the pipe whose read end every pump polls: one byte written wakes
@@ -5693,24 +5709,112 @@ class _ServerMixin:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._pause_accepting(exc)
             raise
+        self._count_accepted(*accepted)
+        return accepted
+
+    def _count_accepted(self, request, client_address):
+        """Count a connection accept() returned (until shutdown_request)."""
         if self._starved_since is not None and self._fed_since is None:
-            self._fed_since = time.monotonic()
-            logger.debug('%saccepting again after %.1f s without descriptors (%d pauses)',
-                         self._worker_label(), self._fed_since - self._starved_since,
-                         self._starved_pauses)
+            with self._lock:
+                if self._fed_since is None:
+                    self._fed_since = time.monotonic()
+                    logger.debug('%saccepting again after %.1f s without descriptors '
+                                 '(%d pauses)', self._worker_label(),
+                                 self._fed_since - self._starved_since, self._starved_pauses)
         bucket = None
         if self.settings.max_connections_per_ip:
-            ip = client_ip(accepted[1])
+            ip = client_ip(client_address)
             bucket = None if ip is None else _bucket(str(ip))
+        board = self.load_board
         with self._lock:
             self.connections += 1
             if board is not None:
                 board[self.worker_slot] += 1
             self.tally.add(self.worker_slot, 'connections')
             if bucket is not None:
-                self._ip_buckets[accepted[0]] = bucket
+                self._ip_buckets[request] = bucket
                 self.tally.add_at(self.worker_slot, self.tally.ip_base + bucket, 1)
-        return accepted
+
+    def serve_forever(self, poll_interval=0.5):
+        """socketserver's accept loop; with accept_in_threads, start the first
+        accepting thread instead and call service_actions() every poll_interval
+        seconds until shutdown()."""
+        if not self.accept_in_threads:
+            super().serve_forever(poll_interval)
+            return
+        self._serving_done.clear()
+        try:
+            try:
+                self.thread_class(target=self._accept_loop, daemon=True).start()
+            except RuntimeError:
+                self._accept_loop()     # no thread to spare: this one accepts
+            while not self._accepting_stopped.wait(poll_interval):
+                self.service_actions()
+        finally:
+            self._serving_done.set()
+
+    def shutdown(self):
+        """Stop accepting; return once serve_forever() has (socketserver's contract).
+        With accept_in_threads, shutting the listening socket for reading makes
+        accept() fail in every thread waiting in it (Linux); clients that connect
+        later are refused rather than left in the backlog."""
+        if not self.accept_in_threads:
+            super().shutdown()
+            return
+        self._accepting_stopped.set()
+        try:
+            self.socket.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        self._serving_done.wait()
+
+    def _accept_loop(self):
+        """A connection thread's life with accept_in_threads: wait in accept() beside
+        the other idle threads, serve the connection the kernel hands it, come back.
+        The thread that takes the last waiting one's place first starts (or wakes) a
+        successor, so that one always waits; with ACCEPTING_THREADS_MAX waiting, a
+        thread returns (a _ConnectionThread then parks). Saved per connection: the
+        acceptor's wake-up, the hand-over to a thread and the GIL passing between
+        them (about 17 us of CPU a short session, measured)."""
+        listener, lock, stopped = self.socket, self._lock, self._accepting_stopped
+        while not stopped.is_set():
+            with lock:
+                if self._acceptors >= ACCEPTING_THREADS_MAX:
+                    return
+                self._acceptors += 1
+            try:
+                request, client_address = listener.accept()
+            except OSError as exc:
+                with lock:
+                    self._acceptors -= 1
+                if not stopped.is_set():
+                    self._accept_failed(exc)
+                continue
+            with lock:
+                self._acceptors -= 1
+                last = not self._acceptors
+            self._count_accepted(request, client_address)
+            if stopped.is_set():
+                self.shutdown_request(request)
+                return
+            if last and not self._start_thread(request, self._accept_loop):
+                continue            # answered 503: this thread goes on accepting
+            if self.verify_request(request, client_address):
+                self.process_request_thread(request, client_address)
+            else:
+                self.shutdown_request(request)
+
+    def _accept_failed(self, exc):
+        """accept() failed in an accepting thread: a connection reset in the backlog
+        is skipped; want of descriptors pauses (_pause_accepting); any other error
+        pauses too, rather than spin on a failing socket."""
+        if exc.errno == errno.ECONNABORTED:
+            return
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            self._pause_accepting(exc)
+            return
+        logger.debug('%saccept() failed: %s', self._worker_label(), exc)
+        self._accepting_stopped.wait(ACCEPT_PAUSE)
 
     def verify_request(self, request, client_address):
         """Beyond --max-connections (503) or --max-connections-per-ip (429): answer
@@ -5727,20 +5831,22 @@ class _ServerMixin:
                                       'connections from one address')
         if answer is None:
             if self._limited is not None:
-                logger.info('%sbelow the limits again (%d connections answered at a limit)',
-                            self._worker_label(), self._limited)
-                self._limited = None
+                with self._lock:
+                    answered, self._limited = self._limited, None
+                if answered is not None:
+                    logger.info('%sbelow the limits again (%d connections answered at a '
+                                'limit)', self._worker_label(), answered)
             return True
         with self._lock:
             tally.add(self.worker_slot, key)
             tally.add(self.worker_slot, tally.refusal_key(int(answer[9:12])))
-        if self._limited is None:
-            self._limited = 0
+            first = self._limited is None
+            self._limited = (self._limited or 0) + 1
+        if first:
             logger.warning('%slimit of %s reached (%s): answering %s until below it',
                            self._worker_label(), limit, format_address(*client_address[:2])
                            if isinstance(client_address, tuple) else 'unix',
                            answer[9:12].decode())
-        self._limited += 1
         try:
             request.send(answer, socket.MSG_DONTWAIT)
         except OSError:
@@ -5755,11 +5861,16 @@ class _ServerMixin:
         client waits in the backlog) instead of retrying at once; the first failure
         of an episode is logged, with the counts."""
         now = time.monotonic()
-        fed = self._fed_since
-        self._fed_since = None
-        if self._starved_since is None or (fed is not None and now - fed >= STARVED_EPISODE_GAP):
-            self._starved_since = now
-            self._starved_pauses = 0
+        with self._lock:
+            fed = self._fed_since
+            self._fed_since = None
+            new_episode = self._starved_since is None or (fed is not None and
+                                                          now - fed >= STARVED_EPISODE_GAP)
+            if new_episode:
+                self._starved_since = now
+                self._starved_pauses = 0
+            self._starved_pauses += 1
+        if new_episode:
             soft = _nofile_limits()[0]
             logger.warning('%sout of file descriptors (%s) with %d connections, %d of them '
                            'relaying, descriptor limit %s: pausing accept() for %.1f s at '
@@ -5767,38 +5878,44 @@ class _ServerMixin:
                            errno.errorcode.get(exc.errno, exc.errno), self.connections,
                            self.active, soft if soft is not None else 'unknown',
                            ACCEPT_PAUSE)
-        self._starved_pauses += 1
         self.stop_event.wait(ACCEPT_PAUSE)
 
     def process_request(self, request, client_address):
         """Relay the connection in a thread of its own (daemon threads, as
         ThreadingMixIn's with daemon_threads). If none can be started, answer
         NO_THREAD_ANSWER and close: one log line per episode, no traceback."""
-        thread = self.thread_class(target=self.process_request_thread,
-                                   args=(request, client_address), daemon=True)
+        self._start_thread(request, self.process_request_thread, (request, client_address))
+
+    def _start_thread(self, request, target, args=()):
+        """Start a connection thread running target(*args); True if it started. If
+        none can be, answer request NO_THREAD_ANSWER and close it: one log line
+        per episode."""
         try:
-            thread.start()
+            self.thread_class(target=target, args=args, daemon=True).start()
         except RuntimeError as exc:     # "can't start new thread"
-            if self._threadless is None:
-                self._threadless = 0
+            with self._lock:
+                first = self._threadless is None
+                self._threadless = (self._threadless or 0) + 1
+                self.tally.add(self.worker_slot, 'no_thread')
+                self.tally.add(self.worker_slot, 503)
+            if first:
                 logger.warning('%scannot start a connection thread (%s) with %d '
                                'connections, %d of them relaying: answering 503 until '
                                'one starts', self._worker_label(), exc, self.connections,
                                self.active)
-            self._threadless += 1
-            with self._lock:
-                self.tally.add(self.worker_slot, 'no_thread')
-                self.tally.add(self.worker_slot, 503)
             try:
                 request.send(NO_THREAD_ANSWER, socket.MSG_DONTWAIT)
             except OSError:
                 pass
             self.shutdown_request(request)
-            return
+            return False
         if self._threadless is not None:
-            logger.debug('%sconnection threads start again (%d connections answered 503)',
-                         self._worker_label(), self._threadless)
-            self._threadless = None
+            with self._lock:
+                answered, self._threadless = self._threadless, None
+            if answered is not None:
+                logger.debug('%sconnection threads start again (%d connections answered '
+                             '503)', self._worker_label(), answered)
+        return True
 
     def finish_request(self, request, client_address):
         """What BaseRequestHandler.__init__ does (setup, handle, finish), run here
@@ -7017,6 +7134,9 @@ def main(argv=None):
                                                        settings.listen_port)
         logger.error('cannot listen on %s: %s', where, exc.strerror or exc)
         return 1
+    # One process on Linux, on a socket of its own: connection threads accept.
+    server.accept_in_threads = (settings.workers <= 1 and server.passed_by is None and
+                                sys.platform.startswith('linux'))
     _raise_nofile_limit()
     ready_fd = _daemonize() if settings.daemon else None
     wrapper = None
