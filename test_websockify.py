@@ -9457,6 +9457,26 @@ class TestAcceptingThreads(ProxyTestCase):
             socket.create_connection(server.server_address, TIMEOUT).close()
         server.shutdown()                       # again: returns at once
 
+    def test_an_error_while_serving_ends_neither_the_thread_nor_accepting(self):
+        server = self.start(1)          # one waits: an ended thread would stop accepting
+        verify = server.verify_request
+        calls = []
+
+        def failing_once(request, client_address):
+            calls.append(client_address)
+            if len(calls) == 1:
+                raise RuntimeError('verify failed')
+            return verify(request, client_address)
+        server.verify_request = failing_once
+        with self.assertLogs('websockify', logging.ERROR) as logs:
+            with socket.create_connection(server.server_address, TIMEOUT) as sock:
+                self.assertEqual(read_to_eof(sock), b'')
+        self.assertIn('verify failed', '\n'.join(logs.output))
+        client = open_session(self, server.server_address)
+        self.assertEqual(client.echo(b'after the error'), b'after the error')
+        self.assertEqual(len(calls), 2)
+        self.wait_until(lambda: server.connections, 1)
+
     def test_a_session_accepted_before_shutdown_is_served(self):
         server = self.start(2)
         client = open_session(self, server.server_address)

@@ -5799,9 +5799,13 @@ class _ServerMixin:
                 return
             if last and not self._start_thread(request, self._accept_loop):
                 continue            # answered 503: this thread goes on accepting
-            if self.verify_request(request, client_address):
-                self.process_request_thread(request, client_address)
-            else:
+            try:                    # as socketserver's loop: no error ends the thread
+                if self.verify_request(request, client_address):
+                    self.process_request_thread(request, client_address)
+                else:
+                    self.shutdown_request(request)
+            except Exception:
+                self.handle_error(request, client_address)
                 self.shutdown_request(request)
 
     def _accept_failed(self, exc):
