@@ -187,7 +187,7 @@ MALLOC_TRIM_INTERVAL = 10.0
 SENDMSG_MAX_BUFFERS = 1024
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
-#: Seconds the acceptor waits when accept() fails for want of descriptors
+#: Seconds the accepting thread waits when accept() fails for want of descriptors
 #: (EMFILE, ENFILE): the connection stays in the backlog until a session ends,
 #: and retrying at once would only spin at full CPU.
 ACCEPT_PAUSE = 0.1
@@ -5775,7 +5775,7 @@ class _ServerMixin:
         successor, so that one always waits; with ACCEPTING_THREADS_MAX waiting, a
         thread returns (a _ConnectionThread then parks). Saved per connection: the
         acceptor's wake-up, the hand-over to a thread and the GIL passing between
-        them (about 17 us of CPU a short session, measured)."""
+        them (CPU per short session with four clients 355 -> 328 us, measured)."""
         listener, lock, stopped = self.socket, self._lock, self._accepting_stopped
         while not stopped.is_set():
             with lock:
