@@ -9180,6 +9180,20 @@ class TestServerWorkers(ProxyTestCase):
         self.assertIn('worker 1', proxy.stderr + ' worker 2')
         self.assertRegex(proxy.stderr, r'worker \d \(pid %d\) died' % workers[0])
 
+    def test_a_worker_that_stops_leaves_the_shared_socket_to_the_others(self):
+        # Workers keep socketserver's acceptor: a worker stopping as one process
+        # does (shutting the listening socket) would stop every worker accepting.
+        target = TargetServer(self, echo)
+        proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
+        workers = self.wait_children(proxy.proc.pid, 2)
+        os.kill(workers[0], signal.SIGTERM)
+        deadline = time.monotonic() + TIMEOUT
+        while workers[0] in self.children(proxy.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertNotIn(workers[0], self.children(proxy.proc.pid))    # it has stopped
+        for i in range(8):
+            self.echo_once(proxy.address, b'after a worker stopped %d' % i)
+
     def test_busy_worker_leaves_the_next_connection_to_an_idle_one(self):
         target = TargetServer(self, echo)
         proxy = ProxyProcess(self, '--workers', '2', '127.0.0.1:0', target.arg)
@@ -9359,6 +9373,37 @@ class TestServerThreadLimits(ProxyTestCase):
         # waits here): it cannot start a successor, so it answers and accepts again.
         with unittest.mock.patch.object(websockify, 'ACCEPTING_THREADS_MAX', 1):
             self._check_refusals(accept_in_threads=True)
+
+    def test_without_a_first_accepting_thread_serve_forever_accepts(self):
+        RefusingThread.refusing.set()
+        target = TargetServer(self, echo)
+        server = start_proxy(self, '127.0.0.1:0', target.arg, thread_class=RefusingThread,
+                             accept_in_threads=True)
+        for _ in range(2):
+            with socket.create_connection(server.server_address, TIMEOUT) as sock:
+                self.assertTrue(read_to_eof(sock).startswith(b'HTTP/1.1 503 '))
+        RefusingThread.refusing.clear()
+        for n in range(3):
+            client = open_session(self, server.server_address)
+            self.assertEqual(client.echo(b'served %d' % n), b'served %d' % n)
+            client.send_close(1000)
+            self.assertEqual(client.expect_close()[0], 1000)
+
+    def test_an_episode_counts_from_any_thread_and_begins_once(self):
+        episode = websockify._Episode()
+        self.assertIsNone(episode.end())
+        firsts = queue.Queue()
+        threads = [threading.Thread(target=lambda: [firsts.put(episode.count())
+                                                    for _ in range(100)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        begun = [firsts.get_nowait() for _ in range(400)]
+        self.assertEqual(begun.count(True), 1)
+        self.assertEqual(episode.end(), 400)
+        self.assertIsNone(episode.end())
+        self.assertTrue(episode.count())        # a new episode
 
     def _check_refusals(self, accept_in_threads):
         target = TargetServer(self, echo)
@@ -10784,6 +10829,7 @@ class TestServerLimits(ProxyTestCase):
         for client in clients + [client]:
             client.close()
         self.assertEqual(len(re.findall('limit of connections reached', proxy.stderr)), 1)
+        proxy.wait_log(r'below the limits again \(\d+ connections answered at a limit\)')
 
     @unittest.skipUnless(HAVE_IPV6, 'no IPv6 loopback')
     def test_max_connections_per_ip_from_127_0_0_1_and_v6(self):

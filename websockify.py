@@ -5496,6 +5496,32 @@ OVER_CONNECTIONS = _limit_answer(503, 'too many connections: try again')
 OVER_CONNECTIONS_PER_IP = _limit_answer(429, 'too many connections from your address')
 
 
+class _Episode:
+    """Connections answered in a row for one reason (a limit reached, no thread to
+    start): the first is logged, and the count when the episode ends. Any thread."""
+
+    __slots__ = ('_lock', '_count')
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._count = None
+
+    def count(self):
+        """Count one connection; True if it begins the episode."""
+        with self._lock:
+            first = self._count is None
+            self._count = (self._count or 0) + 1
+        return first
+
+    def end(self):
+        """End the episode: the connections it counted, or None if none was going on."""
+        if self._count is None:         # the usual case, without the lock
+            return None
+        with self._lock:
+            counted, self._count = self._count, None
+        return counted
+
+
 class _ConnectionThread:
     """A connection thread as main() starts them: _thread's, without the Thread
     object, its Event and Condition and the wait in Thread.start() for the new
@@ -5601,9 +5627,8 @@ class _ServerMixin:
         self._starved_since = None
         self._starved_pauses = 0
         self._fed_since = None
-        #: Connections answered 503 since a connection thread last failed to start
-        #: (None while threads start).
-        self._threadless = None
+        #: Connections answered 503 because no connection thread could start.
+        self._threadless = _Episode()
         #: time.monotonic() of the last session end (or of start-up).
         self.last_active = time.monotonic()
         #: Set when the process should stop (signal, --run-once, timeouts).
@@ -5617,8 +5642,8 @@ class _ServerMixin:
         self.tally = Tally(self.settings.workers, self.settings.workers > 1)
         #: The address bucket of each open connection (request -> bucket).
         self._ip_buckets = {}
-        #: Connections answered at a limit since the episode began (None outside one).
-        self._limited = None
+        #: Connections answered at a limit (--max-connections, -per-ip).
+        self._limited = _Episode()
         #: Who passed the listening socket ('inetd', 'systemd'), else None: bound here.
         self.passed_by = None
         #: With accept_in_threads: the threads waiting in accept() now, an event
@@ -5716,11 +5741,13 @@ class _ServerMixin:
         """Count a connection accept() returned (until shutdown_request)."""
         if self._starved_since is not None and self._fed_since is None:
             with self._lock:
-                if self._fed_since is None:
+                first = self._fed_since is None      # the first accept() since
+                if first:
                     self._fed_since = time.monotonic()
-                    logger.debug('%saccepting again after %.1f s without descriptors '
-                                 '(%d pauses)', self._worker_label(),
-                                 self._fed_since - self._starved_since, self._starved_pauses)
+                    starved, pauses = self._fed_since - self._starved_since, self._starved_pauses
+            if first:
+                logger.debug('%saccepting again after %.1f s without descriptors (%d pauses)',
+                             self._worker_label(), starved, pauses)
         bucket = None
         if self.settings.max_connections_per_ip:
             ip = client_ip(client_address)
@@ -5834,19 +5861,15 @@ class _ServerMixin:
                 answer, key, limit = (OVER_CONNECTIONS_PER_IP, 'refused_connections_per_ip',
                                       'connections from one address')
         if answer is None:
-            if self._limited is not None:
-                with self._lock:
-                    answered, self._limited = self._limited, None
-                if answered is not None:
-                    logger.info('%sbelow the limits again (%d connections answered at a '
-                                'limit)', self._worker_label(), answered)
+            answered = self._limited.end()
+            if answered is not None:
+                logger.info('%sbelow the limits again (%d connections answered at a limit)',
+                            self._worker_label(), answered)
             return True
         with self._lock:
             tally.add(self.worker_slot, key)
             tally.add(self.worker_slot, tally.refusal_key(int(answer[9:12])))
-            first = self._limited is None
-            self._limited = (self._limited or 0) + 1
-        if first:
+        if self._limited.count():
             logger.warning('%slimit of %s reached (%s): answering %s until below it',
                            self._worker_label(), limit, format_address(*client_address[:2])
                            if isinstance(client_address, tuple) else 'unix',
@@ -5898,11 +5921,9 @@ class _ServerMixin:
             self.thread_class(target=target, args=args, daemon=True).start()
         except RuntimeError as exc:     # "can't start new thread"
             with self._lock:
-                first = self._threadless is None
-                self._threadless = (self._threadless or 0) + 1
                 self.tally.add(self.worker_slot, 'no_thread')
                 self.tally.add(self.worker_slot, 503)
-            if first:
+            if self._threadless.count():
                 logger.warning('%scannot start a connection thread (%s) with %d '
                                'connections, %d of them relaying: answering 503 until '
                                'one starts', self._worker_label(), exc, self.connections,
@@ -5913,12 +5934,10 @@ class _ServerMixin:
                 pass
             self.shutdown_request(request)
             return False
-        if self._threadless is not None:
-            with self._lock:
-                answered, self._threadless = self._threadless, None
-            if answered is not None:
-                logger.debug('%sconnection threads start again (%d connections answered '
-                             '503)', self._worker_label(), answered)
+        answered = self._threadless.end()
+        if answered is not None:
+            logger.debug('%sconnection threads start again (%d connections answered 503)',
+                         self._worker_label(), answered)
         return True
 
     def finish_request(self, request, client_address):
